@@ -6,6 +6,7 @@
 //! and reward allocation are inputs, so the same inputs give the same outcomes on any
 //! machine, at any speed.
 
+pub mod cond;
 pub mod diag;
 pub mod spec;
 pub mod time;
