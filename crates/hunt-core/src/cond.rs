@@ -190,6 +190,16 @@ impl Condition {
         matches!(self.plan, Plan::Fast(_))
     }
 
+    /// Whether the condition is false for every event of type `on` (an empty `on`:
+    /// for every input), as far as its shape shows. Used to warn of steps that can
+    /// never be found.
+    pub fn never_holds_for(&self, on: &str) -> bool {
+        match &self.plan {
+            Plan::Fast(p) => p.never(on),
+            Plan::Cel(_) => false,
+        }
+    }
+
     /// How many evaluations failed at run time (and counted as false).
     pub fn error_count(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
@@ -571,6 +581,19 @@ impl Pred {
             }
             Expr::Select(_) => Some(Pred::Truthy(Path::from_expr(e)?)),
             _ => None,
+        }
+    }
+
+    fn never(&self, on: &str) -> bool {
+        match self {
+            Pred::Const(b) => !b,
+            Pred::Cmp(Path::EventType, CmpOp::Eq, Lit::Str(s)) => !on.is_empty() && s != on,
+            Pred::In(Path::EventType, lits) => {
+                !on.is_empty() && !lits.iter().any(|l| matches!(l, Lit::Str(s) if s == on))
+            }
+            Pred::And(a, b) => a.never(on) || b.never(on),
+            Pred::Or(a, b) => a.never(on) && b.never(on),
+            _ => false,
         }
     }
 

@@ -6,8 +6,13 @@
 //! and reward allocation are inputs, so the same inputs give the same outcomes on any
 //! machine, at any speed.
 
+pub mod catalog;
 pub mod cond;
 pub mod diag;
+pub mod engine;
+pub mod simulate;
 pub mod spec;
+pub mod testing;
 pub mod time;
+pub mod traffic;
 pub mod yaml;

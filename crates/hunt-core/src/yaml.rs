@@ -86,7 +86,9 @@ pub fn parse(source: &str) -> Result<Node, Problem> {
             ),
         ));
     }
-    let root: Spanned<Raw> = serde_saphyr::from_str(source).map_err(|e| {
+    // YAML 1.2 Core booleans: `on`, `yes`, `no` stay strings (a step's `on:` key!).
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let root: Spanned<Raw> = serde_saphyr::from_str_with_options(source, options).map_err(|e| {
         let span = e
             .location()
             .map(|l| span_of(source, &l))
@@ -300,6 +302,18 @@ mod tests {
         let err = parse("a: 1\na: 2\n").unwrap_err();
         assert!(err.message.contains("duplicate"), "{}", err.message);
         assert_eq!(err.span.offset, 5);
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_strings() {
+        let root = parse("on: yes\nno: off\nt: true\n").unwrap();
+        let Value::Map(entries) = &root.value else {
+            panic!("map expected")
+        };
+        assert_eq!(entries[0].0.name, "on");
+        assert_eq!(entries[0].1.value, Value::Str("yes".into()));
+        assert_eq!(entries[1].0.name, "no");
+        assert_eq!(entries[2].1.value, Value::Bool(true));
     }
 
     #[test]

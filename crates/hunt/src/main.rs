@@ -1,1 +1,50 @@
-fn main() {}
+//! The `hunt` command: check, test and simulate hunts files, print their schema and
+//! generate traffic. Owns argument parsing and presentation only; every decision is
+//! made by `hunt-core`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod render;
+
+/// The Treasure Hunt Engine.
+#[derive(Parser)]
+#[command(name = "hunt", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check hunts files: every error and warning, with file:line:column and a hint.
+    Check(cmd::check::Args),
+    /// Run the test cases written in a hunts file.
+    Test(cmd::test::Args),
+    /// Run recorded events (NDJSON) through the engine in memory and report per hunt.
+    Simulate(cmd::simulate::Args),
+    /// Write realistic, seeded shopper traffic as NDJSON.
+    GenTraffic(cmd::gen_traffic::Args),
+    /// Print the JSON Schema of hunts files.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(a) => cmd::check::run(a),
+        Command::Test(a) => cmd::test::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
+        Command::GenTraffic(a) => cmd::gen_traffic::run(a),
+        Command::Schema => cmd::schema::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

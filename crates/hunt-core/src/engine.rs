@@ -1,0 +1,581 @@
+//! The engine: a pure, deterministic state machine.
+//!
+//! [`Engine::apply`] takes one event, one customer's state, the time the event was
+//! received and a reward allocator, and returns the outcomes in a fixed order (hunts in
+//! file order, then steps in file order). It owns no clock, no randomness and no I/O:
+//! the same catalog, events, receive times and allocator answers give the same outcomes
+//! on any machine. See `docs/engine.md` for the rules on late and out-of-order events.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::catalog::{Candidate, Catalog};
+use crate::cond::{EventView, Input, ProgressView};
+use crate::spec::Order;
+use crate::time::Timestamp;
+
+/// A customer's action, as posted by the shop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Idempotency key: the same `(user, id)` is one event.
+    pub id: String,
+    /// Event type, e.g. `product_view`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The customer (the partition key).
+    pub user: String,
+    /// When it happened, by the sender's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub data: Map<String, Json>,
+    /// Traits merged into the customer's profile (`null` removes one).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub traits: Map<String, Json>,
+}
+
+/// Longest `id` and `user`, in bytes.
+pub const ID_BYTES_MAX: usize = 128;
+/// The most traits kept per customer; new traits past it are not stored.
+pub const TRAITS_MAX: usize = 64;
+
+impl Event {
+    /// Checks the fields the contract constrains; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.is_empty() || self.id.len() > ID_BYTES_MAX {
+            return Err(format!(
+                "`id` must be 1-{ID_BYTES_MAX} bytes, got {}",
+                self.id.len()
+            ));
+        }
+        if self.user.is_empty() || self.user.len() > ID_BYTES_MAX {
+            return Err(format!(
+                "`user` must be 1-{ID_BYTES_MAX} bytes, got {}",
+                self.user.len()
+            ));
+        }
+        if !crate::catalog::is_valid_event_type(&self.kind) {
+            return Err(format!(
+                "`type` must match [a-z0-9_.:-]{{1,64}}, got {:?}",
+                self.kind
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What an event did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A step was found.
+    StepFound {
+        hunt: Arc<str>,
+        step: Arc<str>,
+        /// Steps of the hunt found so far, this one included.
+        found: u32,
+        /// The clue of the next step still to find, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_clue: Option<Arc<str>>,
+    },
+    /// The customer completed the hunt.
+    HuntCompleted { hunt: Arc<str> },
+    /// A reward code was granted.
+    RewardGranted {
+        hunt: Arc<str>,
+        pool: Arc<str>,
+        code: String,
+    },
+    /// The hunt was completed but no code could be granted.
+    RewardDenied {
+        hunt: Arc<str>,
+        pool: Arc<str>,
+        reason: DenyReason,
+    },
+    /// In a sequence hunt, `step` was matched after its `within` ran out: the trail went
+    /// cold and the customer's progress in the hunt starts over.
+    TrailCold { hunt: Arc<str>, step: Arc<str> },
+}
+
+impl Outcome {
+    pub fn hunt(&self) -> &Arc<str> {
+        match self {
+            Outcome::StepFound { hunt, .. }
+            | Outcome::HuntCompleted { hunt }
+            | Outcome::RewardGranted { hunt, .. }
+            | Outcome::RewardDenied { hunt, .. }
+            | Outcome::TrailCold { hunt, .. } => hunt,
+        }
+    }
+}
+
+/// Why a reward was denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// The pool has no codes left.
+    PoolEmpty,
+    /// The hunt already has `max_winners` winners.
+    WinnersCap,
+    /// The customer already holds `per_user` codes from the pool.
+    PerUserLimit,
+    /// The customer no longer matches the hunt's audience.
+    NotInAudience,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::PoolEmpty => "pool_empty",
+            DenyReason::WinnersCap => "winners_cap",
+            DenyReason::PerUserLimit => "per_user_limit",
+            DenyReason::NotInAudience => "not_in_audience",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DenyReason> {
+        [
+            DenyReason::PoolEmpty,
+            DenyReason::WinnersCap,
+            DenyReason::PerUserLimit,
+            DenyReason::NotInAudience,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// One customer's state: traits, progress per hunt, rewards held.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserState {
+    pub traits: Map<String, Json>,
+    /// Progress in each hunt the customer has taken part in, in order of joining.
+    pub hunts: Vec<HuntProgress>,
+    pub rewards: Vec<Grant>,
+}
+
+/// A customer's progress in one hunt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HuntProgress {
+    pub hunt: Arc<str>,
+    /// Matching events seen per step (capped at the step's `count`).
+    pub counts: Vec<u32>,
+    /// Found steps, as a bit set by step index.
+    pub found: u64,
+    pub found_count: u32,
+    /// When the most recent step was found (event time).
+    pub last_found_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl HuntProgress {
+    fn new(hunt: Arc<str>, steps: usize) -> HuntProgress {
+        HuntProgress {
+            hunt,
+            counts: vec![0; steps],
+            found: 0,
+            found_count: 0,
+            last_found_at: None,
+            completed_at: None,
+        }
+    }
+
+    pub fn is_found(&self, step: usize) -> bool {
+        step < 64 && self.found & (1 << step) != 0
+    }
+}
+
+/// A reward code held by a customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub hunt: Arc<str>,
+    pub pool: Arc<str>,
+    pub code: String,
+    pub at: Timestamp,
+}
+
+/// Hands out reward codes. Shared across customers (and, in the server, partitions);
+/// the engine asks it only when a customer completes a hunt with a reward and is
+/// otherwise eligible.
+pub trait Allocator {
+    /// A code from `pool` for a winner of `hunt`, or why there is none. Must check the
+    /// hunt's `max_winners` before taking a code.
+    fn allocate(
+        &mut self,
+        catalog: &Catalog,
+        hunt: usize,
+        pool: usize,
+    ) -> Result<String, DenyReason>;
+}
+
+/// An allocator in memory, for one process: codes in pool order, winners counted per hunt.
+#[derive(Debug, Clone, Default)]
+pub struct LocalAllocator {
+    next_code: Vec<u64>,
+    winners: Vec<u64>,
+}
+
+impl LocalAllocator {
+    pub fn new(catalog: &Catalog) -> LocalAllocator {
+        LocalAllocator {
+            next_code: vec![0; catalog.pools.len()],
+            winners: vec![0; catalog.hunts.len()],
+        }
+    }
+
+    /// Codes taken from each pool so far.
+    pub fn used(&self, pool: usize) -> u64 {
+        self.next_code.get(pool).copied().unwrap_or(0)
+    }
+}
+
+impl Allocator for LocalAllocator {
+    fn allocate(
+        &mut self,
+        catalog: &Catalog,
+        hunt: usize,
+        pool: usize,
+    ) -> Result<String, DenyReason> {
+        if self.next_code.len() < catalog.pools.len() {
+            self.next_code.resize(catalog.pools.len(), 0);
+        }
+        if self.winners.len() < catalog.hunts.len() {
+            self.winners.resize(catalog.hunts.len(), 0);
+        }
+        if let Some(cap) = catalog.hunts[hunt].max_winners
+            && self.winners[hunt] >= cap
+        {
+            return Err(DenyReason::WinnersCap);
+        }
+        let code = catalog.pools[pool]
+            .code(self.next_code[pool])
+            .ok_or(DenyReason::PoolEmpty)?;
+        self.next_code[pool] += 1;
+        self.winners[hunt] += 1;
+        Ok(code)
+    }
+}
+
+/// Counts of a customer with no progress yet, borrowed instead of allocated.
+static ZERO_COUNTS: [u32; crate::catalog::STEPS_MAX] = [0; crate::catalog::STEPS_MAX];
+
+/// The engine for one catalog.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    catalog: Arc<Catalog>,
+}
+
+impl Engine {
+    pub fn new(catalog: Arc<Catalog>) -> Engine {
+        Engine { catalog }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The time an event counts at: its own time, but never later than its receipt
+    /// (a sender cannot claim the future). `None` when it is later than `max_lateness`
+    /// behind its receipt: such an event updates traits only.
+    pub fn effective_time(&self, event: &Event, received: Timestamp) -> Option<Timestamp> {
+        let t = event.time.map_or(received, |t| t.min(received));
+        (received.0 - t.0 <= self.catalog.max_lateness.0).then_some(t)
+    }
+
+    /// Applies `event`, received at `received`, to the customer's `state`; appends the
+    /// outcomes to `out`.
+    pub fn apply(
+        &self,
+        state: &mut UserState,
+        event: &Event,
+        received: Timestamp,
+        alloc: &mut dyn Allocator,
+        out: &mut Vec<Outcome>,
+    ) {
+        merge_traits(&mut state.traits, &event.traits);
+        let Some(t) = self.effective_time(event, received) else {
+            return;
+        };
+        let candidates = self.catalog.candidates(&event.kind);
+        let mut i = 0;
+        while i < candidates.len() {
+            let hunt = candidates[i].hunt;
+            let j = i + candidates[i..]
+                .iter()
+                .take_while(|c| c.hunt == hunt)
+                .count();
+            self.apply_hunt(
+                state,
+                event,
+                t,
+                hunt as usize,
+                &candidates[i..j],
+                alloc,
+                out,
+            );
+            i = j;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_hunt(
+        &self,
+        state: &mut UserState,
+        event: &Event,
+        t: Timestamp,
+        h: usize,
+        cands: &[Candidate],
+        alloc: &mut dyn Allocator,
+        out: &mut Vec<Outcome>,
+    ) {
+        let hunt = &self.catalog.hunts[h];
+        if !hunt.is_active(t) {
+            return;
+        }
+        let existing = state.hunts.iter().position(|p| p.hunt == hunt.id);
+        if let Some(p) = existing
+            && state.hunts[p].completed_at.is_some()
+        {
+            return;
+        }
+        if existing.is_none()
+            && let Some(aud) = &hunt.audience
+        {
+            let input = Input {
+                event: None,
+                user_id: &event.user,
+                traits: &state.traits,
+                progress: None,
+            };
+            if !aud.eval(&input) {
+                return;
+            }
+        }
+        // Decide against a borrowed view first: most events match nothing, and those
+        // must cost no allocation.
+        let ev = EventView {
+            id: &event.id,
+            kind: &event.kind,
+            time: t,
+            data: &event.data,
+        };
+        let n = hunt.steps.len();
+        let (found_count, found, counts, last) = match existing {
+            Some(p) => {
+                let p = &state.hunts[p];
+                (p.found_count, p.found, &p.counts[..], p.last_found_at)
+            }
+            None => (0, 0, &ZERO_COUNTS[..n], None),
+        };
+        let view = ProgressView {
+            found: found_count,
+            step_ids: &hunt.step_ids,
+            counts,
+        };
+        let input = Input {
+            event: Some(ev),
+            user_id: &event.user,
+            traits: &state.traits,
+            progress: Some(view),
+        };
+        let mut matched: u64 = 0;
+        match hunt.order {
+            Order::Any => {
+                for c in cands {
+                    let s = c.step as usize;
+                    if found & (1 << s) == 0 && hunt.steps[s].when.eval(&input) {
+                        matched |= 1 << s;
+                    }
+                }
+            }
+            Order::Sequence => {
+                let next = found_count as usize;
+                if next < n
+                    && cands.iter().any(|c| c.step as usize == next)
+                    && hunt.steps[next].when.eval(&input)
+                {
+                    // Not in sequence if it happened before the previous step was found.
+                    if last.is_none_or(|l| t >= l) {
+                        matched |= 1 << next;
+                    }
+                }
+            }
+        }
+        if matched == 0 {
+            return;
+        }
+        let p = match existing {
+            Some(p) => p,
+            None => {
+                state.hunts.push(HuntProgress::new(hunt.id.clone(), n));
+                state.hunts.len() - 1
+            }
+        };
+        let before = state.hunts[p].found_count;
+        match hunt.order {
+            Order::Any => {
+                let progress = &mut state.hunts[p];
+                for s in 0..n {
+                    if matched & (1 << s) != 0 {
+                        self.count_step(progress, s, t, h, out);
+                    }
+                }
+            }
+            Order::Sequence => self.step_sequence(state, p, event, ev, t, h, cands, out),
+        }
+        let progress = &mut state.hunts[p];
+        if progress.found_count > before && progress.found_count >= hunt.complete_after {
+            progress.completed_at = Some(t);
+            out.push(Outcome::HuntCompleted {
+                hunt: hunt.id.clone(),
+            });
+            self.reward(state, &event.user, t, h, alloc, out);
+        }
+    }
+
+    /// Applies a matched event to the next step of a sequence hunt, minding `within`.
+    #[allow(clippy::too_many_arguments)]
+    fn step_sequence(
+        &self,
+        state: &mut UserState,
+        p: usize,
+        event: &Event,
+        ev: EventView,
+        t: Timestamp,
+        h: usize,
+        cands: &[Candidate],
+        out: &mut Vec<Outcome>,
+    ) {
+        let hunt = &self.catalog.hunts[h];
+        let next = state.hunts[p].found_count as usize;
+        let step = &hunt.steps[next];
+        if let (Some(last), Some(within)) = (state.hunts[p].last_found_at, step.within)
+            && t > last.add(within)
+        {
+            out.push(Outcome::TrailCold {
+                hunt: hunt.id.clone(),
+                step: step.id.clone(),
+            });
+            state.hunts[p] = HuntProgress::new(hunt.id.clone(), hunt.steps.len());
+            // The same event may start the trail afresh, judged on the reset progress.
+            let view = ProgressView {
+                found: 0,
+                step_ids: &hunt.step_ids,
+                counts: &ZERO_COUNTS[..hunt.steps.len()],
+            };
+            let input = Input {
+                event: Some(ev),
+                user_id: &event.user,
+                traits: &state.traits,
+                progress: Some(view),
+            };
+            if cands.iter().any(|c| c.step == 0) && hunt.steps[0].when.eval(&input) {
+                self.count_step(&mut state.hunts[p], 0, t, h, out);
+            }
+            return;
+        }
+        self.count_step(&mut state.hunts[p], next, t, h, out);
+    }
+
+    /// One more matching event for step `s`; finds it when its `count` is reached.
+    fn count_step(
+        &self,
+        progress: &mut HuntProgress,
+        s: usize,
+        t: Timestamp,
+        h: usize,
+        out: &mut Vec<Outcome>,
+    ) {
+        let hunt = &self.catalog.hunts[h];
+        let step = &hunt.steps[s];
+        progress.counts[s] += 1;
+        if progress.counts[s] < step.count {
+            return;
+        }
+        progress.found |= 1 << s;
+        progress.found_count += 1;
+        progress.last_found_at = Some(t);
+        let next_clue = match hunt.order {
+            Order::Sequence => hunt.steps.get(s + 1).and_then(|n| n.clue.clone()),
+            Order::Any => (0..hunt.steps.len())
+                .find(|i| !progress.is_found(*i))
+                .and_then(|i| hunt.steps[i].clue.clone()),
+        };
+        out.push(Outcome::StepFound {
+            hunt: hunt.id.clone(),
+            step: step.id.clone(),
+            found: progress.found_count,
+            next_clue,
+        });
+    }
+
+    fn reward(
+        &self,
+        state: &mut UserState,
+        user: &str,
+        t: Timestamp,
+        h: usize,
+        alloc: &mut dyn Allocator,
+        out: &mut Vec<Outcome>,
+    ) {
+        let hunt = &self.catalog.hunts[h];
+        let Some(reward) = hunt.reward else { return };
+        let pool = &self.catalog.pools[reward.pool];
+        let deny = |reason| Outcome::RewardDenied {
+            hunt: hunt.id.clone(),
+            pool: pool.id.clone(),
+            reason,
+        };
+        if let Some(aud) = &hunt.audience {
+            let input = Input {
+                event: None,
+                user_id: user,
+                traits: &state.traits,
+                progress: None,
+            };
+            if !aud.eval(&input) {
+                out.push(deny(DenyReason::NotInAudience));
+                return;
+            }
+        }
+        let held = state.rewards.iter().filter(|g| g.pool == pool.id).count();
+        if held >= reward.per_user as usize {
+            out.push(deny(DenyReason::PerUserLimit));
+            return;
+        }
+        match alloc.allocate(&self.catalog, h, reward.pool) {
+            Ok(code) => {
+                state.rewards.push(Grant {
+                    hunt: hunt.id.clone(),
+                    pool: pool.id.clone(),
+                    code: code.clone(),
+                    at: t,
+                });
+                out.push(Outcome::RewardGranted {
+                    hunt: hunt.id.clone(),
+                    pool: pool.id.clone(),
+                    code,
+                });
+            }
+            Err(reason) => out.push(deny(reason)),
+        }
+    }
+}
+
+/// Merges event traits into a profile: `null` removes a trait; past [`TRAITS_MAX`]
+/// new traits are not stored.
+pub fn merge_traits(profile: &mut Map<String, Json>, traits: &Map<String, Json>) {
+    for (k, v) in traits {
+        if v.is_null() {
+            profile.remove(k);
+        } else if let Some(slot) = profile.get_mut(k) {
+            if slot != v {
+                *slot = v.clone();
+            }
+        } else if profile.len() < TRAITS_MAX {
+            profile.insert(k.clone(), v.clone());
+        }
+    }
+}

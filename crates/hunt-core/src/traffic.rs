@@ -1,0 +1,277 @@
+//! Realistic, seeded shopper traffic: browse, search, cart and purchase mixes, with some
+//! customers hunting. The same seed gives the same events, byte for byte.
+//!
+//! The shop it models has 500 products (`sku-0001`…) in ten categories, a few content
+//! pages and a search box; the example hunts hide their treasures there.
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::engine::Event;
+use crate::time::{Duration, Timestamp};
+
+/// A small, fast, seeded generator (SplitMix64); not for anything secret.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n.max(1))) >> 64) as u64
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+pub const CATEGORIES: &[&str] = &[
+    "shoes",
+    "boots",
+    "bags",
+    "jackets",
+    "hats",
+    "toys",
+    "books",
+    "electronics",
+    "home",
+    "beauty",
+];
+const PAGES: &[&str] = &[
+    "/",
+    "/about",
+    "/faq",
+    "/stores",
+    "/blog/gift-guide",
+    "/blog/black-friday",
+    "/sale",
+];
+const QUERIES: &[&str] = &[
+    "shoes",
+    "boots",
+    "red dress",
+    "gift",
+    "gifts",
+    "christmas",
+    "headphones",
+    "sale",
+    "scarf",
+    "red scarf",
+    "golden egg",
+    "jacket",
+    "toys for kids",
+    "lamp",
+];
+/// Places the example hunts hide treasure; hunters visit them more often.
+const HUNTER_SKUS: &[u64] = &[42, 117, 256, 333, 404];
+const COUNTRIES: &[&str] = &["US", "US", "US", "GB", "CA", "DE", "FR"];
+const TIERS: &[&str] = &["bronze", "bronze", "bronze", "silver", "silver", "gold"];
+pub const PRODUCTS: u64 = 500;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct TrafficSpec {
+    pub users: u64,
+    pub events: u64,
+    pub seed: u64,
+    /// Sessions start at random within `[start, start + span)`.
+    pub start: Timestamp,
+    pub span: Duration,
+    /// Share of customers who are hunting.
+    pub hunters: f64,
+}
+
+impl Default for TrafficSpec {
+    fn default() -> TrafficSpec {
+        TrafficSpec {
+            users: 1000,
+            events: 10_000,
+            seed: 1,
+            start: Timestamp(1_795_766_400_000), // 2026-11-27T08:00:00Z
+            span: Duration(12 * 3_600_000),
+            hunters: 0.2,
+        }
+    }
+}
+
+fn product(n: u64) -> (String, &'static str, f64) {
+    // A fixed catalogue: category and price follow from the number.
+    let category = CATEGORIES[(n % CATEGORIES.len() as u64) as usize];
+    let price = 5.0 + ((n * 37) % 296) as f64 + if n % 2 == 0 { 0.99 } else { 0.0 };
+    (format!("sku-{n:04}"), category, price)
+}
+
+/// Generates `spec.events` events, in time order, with unique ids `e-00000001`…
+pub fn generate(spec: &TrafficSpec) -> Vec<Event> {
+    let mut rng = Rng::new(spec.seed);
+    let users = spec.users.max(1);
+    let mut events: Vec<Event> = Vec::with_capacity(spec.events as usize);
+    while (events.len() as u64) < spec.events {
+        // One session: a customer, a start time, a walk through the shop.
+        let u = rng.below(users);
+        let user = format!("u-{u:06}");
+        let hunter = (u.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0 < spec.hunters;
+        let mut t = spec.start.0 + rng.below(spec.span.0.max(1) as u64) as i64;
+        let session_len = 3 + rng.below(if hunter { 25 } else { 12 });
+        let mut viewed: Option<(String, &'static str, f64)> = None;
+        for _ in 0..session_len {
+            if events.len() as u64 >= spec.events {
+                break;
+            }
+            t += 5_000 + rng.below(85_000) as i64;
+            let (kind, data) = next_action(&mut rng, hunter, &mut viewed);
+            events.push(Event {
+                id: String::new(),
+                kind: kind.to_string(),
+                user: user.clone(),
+                time: Some(Timestamp(t)),
+                data,
+                traits: Map::new(),
+            });
+        }
+    }
+    // Recorded traffic arrives in time order; ties keep generation order.
+    events.sort_by_key(|e| e.time);
+    // A customer's first event, in time, introduces them: country and tier.
+    let mut introduced = vec![false; users as usize];
+    for (i, e) in events.iter_mut().enumerate() {
+        e.id = format!("e-{:08}", i + 1);
+        let u: usize = e.user[2..].parse().unwrap_or(0);
+        if !introduced[u] {
+            introduced[u] = true;
+            let mut r = Rng::new(spec.seed ^ (u as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+            e.traits.insert("country".into(), json!(r.pick(COUNTRIES)));
+            e.traits.insert("tier".into(), json!(r.pick(TIERS)));
+        }
+    }
+    events
+}
+
+fn next_action(
+    rng: &mut Rng,
+    hunter: bool,
+    viewed: &mut Option<(String, &'static str, f64)>,
+) -> (&'static str, Map<String, Json>) {
+    let roll = rng.below(100);
+    let obj = |v: Json| match v {
+        Json::Object(m) => m,
+        _ => Map::new(),
+    };
+    match roll {
+        0..=24 => {
+            let url = if hunter && rng.chance(0.3) {
+                (*rng.pick(&["/blog/black-friday", "/blog/gift-guide"])).to_string()
+            } else if rng.chance(0.4) {
+                format!("/c/{}", rng.pick(CATEGORIES))
+            } else {
+                (*rng.pick(PAGES)).to_string()
+            };
+            ("page_view", obj(json!({ "url": url })))
+        }
+        25..=69 => {
+            let n = if hunter && rng.chance(0.15) {
+                *rng.pick(HUNTER_SKUS)
+            } else {
+                1 + rng.below(PRODUCTS)
+            };
+            let (sku, category, price) = product(n);
+            let data = obj(
+                json!({ "product": sku, "category": category, "price": price, "url": format!("/p/{sku}") }),
+            );
+            *viewed = Some((sku, category, price));
+            ("product_view", data)
+        }
+        70..=82 => {
+            let q = if hunter && rng.chance(0.25) {
+                "golden egg"
+            } else {
+                rng.pick(QUERIES)
+            };
+            (
+                "search",
+                obj(json!({ "query": q, "results": rng.below(60) })),
+            )
+        }
+        83..=94 => {
+            let (sku, category, price) = viewed
+                .clone()
+                .unwrap_or_else(|| product(1 + rng.below(PRODUCTS)));
+            (
+                "cart_add",
+                obj(
+                    json!({ "product": sku, "category": category, "price": price, "quantity": 1 + rng.below(2) }),
+                ),
+            )
+        }
+        _ => {
+            let total = viewed.as_ref().map_or(20.0, |v| v.2);
+            (
+                "purchase",
+                obj(
+                    json!({ "order": format!("o-{}", rng.below(1_000_000_000)), "total": total, "items": 1 }),
+                ),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_traffic_and_ordered() {
+        let spec = TrafficSpec {
+            users: 50,
+            events: 2000,
+            ..TrafficSpec::default()
+        };
+        let a = generate(&spec);
+        let b = generate(&spec);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 2000);
+        assert!(a.windows(2).all(|w| w[0].time <= w[1].time));
+        assert!(a.iter().all(|e| e.validate().is_ok()));
+        // Every customer's earliest event carries their traits.
+        let mut seen = std::collections::HashSet::new();
+        for e in &a {
+            if seen.insert(e.user.clone()) {
+                assert!(
+                    e.traits.contains_key("country"),
+                    "{} introduced without traits",
+                    e.user
+                );
+            } else {
+                assert!(e.traits.is_empty());
+            }
+        }
+        let c = generate(&TrafficSpec { seed: 2, ..spec });
+        assert_ne!(a, c);
+        // A realistic mix: every kind of action appears.
+        for kind in [
+            "page_view",
+            "product_view",
+            "search",
+            "cart_add",
+            "purchase",
+        ] {
+            assert!(a.iter().any(|e| e.kind == kind), "{kind} missing");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `hunt check FILE…`: exits 1 when any file has an error, 0 otherwise.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hunt_core::catalog::Catalog;
+
+use crate::render;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hunts files (YAML or JSON).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print problems as JSON (one array for all files) instead of drawing them.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    let mut all_json = Vec::new();
+    for path in &args.files {
+        let name = path.display().to_string();
+        let source = match render::read_text(path) {
+            Ok(s) => s,
+            Err(e) => {
+                failed = true;
+                if args.json {
+                    all_json.push(serde_json::json!({"severity": "error", "file": name, "message": e.to_string()}));
+                } else {
+                    eprintln!("error: {e}");
+                }
+                continue;
+            }
+        };
+        let (report, summary) = match Catalog::load(&name, &source) {
+            Ok((c, report)) => {
+                let s = format!(
+                    "{name}: ok — {} hunt(s), {} pool(s), {} sink(s), {} test case(s){}",
+                    c.hunts.len(),
+                    c.pools.len(),
+                    c.sinks.len(),
+                    c.tests.len(),
+                    warnings(report.warnings())
+                );
+                (report, s)
+            }
+            Err(report) => {
+                failed = true;
+                let s = format!(
+                    "{name}: {} error(s){}",
+                    report.errors(),
+                    warnings(report.warnings())
+                );
+                (report, s)
+            }
+        };
+        if args.json {
+            if let serde_json::Value::Array(items) = report.to_json() {
+                all_json.extend(items);
+            }
+        } else {
+            eprint!("{}", render::diagnostics(&report));
+            println!("{summary}");
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all_json)?);
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn warnings(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} warning(s)")
+    }
+}

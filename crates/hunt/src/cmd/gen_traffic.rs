@@ -1,0 +1,71 @@
+//! `hunt gen-traffic`: seeded shopper traffic as NDJSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hunt_core::time::{Duration, Timestamp};
+use hunt_core::traffic::{TrafficSpec, generate};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many customers.
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+    /// How many events.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Seed: the same seed gives the same traffic.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// When the first sessions start (RFC 3339).
+    #[arg(long, default_value = "2026-11-27T08:00:00Z", value_parser = Timestamp::parse)]
+    start: Timestamp,
+    /// Over how long sessions start (e.g. 12h).
+    #[arg(long, default_value = "12h", value_parser = Duration::parse)]
+    span: Duration,
+    /// Share of customers who are hunting (0 to 1).
+    #[arg(long, default_value_t = 0.2)]
+    hunters: f64,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+/// The most events one run generates (they are held in memory to sort by time).
+const EVENTS_MAX: u64 = 50_000_000;
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+    anyhow::ensure!(
+        args.events <= EVENTS_MAX,
+        "--events must be at most {EVENTS_MAX}"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.hunters),
+        "--hunters must be between 0 and 1"
+    );
+    let spec = TrafficSpec {
+        users: args.users,
+        events: args.events,
+        seed: args.seed,
+        start: args.start,
+        span: args.span,
+        hunters: args.hunters,
+    };
+    let events = generate(&spec);
+    let sink: Box<dyn Write> = match &args.out {
+        Some(p) => Box::new(
+            std::fs::File::create(p)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut w = std::io::BufWriter::new(sink);
+    for e in &events {
+        serde_json::to_writer(&mut w, e)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,11 @@
+//! `hunt schema`: the JSON Schema of hunts files.
+
+use std::process::ExitCode;
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&hunt_core::spec::json_schema())?
+    );
+    Ok(ExitCode::SUCCESS)
+}

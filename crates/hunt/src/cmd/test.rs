@@ -1,0 +1,70 @@
+//! `hunt test FILE`: runs the file's cases, pass/fail per case with a diff of outcomes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use hunt_core::catalog::Catalog;
+use hunt_core::testing::{DiffLine, run_case};
+
+use crate::render;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The hunts file whose `tests` to run.
+    file: PathBuf,
+    /// Run only cases whose name contains this text.
+    #[arg(long)]
+    filter: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let name = args.file.display().to_string();
+    let source = render::read_text(&args.file)?;
+    let catalog = match Catalog::load(&name, &source) {
+        Ok((c, report)) => {
+            eprint!("{}", render::diagnostics(&report));
+            Arc::new(c)
+        }
+        Err(report) => {
+            eprint!("{}", render::diagnostics(&report));
+            eprintln!("{name}: {} error(s); no test was run", report.errors());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for case in &catalog.tests {
+        if args
+            .filter
+            .as_ref()
+            .is_some_and(|f| !case.name.contains(f.as_str()))
+        {
+            continue;
+        }
+        let result = run_case(&catalog, case);
+        if result.passed {
+            passed += 1;
+            println!("PASS  {}", result.name);
+            continue;
+        }
+        failed += 1;
+        println!("FAIL  {}", result.name);
+        println!("      (- expected but not produced, + produced but not expected)");
+        for line in &result.diff {
+            match line {
+                DiffLine::Same(s) => println!("        {s}"),
+                DiffLine::Missing(s) => println!("      - {s}"),
+                DiffLine::Unexpected(s) => println!("      + {s}"),
+            }
+        }
+    }
+    if catalog.tests.is_empty() {
+        println!("{name} has no test cases");
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
