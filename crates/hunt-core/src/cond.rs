@@ -77,13 +77,16 @@ pub struct ProgressView<'a> {
 pub struct Condition {
     source: String,
     plan: Plan,
+    /// The CEL program, kept for [`Condition::eval_interpreted`] even when the fast path
+    /// runs.
+    program: Option<Arc<cel::Program>>,
     /// Run-time failures (missing field, wrong type), each of which counted as false.
     errors: AtomicU64,
 }
 
 enum Plan {
     Fast(Pred),
-    Cel(Box<cel::Program>),
+    Cel(Arc<cel::Program>),
 }
 
 impl std::fmt::Debug for Condition {
@@ -161,13 +164,15 @@ impl Condition {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let program = Arc::new(program);
         let plan = match Pred::from_expr(program.expression()) {
             Some(pred) => Plan::Fast(pred),
-            None => Plan::Cel(Box::new(program)),
+            None => Plan::Cel(program.clone()),
         };
         Ok(Condition {
             source: source.to_string(),
             plan,
+            program: Some(program),
             errors: AtomicU64::new(0),
         })
     }
@@ -177,6 +182,7 @@ impl Condition {
         Condition {
             source: "true".into(),
             plan: Plan::Fast(Pred::Const(true)),
+            program: None,
             errors: AtomicU64::new(0),
         }
     }
@@ -227,8 +233,10 @@ impl Condition {
     /// Evaluates through the CEL interpreter only, ignoring the fast path (for tests
     /// and the reference model).
     pub fn eval_interpreted(&self, input: &Input) -> Result<bool, String> {
-        let program = cel::Program::compile(&self.source).map_err(|e| e.to_string())?;
-        eval_cel(&program, input)
+        match &self.program {
+            Some(p) => eval_cel(p, input),
+            None => Ok(true),
+        }
     }
 }
 
