@@ -2,10 +2,12 @@
 //! traffic, events pre-parsed and in memory, one thread.
 //!
 //! `cargo bench -p hunt-core --bench engine` prints events/s ("thrpt") per group:
-//! - `engine/apply`: the whole `Engine::apply` path, customers looked up in a map;
+//! - `engine/apply_1m_customers`: `Engine::apply` with each customer looked up in a map
+//!   of 1 M (the configuration; bound by memory latency, see the closing note);
+//! - `engine/lookup_only_1m_customers`: that lookup alone;
+//! - `engine/apply_10k_customers`: the same, with a working set that fits in cache;
 //! - `conditions/*`: one typical condition on the fast path and in the CEL interpreter.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,49 +53,94 @@ fn hunts_file() -> String {
     y
 }
 
-fn bench_engine(c: &mut Criterion) {
-    let (catalog, _) =
-        Catalog::load("bench.yaml", &hunts_file()).expect("bench hunts file is valid");
-    let catalog = Arc::new(catalog);
-    let events: Vec<Event> = generate(&TrafficSpec {
-        users: CUSTOMERS,
+/// Customers in a map, as a partition keeps them (foldhash: fast, seeded per process).
+type Customers = foldhash::HashMap<String, UserState>;
+
+/// Every customer known up front, with the traits their first event would bring.
+fn customers(n: u64) -> Customers {
+    let mut users = Customers::with_capacity_and_hasher(n as usize, Default::default());
+    for u in 0..n {
+        let mut state = UserState::default();
+        state.traits.insert(
+            "country".into(),
+            ["US", "GB", "DE", "CA"][(u % 4) as usize].into(),
+        );
+        state.traits.insert(
+            "tier".into(),
+            ["bronze", "silver", "gold"][(u % 3) as usize].into(),
+        );
+        users.insert(format!("u-{u:06}"), state);
+    }
+    users
+}
+
+/// Traffic for `users` customers, laid out in arrival order.
+fn traffic(users: u64) -> Vec<Event> {
+    let generated = generate(&TrafficSpec {
+        users,
         events: EVENTS,
         seed: 42,
         ..TrafficSpec::default()
     });
-    let engine = Engine::new(catalog.clone());
-    let mut alloc = LocalAllocator::new(&catalog);
-    let mut users: HashMap<String, UserState> = HashMap::with_capacity(CUSTOMERS as usize);
-    let mut out = Vec::with_capacity(16);
-    let mut next = 0usize;
+    // The generator sorts by time, which scatters each event's data across the heap. A
+    // server parses a batch in arrival order, so its events lie together: copy them so.
+    generated.to_vec()
+}
 
+fn bench_engine(c: &mut Criterion) {
+    let (catalog, _) =
+        Catalog::load("bench.yaml", &hunts_file()).expect("bench hunts file is valid");
+    let catalog = Arc::new(catalog);
+    let engine = Engine::new(catalog.clone());
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Elements(CHUNK as u64));
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(20));
-    g.bench_function("apply", |b| {
-        b.iter(|| {
-            for _ in 0..CHUNK {
-                let e = &events[next];
-                next = (next + 1) % events.len();
-                // Received when it happened: recorded traffic replayed in order.
-                let received = e.time.unwrap_or_default();
-                let state = match users.get_mut(&e.user) {
-                    Some(s) => s,
-                    None => users.entry(e.user.clone()).or_default(),
-                };
-                out.clear();
-                engine.apply(state, e, received, &mut alloc, &mut out);
-                black_box(&out);
-            }
-        })
-    });
+    for (name, n) in [
+        ("apply_1m_customers", CUSTOMERS),
+        ("apply_10k_customers", 10_000),
+    ] {
+        let events = traffic(n);
+        let mut users = customers(n);
+        let mut alloc = LocalAllocator::new(&catalog);
+        let mut out = Vec::with_capacity(16);
+        let mut next = 0usize;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for _ in 0..CHUNK {
+                    let e = &events[next];
+                    next = (next + 1) % events.len();
+                    // Received when it happened: recorded traffic replayed in order.
+                    let received = e.time.unwrap_or_default();
+                    let state = match users.get_mut(&e.user) {
+                        Some(s) => s,
+                        None => users.entry(e.user.clone()).or_default(),
+                    };
+                    out.clear();
+                    engine.apply(state, e, received, &mut alloc, &mut out);
+                    black_box(&out);
+                }
+            })
+        });
+        if n == CUSTOMERS {
+            // The customer lookup alone, to show what share of the above it is.
+            g.bench_function("lookup_only_1m_customers", |b| {
+                b.iter(|| {
+                    for _ in 0..CHUNK {
+                        let e = &events[next];
+                        next = (next + 1) % events.len();
+                        black_box(users.get_mut(&e.user));
+                    }
+                })
+            });
+        }
+        eprintln!(
+            "{name}: {} customers, {} codes granted, 20 hunts x 5 steps",
+            users.len(),
+            alloc.used(0)
+        );
+    }
     g.finish();
-    eprintln!(
-        "engine/apply: {} customers seen, {} codes granted, 20 hunts x 5 steps",
-        users.len(),
-        alloc.used(0)
-    );
 }
 
 fn bench_conditions(c: &mut Criterion) {

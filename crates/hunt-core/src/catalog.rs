@@ -7,6 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Maps keyed by text from the hunts file: a fast hash with fixed seeds (their keys are
+/// the file's, so no caller can flood them; lookups with event text only probe).
+type FixedMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// Gives each loaded catalog an identity for binding customer state to it.
+static NEXT_CATALOG_ID: AtomicU64 = AtomicU64::new(1);
 
 use crate::cond::{Condition, Scope};
 use crate::diag::{Problem, Report, Severity, Span, did_you_mean};
@@ -32,8 +40,154 @@ pub struct Catalog {
     pub max_lateness: Duration,
     /// The file's test cases, checked and ready to run.
     pub tests: Vec<TestCase>,
-    /// For each event type, the steps it can reveal, ordered by (hunt, step).
-    by_type: HashMap<String, Vec<Candidate>>,
+    /// For each event type, the steps it can reveal, indexed by required field values.
+    by_type: FixedMap<String, TypeIndex>,
+    /// This catalog's identity in the process (never 0), to which customer state binds.
+    pub id: u64,
+}
+
+/// The steps one event type can reveal. Steps whose condition requires
+/// `event.data.F == "v"` (or `F in [...]`) are found by the event's value of F; the others
+/// are always candidates. The index only narrows: the condition still decides.
+#[derive(Debug, Default)]
+pub struct TypeIndex {
+    /// Candidates with no indexable requirement, ordered by (hunt, step).
+    always: Vec<Candidate>,
+    keyed: Vec<KeyedSteps>,
+}
+
+#[derive(Debug)]
+struct KeyedSteps {
+    /// The field under `event.data`.
+    path: Vec<String>,
+    by_value: FixedMap<String, Vec<Candidate>>,
+    /// Every candidate keyed on this field: evaluated when the event lacks the field, so
+    /// that their failures are counted as for any other condition.
+    all: Vec<Candidate>,
+}
+
+/// Candidates gathered for one event: on the stack for the usual few.
+pub struct Candidates {
+    inline: [Candidate; 32],
+    len: usize,
+    spill: Vec<Candidate>,
+}
+
+impl Candidates {
+    fn new() -> Candidates {
+        Candidates {
+            inline: [Candidate { hunt: 0, step: 0 }; 32],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn extend(&mut self, items: &[Candidate]) {
+        for c in items {
+            if self.len < self.inline.len() {
+                self.inline[self.len] = *c;
+                self.len += 1;
+            } else {
+                self.spill.push(*c);
+            }
+        }
+    }
+
+    /// The candidates in (hunt, step) order, without duplicates.
+    pub fn as_sorted(&mut self) -> &[Candidate] {
+        if !self.spill.is_empty() {
+            let mut all = self.inline[..self.len].to_vec();
+            all.append(&mut self.spill);
+            all.sort_unstable_by_key(|c| (c.hunt, c.step));
+            all.dedup();
+            self.spill = all;
+            self.len = 0;
+            return &self.spill;
+        }
+        let v = &mut self.inline[..self.len];
+        v.sort_unstable_by_key(|c| (c.hunt, c.step));
+        let mut n = 0;
+        for i in 0..v.len() {
+            if n == 0 || v[i] != v[n - 1] {
+                v[n] = v[i];
+                n += 1;
+            }
+        }
+        self.len = n;
+        &self.inline[..n]
+    }
+}
+
+impl TypeIndex {
+    fn add(&mut self, c: Candidate, when: &Condition) {
+        let Some((path, values)) = when.required_equality() else {
+            self.always.push(c);
+            return;
+        };
+        let k = match self.keyed.iter().position(|k| k.path == path) {
+            Some(k) => k,
+            None => {
+                self.keyed.push(KeyedSteps {
+                    path: path.to_vec(),
+                    by_value: FixedMap::default(),
+                    all: Vec::new(),
+                });
+                self.keyed.len() - 1
+            }
+        };
+        let keyed = &mut self.keyed[k];
+        keyed.all.push(c);
+        for v in values {
+            let list = keyed.by_value.entry(v.to_string()).or_default();
+            if !list.contains(&c) {
+                list.push(c);
+            }
+        }
+    }
+
+    /// The steps `data` could reveal.
+    pub fn candidates(&self, data: &serde_json::Map<String, serde_json::Value>) -> Candidates {
+        let mut out = Candidates::new();
+        out.extend(&self.always);
+        for k in &self.keyed {
+            match lookup_str(data, &k.path) {
+                Lookup::Str(v) => {
+                    if let Some(list) = k.by_value.get(v) {
+                        out.extend(list);
+                    }
+                }
+                // Present but not a string: unequal to every string literal, so false.
+                Lookup::Other => {}
+                // Missing: let the conditions run, and count their failure.
+                Lookup::Missing => out.extend(&k.all),
+            }
+        }
+        out
+    }
+}
+
+enum Lookup<'a> {
+    Str(&'a str),
+    Other,
+    Missing,
+}
+
+fn lookup_str<'a>(
+    data: &'a serde_json::Map<String, serde_json::Value>,
+    path: &[String],
+) -> Lookup<'a> {
+    let mut cur = data;
+    for (i, k) in path.iter().enumerate() {
+        match cur.get(k) {
+            None => return Lookup::Missing,
+            Some(serde_json::Value::String(s)) if i + 1 == path.len() => return Lookup::Str(s),
+            Some(serde_json::Value::Object(m)) if i + 1 < path.len() => cur = m,
+            Some(_) if i + 1 == path.len() => return Lookup::Other,
+            // A non-object on the way: reading through it fails, as a missing key does.
+            Some(_) => return Lookup::Missing,
+        }
+    }
+    Lookup::Missing
 }
 
 /// A step an event type can reveal.
@@ -175,9 +329,13 @@ impl Catalog {
         }
     }
 
-    /// The steps an event of type `kind` can reveal, ordered by (hunt, step).
-    pub fn candidates(&self, kind: &str) -> &[Candidate] {
-        self.by_type.get(kind).map(Vec::as_slice).unwrap_or(&[])
+    /// The steps an event can reveal (a superset: their conditions still decide).
+    pub fn candidates(
+        &self,
+        kind: &str,
+        data: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Candidates> {
+        self.by_type.get(kind).map(|ix| ix.candidates(data))
     }
 
     pub fn hunt_index(&self, id: &str) -> Option<usize> {
@@ -389,16 +547,21 @@ fn compile(file: &HuntsFile, source: &str, problems: &mut Vec<Problem>) -> Optio
     if cx.problems.iter().any(|p| p.severity == Severity::Error) {
         return None;
     }
-    let mut by_type: HashMap<String, Vec<Candidate>> = HashMap::new();
+    let mut by_type: FixedMap<String, TypeIndex> = FixedMap::default();
     for (h, hunt) in hunts.iter().enumerate() {
         for (s, step) in hunt.steps.iter().enumerate() {
-            by_type.entry(step.on.clone()).or_default().push(Candidate {
+            let c = Candidate {
                 hunt: h as u32,
                 step: s as u32,
-            });
+            };
+            by_type
+                .entry(step.on.clone())
+                .or_default()
+                .add(c, &step.when);
         }
     }
     Some(Catalog {
+        id: NEXT_CATALOG_ID.fetch_add(1, Ordering::Relaxed),
         pools,
         sinks,
         hunts,

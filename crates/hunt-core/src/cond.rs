@@ -80,6 +80,8 @@ pub struct Condition {
     /// The CEL program, kept for [`Condition::eval_interpreted`] even when the fast path
     /// runs.
     program: Option<Arc<cel::Program>>,
+    /// Whether the condition reads `progress` (the engine then loads progress first).
+    uses_progress: bool,
     /// Run-time failures (missing field, wrong type), each of which counted as false.
     errors: AtomicU64,
 }
@@ -164,6 +166,7 @@ impl Condition {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let uses_progress = program.references().has_variable("progress");
         let program = Arc::new(program);
         let plan = match Pred::from_expr(program.expression()) {
             Some(pred) => Plan::Fast(pred),
@@ -173,6 +176,7 @@ impl Condition {
             source: source.to_string(),
             plan,
             program: Some(program),
+            uses_progress,
             errors: AtomicU64::new(0),
         })
     }
@@ -183,6 +187,7 @@ impl Condition {
             source: "true".into(),
             plan: Plan::Fast(Pred::Const(true)),
             program: None,
+            uses_progress: false,
             errors: AtomicU64::new(0),
         }
     }
@@ -204,6 +209,25 @@ impl Condition {
             Plan::Fast(p) => p.never(on),
             Plan::Cel(_) => false,
         }
+    }
+
+    /// A conjunct the condition requires: `event.data.<path>` must equal one of these
+    /// strings, or the whole condition is false. The catalog indexes steps by it.
+    pub fn required_equality(&self) -> Option<(&[String], Vec<&str>)> {
+        match &self.plan {
+            Plan::Fast(p) => p.key(),
+            Plan::Cel(_) => None,
+        }
+    }
+
+    /// Whether the condition reads `progress`.
+    pub fn uses_progress(&self) -> bool {
+        self.uses_progress
+    }
+
+    /// Counts one failed evaluation made through [`Condition::eval_checked`].
+    pub fn count_failure(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many evaluations failed at run time (and counted as false).
@@ -588,6 +612,28 @@ impl Pred {
                 Some(Pred::Has(parent))
             }
             Expr::Select(_) => Some(Pred::Truthy(Path::from_expr(e)?)),
+            _ => None,
+        }
+    }
+
+    /// See [`Condition::required_equality`]. `a && b` is false when either side is
+    /// false (whatever the other side does), so a key on either side holds for both.
+    fn key(&self) -> Option<(&[String], Vec<&str>)> {
+        match self {
+            Pred::Cmp(Path::EventData(k), CmpOp::Eq, Lit::Str(s)) if !k.is_empty() => {
+                Some((k, vec![s.as_str()]))
+            }
+            Pred::In(Path::EventData(k), lits) if !k.is_empty() => {
+                let strs: Option<Vec<&str>> = lits
+                    .iter()
+                    .map(|l| match l {
+                        Lit::Str(s) => Some(s.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                strs.map(|s| (k.as_slice(), s))
+            }
+            Pred::And(a, b) => a.key().or_else(|| b.key()),
             _ => None,
         }
     }

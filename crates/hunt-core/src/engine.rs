@@ -150,11 +150,24 @@ impl DenyReason {
 /// One customer's state: traits, progress per hunt, rewards held.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UserState {
+    /// The catalog `slots` are bound to (0: none yet).
+    #[serde(skip)]
+    bound_to: u64,
+    /// Beside each entry of `hunts`: the hunt's index in the bound catalog
+    /// ([`SLOT_ABSENT`] if it has none), with [`SLOT_DONE`] set once completed. Scanning
+    /// these few bytes, not the progress records, is what keeps a lookup in cache.
+    #[serde(skip)]
+    slots: Vec<u32>,
     pub traits: Map<String, Json>,
     /// Progress in each hunt the customer has taken part in, in order of joining.
-    pub hunts: Vec<HuntProgress>,
+    hunts: Vec<HuntProgress>,
     pub rewards: Vec<Grant>,
 }
+
+/// A slot's flag: the hunt is completed.
+const SLOT_DONE: u32 = 1 << 31;
+/// A slot's index for progress in a hunt the bound catalog does not have.
+const SLOT_ABSENT: u32 = SLOT_DONE - 1;
 
 /// A customer's progress in one hunt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +181,42 @@ pub struct HuntProgress {
     /// When the most recent step was found (event time).
     pub last_found_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
+}
+
+impl UserState {
+    /// Binds progress to `catalog` by hunt id, so that lookups compare indexes. Done
+    /// once per state and catalog: after a restore, or when a new hunts file is in
+    /// force. Progress in hunts the catalog lacks is kept, and used again if they return.
+    pub fn bind(&mut self, catalog: &Catalog) {
+        if self.bound_to == catalog.id {
+            return;
+        }
+        self.slots.clear();
+        for p in &mut self.hunts {
+            let mut slot = match catalog.hunt_index(&p.hunt) {
+                Some(h) => {
+                    p.hunt = catalog.hunts[h].id.clone();
+                    h as u32
+                }
+                None => SLOT_ABSENT,
+            };
+            if p.completed_at.is_some() {
+                slot |= SLOT_DONE;
+            }
+            self.slots.push(slot);
+        }
+        self.bound_to = catalog.id;
+    }
+
+    /// Progress in each hunt the customer has taken part in, in order of joining.
+    pub fn hunts(&self) -> &[HuntProgress] {
+        &self.hunts
+    }
+
+    /// Progress in the hunt `id`, if the customer has taken part.
+    pub fn progress(&self, id: &str) -> Option<&HuntProgress> {
+        self.hunts.iter().find(|p| &*p.hunt == id)
+    }
 }
 
 impl HuntProgress {
@@ -294,11 +343,15 @@ impl Engine {
         alloc: &mut dyn Allocator,
         out: &mut Vec<Outcome>,
     ) {
+        state.bind(&self.catalog);
         merge_traits(&mut state.traits, &event.traits);
         let Some(t) = self.effective_time(event, received) else {
             return;
         };
-        let candidates = self.catalog.candidates(&event.kind);
+        let Some(mut found) = self.catalog.candidates(&event.kind, &event.data) else {
+            return;
+        };
+        let candidates = found.as_sorted();
         let mut i = 0;
         while i < candidates.len() {
             let hunt = candidates[i].hunt;
@@ -334,9 +387,9 @@ impl Engine {
         if !hunt.is_active(t) {
             return;
         }
-        let existing = state.hunts.iter().position(|p| p.hunt == hunt.id);
+        let existing = state.slots.iter().position(|s| s & !SLOT_DONE == h as u32);
         if let Some(p) = existing
-            && state.hunts[p].completed_at.is_some()
+            && state.slots[p] & SLOT_DONE != 0
         {
             return;
         }
@@ -353,14 +406,38 @@ impl Engine {
                 return;
             }
         }
-        // Decide against a borrowed view first: most events match nothing, and those
-        // must cost no allocation.
+        // First judge the conditions that do not read progress on the event alone: most
+        // fail, and then the progress record (often not in cache) is never read. Nothing
+        // is allocated on this path.
         let ev = EventView {
             id: &event.id,
             kind: &event.kind,
             time: t,
             data: &event.data,
         };
+        let bare = Input {
+            event: Some(ev),
+            user_id: &event.user,
+            traits: &state.traits,
+            progress: None,
+        };
+        let (mut holds, mut failed, mut pending) = (0u64, 0u64, 0u64);
+        for c in cands {
+            let bit = 1u64 << c.step;
+            let when = &hunt.steps[c.step as usize].when;
+            if when.uses_progress() {
+                pending |= bit;
+                continue;
+            }
+            match when.eval_checked(&bare) {
+                Ok(true) => holds |= bit,
+                Ok(false) => {}
+                Err(_) => failed |= bit,
+            }
+        }
+        if holds | failed | pending == 0 {
+            return;
+        }
         let n = hunt.steps.len();
         let (found_count, found, counts, last) = match existing {
             Some(p) => {
@@ -369,39 +446,39 @@ impl Engine {
             }
             None => (0, 0, &ZERO_COUNTS[..n], None),
         };
-        let view = ProgressView {
-            found: found_count,
-            step_ids: &hunt.step_ids,
-            counts,
+        // The steps this event may count for: unfound ones, or in a sequence the next.
+        let eligible: u64 = match hunt.order {
+            Order::Any => !found,
+            Order::Sequence if (found_count as usize) < n => 1 << found_count,
+            Order::Sequence => 0,
         };
-        let input = Input {
-            event: Some(ev),
-            user_id: &event.user,
-            traits: &state.traits,
-            progress: Some(view),
-        };
-        let mut matched: u64 = 0;
-        match hunt.order {
-            Order::Any => {
-                for c in cands {
-                    let s = c.step as usize;
-                    if found & (1 << s) == 0 && hunt.steps[s].when.eval(&input) {
-                        matched |= 1 << s;
-                    }
+        // Failures count only for conditions the rules needed evaluated.
+        for s in 0..n {
+            if failed & eligible & (1 << s) != 0 {
+                hunt.steps[s].when.count_failure();
+            }
+        }
+        if pending & eligible != 0 {
+            let view = ProgressView {
+                found: found_count,
+                step_ids: &hunt.step_ids,
+                counts,
+            };
+            let input = Input {
+                progress: Some(view),
+                ..bare
+            };
+            for s in 0..n {
+                if pending & eligible & (1 << s) != 0 && hunt.steps[s].when.eval(&input) {
+                    holds |= 1 << s;
                 }
             }
-            Order::Sequence => {
-                let next = found_count as usize;
-                if next < n
-                    && cands.iter().any(|c| c.step as usize == next)
-                    && hunt.steps[next].when.eval(&input)
-                {
-                    // Not in sequence if it happened before the previous step was found.
-                    if last.is_none_or(|l| t >= l) {
-                        matched |= 1 << next;
-                    }
-                }
-            }
+        }
+        let mut matched = holds & eligible;
+        // In a sequence, an event that happened before the previous step was found is
+        // not after it.
+        if hunt.order == Order::Sequence && last.is_some_and(|l| t < l) {
+            matched = 0;
         }
         if matched == 0 {
             return;
@@ -410,6 +487,7 @@ impl Engine {
             Some(p) => p,
             None => {
                 state.hunts.push(HuntProgress::new(hunt.id.clone(), n));
+                state.slots.push(h as u32);
                 state.hunts.len() - 1
             }
         };
@@ -428,6 +506,7 @@ impl Engine {
         let progress = &mut state.hunts[p];
         if progress.found_count > before && progress.found_count >= hunt.complete_after {
             progress.completed_at = Some(t);
+            state.slots[p] |= SLOT_DONE;
             out.push(Outcome::HuntCompleted {
                 hunt: hunt.id.clone(),
             });
@@ -452,7 +531,7 @@ impl Engine {
         let next = state.hunts[p].found_count as usize;
         let step = &hunt.steps[next];
         if let (Some(last), Some(within)) = (state.hunts[p].last_found_at, step.within)
-            && t > last.add(within)
+            && t > last.plus(within)
         {
             out.push(Outcome::TrailCold {
                 hunt: hunt.id.clone(),

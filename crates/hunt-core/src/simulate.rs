@@ -91,12 +91,12 @@ impl Simulation {
             Some(s) => s,
             None => self.users.entry(event.user.clone()).or_default(),
         };
-        let joined_before = state.hunts.len();
+        let joined_before = state.hunts().len();
         self.scratch.clear();
         self.engine
             .apply(state, event, received, &mut self.alloc, &mut self.scratch);
         let catalog = self.engine.catalog();
-        for p in &state.hunts[joined_before..] {
+        for p in &state.hunts()[joined_before..] {
             if let Some(h) = catalog.hunt_index(&p.hunt) {
                 self.hunts[h].participants += 1;
             }

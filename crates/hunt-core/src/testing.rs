@@ -302,7 +302,7 @@ fn event_time(
             }
         };
         match start {
-            Some(s) => Some(s.add(d)),
+            Some(s) => Some(s.plus(d)),
             None => {
                 problems.push(
                     Problem::error(

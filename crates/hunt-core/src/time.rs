@@ -24,7 +24,7 @@ impl Timestamp {
     }
 
     /// The time `d` later.
-    pub fn add(self, d: Duration) -> Timestamp {
+    pub fn plus(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(d.0))
     }
 

@@ -113,7 +113,7 @@ impl Default for TrafficSpec {
 fn product(n: u64) -> (String, &'static str, f64) {
     // A fixed catalogue: category and price follow from the number.
     let category = CATEGORIES[(n % CATEGORIES.len() as u64) as usize];
-    let price = 5.0 + ((n * 37) % 296) as f64 + if n % 2 == 0 { 0.99 } else { 0.0 };
+    let price = 5.0 + ((n * 37) % 296) as f64 + if n.is_multiple_of(2) { 0.99 } else { 0.0 };
     (format!("sku-{n:04}"), category, price)
 }
 

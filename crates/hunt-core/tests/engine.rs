@@ -98,7 +98,10 @@ fn events_of_other_types_or_failing_conditions_do_nothing() {
     assert!(w.when("u", "click", json!({"x": 1}), 0).is_empty());
     assert!(w.when("u", "view", json!({"x": 0}), 1).is_empty());
     assert!(w.when("u", "view", json!({"y": "missing x"}), 2).is_empty());
-    assert!(w.users["u"].hunts.is_empty(), "no progress without a match");
+    assert!(
+        w.users["u"].hunts().is_empty(),
+        "no progress without a match"
+    );
     assert_eq!(
         w.engine.catalog().condition_errors().len(),
         2,
@@ -219,14 +222,14 @@ hunts:
     w.when_at("u", "view", json!({}), Some(100), 400);
     // Later than max_lateness behind its receipt: counts for nothing.
     w.when_at("u", "view", json!({}), Some(100), 100 + 601);
-    assert_eq!(w.users["u"].hunts[0].counts[0], 1);
+    assert_eq!(w.users["u"].hunts()[0].counts[0], 1);
     // A claimed future time is clamped to the receipt: received inside the window, so
     // it counts even though it claims a time after `until`.
     w.when_at("u", "view", json!({}), Some(7200), 3000);
-    assert_eq!(w.users["u"].hunts[0].counts[0], 2);
+    assert_eq!(w.users["u"].hunts()[0].counts[0], 2);
     // No time at all: the receipt's.
     w.when_at("u", "view", json!({}), None, 3100);
-    assert_eq!(w.users["u"].hunts[0].counts[0], 3);
+    assert_eq!(w.users["u"].hunts()[0].counts[0], 3);
     // Received after the window closed: nothing.
     assert!(w.when("u", "view", json!({}), 3600).is_empty());
 }
@@ -255,7 +258,7 @@ hunts:
     assert_eq!(w.when("u", "b", json!({}), 60), vec!["u found h/b"]);
     // Too late for c: the trail goes cold and starts over.
     assert_eq!(w.when("u", "c", json!({}), 121), vec!["u cold h/c"]);
-    assert_eq!(w.users["u"].hunts[0].found_count, 0);
+    assert_eq!(w.users["u"].hunts()[0].found_count, 0);
     assert_eq!(w.when("u", "a", json!({}), 130), vec!["u found h/a"]);
 }
 
@@ -320,4 +323,87 @@ hunts:
         w.when("u", "view", json!({}), 1),
         vec!["u found h/bonus", "u completed h"]
     );
+}
+
+#[test]
+fn indexed_conditions_still_count_failures_on_missing_fields() {
+    let mut w = World::given(
+        r#"
+version: 1
+hunts:
+  - id: h
+    steps:
+      - { id: a, on: view, when: 'event.data.sku == "s1" && event.data.price > 5' }
+      - { id: b, on: view, when: 'event.data.sku in ["s2", "s3"]' }
+"#,
+    );
+    assert!(
+        w.when("u", "view", json!({"sku": "s9", "price": 10}), 0)
+            .is_empty()
+    );
+    assert!(w.when("u", "view", json!({"sku": 7}), 1).is_empty());
+    assert!(
+        w.engine.catalog().condition_errors().is_empty(),
+        "a present field is no failure"
+    );
+    assert!(w.when("u", "view", json!({"price": 10}), 2).is_empty());
+    assert_eq!(
+        w.engine.catalog().condition_errors().len(),
+        2,
+        "a missing field is a failure, counted"
+    );
+    assert_eq!(
+        w.when("u", "view", json!({"sku": "s3"}), 3),
+        vec!["u found h/b"]
+    );
+    assert_eq!(
+        w.when("u", "view", json!({"sku": "s1", "price": 6}), 4),
+        vec!["u found h/a", "u completed h"]
+    );
+}
+
+#[test]
+fn progress_carries_over_to_a_reloaded_catalog_and_a_restored_state() {
+    let v1 = "version: 1\nhunts:\n  - { id: a, steps: [{ id: s, on: x }, { id: t, on: y }] }\n  - { id: b, steps: [{ id: s, on: x }] }\n";
+    // The same hunts, listed in another order: indexes change, ids do not.
+    let v2 = "version: 1\nhunts:\n  - { id: b, steps: [{ id: s, on: x }] }\n  - { id: a, steps: [{ id: s, on: x }, { id: t, on: y }] }\n";
+    let mut w = World::given(v1);
+    assert_eq!(
+        w.when("u", "x", json!({}), 0),
+        vec!["u found a/s", "u found b/s", "u completed b"]
+    );
+    // Through serde, as a snapshot would keep it.
+    let saved = serde_json::to_string(&w.users["u"]).unwrap();
+    let mut w2 = World::given(v2);
+    w2.users
+        .insert("u".into(), serde_json::from_str(&saved).unwrap());
+    assert!(
+        w2.when("u", "x", json!({}), 1).is_empty(),
+        "b is complete and a/s found already"
+    );
+    assert_eq!(
+        w2.when("u", "y", json!({}), 2),
+        vec!["u found a/t", "u completed a"]
+    );
+}
+
+#[test]
+fn failures_count_only_for_steps_still_to_find() {
+    let mut w = World::given(
+        "version: 1\nhunts:\n  - id: h\n    steps:\n      - { id: a, on: v, when: 'event.data.x == 1' }\n      - { id: b, on: v, when: 'event.data.y == \"z\"' }\n",
+    );
+    assert_eq!(
+        w.when("u", "v", json!({"x": 1, "y": "q"}), 0),
+        vec!["u found h/a"]
+    );
+    // `a` is found: its condition failing on a missing `x` is not counted.
+    assert!(w.when("u", "v", json!({"y": "q"}), 1).is_empty());
+    assert!(
+        w.engine.catalog().condition_errors().is_empty(),
+        "{:?}",
+        w.engine.catalog().condition_errors()
+    );
+    // `b` is still to find: its failure is counted.
+    assert!(w.when("u", "v", json!({"x": 1}), 2).is_empty());
+    assert_eq!(w.engine.catalog().condition_errors().len(), 1);
 }

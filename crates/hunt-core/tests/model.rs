@@ -383,7 +383,13 @@ fn event_gen() -> impl Strategy<Value = EventGen> {
         0u8..3,
         0..TYPES.len(),
         proptest::option::of(0i64..4),
-        proptest::option::of(prop_oneof![Just("p"), Just("q"), Just("qq"), Just("r")]),
+        proptest::option::of(prop_oneof![
+            Just("p"),
+            Just("q"),
+            Just("qq"),
+            Just("r"),
+            Just("#5")
+        ]),
         proptest::option::weighted(
             0.2,
             proptest::option::weighted(
@@ -415,8 +421,15 @@ fn events_of(gens: &[EventGen]) -> Vec<(Event, Timestamp)> {
             if let Some(x) = g.x {
                 data.insert("x".into(), json!(x));
             }
-            if let Some(y) = g.y {
-                data.insert("y".into(), json!(y));
+            match g.y {
+                // A number where the conditions compare with strings.
+                Some("#5") => {
+                    data.insert("y".into(), json!(5));
+                }
+                Some(y) => {
+                    data.insert("y".into(), json!(y));
+                }
+                None => {}
             }
             let mut traits = Map::new();
             if let Some(t) = g.tier {

@@ -29,7 +29,7 @@ pub fn diagnostics(report: &Report) -> String {
 pub fn table(header: &[&str]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(header.iter().map(|h| comfy_table::Cell::new(h)));
+    t.set_header(header.iter().map(comfy_table::Cell::new));
     t
 }
 

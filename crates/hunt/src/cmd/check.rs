@@ -62,11 +62,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         } else {
             eprint!("{}", render::diagnostics(&report));
-            println!("{summary}");
+            out!("{summary}");
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&all_json)?);
+        out!("{}", serde_json::to_string_pretty(&all_json)?);
     }
     Ok(if failed {
         ExitCode::from(1)

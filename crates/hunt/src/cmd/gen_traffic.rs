@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut w = std::io::BufWriter::new(sink);
     for e in &events {
-        serde_json::to_writer(&mut w, e)?;
+        serde_json::to_writer(&mut w, e).map_err(std::io::Error::from)?;
         w.write_all(b"\n")?;
     }
     w.flush()?;

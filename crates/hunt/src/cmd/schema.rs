@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(&hunt_core::spec::json_schema())?
     );

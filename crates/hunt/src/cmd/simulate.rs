@@ -127,10 +127,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "condition_errors": catalog.condition_errors().iter()
                 .map(|(h, c, n)| serde_json::json!({"hunt": h, "condition": c, "errors": n})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    out!(
         "{} events ({} bad lines skipped), {} customers, {} outcomes in {:.2?} ({:.0} events/s)",
         sim.events,
         bad,
@@ -166,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             h.trails_gone_cold.to_string(),
         ]);
     }
-    println!("{t}");
+    out!("{t}");
     let mut f = render::table(&["Hunt", "Step", "Found by", "% of participants"]);
     for h in &hunts {
         for (step, n) in &h.funnel {
@@ -183,7 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ]);
         }
     }
-    println!("{f}");
+    out!("{f}");
     let mut p = render::table(&["Pool", "Size", "Granted", "Ran out at"]);
     for pool in &pools {
         p.add_row(vec![
@@ -193,14 +193,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             pool.ran_out_at.map_or("-".to_string(), |t| t.to_string()),
         ]);
     }
-    println!("{p}");
+    out!("{p}");
     let errors = catalog.condition_errors();
     if !errors.is_empty() {
         let mut e = render::table(&["Hunt", "Condition", "Failed evaluations (counted false)"]);
         for (h, c, n) in errors {
             e.add_row(vec![h.to_string(), c.to_string(), n.to_string()]);
         }
-        println!("{e}");
+        out!("{e}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -44,24 +44,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let result = run_case(&catalog, case);
         if result.passed {
             passed += 1;
-            println!("PASS  {}", result.name);
+            out!("PASS  {}", result.name);
             continue;
         }
         failed += 1;
-        println!("FAIL  {}", result.name);
-        println!("      (- expected but not produced, + produced but not expected)");
+        out!("FAIL  {}", result.name);
+        out!("      (- expected but not produced, + produced but not expected)");
         for line in &result.diff {
             match line {
-                DiffLine::Same(s) => println!("        {s}"),
-                DiffLine::Missing(s) => println!("      - {s}"),
-                DiffLine::Unexpected(s) => println!("      + {s}"),
+                DiffLine::Same(s) => out!("        {s}"),
+                DiffLine::Missing(s) => out!("      - {s}"),
+                DiffLine::Unexpected(s) => out!("      + {s}"),
             }
         }
     }
     if catalog.tests.is_empty() {
-        println!("{name} has no test cases");
+        out!("{name} has no test cases");
     }
-    println!("{passed} passed, {failed} failed");
+    out!("{passed} passed, {failed} failed");
     Ok(if failed > 0 {
         ExitCode::from(1)
     } else {

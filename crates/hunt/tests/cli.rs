@@ -1,0 +1,220 @@
+//! The `hunt` command as a user runs it: exit codes, what it prints, what it refuses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn hunt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the hunt binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    let out = hunt(&[
+        "check",
+        "examples/black-friday-eggs.yaml",
+        "examples/detective.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("examples/black-friday-eggs.yaml: ok — 2 hunt(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("examples/detective.yaml: ok — 1 hunt(s)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_its_place_and_exits_1() {
+    let out = hunt(&["check", "crates/hunt-core/tests/fixtures/bad.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for needle in [
+        "unknown field `titel` in a hunt",
+        "did you mean `title`?",
+        "bad.yaml:13:5",
+        "duplicate hunt id `eggs`",
+        "unknown pool `smal`",
+        "invalid condition",
+        "`complete_after` is 3",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(text(&out.stdout).contains("error(s)"));
+}
+
+#[test]
+fn check_json_lists_problems_with_line_and_column() {
+    let out = hunt(&[
+        "check",
+        "--json",
+        "crates/hunt-core/tests/fixtures/bad.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let first = &v.as_array().unwrap()[0];
+    assert_eq!(first["file"], "crates/hunt-core/tests/fixtures/bad.yaml");
+    assert!(first["line"].as_u64().is_some() && first["column"].as_u64().is_some());
+}
+
+#[test]
+fn check_refuses_unreadable_and_binary_files_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin.yaml");
+    std::fs::write(&bin, [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let out = hunt(&["check", bin.to_str().unwrap(), "no/such/file.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("is not UTF-8 text"), "{err}");
+    assert!(err.contains("cannot read no/such/file.yaml"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn test_runs_cases_and_fails_with_a_diff() {
+    let out = hunt(&["test", "examples/detective.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("4 passed, 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("d.yaml");
+    let src = std::fs::read_to_string(root().join("examples/detective.yaml")).unwrap();
+    std::fs::write(
+        &broken,
+        src.replace(
+            "holmes granted detective SLEUTH-01",
+            "holmes granted detective SLEUTH-09",
+        ),
+    )
+    .unwrap();
+    let out = hunt(&["test", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  the case is solved in order"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- holmes granted detective SLEUTH-09"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+ holmes granted detective SLEUTH-01"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn schema_is_json_schema_for_the_file() {
+    let out = hunt(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["title"], "Treasure Hunt Engine hunts file");
+    assert!(
+        v["$defs"]["StepSpec"]["properties"]["within"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("sequence")
+    );
+}
+
+#[test]
+fn gen_traffic_is_seeded() {
+    let a = hunt(&[
+        "gen-traffic",
+        "--users",
+        "30",
+        "--events",
+        "300",
+        "--seed",
+        "5",
+    ]);
+    let b = hunt(&[
+        "gen-traffic",
+        "--users",
+        "30",
+        "--events",
+        "300",
+        "--seed",
+        "5",
+    ]);
+    let c = hunt(&[
+        "gen-traffic",
+        "--users",
+        "30",
+        "--events",
+        "300",
+        "--seed",
+        "6",
+    ]);
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(a.stdout, b.stdout);
+    assert_ne!(a.stdout, c.stdout);
+    assert_eq!(text(&a.stdout).lines().count(), 300);
+    let bad = hunt(&["gen-traffic", "--hunters", "2"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("--hunters must be between 0 and 1"));
+}
+
+#[test]
+fn simulate_reports_per_hunt_and_skips_bad_lines_by_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("e.ndjson");
+    let mut lines = std::fs::read_to_string(root().join("examples/traffic/sample.ndjson")).unwrap();
+    lines.push_str("{not json}\n{\"id\":\"x\",\"type\":\"Bad Type\",\"user\":\"u\"}\n");
+    std::fs::write(&events, lines).unwrap();
+    let out = hunt(&[
+        "simulate",
+        "examples/black-friday-eggs.yaml",
+        "--events",
+        events.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(":3001: skipped"), "{err}");
+    assert!(err.contains(":3002: skipped: `type` must match"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["events"], 3000);
+    assert_eq!(v["bad_lines"], 2);
+    let eggs = &v["hunts"][0];
+    assert_eq!(eggs["hunt"], "golden-eggs");
+    assert!(eggs["participants"].as_u64().unwrap() > 0);
+    assert_eq!(eggs["funnel"].as_array().unwrap().len(), 5);
+    let wrap = v["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pool"] == "free-gift-wrap")
+        .unwrap();
+    assert_eq!(wrap["granted"], 3, "the 3-code pool runs out on the sample");
+    assert!(wrap["ran_out_at"].is_string());
+
+    let table = hunt(&[
+        "simulate",
+        "examples/black-friday-eggs.yaml",
+        "--events",
+        "examples/traffic/sample.ndjson",
+    ]);
+    let stdout = text(&table.stdout);
+    assert!(
+        stdout.contains("golden-eggs") && stdout.contains("Ran out at"),
+        "{stdout}"
+    );
+}
