@@ -1,0 +1,182 @@
+//! Snapshots of projection state at an LSN, saved atomically, loaded only when valid.
+//!
+//! Saving writes a temporary file, syncs it, renames it into place and syncs the
+//! directory: after a crash there is either the whole new snapshot or none. Loading
+//! takes the newest snapshot that checks out and skips (and reports) any that do not;
+//! a damaged snapshot is never trusted. The log itself keeps every record unless
+//! segments are pruned explicitly.
+//!
+//! ```text
+//! "HSNP" | format u8 | lsn u64 | len u64 | crc32c(payload) u32 | payload
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::fs::Fs;
+use crate::log::LogError;
+use crate::record::Lsn;
+
+const MAGIC: &[u8; 4] = b"HSNP";
+const FORMAT: u8 = 1;
+const HEADER_BYTES: usize = 4 + 1 + 8 + 8 + 4;
+
+/// A loaded snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The state includes every record up to and including this LSN.
+    pub lsn: Lsn,
+    pub payload: Vec<u8>,
+}
+
+/// The snapshots of one data directory.
+pub struct Snapshots {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    /// How many snapshots to keep (the newest); older ones are deleted after a save.
+    pub keep: usize,
+}
+
+/// Default number of snapshots kept.
+pub const KEEP_DEFAULT: usize = 3;
+
+fn name(lsn: Lsn) -> String {
+    format!("{lsn:020}.snap")
+}
+
+fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> LogError {
+    LogError::Io {
+        op,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl Snapshots {
+    /// Snapshots under `data_dir/snapshots`.
+    pub fn open(fs: Arc<dyn Fs>, data_dir: &Path) -> Result<Snapshots, LogError> {
+        let dir = data_dir.join("snapshots");
+        fs.create_dir_all(&dir)
+            .map_err(|e| io_err("create", &dir, e))?;
+        Ok(Snapshots {
+            fs,
+            dir,
+            keep: KEEP_DEFAULT,
+        })
+    }
+
+    /// Saves `payload` as the state at `lsn`, atomically; then applies retention.
+    pub fn save(&self, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
+        let tmp = self.dir.join(format!("{}.tmp", name(lsn)));
+        let dst = self.dir.join(name(lsn));
+        let _ = self.fs.remove(&tmp);
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.push(FORMAT);
+        bytes.extend_from_slice(&lsn.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        let mut f = self
+            .fs
+            .open_append(&tmp, true)
+            .map_err(|e| io_err("create", &tmp, e))?;
+        f.append(&bytes).map_err(|e| io_err("write", &tmp, e))?;
+        f.sync_data().map_err(|e| io_err("sync", &tmp, e))?;
+        drop(f);
+        fail::fail_point!("snapshot::rename", |_| Err(LogError::Io {
+            op: "rename",
+            path: tmp.display().to_string(),
+            message: "failpoint snapshot::rename".into()
+        }));
+        self.fs
+            .rename(&tmp, &dst)
+            .map_err(|e| io_err("rename", &tmp, e))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| io_err("sync directory", &self.dir, e))?;
+        self.retain()
+    }
+
+    /// The newest valid snapshot, and a warning for each one skipped.
+    pub fn latest(&self) -> Result<(Option<Snapshot>, Vec<String>), LogError> {
+        let mut warnings = Vec::new();
+        for (lsn, n) in self.list()?.into_iter().rev() {
+            let path = self.dir.join(&n);
+            let bytes = match self.fs.read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    warnings.push(format!("snapshot {n} skipped: cannot read it ({e})"));
+                    continue;
+                }
+            };
+            match parse(&bytes, lsn) {
+                Ok(s) => return Ok((Some(s), warnings)),
+                Err(why) => warnings.push(format!(
+                    "snapshot {n} skipped: {why}; an older one or the log is used"
+                )),
+            }
+        }
+        Ok((None, warnings))
+    }
+
+    fn list(&self) -> Result<Vec<(Lsn, String)>, LogError> {
+        let mut v: Vec<(Lsn, String)> = self
+            .fs
+            .list(&self.dir)
+            .map_err(|e| io_err("list", &self.dir, e))?
+            .into_iter()
+            .filter_map(|n| {
+                n.strip_suffix(".snap")
+                    .and_then(|l| l.parse().ok())
+                    .map(|l| (l, n.clone()))
+            })
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Deletes all but the newest `keep` snapshots.
+    fn retain(&self) -> Result<(), LogError> {
+        let all = self.list()?;
+        if all.len() <= self.keep.max(1) {
+            return Ok(());
+        }
+        for (_, n) in &all[..all.len() - self.keep.max(1)] {
+            let p = self.dir.join(n);
+            self.fs.remove(&p).map_err(|e| io_err("remove", &p, e))?;
+        }
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| io_err("sync directory", &self.dir, e))
+    }
+}
+
+fn parse(bytes: &[u8], lsn_from_name: Lsn) -> Result<Snapshot, String> {
+    if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC {
+        return Err("not a snapshot (bad header)".into());
+    }
+    if bytes[4] != FORMAT {
+        return Err(format!("unknown format {}", bytes[4]));
+    }
+    let lsn = u64::from_le_bytes(bytes[5..13].try_into().expect("8 bytes"));
+    let len = u64::from_le_bytes(bytes[13..21].try_into().expect("8 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[21..25].try_into().expect("4 bytes"));
+    if lsn != lsn_from_name {
+        return Err(format!("says lsn {lsn} but is named for {lsn_from_name}"));
+    }
+    if bytes.len() != HEADER_BYTES + len {
+        return Err(format!(
+            "{} payload bytes, header says {len}",
+            bytes.len() - HEADER_BYTES
+        ));
+    }
+    let payload = &bytes[HEADER_BYTES..];
+    if crc32c::crc32c(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(Snapshot {
+        lsn,
+        payload: payload.to_vec(),
+    })
+}
