@@ -171,9 +171,24 @@ struct TicketState {
     waker: Option<Waker>,
 }
 
+/// Where blocked producers wait: one condition for all of them, so that a commit wakes
+/// every waiter with one broadcast instead of one wake-up per producer.
+struct Notifier {
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Notifier {
+    /// Wakes every blocked producer; call after resolving tickets.
+    fn wake_all(&self) {
+        drop(lock(&self.lock));
+        self.cv.notify_all();
+    }
+}
+
 struct TicketInner {
     state: Mutex<TicketState>,
-    done: Condvar,
+    notifier: Arc<Notifier>,
 }
 
 /// A pending append: wait for it (threads) or await it (tasks). Resolves to the LSN of
@@ -182,16 +197,18 @@ struct TicketInner {
 pub struct Ticket(Arc<TicketInner>);
 
 impl Ticket {
-    fn new() -> Ticket {
+    fn new(notifier: Arc<Notifier>) -> Ticket {
         Ticket(Arc::new(TicketInner {
             state: Mutex::new(TicketState {
                 result: None,
                 waker: None,
             }),
-            done: Condvar::new(),
+            notifier,
         }))
     }
 
+    /// Records the result and wakes an async waiter; blocked threads are woken by the
+    /// caller's [`Notifier::wake_all`].
     fn resolve(&self, r: Result<Lsn, LogError>) {
         let mut s = lock(&self.0.state);
         if s.result.is_none() {
@@ -200,17 +217,23 @@ impl Ticket {
         if let Some(w) = s.waker.take() {
             w.wake();
         }
-        self.0.done.notify_all();
+    }
+
+    fn result(&self) -> Option<Result<Lsn, LogError>> {
+        lock(&self.0.state).result.clone()
     }
 
     /// Blocks until the records are durable (or the log failed).
     pub fn wait(&self) -> Result<Lsn, LogError> {
-        let mut s = lock(&self.0.state);
+        // Checked under the notifier's lock: a result set before the broadcast is seen,
+        // and a broadcast after the check wakes this wait.
+        let n = &self.0.notifier;
+        let mut g = lock(&n.lock);
         loop {
-            if let Some(r) = &s.result {
-                return r.clone();
+            if let Some(r) = self.result() {
+                return r;
             }
-            s = self.0.done.wait(s).unwrap_or_else(|e| e.into_inner());
+            g = n.cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -260,6 +283,7 @@ struct Shared {
     /// Producers wait here for room.
     space: Condvar,
     durable_lsn: AtomicU64,
+    notifier: Arc<Notifier>,
     /// Group commits made (one write and one sync each), for benchmarks and metrics.
     commits: AtomicU64,
     config: LogConfig,
@@ -364,6 +388,10 @@ impl Log {
             work: Condvar::new(),
             space: Condvar::new(),
             durable_lsn: AtomicU64::new(next_lsn - 1),
+            notifier: Arc::new(Notifier {
+                lock: Mutex::new(()),
+                cv: Condvar::new(),
+            }),
             commits: AtomicU64::new(0),
             config,
         });
@@ -428,7 +456,7 @@ impl Log {
     }
 
     fn enqueue(&self, q: &mut Queue, records: Vec<(u8, Vec<u8>)>, bytes: usize) -> Ticket {
-        let ticket = Ticket::new();
+        let ticket = Ticket::new(self.shared.notifier.clone());
         q.items.push_back(Pending {
             records,
             bytes,
@@ -672,11 +700,9 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let mut buf = Vec::with_capacity(self.shared.config.batch_bytes_max + (1 << 16));
+        let notifier = self.shared.notifier.clone();
         loop {
-            let batch = match self.take() {
-                Some(b) => b,
-                None => return,
-            };
+            let Some(batch) = self.take() else { return };
             // A panic in the write path (a bug, or a failpoint) stops the log like a
             // failed write: producers get an error, never a hang.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -686,35 +712,34 @@ impl Writer {
             let freed: usize = batch.iter().map(|p| p.bytes).sum();
             let mut q = lock(&self.shared.queue);
             q.bytes -= freed;
-            if let Err(e) = &outcome {
+            let stopped = outcome
+                .as_ref()
+                .err()
+                .map(|e| LogError::Stopped(e.to_string()));
+            if let Some(e) = &stopped {
                 q.stopped = Some(e.to_string());
+            }
+            // Fail-stop: refuse everything still queued, and all that comes later.
+            let refused: Vec<Pending> = if stopped.is_some() {
+                q.items.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            if stopped.is_some() {
+                q.bytes = 0;
             }
             for w in q.space_wakers.drain(..) {
                 w.wake();
             }
             self.shared.space.notify_all();
             drop(q);
-            match outcome {
-                Ok(lsns) => {
-                    for (p, lsn) in batch.iter().zip(lsns) {
-                        p.ticket.resolve(Ok(lsn));
-                    }
-                }
-                Err(e) => {
-                    let stopped = LogError::Stopped(e.to_string());
-                    for p in &batch {
-                        p.ticket.resolve(Err(stopped.clone()));
-                    }
-                    // Fail-stop: refuse everything still queued, and all that comes later.
-                    let mut q = lock(&self.shared.queue);
-                    for p in q.items.drain(..) {
-                        p.ticket.resolve(Err(stopped.clone()));
-                    }
-                    q.bytes = 0;
-                    for w in q.space_wakers.drain(..) {
-                        w.wake();
-                    }
-                    self.shared.space.notify_all();
+            // Waking producers here, between commits, measured better than handing it to
+            // a second thread (see the note): batches stay full.
+            match stopped {
+                None => resolve_now(&batch, outcome, &notifier),
+                Some(e) => {
+                    resolve_now(&batch, Err(e.clone()), &notifier);
+                    resolve_now(&refused, Err(e), &notifier);
                     return;
                 }
             }
@@ -763,6 +788,7 @@ impl Writer {
             for (p, lsn) in batch.iter().zip(&lsns) {
                 p.ticket.resolve(Ok(*lsn));
             }
+            shared.notifier.wake_all();
         }
         if self.segment_len > 0 && self.segment_len + buf.len() as u64 > config.segment_bytes {
             self.roll(first)?;
@@ -807,6 +833,23 @@ impl Writer {
         self.segment_len = 0;
         Ok(())
     }
+}
+
+/// Resolves a batch's tickets on this thread and wakes blocked producers.
+fn resolve_now(batch: &[Pending], outcome: Result<Vec<Lsn>, LogError>, notifier: &Notifier) {
+    match outcome {
+        Ok(lsns) => {
+            for (p, lsn) in batch.iter().zip(lsns) {
+                p.ticket.resolve(Ok(lsn));
+            }
+        }
+        Err(e) => {
+            for p in batch {
+                p.ticket.resolve(Err(e.clone()));
+            }
+        }
+    }
+    notifier.wake_all();
 }
 
 // ---------------------------------------------------------------------------------------
