@@ -308,7 +308,8 @@ impl Log {
             ..OpenReport::default()
         };
         let segments = list_segments(&*fs, &dir)?;
-        let mut next_lsn: Lsn = 1;
+        // After retention pruned old segments, the log starts at its first segment.
+        let mut next_lsn: Lsn = segments.first().map_or(1, |s| s.0.max(1));
         let mut last_segment: Option<(PathBuf, u64)> = None;
         for (i, (first, name)) in segments.iter().enumerate() {
             let path = dir.join(name);
@@ -481,6 +482,34 @@ impl Log {
             from,
             self.durable_lsn(),
         )
+    }
+
+    /// Retention: deletes whole segments all of whose records are below `lsn` (for
+    /// example, older than the oldest snapshot kept). The segment being written is never
+    /// deleted. Nothing calls this by default: the log keeps every event unless an
+    /// operator configures retention. Returns how many segments were deleted.
+    pub fn prune_segments_before(&self, lsn: Lsn) -> Result<usize, LogError> {
+        let dir = &self.shared.config.dir;
+        let segments = list_segments(&*self.fs, dir)?;
+        let mut deleted = 0;
+        // A segment can go when the next one starts at or below `lsn`.
+        for pair in segments.windows(2) {
+            let (next_first, name) = (pair[1].0, &pair[0].1);
+            if next_first > lsn {
+                break;
+            }
+            let path = dir.join(name);
+            self.fs
+                .remove(&path)
+                .map_err(|e| io_err("remove", &path, e))?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.fs
+                .sync_dir(dir)
+                .map_err(|e| io_err("sync directory", dir, e))?;
+        }
+        Ok(deleted)
     }
 
     /// Group commits made so far.
