@@ -272,6 +272,9 @@ struct Queue {
     /// Set when a write or sync failed: every later append is refused with it.
     stopped: Option<String>,
     closing: bool,
+    /// The writer is waiting for work: only then does a producer need to wake it (a
+    /// wake-up is a system call; while the writer syncs, producers skip it).
+    writer_idle: bool,
     /// Async producers waiting for room.
     space_wakers: Vec<Waker>,
 }
@@ -384,6 +387,7 @@ impl Log {
                 bytes: 0,
                 stopped: None,
                 closing: false,
+                writer_idle: false,
                 space_wakers: Vec::new(),
             }),
             work: Condvar::new(),
@@ -464,7 +468,9 @@ impl Log {
             ticket: ticket.clone(),
         });
         q.bytes += bytes;
-        self.shared.work.notify_one();
+        if q.writer_idle {
+            self.shared.work.notify_one();
+        }
         ticket
     }
 
@@ -783,7 +789,9 @@ impl Writer {
             if q.closing {
                 return None;
             }
+            q.writer_idle = true;
             q = self.shared.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            q.writer_idle = false;
         }
         let mut batch = Vec::new();
         let mut bytes = 0;
