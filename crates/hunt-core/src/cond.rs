@@ -137,7 +137,7 @@ impl Condition {
                     .map(|e| {
                         let (line, col) = (e.pos.0.max(1) as usize, e.pos.1.max(1) as usize);
                         CompileError {
-                            offset: offset_in(source, line, col),
+                            offset: crate::diag::offset_of(source, line, col),
                             len: 1,
                             message: format!("invalid condition: {}", e.msg),
                             help: Some("conditions are CEL, e.g. `event.data.price >= 50 && user.traits.tier == \"gold\"`".into()),
@@ -262,23 +262,6 @@ impl Condition {
             None => Ok(true),
         }
     }
-}
-
-/// Byte offset of a 1-based line and character column within `text`.
-fn offset_in(text: &str, line: usize, column: usize) -> usize {
-    let mut offset = 0;
-    for (i, l) in text.split_inclusive('\n').enumerate() {
-        if i + 1 == line {
-            let bytes: usize = l
-                .chars()
-                .take(column.saturating_sub(1))
-                .map(char::len_utf8)
-                .sum();
-            return (offset + bytes).min(text.len());
-        }
-        offset += l.len();
-    }
-    text.len().saturating_sub(1)
 }
 
 /// Reports identifiers that are not variables of `scope`, with a suggestion.

@@ -153,6 +153,24 @@ impl Report {
     }
 }
 
+/// The byte offset of a 1-based line and character column (the end of the text if past it).
+pub fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            let bytes: usize = l
+                .chars()
+                .take(column.saturating_sub(1))
+                .map(char::len_utf8)
+                .sum();
+            return (offset + bytes).min(text.len());
+        }
+        offset += l.len();
+    }
+    text.len()
+}
+
+/// Where a byte offset falls, as a 1-based line and character column.
 pub fn line_col(source: &str, offset: usize) -> LineCol {
     let offset = offset.min(source.len());
     let mut line = 1;
@@ -243,6 +261,16 @@ mod tests {
         // 'ç' is two bytes, one character.
         assert_eq!(line_col(src, 5), LineCol { line: 2, column: 2 });
         assert_eq!(line_col(src, 999), LineCol { line: 3, column: 1 });
+    }
+
+    #[test]
+    fn offsets_and_line_columns_agree() {
+        let src = "ab\nçd: x\n";
+        for offset in [0, 1, 3, 5, 6] {
+            let at = line_col(src, offset);
+            assert_eq!(offset_of(src, at.line, at.column), offset);
+        }
+        assert_eq!(offset_of(src, 9, 1), src.len());
     }
 
     #[test]

@@ -114,29 +114,12 @@ fn span_of(source: &str, loc: &serde_saphyr::Location) -> Span {
     let s = loc.span();
     match (s.byte_offset(), s.byte_len()) {
         (Some(off), Some(len)) => Span::new(off as usize, len as usize),
-        _ => Span::at(offset_of_line_col(
+        _ => Span::at(crate::diag::offset_of(
             source,
             loc.line() as usize,
             loc.column() as usize,
         )),
     }
-}
-
-/// Byte offset of a 1-based line and character column.
-fn offset_of_line_col(source: &str, line: usize, column: usize) -> usize {
-    let mut offset = 0;
-    for (i, l) in source.split_inclusive('\n').enumerate() {
-        if i + 1 == line {
-            let col_bytes: usize = l
-                .chars()
-                .take(column.saturating_sub(1))
-                .map(char::len_utf8)
-                .sum();
-            return (offset + col_bytes).min(source.len());
-        }
-        offset += l.len();
-    }
-    source.len()
 }
 
 fn convert(source: &str, raw: Spanned<Raw>) -> Node {

@@ -109,7 +109,7 @@ pub enum LogError {
     Closed,
 }
 
-fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> LogError {
+pub(crate) fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> LogError {
     LogError::Io {
         op,
         path: path.display().to_string(),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::fs::Fs;
-use crate::log::LogError;
+use crate::log::{LogError, io_err};
 use crate::record::Lsn;
 
 const MAGIC: &[u8; 4] = b"HSNP";
@@ -42,14 +42,6 @@ pub const KEEP_DEFAULT: usize = 3;
 
 fn name(lsn: Lsn) -> String {
     format!("{lsn:020}.snap")
-}
-
-fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> LogError {
-    LogError::Io {
-        op,
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
 }
 
 impl Snapshots {
