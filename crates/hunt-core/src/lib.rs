@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cond;
 pub mod diag;
 pub mod engine;
+pub mod ingest;
 pub mod simulate;
 pub mod spec;
 pub mod testing;

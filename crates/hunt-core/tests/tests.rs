@@ -2,6 +2,7 @@
 
 mod engine;
 mod examples;
+mod ingest;
 mod model;
 mod validation;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hunt_core::catalog::Catalog;
-use hunt_core::engine::Event;
+use hunt_core::ingest;
 use hunt_core::simulate::Simulation;
 
 use crate::render;
@@ -63,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut sim = Simulation::new(catalog.clone());
+    let limits = ingest::Limits::default();
     let mut reader = BufReader::with_capacity(1 << 20, input);
     let mut line = String::new();
     let (mut line_no, mut bad, mut read_bytes) = (0u64, 0u64, 0u64);
@@ -91,9 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             reader.read_until(b'\n', &mut rest)?;
             Err(format!("line is longer than {LINE_BYTES_MAX} bytes"))
         } else {
-            serde_json::from_str::<Event>(text)
-                .map_err(|e| e.to_string())
-                .and_then(|e| e.validate().map(|()| e))
+            // The same decoding and limits as the server's ingest.
+            ingest::decode_event(text.as_bytes(), line_no as usize - 1, &limits)
+                .map_err(|r| r.reason)
         };
         match parsed {
             Ok(e) => {
