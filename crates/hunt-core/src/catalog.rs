@@ -225,6 +225,23 @@ impl Pool {
         }
     }
 
+    /// The position of `code` in the pool, if it is one of its codes.
+    pub fn index_of(&self, code: &str) -> Option<u64> {
+        match &self.codes {
+            Codes::Listed(c) => c.iter().position(|x| x == code).map(|i| i as u64),
+            Codes::Generated {
+                prefix,
+                start,
+                count,
+                ..
+            } => {
+                let n: u64 = code.strip_prefix(prefix.as_str())?.parse().ok()?;
+                let i = n.checked_sub(*start)?;
+                (i < *count && self.code(i).as_deref() == Some(code)).then_some(i)
+            }
+        }
+    }
+
     /// The `index`-th code (0-based), if the pool has that many.
     pub fn code(&self, index: u64) -> Option<String> {
         match &self.codes {

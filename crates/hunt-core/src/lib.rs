@@ -11,6 +11,7 @@ pub mod cond;
 pub mod diag;
 pub mod engine;
 pub mod ingest;
+pub mod rewards;
 pub mod simulate;
 pub mod spec;
 pub mod testing;

@@ -4,6 +4,7 @@ mod engine;
 mod examples;
 mod ingest;
 mod model;
+mod rewards;
 mod validation;
 
 use std::sync::Arc;

@@ -1,0 +1,226 @@
+//! Reward pools shared by every partition: codes handed out without a lock on the hot
+//! path, never more than a pool holds, never beyond a hunt's winner cap.
+//!
+//! Each pool hands out codes by index with an atomic counter; each hunt counts its
+//! winners with an atomic compare-and-swap against `max_winners`. A code is only
+//! *granted* once the grant is recorded in the log: until then it is an allocation that
+//! [`Allocation::rollback`] returns (a failed append), and that a crash forgets — on
+//! restart, [`SharedPools::restore`] rebuilds the counters from the grants the log holds,
+//! and every index below the highest one that the log does not hold is free again.
+//! Returned codes go to a small free list (a lock taken only when it is not empty).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::catalog::Catalog;
+use crate::engine::{Allocator, DenyReason};
+
+/// One pool's allocation state.
+#[derive(Debug)]
+struct PoolState {
+    /// The next never-used index.
+    next: AtomicU64,
+    size: u64,
+    /// Indexes given back (rollbacks) or never recorded (recovery), smallest last.
+    free: Mutex<Vec<u64>>,
+    /// `free.len()`, readable without the lock.
+    free_len: AtomicUsize,
+}
+
+/// The reward state shared by all partitions of one catalog.
+#[derive(Debug)]
+pub struct SharedPools {
+    pools: Vec<PoolState>,
+    /// Winners per hunt (customers granted its reward).
+    winners: Vec<AtomicU64>,
+    caps: Vec<Option<u64>>,
+}
+
+impl SharedPools {
+    /// Fresh state: every code free, no winners.
+    pub fn new(catalog: &Catalog) -> SharedPools {
+        SharedPools::restore(catalog, std::iter::empty()).expect("no grants to check")
+    }
+
+    /// State rebuilt from the grants recorded in the log: `(hunt index, pool index, code
+    /// index)`. Indexes below the highest recorded one that are not recorded are free.
+    /// Errors name a grant the catalog cannot hold (an index past the pool's size).
+    pub fn restore(
+        catalog: &Catalog,
+        grants: impl IntoIterator<Item = (usize, usize, u64)>,
+    ) -> Result<SharedPools, String> {
+        let mut used: Vec<Vec<u64>> = vec![Vec::new(); catalog.pools.len()];
+        let mut winners = vec![0u64; catalog.hunts.len()];
+        for (h, p, i) in grants {
+            let pool = catalog
+                .pools
+                .get(p)
+                .ok_or_else(|| format!("grant for unknown pool #{p}"))?;
+            if i >= pool.size() {
+                return Err(format!(
+                    "grant of code #{i} but pool `{}` holds {}",
+                    pool.id,
+                    pool.size()
+                ));
+            }
+            used[p].push(i);
+            if let Some(w) = winners.get_mut(h) {
+                *w += 1;
+            }
+        }
+        let pools = catalog
+            .pools
+            .iter()
+            .zip(used)
+            .map(|(pool, mut used)| {
+                used.sort_unstable();
+                used.dedup();
+                let next = used.last().map_or(0, |m| m + 1);
+                let mut free: Vec<u64> = (0..next)
+                    .filter(|i| used.binary_search(i).is_err())
+                    .collect();
+                free.reverse();
+                PoolState {
+                    next: AtomicU64::new(next),
+                    size: pool.size(),
+                    free_len: AtomicUsize::new(free.len()),
+                    free: Mutex::new(free),
+                }
+            })
+            .collect();
+        Ok(SharedPools {
+            pools,
+            winners: winners.into_iter().map(AtomicU64::new).collect(),
+            caps: catalog.hunts.iter().map(|h| h.max_winners).collect(),
+        })
+    }
+
+    /// Takes a winner slot of `hunt` and a code index of `pool`, or says why not.
+    pub fn allocate(&self, hunt: usize, pool: usize) -> Result<u64, DenyReason> {
+        let winners = &self.winners[hunt];
+        if let Some(cap) = self.caps[hunt] {
+            let mut n = winners.load(Ordering::Relaxed);
+            loop {
+                if n >= cap {
+                    return Err(DenyReason::WinnersCap);
+                }
+                match winners.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(now) => n = now,
+                }
+            }
+        } else {
+            winners.fetch_add(1, Ordering::AcqRel);
+        }
+        match self.take_code(pool) {
+            Some(i) => Ok(i),
+            None => {
+                // No code: the winner slot goes back.
+                winners.fetch_sub(1, Ordering::AcqRel);
+                Err(DenyReason::PoolEmpty)
+            }
+        }
+    }
+
+    fn take_code(&self, pool: usize) -> Option<u64> {
+        let p = &self.pools[pool];
+        if p.free_len.load(Ordering::Acquire) > 0 {
+            let mut free = p.free.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = free.pop() {
+                p.free_len.store(free.len(), Ordering::Release);
+                return Some(i);
+            }
+        }
+        // The hot path: one atomic add; past the size it only counts misses.
+        let i = p.next.fetch_add(1, Ordering::AcqRel);
+        if i < p.size {
+            return Some(i);
+        }
+        p.next.fetch_sub(1, Ordering::AcqRel);
+        // A rollback may have freed one meanwhile.
+        let mut free = p.free.lock().unwrap_or_else(|e| e.into_inner());
+        let got = free.pop();
+        p.free_len.store(free.len(), Ordering::Release);
+        got
+    }
+
+    /// Gives back an allocation that was never recorded (its append failed).
+    pub fn release(&self, hunt: usize, pool: usize, index: u64) {
+        self.winners[hunt].fetch_sub(1, Ordering::AcqRel);
+        let p = &self.pools[pool];
+        let mut free = p.free.lock().unwrap_or_else(|e| e.into_inner());
+        // Smallest last, so the lowest code goes out first.
+        let at = free.partition_point(|x| *x > index);
+        free.insert(at, index);
+        p.free_len.store(free.len(), Ordering::Release);
+    }
+
+    /// Codes of `pool` currently handed out (allocated and not released).
+    pub fn taken(&self, pool: usize) -> u64 {
+        let p = &self.pools[pool];
+        let next = p.next.load(Ordering::Acquire).min(p.size);
+        next - p.free_len.load(Ordering::Acquire) as u64
+    }
+
+    /// Winners of `hunt` so far.
+    pub fn winners(&self, hunt: usize) -> u64 {
+        self.winners[hunt].load(Ordering::Acquire)
+    }
+}
+
+/// The allocations made while applying one event: the engine's [`Allocator`] over the
+/// shared pools. Commit once the event's records are durable; roll back if the append
+/// failed, so the codes are free again.
+pub struct Allocation<'a> {
+    pools: &'a SharedPools,
+    taken: Vec<(usize, usize, u64)>,
+}
+
+impl<'a> Allocation<'a> {
+    pub fn new(pools: &'a SharedPools) -> Allocation<'a> {
+        Allocation {
+            pools,
+            taken: Vec::new(),
+        }
+    }
+
+    /// The allocations made: (hunt, pool, code index).
+    pub fn taken(&self) -> &[(usize, usize, u64)] {
+        &self.taken
+    }
+
+    /// The grants are recorded: keep them.
+    pub fn commit(mut self) {
+        self.taken.clear();
+    }
+
+    /// The grants were not recorded: give the codes and winner slots back.
+    pub fn rollback(mut self) {
+        for (h, p, i) in self.taken.drain(..) {
+            self.pools.release(h, p, i);
+        }
+    }
+}
+
+impl Drop for Allocation<'_> {
+    /// Neither committed nor rolled back (a panic on the way): give back, as nothing
+    /// was recorded.
+    fn drop(&mut self) {
+        for (h, p, i) in self.taken.drain(..) {
+            self.pools.release(h, p, i);
+        }
+    }
+}
+
+impl Allocator for Allocation<'_> {
+    fn allocate(
+        &mut self,
+        catalog: &Catalog,
+        hunt: usize,
+        pool: usize,
+    ) -> Result<String, DenyReason> {
+        let i = self.pools.allocate(hunt, pool)?;
+        self.taken.push((hunt, pool, i));
+        catalog.pools[pool].code(i).ok_or(DenyReason::PoolEmpty)
+    }
+}
