@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod cond;
+pub mod dedupe;
 pub mod diag;
 pub mod engine;
 pub mod ingest;
