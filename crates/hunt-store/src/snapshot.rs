@@ -152,16 +152,15 @@ fn parse(bytes: &[u8], lsn_from_name: Lsn) -> Result<Snapshot, String> {
         return Err(format!("unknown format {}", bytes[4]));
     }
     let lsn = u64::from_le_bytes(bytes[5..13].try_into().expect("8 bytes"));
-    let len = u64::from_le_bytes(bytes[13..21].try_into().expect("8 bytes")) as usize;
+    let len = u64::from_le_bytes(bytes[13..21].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(bytes[21..25].try_into().expect("4 bytes"));
     if lsn != lsn_from_name {
         return Err(format!("says lsn {lsn} but is named for {lsn_from_name}"));
     }
-    if bytes.len() != HEADER_BYTES + len {
-        return Err(format!(
-            "{} payload bytes, header says {len}",
-            bytes.len() - HEADER_BYTES
-        ));
+    // Compared without adding to the header's length: it is untrusted and may be huge.
+    let payload_len = (bytes.len() - HEADER_BYTES) as u64;
+    if payload_len != len {
+        return Err(format!("{payload_len} payload bytes, header says {len}"));
     }
     let payload = &bytes[HEADER_BYTES..];
     if crc32c::crc32c(payload) != crc {

@@ -121,3 +121,25 @@ fn a_restart_loads_the_newest_snapshot_and_replays_only_the_tail() {
     assert_eq!(log.read_from(61).unwrap().count(), 40);
     assert_eq!(log.append(1, b"next").unwrap(), 101);
 }
+
+#[test]
+fn a_huge_length_in_a_snapshot_header_is_refused_not_a_panic() {
+    // Found by the `snapshot` fuzz target: a length near u64::MAX overflowed a sum.
+    let fs: Arc<dyn Fs> = Arc::new(SimFs::new(14));
+    let snaps = Snapshots::open(fs.clone(), Path::new("/h")).unwrap();
+    let mut bytes = b"HSNP\x01".to_vec();
+    bytes.extend_from_slice(&7u64.to_le_bytes());
+    bytes.extend_from_slice(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    bytes.extend_from_slice(&[0xff; 20]);
+    let mut f = fs
+        .open_append(
+            &Path::new("/h/snapshots").join(format!("{:020}.snap", 7)),
+            true,
+        )
+        .unwrap();
+    f.append(&bytes).unwrap();
+    drop(f);
+    let (snap, warnings) = snaps.latest().unwrap();
+    assert!(snap.is_none());
+    assert!(warnings[0].contains("header says"), "{warnings:?}");
+}
