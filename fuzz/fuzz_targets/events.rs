@@ -5,9 +5,16 @@ use hunt_core::ingest::{Form, Limits, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((selector, body)) = data.split_first() else { return };
-    let form = [Form::Json, Form::Ndjson, Form::CloudEvent, Form::CloudEventsBatch, Form::CloudEventBinary]
-        [*selector as usize % 5];
+    let Some((selector, body)) = data.split_first() else {
+        return;
+    };
+    let form = [
+        Form::Json,
+        Form::Ndjson,
+        Form::CloudEvent,
+        Form::CloudEventsBatch,
+        Form::CloudEventBinary,
+    ][*selector as usize % 5];
     let headers = |name: &str| match name {
         "ce-specversion" => Some("1.0".to_string()),
         "ce-source" => Some("/fuzz".to_string()),

@@ -11,7 +11,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let fs: Arc<dyn Fs> = Arc::new(SimFs::new(1));
     let snaps = Snapshots::open(fs.clone(), Path::new("/s")).unwrap();
-    let mut f = fs.open_append(&Path::new("/s/snapshots").join(format!("{:020}.snap", 7)), true).unwrap();
+    let mut f = fs
+        .open_append(
+            &Path::new("/s/snapshots").join(format!("{:020}.snap", 7)),
+            true,
+        )
+        .unwrap();
     f.append(data).unwrap();
     drop(f);
     let (snap, warnings) = snaps.latest().unwrap();
