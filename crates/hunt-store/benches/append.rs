@@ -82,6 +82,56 @@ fn run_log(base: &Path, producers: usize, secs: f64) -> Run {
     }
 }
 
+/// Producers as async tasks on a 2-thread runtime, as the server will append.
+fn run_log_async(base: &Path, producers: usize, secs: f64) -> Run {
+    let dir = fresh(base, "log-async");
+    let (log, _) = Log::open(Arc::new(RealFs), LogConfig::new(&dir)).expect("open log");
+    let log = Arc::new(log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..producers)
+        .map(|_| {
+            let (log, stop) = (log.clone(), stop.clone());
+            rt.spawn(async move {
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let ticket = log
+                        .submit_async(vec![(1, vec![b'r'; RECORD_BYTES])])
+                        .await
+                        .expect("submit");
+                    ticket.await.expect("append");
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<Duration> = rt.block_on(async {
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("task"));
+        }
+        all
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort();
+    let n = lat.len() as f64;
+    Run {
+        records_per_s: n / elapsed,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        p999: percentile(&lat, 0.999),
+        batch: n / log.commits().max(1) as f64,
+    }
+}
+
 fn run_raw(base: &Path, batch: usize, secs: f64) -> Run {
     let dir = fresh(base, "raw");
     let mut f = std::fs::OpenOptions::new()
@@ -131,6 +181,7 @@ fn main() {
     let producer_counts = [1usize, 8, 64];
     let mut logs: Vec<Vec<Run>> = producer_counts.iter().map(|_| Vec::new()).collect();
     let mut raws: Vec<Vec<Run>> = producer_counts.iter().map(|_| Vec::new()).collect();
+    let mut asyncs: Vec<Vec<Run>> = producer_counts.iter().map(|_| Vec::new()).collect();
     println!(
         "durability=fsync, {RECORD_BYTES}-byte records, {rounds} rounds of {secs}s, interleaved"
     );
@@ -143,8 +194,14 @@ fn main() {
                 "round {round} producers {p:>2}: log {:>9.0} rec/s (batch {:>5.1}, ack p99 {:>8.0} µs) | raw {:>9.0} rec/s (fdatasync p99 {:>8.0} µs)",
                 l.records_per_s, l.batch, l.p99, r.records_per_s, r.p99
             );
+            let a = run_log_async(&base, p, secs);
+            println!(
+                "round {round} producers {p:>2}: async tasks {:>9.0} rec/s (batch {:>5.1}, ack p99 {:>8.0} µs)",
+                a.records_per_s, a.batch, a.p99
+            );
             logs[i].push(l);
             raws[i].push(r);
+            asyncs[i].push(a);
         }
     }
     println!();
@@ -167,6 +224,26 @@ fn main() {
             m(r, |x| x.p50),
             m(r, |x| x.p999),
             lp99 / rp99
+        );
+    }
+    println!();
+    println!("the same producers as async tasks on a 2-thread runtime (raw as above):");
+    println!(
+        "| producers | log rec/s | log/raw | batch | ack p50 µs | ack p99 µs | ack p99.9 µs | ack p99 / raw p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, p) in producer_counts.iter().enumerate() {
+        let m = |v: &Vec<Run>, f: fn(&Run) -> f64| median(v.iter().map(f).collect());
+        let (a, r) = (&asyncs[i], &raws[i]);
+        println!(
+            "| {p} | {:.0} | {:.0} % | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            m(a, |x| x.records_per_s),
+            100.0 * m(a, |x| x.records_per_s) / m(r, |x| x.records_per_s),
+            m(a, |x| x.batch),
+            m(a, |x| x.p50),
+            m(a, |x| x.p99),
+            m(a, |x| x.p999),
+            m(a, |x| x.p99) / m(r, |x| x.p99)
         );
     }
     read_back(&base, rounds);
