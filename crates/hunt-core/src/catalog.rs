@@ -560,7 +560,7 @@ fn compile(file: &HuntsFile, source: &str, problems: &mut Vec<Problem>) -> Optio
         .iter()
         .filter_map(|h| compile_hunt(&mut cx, h, &pool_ids, &sink_ids, &file.pools))
         .collect();
-    let tests = crate::testing::compile_cases(cx.problems, source, &file.tests, &file.hunts);
+    let tests = crate::testing::compile_cases(cx.problems, &file.tests, &file.hunts);
     if cx.problems.iter().any(|p| p.severity == Severity::Error) {
         return None;
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, TestCase};
-use crate::diag::{Problem, Span, did_you_mean};
+use crate::diag::{Problem, did_you_mean};
 use crate::engine::{DenyReason, Engine, Event, LocalAllocator, Outcome, UserState};
 use crate::spec::{HuntSpec, Sp, TestSpec};
 use crate::time::{Duration, Timestamp};
@@ -203,7 +203,6 @@ pub fn describe(user: &str, o: &Outcome) -> String {
 /// Checks and converts a file's test cases, reporting problems into `problems`.
 pub fn compile_cases(
     problems: &mut Vec<Problem>,
-    _source: &str,
     tests: &[TestSpec],
     hunts: &[HuntSpec],
 ) -> Vec<TestCase> {
@@ -439,9 +438,4 @@ fn diff(expect: &[Expected], actual: &[(String, Outcome)]) -> Vec<DiffLine> {
         }
     }
     out
-}
-
-/// Spans of the file's cases, for pointing at a failing one.
-pub fn case_span(case: &TestCase) -> Span {
-    case.span
 }

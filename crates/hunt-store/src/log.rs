@@ -676,7 +676,7 @@ fn repair(
     let aside = dir.join("damaged");
     fs.create_dir_all(&aside)
         .map_err(|e| io_err("create", &aside, e))?;
-    let (first, name) = &segments[0];
+    let (_, name) = &segments[0];
     let part = aside.join(format!("{name}.from-{offset}"));
     let mut f = fs
         .open_append(&part, true)
@@ -686,7 +686,6 @@ fn repair(
     f.sync_data().map_err(|e| io_err("sync", &part, e))?;
     let mut moved = bytes.len() as u64 - offset;
     let mut lost = count_decodable(&bytes[offset as usize..]);
-    let _ = first;
     for (_, later) in &segments[1..] {
         let from = dir.join(later);
         let b = fs.read(&from).map_err(|e| io_err("read", &from, e))?;
