@@ -259,53 +259,8 @@ pub trait Allocator {
     ) -> Result<String, DenyReason>;
 }
 
-/// An allocator in memory, for one process: codes in pool order, winners counted per hunt.
-#[derive(Debug, Clone, Default)]
-pub struct LocalAllocator {
-    next_code: Vec<u64>,
-    winners: Vec<u64>,
-}
-
-impl LocalAllocator {
-    pub fn new(catalog: &Catalog) -> LocalAllocator {
-        LocalAllocator {
-            next_code: vec![0; catalog.pools.len()],
-            winners: vec![0; catalog.hunts.len()],
-        }
-    }
-
-    /// Codes taken from each pool so far.
-    pub fn used(&self, pool: usize) -> u64 {
-        self.next_code.get(pool).copied().unwrap_or(0)
-    }
-}
-
-impl Allocator for LocalAllocator {
-    fn allocate(
-        &mut self,
-        catalog: &Catalog,
-        hunt: usize,
-        pool: usize,
-    ) -> Result<String, DenyReason> {
-        if self.next_code.len() < catalog.pools.len() {
-            self.next_code.resize(catalog.pools.len(), 0);
-        }
-        if self.winners.len() < catalog.hunts.len() {
-            self.winners.resize(catalog.hunts.len(), 0);
-        }
-        if let Some(cap) = catalog.hunts[hunt].max_winners
-            && self.winners[hunt] >= cap
-        {
-            return Err(DenyReason::WinnersCap);
-        }
-        let code = catalog.pools[pool]
-            .code(self.next_code[pool])
-            .ok_or(DenyReason::PoolEmpty)?;
-        self.next_code[pool] += 1;
-        self.winners[hunt] += 1;
-        Ok(code)
-    }
-}
+/// The in-memory allocator for one process lives with the shared pools it uses.
+pub use crate::rewards::LocalAllocator;
 
 /// Counts of a customer with no progress yet, borrowed instead of allocated.
 static ZERO_COUNTS: [u32; crate::catalog::STEPS_MAX] = [0; crate::catalog::STEPS_MAX];

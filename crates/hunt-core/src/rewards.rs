@@ -168,6 +168,38 @@ impl SharedPools {
     }
 }
 
+/// An allocator for one process (`hunt test`, `hunt simulate`): the shared pools, each
+/// allocation kept at once, as nothing is recorded that could fail.
+#[derive(Debug)]
+pub struct LocalAllocator {
+    pools: SharedPools,
+}
+
+impl LocalAllocator {
+    pub fn new(catalog: &Catalog) -> LocalAllocator {
+        LocalAllocator {
+            pools: SharedPools::new(catalog),
+        }
+    }
+
+    /// Codes taken from `pool` so far.
+    pub fn used(&self, pool: usize) -> u64 {
+        self.pools.taken(pool)
+    }
+}
+
+impl Allocator for LocalAllocator {
+    fn allocate(
+        &mut self,
+        catalog: &Catalog,
+        hunt: usize,
+        pool: usize,
+    ) -> Result<String, DenyReason> {
+        let i = self.pools.allocate(hunt, pool)?;
+        catalog.pools[pool].code(i).ok_or(DenyReason::PoolEmpty)
+    }
+}
+
 /// The allocations made while applying one event: the engine's [`Allocator`] over the
 /// shared pools. Commit once the event's records are durable; roll back if the append
 /// failed, so the codes are free again.
