@@ -359,10 +359,6 @@ impl Catalog {
         self.hunts.iter().position(|h| &*h.id == id)
     }
 
-    pub fn pool_index(&self, id: &str) -> Option<usize> {
-        self.pools.iter().position(|p| &*p.id == id)
-    }
-
     /// Run-time condition failures so far, per hunt and condition (`audience` or a step id).
     pub fn condition_errors(&self) -> Vec<(Arc<str>, Arc<str>, u64)> {
         let mut out = Vec::new();
@@ -558,7 +554,7 @@ fn compile(file: &HuntsFile, source: &str, problems: &mut Vec<Problem>) -> Optio
     let hunts: Vec<Hunt> = file
         .hunts
         .iter()
-        .filter_map(|h| compile_hunt(&mut cx, h, &pool_ids, &sink_ids, &file.pools))
+        .filter_map(|h| compile_hunt(&mut cx, h, &pool_ids, &sink_ids, &pools))
         .collect();
     let tests = crate::testing::compile_cases(cx.problems, &file.tests, &file.hunts);
     if cx.problems.iter().any(|p| p.severity == Severity::Error) {
@@ -717,7 +713,7 @@ fn compile_hunt(
     h: &spec::HuntSpec,
     pool_ids: &[&str],
     sink_ids: &[&str],
-    pool_specs: &[spec::PoolSpec],
+    pools: &[Pool],
 ) -> Option<Hunt> {
     let errors_before = cx
         .problems
@@ -905,18 +901,14 @@ fn compile_hunt(
                 None,
             ),
             Some(r) => {
-                if let Some(p) = pool_specs.iter().find(|p| p.id.value == r.pool.value) {
-                    let size = p
-                        .codes
-                        .as_ref()
-                        .map(|c| c.len() as u64)
-                        .or(p.generate.as_ref().map(|g| g.count.value));
-                    if let Some(size) = size.filter(|s| *s < m.value) {
+                if let Some(p) = pools.iter().find(|p| *p.id == *r.pool.value) {
+                    let size = p.size();
+                    if size < m.value {
                         cx.warn(
                             m.span,
                             format!(
                                 "pool `{}` holds {size} codes, fewer than `max_winners` {}",
-                                p.id.value, m.value
+                                p.id, m.value
                             ),
                             Some(
                                 "winners past the pool's size will be denied with `pool_empty`"

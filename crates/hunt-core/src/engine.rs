@@ -212,11 +212,6 @@ impl UserState {
     pub fn hunts(&self) -> &[HuntProgress] {
         &self.hunts
     }
-
-    /// Progress in the hunt `id`, if the customer has taken part.
-    pub fn progress(&self, id: &str) -> Option<&HuntProgress> {
-        self.hunts.iter().find(|p| &*p.hunt == id)
-    }
 }
 
 impl HuntProgress {
