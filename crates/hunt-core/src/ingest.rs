@@ -138,26 +138,12 @@ pub fn decode(
     }
     let out = match form {
         Form::Json => match parse(body)? {
-            Json::Array(items) => {
-                count_ok(items.len(), limits)?;
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| event(i, v, limits, Shape::Native))
-                    .collect()
-            }
+            Json::Array(items) => events(items, limits, Shape::Native)?,
             v => vec![event(0, v, limits, Shape::Native)],
         },
         Form::CloudEvent => vec![event(0, parse(body)?, limits, Shape::CloudEvent)],
         Form::CloudEventsBatch => match parse(body)? {
-            Json::Array(items) => {
-                count_ok(items.len(), limits)?;
-                items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| event(i, v, limits, Shape::CloudEvent))
-                    .collect()
-            }
+            Json::Array(items) => events(items, limits, Shape::CloudEvent)?,
             _ => {
                 return Err(RequestError::Malformed(
                     "a CloudEvents batch must be a JSON array".into(),
@@ -199,6 +185,16 @@ pub fn decode_event(bytes: &[u8], index: usize, limits: &Limits) -> Result<Event
 
 fn parse(body: &[u8]) -> Result<Json, RequestError> {
     serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))
+}
+
+/// The events of an array, each decoded on its own, once the count is within the limit.
+fn events(items: Vec<Json>, limits: &Limits, shape: Shape) -> Result<Decoded, RequestError> {
+    count_ok(items.len(), limits)?;
+    Ok(items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| event(i, v, limits, shape))
+        .collect())
 }
 
 fn count_ok(count: usize, limits: &Limits) -> Result<(), RequestError> {

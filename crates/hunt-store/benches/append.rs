@@ -34,6 +34,19 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+/// A run's figures from its latencies, start and record count.
+fn summarize(mut lat: Vec<Duration>, started: Instant, records: f64, batch: f64) -> Run {
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort();
+    Run {
+        records_per_s: records / elapsed,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        p999: percentile(&lat, 0.999),
+        batch,
+    }
+}
+
 fn fresh(base: &Path, name: &str) -> PathBuf {
     let dir = base.join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -66,20 +79,12 @@ fn run_log(base: &Path, producers: usize, secs: f64) -> Run {
         .collect();
     std::thread::sleep(Duration::from_secs_f64(secs));
     stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<Duration> = handles
+    let lat: Vec<Duration> = handles
         .into_iter()
         .flat_map(|h| h.join().expect("producer"))
         .collect();
-    let elapsed = started.elapsed().as_secs_f64();
-    lat.sort();
     let n = lat.len() as f64;
-    Run {
-        records_per_s: n / elapsed,
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-        p999: percentile(&lat, 0.999),
-        batch: n / log.commits().max(1) as f64,
-    }
+    summarize(lat, started, n, n / log.commits().max(1) as f64)
 }
 
 /// Producers as async tasks on a 2-thread runtime, as the server will append.
@@ -113,23 +118,15 @@ fn run_log_async(base: &Path, producers: usize, secs: f64) -> Run {
         .collect();
     std::thread::sleep(Duration::from_secs_f64(secs));
     stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<Duration> = rt.block_on(async {
+    let lat: Vec<Duration> = rt.block_on(async {
         let mut all = Vec::new();
         for t in tasks {
             all.extend(t.await.expect("task"));
         }
         all
     });
-    let elapsed = started.elapsed().as_secs_f64();
-    lat.sort();
     let n = lat.len() as f64;
-    Run {
-        records_per_s: n / elapsed,
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-        p999: percentile(&lat, 0.999),
-        batch: n / log.commits().max(1) as f64,
-    }
+    summarize(lat, started, n, n / log.commits().max(1) as f64)
 }
 
 fn run_raw(base: &Path, batch: usize, secs: f64) -> Run {
@@ -151,15 +148,8 @@ fn run_raw(base: &Path, batch: usize, secs: f64) -> Run {
         f.sync_data().expect("fdatasync");
         lat.push(t.elapsed());
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    lat.sort();
-    Run {
-        records_per_s: (lat.len() * batch) as f64 / elapsed,
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-        p999: percentile(&lat, 0.999),
-        batch: batch as f64,
-    }
+    let records = (lat.len() * batch) as f64;
+    summarize(lat, started, records, batch as f64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
