@@ -407,3 +407,17 @@ fn failures_count_only_for_steps_still_to_find() {
     assert!(w.when("u", "v", json!({"x": 1}), 2).is_empty());
     assert_eq!(w.engine.catalog().condition_errors().len(), 1);
 }
+
+#[test]
+fn past_the_trait_limit_new_traits_are_not_stored_but_known_ones_update() {
+    let mut profile = serde_json::Map::new();
+    let many: serde_json::Map<String, serde_json::Value> = (0..hunt_core::engine::TRAITS_MAX + 5)
+        .map(|i| (format!("t{i:03}"), json!(i)))
+        .collect();
+    hunt_core::engine::merge_traits(&mut profile, &many);
+    assert_eq!(profile.len(), hunt_core::engine::TRAITS_MAX);
+    let update = json!({"t000": "changed", "brand_new": 1});
+    hunt_core::engine::merge_traits(&mut profile, update.as_object().unwrap());
+    assert_eq!(profile["t000"], json!("changed"));
+    assert!(!profile.contains_key("brand_new"));
+}

@@ -143,6 +143,36 @@ fn a_full_queue_makes_producers_wait_and_nothing_is_lost() {
 }
 
 #[test]
+fn a_full_queue_makes_async_producers_wait_too() {
+    let fs: Arc<dyn Fs> = Arc::new(SimFs::new(9));
+    let mut c = small("/data");
+    c.queue_bytes_max = 600;
+    let log = Arc::new(open(&fs, c));
+    let handles: Vec<_> = (0..4u8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                block_on(async {
+                    let mut tickets = Vec::new();
+                    for i in 0..40 {
+                        tickets.push(log.submit_async(vec![(0, vec![t; 100 + i])]).await.unwrap());
+                    }
+                    let mut acked = 0;
+                    for t in tickets {
+                        t.await.unwrap();
+                        acked += 1;
+                    }
+                    acked
+                })
+            })
+        })
+        .collect();
+    let acked: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(acked, 160);
+    assert_eq!(all(&log).len(), 160);
+}
+
+#[test]
 fn a_failed_write_stops_the_log_for_good() {
     let sim = SimFs::new(4);
     let fs: Arc<dyn Fs> = Arc::new(sim.clone());

@@ -118,6 +118,15 @@ fn test_runs_cases_and_fails_with_a_diff() {
         "{stdout}"
     );
     assert!(stdout.contains("3 passed, 1 failed"), "{stdout}");
+
+    // --filter runs only the matching cases: the failing one is left out.
+    let out = hunt(&["test", broken.to_str().unwrap(), "--filter", "cold trail"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("1 passed, 0 failed"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
