@@ -34,6 +34,13 @@ fn key(user: &str, id: &str) -> Box<str> {
     format!("{}:{user}{id}", user.len()).into_boxed_str()
 }
 
+/// The pair a key was made from.
+fn split_key(k: &str) -> Option<(&str, &str)> {
+    let (len, rest) = k.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    (rest.is_char_boundary(len) && len <= rest.len()).then(|| rest.split_at(len))
+}
+
 impl<V> DedupeWindow<V> {
     pub fn new(window: Duration, entries_max: usize) -> DedupeWindow<V> {
         DedupeWindow {
@@ -78,6 +85,21 @@ impl<V> DedupeWindow<V> {
         }
     }
 
+    /// Whether one more entry received at `now` would be taken (expiring first).
+    pub fn has_room(&mut self, now: Timestamp) -> bool {
+        self.expire(now);
+        self.map.len() < self.entries_max
+    }
+
+    /// Every entry, in receipt order: `(received, user, id, answer)`. For snapshots.
+    pub fn entries(&self) -> impl Iterator<Item = (Timestamp, &str, &str, &V)> {
+        self.order.iter().filter_map(|(at, k)| {
+            let (user, id) = split_key(k)?;
+            let (_, v) = self.map.get(k)?;
+            Some((*at, user, id, v))
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -120,6 +142,16 @@ mod tests {
             ),
             (Some(&1), Some(&2))
         );
+    }
+
+    #[test]
+    fn entries_give_back_each_pair() {
+        let mut w = DedupeWindow::new(Duration::from_secs(60), 10);
+        w.insert("a:b", "c", Timestamp(1), 1).unwrap();
+        w.insert("ü", "", Timestamp(2), 2).unwrap();
+        let got: Vec<_> = w.entries().map(|(t, u, i, v)| (t.0, u, i, *v)).collect();
+        assert_eq!(got, vec![(1, "a:b", "c", 1), (2, "ü", "", 2)]);
+        assert!(w.has_room(Timestamp(2)));
     }
 
     #[test]
