@@ -15,6 +15,6 @@ pub mod log;
 pub mod record;
 pub mod snapshot;
 
-pub use log::{Durability, Log, LogConfig, LogError, OpenReport, Reader, Ticket};
+pub use log::{CommitObserver, Durability, Log, LogConfig, LogError, OpenReport, Reader, Ticket};
 pub use record::{Lsn, Record};
 pub use snapshot::{Snapshot, Snapshots};

@@ -290,6 +290,15 @@ struct Shared {
     /// Group commits made (one write and one sync each), for benchmarks and metrics.
     commits: AtomicU64,
     config: LogConfig,
+    /// Told of every group commit, for metrics.
+    observer: std::sync::OnceLock<Arc<dyn CommitObserver>>,
+}
+
+/// Told of every group commit by the writer thread: keep it short and never block.
+pub trait CommitObserver: Send + Sync {
+    /// One group commit: `records` records in `bytes` bytes, written and synced, with
+    /// `sync` the time the `fdatasync` took.
+    fn committed(&self, records: usize, bytes: usize, sync: std::time::Duration);
 }
 
 /// An open log.
@@ -399,6 +408,7 @@ impl Log {
             }),
             commits: AtomicU64::new(0),
             config,
+            observer: std::sync::OnceLock::new(),
         });
         let writer = Writer {
             shared: shared.clone(),
@@ -516,6 +526,11 @@ impl Log {
                 .map_err(|e| io_err("sync directory", dir, e))?;
         }
         Ok(deleted)
+    }
+
+    /// Sets who is told of each group commit (once; later calls are ignored).
+    pub fn set_observer(&self, observer: Arc<dyn CommitObserver>) {
+        let _ = self.shared.observer.set(observer);
     }
 
     /// Group commits made so far.
@@ -843,16 +858,21 @@ impl Writer {
             path: self.path.display().to_string(),
             message: "failpoint log::before_sync".into()
         }));
+        let sync_start = std::time::Instant::now();
         if config.durability == Durability::Fsync {
             self.file
                 .sync_data()
                 .map_err(|e| io_err("sync", &self.path, e))?;
         }
+        let sync = sync_start.elapsed();
         fail::fail_point!("log::after_sync");
         self.shared
             .durable_lsn
             .store(self.next_lsn - 1, Ordering::Release);
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(o) = self.shared.observer.get() {
+            o.committed((self.next_lsn - first) as usize, buf.len(), sync);
+        }
         Ok(lsns)
     }
 
