@@ -1,0 +1,87 @@
+//! `GET /openapi.json`: the API described as OpenAPI 3.1, written out once.
+
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+fn op(summary: &str, role: Option<&str>, responses: Value) -> Value {
+    let mut o = json!({ "summary": summary, "responses": responses });
+    if let Some(r) = role {
+        o["description"] = json!(format!(
+            "Needs an API key with the `{r}` role (or `admin`)."
+        ));
+        o["security"] = json!([{ "bearer": [] }, { "apiKey": [] }]);
+    }
+    o
+}
+
+fn user_param() -> Value {
+    json!([{ "name": "user", "in": "path", "required": true, "schema": { "type": "string" } }])
+}
+
+fn hunt_param() -> Value {
+    json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }])
+}
+
+pub fn document() -> String {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let err = json!({ "$ref": "#/components/schemas/Error" });
+        let e = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": err } } });
+        let ok = |d: &str| json!({ "description": d, "content": { "application/json": {} } });
+        let doc = json!({
+            "openapi": "3.1.0",
+            "info": { "title": "Treasure Hunt Engine", "version": env!("CARGO_PKG_VERSION") },
+            "paths": {
+                "/v1/events": { "post": {
+                    "summary": "Post events: one JSON event, a JSON array, NDJSON, or CloudEvents 1.0 (structured, batch, binary with ce-* headers).",
+                    "description": "Answered only once every accepted event is durable. Per event: accepted (with outcomes), duplicate (with the first answer's outcomes) or rejected (with the field and reason). Needs the `ingest` role.",
+                    "security": [{ "bearer": [] }, { "apiKey": [] }],
+                    "requestBody": { "required": true, "content": {
+                        "application/json": {}, "application/x-ndjson": {},
+                        "application/cloudevents+json": {}, "application/cloudevents-batch+json": {} } },
+                    "responses": {
+                        "200": ok("Per-event answers (some events may be rejected)."),
+                        "400": ok("Every event was rejected, or the body is not JSON."),
+                        "401": e("No or unknown API key."), "403": e("The key lacks the role."),
+                        "413": e("Body or event count over the limit."),
+                        "415": e("Unsupported Content-Type."),
+                        "429": e("Over a rate limit; see Retry-After."),
+                        "503": e("Backlog full or starting; see Retry-After.") } } },
+                "/v1/users/{user}": { "get": op("A customer: traits, progress per hunt, rewards with codes.", Some("read"),
+                    json!({ "200": ok("The customer."), "404": e("No events for this customer.") })), "parameters": user_param() },
+                "/v1/users/{user}/hunts": { "get": op("The active hunts the customer may see, with progress and the next clue.", Some("read"),
+                    json!({ "200": ok("Hunts.") })), "parameters": user_param() },
+                "/v1/hunts": { "get": op("The hunts of the version in force.", Some("read"), json!({ "200": ok("Hunts.") })) },
+                "/v1/hunts/{id}/stats": { "get": op("Participants, per-step funnel, completions, granted and remaining rewards.", Some("read"),
+                    json!({ "200": ok("Figures."), "404": e("No such hunt.") })), "parameters": hunt_param() },
+                "/v1/hunts/{id}/winners": { "get": op("Winners in order of their grant.", Some("read"),
+                    json!({ "200": ok("Winners."), "400": e("Bad limit."), "404": e("No such hunt.") })),
+                    "parameters": [hunt_param()[0].clone(), { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 100 } }] },
+                "/v1/config": {
+                    "get": op("The hunts file version in force, with its text.", Some("admin"), json!({ "200": ok("The version.") })),
+                    "put": {
+                        "summary": "Put a new hunts file in force: validated, recorded in the log, switched atomically.",
+                        "description": "Needs the `admin` role.",
+                        "security": [{ "bearer": [] }, { "apiKey": [] }],
+                        "parameters": [{ "name": "name", "in": "query", "schema": { "type": "string" } }],
+                        "requestBody": { "required": true, "content": { "application/yaml": {}, "application/json": {} } },
+                        "responses": { "200": ok("The new version."), "422": e("The file has errors: details hold every diagnostic, as `hunt check --json`.") } } },
+                "/metrics": { "get": { "summary": "Prometheus text format.", "responses": { "200": { "description": "Metrics." } } } },
+                "/healthz": { "get": { "summary": "The process is up.", "responses": { "200": { "description": "ok" } } } },
+                "/readyz": { "get": { "summary": "Ready once the log is replayed.", "responses": { "200": { "description": "ready" }, "503": e("starting or stopping") } } },
+                "/openapi.json": { "get": { "summary": "This document.", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
+            },
+            "components": {
+                "securitySchemes": {
+                    "bearer": { "type": "http", "scheme": "bearer" },
+                    "apiKey": { "type": "apiKey", "in": "header", "name": "X-Api-Key" } },
+                "schemas": { "Error": { "type": "object", "required": ["error"], "properties": { "error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": { "code": { "type": "string" }, "message": { "type": "string" }, "details": {} } } } } }
+            }
+        });
+        serde_json::to_string_pretty(&doc).expect("a JSON value serializes")
+    })
+    .clone()
+}

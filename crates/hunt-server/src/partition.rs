@@ -1,0 +1,256 @@
+//! A partition worker: one task that owns its customers' state and handles their
+//! events one at a time, in arrival order, with no lock shared with other partitions.
+//!
+//! Per round it takes whatever messages are queued, applies the events, and appends
+//! all their records to the log in one submission; the answers carry the log's ticket,
+//! and the HTTP handler waits on it, so the worker never waits for a sync and a
+//! request is answered only once its records are durable. A customer's later events
+//! get later LSNs, and the log makes records durable in LSN order, so nothing is ever
+//! answered on top of an event that could still be lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hunt_core::engine::{Event, HuntView, UserState};
+use hunt_core::rewards::Allocation;
+use hunt_core::time::Timestamp;
+use hunt_store::{Log, Ticket};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::records::{KIND_EVENT, encode_event};
+use crate::state::{Answer, HuntCounters, PartitionState, Version, Winner};
+
+/// The most messages one round takes (bounds the latency a round adds).
+const ROUND_MESSAGES_MAX: usize = 256;
+
+/// What an event came to.
+#[derive(Debug, Clone)]
+pub enum Status {
+    Accepted(Answer),
+    Duplicate(Answer),
+    /// The dedupe window is full of unexpired events: not applied, retry later.
+    WindowFull,
+}
+
+/// Events of one request for this partition: `(index in the request, event)`.
+pub struct Batch {
+    pub items: Vec<(usize, Event)>,
+    pub reply: oneshot::Sender<Result<BatchAnswer, String>>,
+}
+
+pub struct BatchAnswer {
+    pub statuses: Vec<(usize, Status)>,
+    /// Resolves once every record behind these answers is durable.
+    pub ticket: Option<Ticket>,
+}
+
+/// A customer as the queries show them.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub user: String,
+    #[serde(flatten)]
+    pub state: UserState,
+}
+
+/// What a paused partition hands the coordinator.
+pub struct Paused {
+    /// Grants held by its customers: (hunt, pool, code).
+    pub grants: Vec<(String, String, String)>,
+    /// Its part of a snapshot, when one was asked for.
+    pub snapshot: Option<Vec<u8>>,
+    /// The ticket of its last submission.
+    pub ticket: Option<Ticket>,
+}
+
+/// A partition's figures per hunt and its winners.
+pub type PartitionStats = (Vec<(Arc<str>, HuntCounters)>, Vec<Winner>);
+
+pub enum Msg {
+    Events(Batch),
+    User {
+        user: String,
+        /// Also the hunts the customer may see at this time.
+        hunts_at: Option<Timestamp>,
+        reply: oneshot::Sender<(Option<UserView>, Vec<HuntView>, Option<Ticket>)>,
+    },
+    Stats {
+        reply: oneshot::Sender<PartitionStats>,
+    },
+    /// Stop between rounds, hand over what the coordinator needs, and wait for the
+    /// version to go on with.
+    Pause {
+        snapshot: bool,
+        reply: oneshot::Sender<Paused>,
+        resume: oneshot::Receiver<Arc<Version>>,
+    },
+}
+
+/// The sending side, with the count of queued events (the backlog).
+#[derive(Clone)]
+pub struct Handle {
+    pub tx: mpsc::UnboundedSender<Msg>,
+    pub backlog: Arc<AtomicUsize>,
+}
+
+pub struct Worker {
+    pub state: PartitionState,
+    pub version: Arc<Version>,
+    pub log: Arc<Log>,
+    pub backlog: Arc<AtomicUsize>,
+    pub rx: mpsc::UnboundedReceiver<Msg>,
+    /// The ticket of the last submission: answers that add no record wait on it.
+    pub last_ticket: Option<Ticket>,
+    /// The last receipt time given, so receipt times never go back within a partition.
+    pub last_received: Timestamp,
+    pub clock: fn() -> Timestamp,
+}
+
+/// Replies waiting for this round's submission.
+enum Reply {
+    Batch(
+        oneshot::Sender<Result<BatchAnswer, String>>,
+        Vec<(usize, Status)>,
+    ),
+    User(
+        oneshot::Sender<(Option<UserView>, Vec<HuntView>, Option<Ticket>)>,
+        Option<UserView>,
+        Vec<HuntView>,
+    ),
+}
+
+impl Worker {
+    pub async fn run(mut self) {
+        let mut msgs = Vec::with_capacity(ROUND_MESSAGES_MAX);
+        let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut replies: Vec<Reply> = Vec::new();
+        loop {
+            if self.rx.recv_many(&mut msgs, ROUND_MESSAGES_MAX).await == 0 {
+                return;
+            }
+            let received = (self.clock)().max(self.last_received);
+            self.last_received = received;
+            for msg in msgs.drain(..) {
+                match msg {
+                    Msg::Events(batch) => {
+                        let n = batch.items.len();
+                        let statuses = self.apply(batch.items, received, &mut records);
+                        self.backlog.fetch_sub(n, Ordering::AcqRel);
+                        replies.push(Reply::Batch(batch.reply, statuses));
+                    }
+                    Msg::User {
+                        user,
+                        hunts_at,
+                        reply,
+                    } => {
+                        let state = self.state.users.get(&user);
+                        let hunts = match hunts_at {
+                            Some(now) => self.version.engine.visible_hunts(
+                                state.unwrap_or(&UserState::default()),
+                                &user,
+                                now,
+                            ),
+                            None => Vec::new(),
+                        };
+                        let view = state.map(|s| UserView {
+                            user: user.clone(),
+                            state: s.clone(),
+                        });
+                        replies.push(Reply::User(reply, view, hunts));
+                    }
+                    Msg::Stats { reply } => {
+                        let stats = self
+                            .state
+                            .stats
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        let _ = reply.send((stats, self.state.winners.clone()));
+                    }
+                    Msg::Pause {
+                        snapshot,
+                        reply,
+                        resume,
+                    } => {
+                        self.flush(&mut records, &mut replies).await;
+                        let paused = Paused {
+                            grants: self
+                                .state
+                                .grants()
+                                .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
+                                .collect(),
+                            snapshot: snapshot
+                                .then(|| crate::snapshot::encode_partition(&self.state)),
+                            ticket: self.last_ticket.clone(),
+                        };
+                        let _ = reply.send(paused);
+                        if let Ok(v) = resume.await {
+                            self.version = v;
+                        }
+                    }
+                }
+            }
+            self.flush(&mut records, &mut replies).await;
+        }
+    }
+
+    /// Applies the events of one request; their records go to `records`.
+    fn apply(
+        &mut self,
+        items: Vec<(usize, Event)>,
+        received: Timestamp,
+        records: &mut Vec<(u8, Vec<u8>)>,
+    ) -> Vec<(usize, Status)> {
+        let version = self.version.clone();
+        let mut statuses = Vec::with_capacity(items.len());
+        for (index, event) in items {
+            if let Some(first) = self.state.dedupe.get(&event.user, &event.id, received) {
+                statuses.push((index, Status::Duplicate(first.clone())));
+                continue;
+            }
+            if !self.state.dedupe.has_room(received) {
+                statuses.push((index, Status::WindowFull));
+                continue;
+            }
+            let mut alloc = Allocation::new(&version.pools);
+            let answer = self
+                .state
+                .apply(&version.engine, &event, received, &mut alloc);
+            // Kept at once: if the append below fails, the log stops and so does the
+            // process (fail-stop); codes allocated but never recorded are free again
+            // when the pools are rebuilt from the log on restart.
+            alloc.commit();
+            records.push((KIND_EVENT, encode_event(&event, received, &answer)));
+            statuses.push((index, Status::Accepted(answer)));
+        }
+        statuses
+    }
+
+    /// Submits the round's records and sends its replies with the ticket.
+    async fn flush(&mut self, records: &mut Vec<(u8, Vec<u8>)>, replies: &mut Vec<Reply>) {
+        let mut failed = None;
+        if !records.is_empty() {
+            match self.log.submit_async(std::mem::take(records)).await {
+                Ok(t) => self.last_ticket = Some(t),
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        for r in replies.drain(..) {
+            match r {
+                Reply::Batch(tx, statuses) => {
+                    let answer = match &failed {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(BatchAnswer {
+                            statuses,
+                            ticket: self.last_ticket.clone(),
+                        }),
+                    };
+                    let _ = tx.send(answer);
+                }
+                Reply::User(tx, view, hunts) => {
+                    let _ = tx.send((view, hunts, self.last_ticket.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! What the server writes to the log: one record per accepted event (the event, when it
+//! was received, and the outcomes it had), and one per hunts-file version.
+//!
+//! Payloads are postcard. An event's `data` and `traits` are kept as JSON text inside
+//! it, because postcard cannot carry self-describing values. A record is decoded
+//! whole or refused with the reason; the log's checksum already guarantees the bytes
+//! are the ones written.
+
+use std::sync::Arc;
+
+use hunt_core::engine::{DenyReason, Event, Outcome};
+use hunt_core::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Record kind: an accepted event and its outcomes.
+pub const KIND_EVENT: u8 = 1;
+/// Record kind: a hunts-file version put in force.
+pub const KIND_CONFIG: u8 = 2;
+
+/// An outcome as written (borrowed, for encoding). Variant order is the format: it
+/// must match [`OutcomeOwned`].
+#[derive(Serialize)]
+enum OutcomeRef<'a> {
+    StepFound {
+        hunt: &'a str,
+        step: &'a str,
+        found: u32,
+        next_clue: Option<&'a str>,
+    },
+    HuntCompleted {
+        hunt: &'a str,
+    },
+    RewardGranted {
+        hunt: &'a str,
+        pool: &'a str,
+        code: &'a str,
+    },
+    RewardDenied {
+        hunt: &'a str,
+        pool: &'a str,
+        reason: &'a str,
+    },
+    TrailCold {
+        hunt: &'a str,
+        step: &'a str,
+    },
+}
+
+/// An outcome as read back.
+#[derive(Deserialize)]
+enum OutcomeOwned {
+    StepFound {
+        hunt: Arc<str>,
+        step: Arc<str>,
+        found: u32,
+        next_clue: Option<Arc<str>>,
+    },
+    HuntCompleted {
+        hunt: Arc<str>,
+    },
+    RewardGranted {
+        hunt: Arc<str>,
+        pool: Arc<str>,
+        code: String,
+    },
+    RewardDenied {
+        hunt: Arc<str>,
+        pool: Arc<str>,
+        reason: String,
+    },
+    TrailCold {
+        hunt: Arc<str>,
+        step: Arc<str>,
+    },
+}
+
+#[derive(Serialize)]
+struct EventRef<'a> {
+    received: i64,
+    id: &'a str,
+    kind: &'a str,
+    user: &'a str,
+    time: Option<i64>,
+    data: &'a str,
+    traits: &'a str,
+    outcomes: Vec<OutcomeRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EventOwned {
+    received: i64,
+    id: String,
+    kind: String,
+    user: String,
+    time: Option<i64>,
+    data: String,
+    traits: String,
+    outcomes: Vec<OutcomeOwned>,
+}
+
+/// An accepted event as read back from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub event: Event,
+    pub received: Timestamp,
+    pub outcomes: Vec<Outcome>,
+}
+
+fn json_text(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    if map.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(map).unwrap_or_default()
+    }
+}
+
+fn json_map(text: &str, field: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    if text.is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    serde_json::from_str(text).map_err(|e| format!("`{field}` is not a JSON object: {e}"))
+}
+
+/// The payload of an event record.
+pub fn encode_event(event: &Event, received: Timestamp, outcomes: &[Outcome]) -> Vec<u8> {
+    let data = json_text(&event.data);
+    let traits = json_text(&event.traits);
+    let rec = EventRef {
+        received: received.0,
+        id: &event.id,
+        kind: &event.kind,
+        user: &event.user,
+        time: event.time.map(|t| t.0),
+        data: &data,
+        traits: &traits,
+        outcomes: outcomes.iter().map(outcome_ref).collect(),
+    };
+    postcard::to_allocvec(&rec).expect("serializing to memory cannot fail")
+}
+
+fn outcome_ref(o: &Outcome) -> OutcomeRef<'_> {
+    match o {
+        Outcome::StepFound {
+            hunt,
+            step,
+            found,
+            next_clue,
+        } => OutcomeRef::StepFound {
+            hunt,
+            step,
+            found: *found,
+            next_clue: next_clue.as_deref(),
+        },
+        Outcome::HuntCompleted { hunt } => OutcomeRef::HuntCompleted { hunt },
+        Outcome::RewardGranted { hunt, pool, code } => {
+            OutcomeRef::RewardGranted { hunt, pool, code }
+        }
+        Outcome::RewardDenied { hunt, pool, reason } => OutcomeRef::RewardDenied {
+            hunt,
+            pool,
+            reason: reason.as_str(),
+        },
+        Outcome::TrailCold { hunt, step } => OutcomeRef::TrailCold { hunt, step },
+    }
+}
+
+/// Reads an event record's payload.
+pub fn decode_event(payload: &[u8]) -> Result<EventRecord, String> {
+    let rec: EventOwned =
+        postcard::from_bytes(payload).map_err(|e| format!("not an event record: {e}"))?;
+    let outcomes = rec
+        .outcomes
+        .into_iter()
+        .map(|o| {
+            Ok(match o {
+                OutcomeOwned::StepFound {
+                    hunt,
+                    step,
+                    found,
+                    next_clue,
+                } => Outcome::StepFound {
+                    hunt,
+                    step,
+                    found,
+                    next_clue,
+                },
+                OutcomeOwned::HuntCompleted { hunt } => Outcome::HuntCompleted { hunt },
+                OutcomeOwned::RewardGranted { hunt, pool, code } => {
+                    Outcome::RewardGranted { hunt, pool, code }
+                }
+                OutcomeOwned::RewardDenied { hunt, pool, reason } => Outcome::RewardDenied {
+                    hunt,
+                    pool,
+                    reason: DenyReason::parse(&reason)
+                        .ok_or_else(|| format!("unknown denial reason `{reason}`"))?,
+                },
+                OutcomeOwned::TrailCold { hunt, step } => Outcome::TrailCold { hunt, step },
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(EventRecord {
+        event: Event {
+            id: rec.id,
+            kind: rec.kind,
+            user: rec.user,
+            time: rec.time.map(Timestamp),
+            data: json_map(&rec.data, "data")?,
+            traits: json_map(&rec.traits, "traits")?,
+        },
+        received: Timestamp(rec.received),
+        outcomes,
+    })
+}
+
+/// A hunts-file version, as recorded when it was put in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    /// 1 for the first file, one more for each change.
+    pub version: u64,
+    /// The file's name as given (for reports only).
+    pub name: String,
+    pub text: String,
+    /// When it was put in force (ms since the epoch).
+    pub at: i64,
+}
+
+pub fn encode_config(c: &ConfigRecord) -> Vec<u8> {
+    postcard::to_allocvec(c).expect("serializing to memory cannot fail")
+}
+
+pub fn decode_config(payload: &[u8]) -> Result<ConfigRecord, String> {
+    postcard::from_bytes(payload).map_err(|e| format!("not a config record: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_records_round_trip_with_every_outcome() {
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "id": "e1", "type": "product_view", "user": "u-1", "time": "2026-11-27T10:00:00Z",
+            "data": {"product": "sku-1", "price": 59.5, "tags": ["a", {"b": null}]},
+            "traits": {"country": "US"}
+        }))
+        .unwrap();
+        let h: Arc<str> = Arc::from("eggs");
+        let outcomes = vec![
+            Outcome::StepFound {
+                hunt: h.clone(),
+                step: "s1".into(),
+                found: 1,
+                next_clue: Some("look up".into()),
+            },
+            Outcome::StepFound {
+                hunt: h.clone(),
+                step: "s2".into(),
+                found: 2,
+                next_clue: None,
+            },
+            Outcome::HuntCompleted { hunt: h.clone() },
+            Outcome::RewardGranted {
+                hunt: h.clone(),
+                pool: "p".into(),
+                code: "C-1".into(),
+            },
+            Outcome::RewardDenied {
+                hunt: h.clone(),
+                pool: "p".into(),
+                reason: DenyReason::WinnersCap,
+            },
+            Outcome::TrailCold {
+                hunt: h,
+                step: "s2".into(),
+            },
+        ];
+        let bytes = encode_event(&event, Timestamp(1234), &outcomes);
+        let back = decode_event(&bytes).unwrap();
+        assert_eq!(back.event, event);
+        assert_eq!(back.received, Timestamp(1234));
+        assert_eq!(back.outcomes, outcomes);
+    }
+
+    #[test]
+    fn damaged_payloads_are_refused_with_a_reason() {
+        let event = Event {
+            id: "e".into(),
+            kind: "t".into(),
+            user: "u".into(),
+            time: None,
+            data: Default::default(),
+            traits: Default::default(),
+        };
+        let bytes = encode_event(&event, Timestamp(1), &[]);
+        for cut in 0..bytes.len() {
+            assert!(decode_event(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode_config(&[0xff; 3]).is_err());
+    }
+}

@@ -1,0 +1,121 @@
+//! Rebuilding every projection from the newest snapshot and the log after it: on start,
+//! and offline for `hunt replay`.
+//!
+//! Each event is applied again by the engine of the version in force at its record,
+//! with the reward answers the record holds, and the outcomes are compared with the
+//! recorded ones: a difference means the log and this build disagree, and is reported.
+
+use hunt_core::engine::Outcome;
+use hunt_store::{Log, Lsn, Snapshots};
+
+use crate::records::{KIND_CONFIG, KIND_EVENT, decode_config, decode_event};
+use crate::state::{DedupeConfig, PartitionState, ReplayAllocator, Version, partition_of};
+
+/// What a rebuild did.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// The LSN of the snapshot started from, if any.
+    pub snapshot_lsn: Option<Lsn>,
+    /// Records read after it.
+    pub records: u64,
+    pub events: u64,
+    pub config_versions: u64,
+    /// Events whose outcomes, applied again, differ from the recorded ones.
+    pub mismatches: u64,
+    pub first_mismatch: Option<String>,
+    /// Damaged snapshots skipped, and the like.
+    pub warnings: Vec<String>,
+    pub last_lsn: Lsn,
+}
+
+pub struct Recovered {
+    /// The version in force at the end of the log (`None`: the log holds none yet).
+    pub version: Option<Version>,
+    pub states: Vec<PartitionState>,
+    pub report: Report,
+}
+
+/// Rebuilds from `snapshots` (if given) and `log`. `progress` is called with each LSN
+/// read. Errors name the record.
+pub fn recover(
+    log: &Log,
+    snapshots: Option<&Snapshots>,
+    partitions: usize,
+    dedupe: DedupeConfig,
+    progress: &mut dyn FnMut(Lsn),
+) -> Result<Recovered, String> {
+    let mut report = Report::default();
+    let mut version = None;
+    let mut states: Vec<PartitionState> = (0..partitions)
+        .map(|_| PartitionState::new(dedupe))
+        .collect();
+    let mut from = 1;
+    if let Some(snaps) = snapshots {
+        let (latest, warnings) = snaps.latest().map_err(|e| e.to_string())?;
+        report.warnings.extend(warnings);
+        if let Some(snap) = latest {
+            let (record, s) = crate::snapshot::decode(&snap.payload, partitions, dedupe)
+                .map_err(|e| format!("snapshot at LSN {}: {e}", snap.lsn))?;
+            version = Some(Version::compile(record)?);
+            states = s;
+            from = snap.lsn + 1;
+            report.snapshot_lsn = Some(snap.lsn);
+            report.last_lsn = snap.lsn;
+        }
+    }
+    let reader = log.read_from(from).map_err(|e| e.to_string())?;
+    let mut produced = Vec::new();
+    for rec in reader {
+        let rec = rec.map_err(|e| e.to_string())?;
+        report.records += 1;
+        report.last_lsn = rec.lsn;
+        match rec.kind {
+            KIND_EVENT => {
+                let e =
+                    decode_event(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
+                let v: &Version = version.as_ref().ok_or_else(|| {
+                    format!("record {}: an event before any hunts file version", rec.lsn)
+                })?;
+                let state = &mut states[partition_of(&e.event.user, partitions)];
+                let mut alloc = ReplayAllocator::new(&e.outcomes);
+                let answer = state.apply(&v.engine, &e.event, e.received, &mut alloc);
+                report.events += 1;
+                if alloc.unanswered > 0 || answer[..] != e.outcomes[..] {
+                    report.mismatches += 1;
+                    if report.first_mismatch.is_none() {
+                        produced.clear();
+                        produced.extend_from_slice(&answer);
+                        report.first_mismatch = Some(describe(rec.lsn, &e.outcomes, &produced));
+                    }
+                }
+            }
+            KIND_CONFIG => {
+                let c =
+                    decode_config(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
+                version =
+                    Some(Version::compile(c).map_err(|e| format!("record {}: {e}", rec.lsn))?);
+                report.config_versions += 1;
+            }
+            k => return Err(format!("record {}: unknown kind {k}", rec.lsn)),
+        }
+        progress(rec.lsn);
+    }
+    if let Some(v) = &mut version {
+        v.restore_pools(states.iter().flat_map(|s| s.grants()))
+            .map_err(|e| format!("rebuilding reward pools: {e}"))?;
+    }
+    Ok(Recovered {
+        version,
+        states,
+        report,
+    })
+}
+
+fn describe(lsn: Lsn, recorded: &[Outcome], produced: &[Outcome]) -> String {
+    let show = |o: &[Outcome]| serde_json::to_string(o).unwrap_or_default();
+    format!(
+        "record {lsn}: recorded {} but applying it again gives {}",
+        show(recorded),
+        show(produced)
+    )
+}

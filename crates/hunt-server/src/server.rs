@@ -1,0 +1,172 @@
+//! Running the server: bind, rebuild from the log while answering `/readyz` with 503,
+//! serve, and on SIGTERM/SIGINT stop accepting, finish in-flight requests (their
+//! records synced), take a snapshot and exit. A failed log ends the process too
+//! (fail-stop), with an error.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::api::{App, HttpConfig, router};
+use crate::service::{EngineConfig, Service, open};
+
+/// Everything `hunt serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub engine: EngineConfig,
+    pub http: HttpConfig,
+    /// The hunts file given at start: (name, text).
+    pub hunts: Option<(String, String)>,
+}
+
+/// Refuses to open every endpoint, admin included, to a network without keys.
+pub fn check_exposure(listen: &SocketAddr, http: &HttpConfig) -> Result<(), String> {
+    if http.keys.is_empty() && !listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {listen} without API keys: every endpoint, admin included, would be open. \
+             Give keys (--keys FILE or HUNT_API_KEYS), or listen on 127.0.0.1 for development"
+        ));
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown` resolves or the log fails. `on_ready` is told the bound
+/// address as soon as the listener is up (before the rebuild finishes).
+pub async fn serve(
+    config: ServeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    check_exposure(
+        &listener.local_addr().map_err(|e| e.to_string())?,
+        &config.http,
+    )?;
+    let app = App::new(config.http.clone());
+    let routes = router(app.clone());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn({
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+        }
+    });
+    // Stop on the caller's signal.
+    tokio::spawn({
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new requests; finishing those in flight");
+            stop_tx.send_replace(true);
+        }
+    });
+    let engine = config.engine.clone();
+    let hunts = config.hunts.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut last = std::time::Instant::now();
+        open(&engine, hunts, &mut |lsn| {
+            if last.elapsed().as_secs() >= 5 {
+                tracing::info!(lsn, "replaying the log");
+                last = std::time::Instant::now();
+            }
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let (log, snapshots, recovered, started) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            stop_tx.send_replace(true);
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    if let Some(t) = &started.log_report.torn_tail {
+        tracing::warn!(segment = %t.0, offset = t.1, bytes = t.2, "cut a torn tail off the log");
+    }
+    for w in &started.report.warnings {
+        tracing::warn!("{w}");
+    }
+    let r = &started.report;
+    tracing::info!(
+        snapshot_lsn = r.snapshot_lsn.unwrap_or(0),
+        records = r.records,
+        events = r.events,
+        last_lsn = r.last_lsn,
+        "state rebuilt from the log"
+    );
+    if r.mismatches > 0 {
+        tracing::warn!(
+            mismatches = r.mismatches,
+            first = r.first_mismatch.as_deref().unwrap_or(""),
+            "applying the log again gave different outcomes for some events"
+        );
+    }
+    if let Some(v) = started.recorded_version {
+        tracing::info!(
+            version = v,
+            "recorded the given hunts file as a new version"
+        );
+    }
+    let service = Service::start(config.engine.clone(), log, snapshots, recovered);
+    let _ = app.service.set(service.clone());
+    tracing::info!(version = service.version().record.version, "ready");
+    // Rate-limit state of idle keys and customers is let go once a minute.
+    let trim = tokio::spawn({
+        let app = app.clone();
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                app.trim_limiters();
+            }
+        }
+    });
+    // A failed log stops the server.
+    let mut fatal = service.fatal();
+    let failed = tokio::select! {
+        _ = stop_rx.wait_for(|s| *s) => None,
+        f = fatal.wait_for(|f| f.is_some()) => f.ok().and_then(|f| f.clone()),
+    };
+    stop_tx.send_replace(true);
+    let served = server.await.map_err(|e| e.to_string())?;
+    trim.abort();
+    service.shutdown().await;
+    // Every partition worker is gone; the log closes (syncing what is queued) when
+    // the last reference is dropped.
+    drop(app);
+    let service: Arc<Service> = service;
+    drop(service);
+    drop(started.lock);
+    served.map_err(|e| e.to_string())?;
+    match failed {
+        Some(why) => Err(format!("stopped after a log failure: {why}")),
+        None => Ok(()),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signals() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,600 @@
+//! The running engine behind the HTTP API: the log, the partition workers, the version
+//! in force, and the coordinator that pauses every partition to switch versions or
+//! take a snapshot.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use hunt_core::catalog::Catalog;
+use hunt_core::engine::{Event, HuntView};
+use hunt_core::time::{Duration, Timestamp};
+use hunt_store::fs::RealFs;
+use hunt_store::{Durability, Log, LogConfig, Snapshots};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::partition::{Batch, Handle, Msg, Paused, Status, UserView, Worker};
+use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
+use crate::recover::{self, Report};
+use crate::state::{DedupeConfig, HuntCounters, Version, Winner, partition_of};
+
+/// Where the engine keeps its data and how it runs (not the HTTP side).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub partitions: usize,
+    pub dedupe: DedupeConfig,
+    /// Events admitted but not yet applied, over all partitions; beyond it, 503.
+    pub backlog_events_max: usize,
+    /// A snapshot after this many accepted events (and at shutdown).
+    pub snapshot_every_events: u64,
+    pub durability: Durability,
+    /// Open a damaged log by moving the damage aside (see the log's guarantees).
+    pub repair: bool,
+}
+
+/// Default partitions: one per core is enough; more keeps a hot customer's partition
+/// from holding up others.
+pub const PARTITIONS_DEFAULT: usize = 8;
+/// Default backlog bound.
+pub const BACKLOG_EVENTS_DEFAULT: usize = 200_000;
+/// Default dedupe window bound, over all partitions.
+pub const DEDUPE_ENTRIES_DEFAULT: usize = 10_000_000;
+/// Default snapshot interval.
+pub const SNAPSHOT_EVERY_DEFAULT: u64 = 2_000_000;
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            partitions: PARTITIONS_DEFAULT,
+            dedupe: DedupeConfig {
+                window: hunt_core::dedupe::WINDOW_DEFAULT,
+                entries_max: DEDUPE_ENTRIES_DEFAULT,
+            },
+            backlog_events_max: BACKLOG_EVENTS_DEFAULT,
+            snapshot_every_events: SNAPSHOT_EVERY_DEFAULT,
+            durability: Durability::Fsync,
+            repair: false,
+        }
+    }
+}
+
+/// Why events of a request were not taken.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    #[error("the backlog holds {queued} events, over its limit of {limit}; retry later")]
+    Backlog { queued: usize, limit: usize },
+    #[error("the event log stopped ({0}); the server is shutting down to recover")]
+    Stopped(String),
+}
+
+/// Why a new hunts file was not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the hunts file has errors")]
+    Invalid(Box<hunt_core::diag::Report>),
+    #[error("the event log stopped ({0})")]
+    Stopped(String),
+}
+
+pub struct Service {
+    pub config: EngineConfig,
+    partitions: Vec<Handle>,
+    log: Arc<Log>,
+    snapshots: Arc<Snapshots>,
+    version: RwLock<Arc<Version>>,
+    /// One pause of all partitions at a time (version switches, snapshots).
+    coordinator: tokio::sync::Mutex<()>,
+    pub metrics: Arc<Metrics>,
+    backlog: AtomicUsize,
+    accepted_since_snapshot: AtomicU64,
+    /// Set when the log failed: the server stops (fail-stop).
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+    closed: AtomicBool,
+    workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Itself, for work it starts in the background.
+    me: std::sync::Weak<Service>,
+}
+
+/// What starting found.
+pub struct Started {
+    pub report: Report,
+    pub log_report: hunt_store::OpenReport,
+    /// The version recorded at start, if the given file differed from the one in force.
+    pub recorded_version: Option<u64>,
+    /// Held while the server runs.
+    pub lock: std::fs::File,
+}
+
+/// The wall clock in milliseconds.
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_millis() as i64)
+}
+
+/// Takes the data directory for this process alone (created if missing): a second
+/// server, or `hunt replay`, on the same directory is refused instead of both writing.
+/// The lock lasts as long as the returned file is open.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "{} is in use by another hunt process (a running server?); stop it first",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// Opens the log and rebuilds the projections; blocking. `hunts` is the hunts file
+/// given at start (name, text): recorded as a new version when it differs from the one
+/// in force.
+pub fn open(
+    config: &EngineConfig,
+    hunts: Option<(String, String)>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Log, Snapshots, recover::Recovered, Started), String> {
+    let lock = lock_data_dir(&config.data_dir)?;
+    let fs = Arc::new(RealFs);
+    let mut lc = LogConfig::new(&config.data_dir);
+    lc.durability = config.durability;
+    lc.repair = config.repair;
+    let (log, log_report) = Log::open(fs.clone(), lc).map_err(|e| e.to_string())?;
+    let snapshots = Snapshots::open(fs, &config.data_dir).map_err(|e| e.to_string())?;
+    let mut recovered = recover::recover(
+        &log,
+        Some(&snapshots),
+        config.partitions.max(1),
+        config.dedupe,
+        progress,
+    )?;
+    let mut recorded_version = None;
+    if let Some((name, text)) = hunts {
+        let same = recovered
+            .version
+            .as_ref()
+            .is_some_and(|v| v.record.text == text);
+        if !same {
+            if let Err(report) = Catalog::load(&name, &text) {
+                return Err(render_report(&report));
+            }
+            let record = ConfigRecord {
+                version: recovered
+                    .version
+                    .as_ref()
+                    .map_or(1, |v| v.record.version + 1),
+                name,
+                text,
+                at: now().0,
+            };
+            let mut v = Version::compile(record.clone())?;
+            v.restore_pools(recovered.states.iter().flat_map(|s| s.grants()))?;
+            log.append(KIND_CONFIG, &encode_config(&record))
+                .map_err(|e| e.to_string())?;
+            recorded_version = Some(record.version);
+            recovered.version = Some(v);
+        }
+    }
+    if recovered.version.is_none() {
+        return Err(
+            "no hunts file: the log holds no version yet, so start with --config FILE".into(),
+        );
+    }
+    let report = recovered.report.clone();
+    Ok((
+        log,
+        snapshots,
+        recovered,
+        Started {
+            report,
+            log_report,
+            recorded_version,
+            lock,
+        },
+    ))
+}
+
+/// A hunts file's errors as text, for a start that cannot go on.
+pub fn render_report(report: &hunt_core::diag::Report) -> String {
+    let mut s = format!("{} has {} error(s):", report.name, report.errors());
+    for d in report.diagnostics() {
+        s.push_str("\n  ");
+        s.push_str(&d.to_string());
+    }
+    s
+}
+
+impl Service {
+    /// Starts the partition workers on the current runtime.
+    pub fn start(
+        config: EngineConfig,
+        log: Log,
+        snapshots: Snapshots,
+        recovered: recover::Recovered,
+    ) -> Arc<Service> {
+        let metrics = Arc::new(Metrics::default());
+        log.set_observer(metrics.clone());
+        let log = Arc::new(log);
+        let version = Arc::new(recovered.version.expect("open() ensures a version"));
+        let mut partitions = Vec::new();
+        let mut workers = Vec::new();
+        for state in recovered.states {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let backlog = Arc::new(AtomicUsize::new(0));
+            let w = Worker {
+                state,
+                version: version.clone(),
+                log: log.clone(),
+                backlog: backlog.clone(),
+                rx,
+                last_ticket: None,
+                last_received: Timestamp(0),
+                clock: now,
+            };
+            workers.push(tokio::spawn(w.run()));
+            partitions.push(Handle { tx, backlog });
+        }
+        let (fatal, _) = tokio::sync::watch::channel(None);
+        Arc::new_cyclic(|me| Service {
+            me: me.clone(),
+            config,
+            partitions,
+            log,
+            snapshots: Arc::new(snapshots),
+            version: RwLock::new(version),
+            coordinator: tokio::sync::Mutex::new(()),
+            metrics,
+            backlog: AtomicUsize::new(0),
+            accepted_since_snapshot: AtomicU64::new(0),
+            fatal,
+            closed: AtomicBool::new(false),
+            workers: std::sync::Mutex::new(workers),
+        })
+    }
+
+    pub fn version(&self) -> Arc<Version> {
+        self.version
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Resolves when the log has failed, with why.
+    pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
+    }
+
+    fn fail(&self, why: &str) {
+        tracing::error!(error = why, "the event log failed: stopping (fail-stop)");
+        self.fatal.send_replace(Some(why.to_string()));
+    }
+
+    /// Queued events per partition.
+    pub fn backlog(&self) -> Vec<usize> {
+        self.partitions
+            .iter()
+            .map(|p| p.backlog.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Applies `events` (each with its index in the request) and waits until every
+    /// record behind the answers is durable.
+    pub async fn ingest(
+        &self,
+        events: Vec<(usize, Event)>,
+    ) -> Result<Vec<(usize, Status)>, IngestError> {
+        let n = events.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = self.config.backlog_events_max;
+        let queued = self.backlog.fetch_add(n, Ordering::AcqRel);
+        if queued + n > limit {
+            self.backlog.fetch_sub(n, Ordering::AcqRel);
+            return Err(IngestError::Backlog { queued, limit });
+        }
+        let parts = self.partitions.len();
+        let mut groups: Vec<Vec<(usize, Event)>> = (0..parts).map(|_| Vec::new()).collect();
+        for (i, e) in events {
+            groups[partition_of(&e.user, parts)].push((i, e));
+        }
+        let mut waits = Vec::new();
+        for (p, items) in groups.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let h = &self.partitions[p];
+            h.backlog.fetch_add(items.len(), Ordering::AcqRel);
+            let k = items.len();
+            if h.tx.send(Msg::Events(Batch { items, reply })).is_err() {
+                h.backlog.fetch_sub(k, Ordering::AcqRel);
+                self.backlog.fetch_sub(n, Ordering::AcqRel);
+                return Err(IngestError::Stopped("the partitions have stopped".into()));
+            }
+            waits.push(rx);
+        }
+        let mut statuses = Vec::with_capacity(n);
+        let mut tickets = Vec::new();
+        let mut failure = None;
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(a)) => {
+                    statuses.extend(a.statuses);
+                    tickets.extend(a.ticket);
+                }
+                Ok(Err(e)) => failure = Some(e),
+                Err(_) => failure = Some("a partition stopped".into()),
+            }
+        }
+        self.backlog.fetch_sub(n, Ordering::AcqRel);
+        if let Some(e) = failure {
+            self.fail(&e);
+            return Err(IngestError::Stopped(e));
+        }
+        for t in tickets {
+            if let Err(e) = t.await {
+                let e = e.to_string();
+                self.fail(&e);
+                return Err(IngestError::Stopped(e));
+            }
+        }
+        let accepted = statuses
+            .iter()
+            .filter(|(_, s)| matches!(s, Status::Accepted(_)))
+            .count() as u64;
+        self.metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
+        let since = self
+            .accepted_since_snapshot
+            .fetch_add(accepted, Ordering::Relaxed);
+        if since + accepted >= self.config.snapshot_every_events
+            && since < self.config.snapshot_every_events
+        {
+            self.snapshot_in_background();
+        }
+        statuses.sort_by_key(|(i, _)| *i);
+        Ok(statuses)
+    }
+
+    fn snapshot_in_background(&self) {
+        // The service is held in an Arc by every caller; the snapshot runs on its own.
+        let me = self.self_arc();
+        if let Some(me) = me {
+            tokio::spawn(async move {
+                if let Err(e) = me.snapshot().await {
+                    tracing::warn!(error = %e, "snapshot failed");
+                }
+            });
+        }
+    }
+
+    fn self_arc(&self) -> Option<Arc<Service>> {
+        self.me.upgrade()
+    }
+
+    /// One customer, as durable: waits until what the view shows is in the log.
+    pub async fn user(
+        &self,
+        user: &str,
+        hunts_at: Option<Timestamp>,
+    ) -> Result<(Option<UserView>, Vec<HuntView>), IngestError> {
+        let p = partition_of(user, self.partitions.len());
+        let (reply, rx) = oneshot::channel();
+        self.partitions[p]
+            .tx
+            .send(Msg::User {
+                user: user.to_string(),
+                hunts_at,
+                reply,
+            })
+            .map_err(|_| IngestError::Stopped("the partitions have stopped".into()))?;
+        let (view, hunts, ticket) = rx
+            .await
+            .map_err(|_| IngestError::Stopped("a partition stopped".into()))?;
+        if let Some(t) = ticket {
+            t.await.map_err(|e| IngestError::Stopped(e.to_string()))?;
+        }
+        Ok((view, hunts))
+    }
+
+    /// Figures per hunt and every winner, summed over partitions.
+    pub async fn stats(&self) -> (BTreeMap<Arc<str>, HuntCounters>, Vec<Winner>) {
+        let mut waits = Vec::new();
+        for h in &self.partitions {
+            let (reply, rx) = oneshot::channel();
+            if h.tx.send(Msg::Stats { reply }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        let mut total: BTreeMap<Arc<str>, HuntCounters> = BTreeMap::new();
+        let mut winners = Vec::new();
+        for rx in waits {
+            if let Ok((stats, w)) = rx.await {
+                for (hunt, c) in stats {
+                    total.entry(hunt).or_default().add(&c);
+                }
+                winners.extend(w);
+            }
+        }
+        winners.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.user.cmp(&b.user)));
+        (total, winners)
+    }
+
+    /// Pauses every partition between rounds; each hands over its grants (and its
+    /// snapshot part). Send the version to go on with through the returned senders.
+    async fn pause_all(
+        &self,
+        snapshot: bool,
+    ) -> Result<(Vec<Paused>, Vec<oneshot::Sender<Arc<Version>>>), String> {
+        let mut waits = Vec::new();
+        let mut resumes = Vec::new();
+        for h in &self.partitions {
+            let (reply, rx) = oneshot::channel();
+            let (resume_tx, resume) = oneshot::channel();
+            h.tx.send(Msg::Pause {
+                snapshot,
+                reply,
+                resume,
+            })
+            .map_err(|_| "the partitions have stopped".to_string())?;
+            waits.push(rx);
+            resumes.push(resume_tx);
+        }
+        let mut paused = Vec::new();
+        for rx in waits {
+            paused.push(rx.await.map_err(|_| "a partition stopped".to_string())?);
+        }
+        Ok((paused, resumes))
+    }
+
+    /// Validates, records and puts in force a new hunts file; all partitions switch
+    /// between the same two records of the log.
+    pub async fn put_config(&self, name: &str, text: &str) -> Result<ConfigRecord, ConfigError> {
+        let report = Catalog::load(name, text).err();
+        if let Some(r) = report {
+            return Err(ConfigError::Invalid(Box::new(r)));
+        }
+        let _one = self.coordinator.lock().await;
+        let (paused, resumes) = self.pause_all(false).await.map_err(ConfigError::Stopped)?;
+        let old = self.version();
+        let record = ConfigRecord {
+            version: old.record.version + 1,
+            name: name.to_string(),
+            text: text.to_string(),
+            at: now().0,
+        };
+        let result = async {
+            let mut v = Version::compile(record.clone()).map_err(ConfigError::Stopped)?;
+            v.restore_pools(
+                paused
+                    .iter()
+                    .flat_map(|p| &p.grants)
+                    .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str())),
+            )
+            .map_err(ConfigError::Stopped)?;
+            let ticket = self
+                .log
+                .submit_async(vec![(KIND_CONFIG, encode_config(&record))])
+                .await
+                .map_err(|e| ConfigError::Stopped(e.to_string()))?;
+            ticket
+                .await
+                .map_err(|e| ConfigError::Stopped(e.to_string()))?;
+            Ok(Arc::new(v))
+        }
+        .await;
+        let next = match &result {
+            Ok(v) => v.clone(),
+            Err(_) => old,
+        };
+        *self.version.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        for r in resumes {
+            let _ = r.send(next.clone());
+        }
+        match result {
+            Ok(_) => {
+                tracing::info!(
+                    version = record.version,
+                    name,
+                    "hunts file version in force"
+                );
+                Ok(record)
+            }
+            Err(e) => {
+                if let ConfigError::Stopped(why) = &e {
+                    self.fail(why);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a snapshot of every projection at one LSN; returns it.
+    pub async fn snapshot(&self) -> Result<u64, String> {
+        let _one = self.coordinator.lock().await;
+        let (paused, resumes) = self.pause_all(true).await?;
+        let version = self.version();
+        // Everything applied so far must be durable before the snapshot claims it.
+        let mut wait_err = None;
+        for p in &paused {
+            if let Some(t) = &p.ticket
+                && let Err(e) = t.clone().await
+            {
+                wait_err = Some(e.to_string());
+            }
+        }
+        let lsn = self.log.durable_lsn();
+        for r in resumes {
+            let _ = r.send(version.clone());
+        }
+        if let Some(e) = wait_err {
+            return Err(e);
+        }
+        self.accepted_since_snapshot.store(0, Ordering::Relaxed);
+        let parts: Vec<Vec<u8>> = paused.into_iter().filter_map(|p| p.snapshot).collect();
+        let payload = crate::snapshot::encode(&version.record, &parts);
+        let snaps = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || snaps.save(lsn, &payload))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        tracing::info!(lsn, "snapshot saved");
+        Ok(lsn)
+    }
+
+    /// Takes a last snapshot and stops the workers; the log is closed when the last
+    /// reference to it goes.
+    pub async fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.fatal.borrow().is_none()
+            && let Err(e) = self.snapshot().await
+        {
+            tracing::warn!(error = %e, "final snapshot failed; the next start replays the log");
+        }
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in workers {
+            w.abort();
+        }
+    }
+
+    /// The log's durable LSN.
+    pub fn durable_lsn(&self) -> u64 {
+        self.log.durable_lsn()
+    }
+
+    /// Remaining codes per pool of the version in force: (pool, size, remaining).
+    pub fn pools(&self) -> Vec<(Arc<str>, u64, u64)> {
+        let v = self.version();
+        v.catalog()
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.id.clone(),
+                    p.size(),
+                    p.size().saturating_sub(v.pools.taken(i)),
+                )
+            })
+            .collect()
+    }
+
+    pub fn dedupe_window(&self) -> Duration {
+        self.config.dedupe.window
+    }
+}

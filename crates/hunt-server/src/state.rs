@@ -1,0 +1,266 @@
+//! The projections one partition owns — customers' state, the dedupe window, per-hunt
+//! figures and winners — and the one function that changes them, used alike when an
+//! event arrives and when the log is replayed. Nothing here does I/O or reads a clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use hunt_core::catalog::Catalog;
+use hunt_core::dedupe::DedupeWindow;
+use hunt_core::engine::{Allocator, DenyReason, Engine, Event, Outcome, UserState};
+use hunt_core::rewards::SharedPools;
+use hunt_core::time::{Duration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::records::ConfigRecord;
+
+/// A hunts-file version in force: its record, its engine and the reward pools shared by
+/// every partition while it is in force.
+pub struct Version {
+    pub record: ConfigRecord,
+    pub engine: Engine,
+    pub pools: Arc<SharedPools>,
+}
+
+impl Version {
+    /// Compiles a recorded version. Pools start empty: the caller restores them.
+    pub fn compile(record: ConfigRecord) -> Result<Version, String> {
+        let (catalog, _) = Catalog::load(&record.name, &record.text).map_err(|report| {
+            format!(
+                "hunts file version {} ({}) does not compile: {} error(s), first: {}",
+                record.version,
+                record.name,
+                report.errors(),
+                report
+                    .diagnostics()
+                    .first()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            )
+        })?;
+        let pools = Arc::new(SharedPools::new(&catalog));
+        Ok(Version {
+            record,
+            engine: Engine::new(Arc::new(catalog)),
+            pools,
+        })
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        self.engine.catalog()
+    }
+
+    /// The same version with its pools rebuilt from `grants` (hunt id, pool id, code):
+    /// codes not among them are free.
+    pub fn restore_pools<'a>(
+        &mut self,
+        grants: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Result<(), String> {
+        let catalog = self.engine.catalog().clone();
+        let indexes: Vec<(usize, usize, u64)> = grants
+            .into_iter()
+            .filter_map(|(hunt, pool, code)| {
+                let p = catalog.pools.iter().position(|p| &*p.id == pool)?;
+                let i = catalog.pools[p].index_of(code)?;
+                // A grant by a hunt no longer in the file still holds its code.
+                let h = catalog.hunt_index(hunt).unwrap_or(usize::MAX);
+                Some((h, p, i))
+            })
+            .collect();
+        self.pools = Arc::new(SharedPools::restore(&catalog, indexes)?);
+        Ok(())
+    }
+}
+
+/// The partition an event's customer belongs to. Stable across runs and machines.
+pub fn partition_of(user: &str, partitions: usize) -> usize {
+    let h = foldhash::fast::FixedState::with_seed(0x7472_6561_7375_7265).hash_one(user);
+    (h % partitions.max(1) as u64) as usize
+}
+
+/// The answer first given to an event, kept for its duplicates.
+pub type Answer = Arc<[Outcome]>;
+
+/// Figures for one hunt, counted from outcomes (summed over partitions for queries).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HuntCounters {
+    /// Customers who made progress.
+    pub participants: u64,
+    /// Finds per step id.
+    pub found: BTreeMap<Arc<str>, u64>,
+    pub completions: u64,
+    pub granted: u64,
+    pub denied: BTreeMap<String, u64>,
+    pub trails_gone_cold: u64,
+}
+
+impl HuntCounters {
+    pub fn add(&mut self, o: &HuntCounters) {
+        self.participants += o.participants;
+        for (k, v) in &o.found {
+            *self.found.entry(k.clone()).or_default() += v;
+        }
+        self.completions += o.completions;
+        self.granted += o.granted;
+        for (k, v) in &o.denied {
+            *self.denied.entry(k.clone()).or_default() += v;
+        }
+        self.trails_gone_cold += o.trails_gone_cold;
+    }
+}
+
+/// A customer granted a hunt's reward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Winner {
+    pub hunt: Arc<str>,
+    pub user: String,
+    pub code: String,
+    pub at: Timestamp,
+}
+
+/// What one partition owns.
+pub struct PartitionState {
+    pub users: HashMap<String, UserState, foldhash::fast::RandomState>,
+    pub dedupe: DedupeWindow<Answer>,
+    pub stats: HashMap<Arc<str>, HuntCounters>,
+    pub winners: Vec<Winner>,
+    /// Events applied (accepted) by this partition since it started.
+    pub applied: u64,
+    scratch: Vec<Outcome>,
+}
+
+/// How the dedupe window is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct DedupeConfig {
+    pub window: Duration,
+    pub entries_max: usize,
+}
+
+impl PartitionState {
+    pub fn new(dedupe: DedupeConfig) -> PartitionState {
+        PartitionState {
+            users: HashMap::default(),
+            dedupe: DedupeWindow::new(dedupe.window, dedupe.entries_max),
+            stats: HashMap::new(),
+            winners: Vec::new(),
+            applied: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Applies an accepted event: the customer's state, the figures, the winners and
+    /// the dedupe window. Returns its outcomes. The caller has checked it is not a
+    /// duplicate and that the window has room.
+    pub fn apply(
+        &mut self,
+        engine: &Engine,
+        event: &Event,
+        received: Timestamp,
+        alloc: &mut dyn Allocator,
+    ) -> Answer {
+        let state = match self.users.get_mut(&event.user) {
+            Some(s) => s,
+            None => self.users.entry(event.user.clone()).or_default(),
+        };
+        let joined_before = state.hunts().len();
+        self.scratch.clear();
+        engine.apply(state, event, received, alloc, &mut self.scratch);
+        for p in &state.hunts()[joined_before..] {
+            self.stats.entry(p.hunt.clone()).or_default().participants += 1;
+        }
+        for o in &self.scratch {
+            let c = self.stats.entry(o.hunt().clone()).or_default();
+            match o {
+                Outcome::StepFound { step, .. } => *c.found.entry(step.clone()).or_default() += 1,
+                Outcome::HuntCompleted { .. } => c.completions += 1,
+                Outcome::RewardGranted { hunt, code, .. } => {
+                    c.granted += 1;
+                    self.winners.push(Winner {
+                        hunt: hunt.clone(),
+                        user: event.user.clone(),
+                        code: code.clone(),
+                        at: received,
+                    });
+                }
+                Outcome::RewardDenied { reason, .. } => {
+                    *c.denied.entry(reason.as_str().to_string()).or_default() += 1
+                }
+                Outcome::TrailCold { .. } => c.trails_gone_cold += 1,
+            }
+        }
+        let answer: Answer = self.scratch.as_slice().into();
+        // Room was checked by the caller; a refusal here would only mean a duplicate
+        // could be applied again later, so it is not ignored silently.
+        if self
+            .dedupe
+            .insert(&event.user, &event.id, received, answer.clone())
+            .is_err()
+        {
+            tracing::warn!(user = %event.user, id = %event.id, "dedupe window full while applying");
+        }
+        self.applied += 1;
+        answer
+    }
+
+    /// Every grant held by this partition's customers: (hunt, pool, code).
+    pub fn grants(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.users.values().flat_map(|u| {
+            u.rewards
+                .iter()
+                .map(|g| (&*g.hunt, &*g.pool, g.code.as_str()))
+        })
+    }
+}
+
+/// The allocator of a replay: it gives the answers the log recorded, in order, so the
+/// replayed engine makes the decisions it made when the event arrived.
+pub struct ReplayAllocator<'a> {
+    recorded: &'a [Outcome],
+    used: Vec<bool>,
+    /// The engine asked for a reward the record does not answer.
+    pub unanswered: u32,
+}
+
+impl<'a> ReplayAllocator<'a> {
+    pub fn new(recorded: &'a [Outcome]) -> ReplayAllocator<'a> {
+        ReplayAllocator {
+            recorded,
+            used: vec![false; recorded.len()],
+            unanswered: 0,
+        }
+    }
+}
+
+impl Allocator for ReplayAllocator<'_> {
+    fn allocate(
+        &mut self,
+        catalog: &Catalog,
+        hunt: usize,
+        _pool: usize,
+    ) -> Result<String, DenyReason> {
+        let id = &catalog.hunts[hunt].id;
+        for (i, o) in self.recorded.iter().enumerate() {
+            if self.used[i] {
+                continue;
+            }
+            match o {
+                Outcome::RewardGranted { hunt: h, code, .. } if h == id => {
+                    self.used[i] = true;
+                    return Ok(code.clone());
+                }
+                Outcome::RewardDenied {
+                    hunt: h,
+                    reason: r @ (DenyReason::PoolEmpty | DenyReason::WinnersCap),
+                    ..
+                } if h == id => {
+                    self.used[i] = true;
+                    return Err(*r);
+                }
+                _ => {}
+            }
+        }
+        self.unanswered += 1;
+        Err(DenyReason::PoolEmpty)
+    }
+}

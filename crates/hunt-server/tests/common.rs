@@ -1,0 +1,262 @@
+//! A server on 127.0.0.1 (an ephemeral port) over a temporary data directory, and a
+//! client for it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hunt_core::ingest::Limits;
+use hunt_server::api::HttpConfig;
+use hunt_server::auth::Keys;
+use hunt_server::server::{ServeConfig, serve};
+use hunt_server::service::EngineConfig;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// Three eggs in any order; a pool of 3 codes.
+pub const EGGS: &str = r#"
+version: 1
+pools:
+  - id: welcome
+    codes: [W-1, W-2, W-3]
+hunts:
+  - id: eggs
+    title: Three eggs
+    steps:
+      - { id: shoes, on: product_view, when: 'event.data.category == "shoes"', clue: Look at shoes. }
+      - { id: blog, on: page_view, when: 'event.data.url == "/blog"', clue: Read the blog. }
+      - { id: search, on: search, when: 'event.data.query.contains("egg")', clue: Search for eggs. }
+    reward: { pool: welcome, per_user: 1 }
+"#;
+
+pub struct Options {
+    pub hunts: Option<String>,
+    pub partitions: usize,
+    pub keys: Keys,
+    pub limits: Limits,
+    pub rate_per_user: Option<u32>,
+    pub rate_per_key: Option<u32>,
+    pub backlog_events_max: usize,
+    pub dedupe_entries_max: usize,
+    pub snapshot_every_events: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            hunts: Some(EGGS.to_string()),
+            partitions: 4,
+            keys: Keys::default(),
+            limits: Limits::default(),
+            rate_per_user: None,
+            rate_per_key: None,
+            backlog_events_max: 100_000,
+            dedupe_entries_max: 1_000_000,
+            snapshot_every_events: 1_000_000,
+        }
+    }
+}
+
+pub struct Server {
+    #[allow(dead_code)]
+    pub addr: SocketAddr,
+    pub url: String,
+    pub client: reqwest::Client,
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), String>>>>,
+    pub key: Option<String>,
+}
+
+impl Server {
+    /// Starts a server on `dir` and waits until it is ready.
+    pub async fn start(dir: &Path, o: Options) -> Server {
+        Server::try_start(dir, o).await.expect("server starts")
+    }
+
+    pub async fn try_start(dir: &Path, o: Options) -> Result<Server, String> {
+        let mut engine = EngineConfig::new(dir);
+        engine.partitions = o.partitions;
+        engine.backlog_events_max = o.backlog_events_max;
+        engine.dedupe.entries_max = o.dedupe_entries_max;
+        engine.snapshot_every_events = o.snapshot_every_events;
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            engine,
+            http: HttpConfig {
+                limits: o.limits,
+                keys: o.keys,
+                rate_per_key: o.rate_per_key.and_then(std::num::NonZeroU32::new),
+                rate_per_user: o.rate_per_user.and_then(std::num::NonZeroU32::new),
+            },
+            hunts: o.hunts.map(|t| ("hunts.yaml".to_string(), t)),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let s = Server {
+            addr,
+            url: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            stop: std::sync::Mutex::new(Some(stop)),
+            task: tokio::sync::Mutex::new(Some(task)),
+            key: None,
+        };
+        // Ready once the log is replayed, or the start failed.
+        for _ in 0..500 {
+            if let Ok(r) = s.client.get(format!("{}/readyz", s.url)).send().await
+                && r.status() == 200
+            {
+                return Ok(s);
+            }
+            let mut task = s.task.lock().await;
+            if task.as_ref().is_some_and(|t| t.is_finished()) {
+                let r = task.take().unwrap().await.unwrap();
+                return Err(r.err().unwrap_or_else(|| "stopped at once".into()));
+            }
+            drop(task);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("server not ready after 5 s");
+    }
+
+    /// Graceful stop (as on SIGTERM); returns how it ended.
+    pub async fn stop(&self) -> Result<(), String> {
+        if let Some(s) = self.stop.lock().unwrap().take() {
+            let _ = s.send(());
+        }
+        let task = self.task.lock().await.take();
+        match task {
+            Some(t) => t.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    fn with_key(&self, b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(k) => b.bearer_auth(k),
+            None => b,
+        }
+    }
+
+    /// Posts a body with a content type; returns status, headers and JSON (or Null).
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut b = self
+            .client
+            .post(format!("{}/v1/events", self.url))
+            .header("content-type", content_type)
+            .body(body);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let r = self.with_key(b).send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn post(&self, events: Value) -> (u16, Value) {
+        let (s, _, v) = self
+            .post_raw(events.to_string(), "application/json", &[])
+            .await;
+        (s, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .with_key(self.client.get(format!("{}{path}", self.url)))
+            .send()
+            .await
+            .expect("request sent");
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
+        )
+    }
+
+    pub async fn put_config(&self, text: &str) -> (u16, Value) {
+        let r = self
+            .with_key(
+                self.client
+                    .put(format!("{}/v1/config", self.url))
+                    .body(text.to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.lock().unwrap().take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// An event as JSON.
+pub fn ev(id: &str, user: &str, kind: &str, data: Value) -> Value {
+    serde_json::json!({"id": id, "user": user, "type": kind, "data": data})
+}
+
+/// The three events that complete the eggs hunt for `user` (ids `<user>-1..3`).
+pub fn three_eggs(user: &str) -> Vec<Value> {
+    vec![
+        ev(
+            &format!("{user}-1"),
+            user,
+            "product_view",
+            serde_json::json!({"category": "shoes"}),
+        ),
+        ev(
+            &format!("{user}-2"),
+            user,
+            "page_view",
+            serde_json::json!({"url": "/blog"}),
+        ),
+        ev(
+            &format!("{user}-3"),
+            user,
+            "search",
+            serde_json::json!({"query": "an egg"}),
+        ),
+    ]
+}
+
+/// The `kind`s of an answer's outcomes for event `i`.
+pub fn kinds(answer: &Value, i: usize) -> Vec<String> {
+    answer["results"][i]["outcomes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|o| o["kind"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("data");
+    (d, p)
+}

@@ -1,0 +1,138 @@
+//! Live hunts-file versions: validation with diagnostics, an atomic switch, the version
+//! kept in the log and used again by a replay.
+
+use serde_json::json;
+
+use crate::common::*;
+
+/// The eggs hunt plus a second hunt, and a bigger pool.
+fn version_two() -> String {
+    EGGS.replace("codes: [W-1, W-2, W-3]", "codes: [W-1, W-2, W-3, W-4]")
+        + r#"
+  - id: cart
+    steps: [{ id: big, on: cart_add, when: 'event.data.price >= 100' }]
+"#
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_hunts_file_is_validated_recorded_and_switched() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(&dir, Options::default()).await;
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 1, "{c}");
+    s.post(json!(three_eggs("ann"))).await;
+    let (_, a) = s
+        .post(ev("c0", "ann", "cart_add", json!({"price": 120})))
+        .await;
+    assert_eq!(kinds(&a, 0), Vec::<String>::new(), "no cart hunt yet");
+
+    // A broken file: 422 with every problem and where it is; nothing changes.
+    let broken = version_two().replace("event.data.price >= 100", "evnt.data.price >= 100")
+        + "\n    oops: 1\n";
+    let (st, e) = s.put_config(&broken).await;
+    assert_eq!(st, 422, "{e}");
+    assert_eq!(e["error"]["code"], "invalid_hunts_file");
+    let text = e["error"]["details"].to_string();
+    assert!(
+        text.contains("evnt") && text.contains("did you mean `event`"),
+        "{text}"
+    );
+    assert!(text.contains("oops"), "{text}");
+    assert!(
+        e["error"]["details"]["problems"][0]["line"].is_number() || text.contains("\"line\""),
+        "{text}"
+    );
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 1);
+
+    // A good one: in force at once, for every partition.
+    let (st, r) = s.put_config(&version_two()).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["version"], 2);
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(
+        (c["version"].as_u64(), c["hunts"].as_u64()),
+        (Some(2), Some(2))
+    );
+    for u in ["p1", "p2", "p3", "p4", "p5"] {
+        let (_, a) = s
+            .post(ev(&format!("{u}-c"), u, "cart_add", json!({"price": 150})))
+            .await;
+        assert_eq!(kinds(&a, 0), ["step_found", "hunt_completed"], "{a}");
+    }
+    // The pool grew and kept its grants: the next egg finder gets W-2, then W-4 is left.
+    let (_, a) = s.post(json!(three_eggs("bo"))).await;
+    assert_eq!(a["results"][2]["outcomes"][2]["code"], "W-2", "{a}");
+    let (_, stats) = s.get("/v1/hunts/eggs/stats").await;
+    assert_eq!(stats["reward"]["remaining"], 2, "{stats}");
+    let before = (
+        s.get("/v1/hunts/cart/stats").await.1,
+        s.get("/v1/hunts/eggs/stats").await.1,
+    );
+    s.stop().await.unwrap();
+
+    // The log replays each event under the version in force when it arrived.
+    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: None,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 2);
+    let after = (
+        s.get("/v1/hunts/cart/stats").await.1,
+        s.get("/v1/hunts/eggs/stats").await.1,
+    );
+    assert_eq!(after, before);
+    let (_, u) = s.get("/v1/users/ann").await;
+    assert_eq!(
+        u["hunts"].as_array().unwrap().len(),
+        1,
+        "ann's cart_add came before version 2: {u}"
+    );
+    s.stop().await.unwrap();
+
+    // Starting with a file that differs records it as the next version.
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: Some(EGGS.into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 3);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_needs_a_hunts_file_and_a_good_one() {
+    let (_d, dir) = tempdir();
+    let e = Server::try_start(
+        &dir,
+        Options {
+            hunts: None,
+            ..Options::default()
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.contains("--config"), "{e}");
+    let e = Server::try_start(
+        &dir,
+        Options {
+            hunts: Some("version: 1\nhunts: [{id: 1}]".into()),
+            ..Options::default()
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.contains("error"), "{e}");
+}

@@ -1,0 +1,218 @@
+//! Every limit, named in its answer; rate limits and the backlog bound with
+//! Retry-After; refused events are not stored.
+
+use hunt_core::ingest::Limits;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_event_limits_name_what_is_wrong() {
+    let (_d, dir) = tempdir();
+    let limits = Limits {
+        body_bytes_max: 4096,
+        events_max: 5,
+        data_bytes_max: 200,
+        depth_max: 3,
+        string_bytes_max: 50,
+    };
+    let s = Server::start(
+        &dir,
+        Options {
+            limits,
+            ..Options::default()
+        },
+    )
+    .await;
+
+    let big = "x".repeat(5000);
+    let (st, _, e) = s.post_raw(big, "application/json", &[]).await;
+    assert_eq!(st, 413, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("4096"),
+        "{e}"
+    );
+
+    let six: Vec<_> = (0..6)
+        .map(|i| ev(&format!("{i}"), "u", "page_view", json!({})))
+        .collect();
+    let (st, e) = s.post(json!(six)).await;
+    assert_eq!(st, 413, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("6 events"),
+        "{e}"
+    );
+
+    let (st, a) = s
+        .post(json!([
+            ev("d", "u", "page_view", json!({"blob": "y".repeat(45), "more": "z".repeat(45), "again": "w".repeat(45), "last": "v".repeat(45)})),
+            ev("n", "u", "page_view", json!({"a": {"b": {"c": {"d": 1}}}})),
+            ev("s", "u", "page_view", json!({"name": "q".repeat(60)})),
+            ev(&"i".repeat(200), "u", "page_view", json!({})),
+            ev("ok", "u", "page_view", json!({})),
+        ]))
+        .await;
+    assert_eq!(st, 200, "{a}");
+    let field = |i: usize| a["results"][i]["field"].as_str().unwrap_or("").to_string();
+    assert_eq!(field(0), "data", "{a}");
+    assert!(field(1).starts_with("data.a"), "{a}");
+    assert_eq!(field(2), "data.name", "{a}");
+    assert_eq!(field(3), "id", "{a}");
+    assert_eq!(a["results"][4]["status"], "accepted");
+
+    let (st, _, e) = s.post_raw("{not json", "application/json", &[]).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("malformed")),
+        "{e}"
+    );
+    let (st, _, e) = s
+        .post_raw("a=b", "application/x-www-form-urlencoded", &[])
+        .await;
+    assert_eq!(st, 415, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/x-ndjson")
+    );
+    // Nothing of the refused requests was stored.
+    let (st, _) = s.get("/v1/users/u").await;
+    assert_eq!(st, 200);
+    let (_, m) = s.get("/metrics").await;
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("hunt_events_accepted_total 1\n"),
+        "{m}"
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_retry_after() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(
+        &dir,
+        Options {
+            rate_per_user: Some(3),
+            ..Options::default()
+        },
+    )
+    .await;
+    let evs: Vec<_> = (0..5)
+        .map(|i| ev(&format!("r{i}"), "busy", "page_view", json!({})))
+        .collect();
+    let (st, a) = s.post(json!(evs)).await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(
+        (a["accepted"].as_u64(), a["rejected"].as_u64()),
+        (Some(3), Some(2)),
+        "{a}"
+    );
+    assert!(
+        a["results"][4]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit"),
+        "{a}"
+    );
+    // Only over-limit events: 429 with Retry-After. Another customer is not held up.
+    let (st, h, _) = s
+        .post_raw(
+            ev("r9", "busy", "page_view", json!({})).to_string(),
+            "application/json",
+            &[],
+        )
+        .await;
+    assert_eq!(st, 429);
+    assert!(h.get("retry-after").is_some());
+    let (st, _) = s.post(ev("o1", "calm", "page_view", json!({}))).await;
+    assert_eq!(st, 200);
+    s.stop().await.unwrap();
+
+    let (_d2, dir2) = tempdir();
+    let s = Server::start(
+        &dir2,
+        Options {
+            rate_per_key: Some(4),
+            ..Options::default()
+        },
+    )
+    .await;
+    let evs: Vec<_> = (0..4)
+        .map(|i| ev(&format!("k{i}"), &format!("u{i}"), "page_view", json!({})))
+        .collect();
+    assert_eq!(s.post(json!(evs)).await.0, 200);
+    let (st, h, e) = s
+        .post_raw(
+            ev("k9", "u9", "page_view", json!({})).to_string(),
+            "application/json",
+            &[],
+        )
+        .await;
+    assert_eq!(st, 429, "{e}");
+    assert!(h.get("retry-after").is_some());
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit"),
+        "{e}"
+    );
+    let (st, _) = s.get("/v1/users/u9").await;
+    assert_eq!(st, 404, "a refused event is not stored");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_backlog_and_dedupe_window_answer_503() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(
+        &dir,
+        Options {
+            backlog_events_max: 5,
+            dedupe_entries_max: 8,
+            partitions: 1,
+            ..Options::default()
+        },
+    )
+    .await;
+    let six: Vec<_> = (0..6)
+        .map(|i| ev(&format!("b{i}"), "bl", "page_view", json!({})))
+        .collect();
+    let (st, h, e) = s
+        .post_raw(json!(six).to_string(), "application/json", &[])
+        .await;
+    assert_eq!(st, 503, "{e}");
+    assert_eq!(e["error"]["code"], "backlog_full");
+    assert_eq!(h["retry-after"], "1");
+    assert_eq!(
+        s.get("/v1/users/bl").await.0,
+        404,
+        "nothing of it was stored"
+    );
+
+    // The dedupe window holds 8 events: the 9th is refused, not applied, and the
+    // first 8 are still duplicates.
+    for i in 0..8 {
+        assert_eq!(
+            s.post(ev(&format!("w{i}"), "win", "page_view", json!({})))
+                .await
+                .0,
+            200
+        );
+    }
+    let (st, h, a) = s
+        .post_raw(
+            ev("w8", "win", "page_view", json!({})).to_string(),
+            "application/json",
+            &[],
+        )
+        .await;
+    assert_eq!(st, 503, "{a}");
+    assert!(h.get("retry-after").is_some());
+    let (_, a) = s.post(ev("w0", "win", "page_view", json!({}))).await;
+    assert_eq!(a["results"][0]["status"], "duplicate");
+    s.stop().await.unwrap();
+}

@@ -1,0 +1,11 @@
+//! Integration tests of `hunt serve`, through real HTTP on 127.0.0.1. One binary, one
+//! module per area.
+
+mod common;
+
+mod auth;
+mod config;
+mod ingest;
+mod limits;
+mod restart;
+mod rewards;
