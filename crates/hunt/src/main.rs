@@ -1,6 +1,7 @@
-//! The `hunt` command: check, test and simulate hunts files, print their schema and
-//! generate traffic. Owns argument parsing and presentation only; every decision is
-//! made by `hunt-core`.
+//! The `hunt` command: check, test and simulate hunts files, print their schema,
+//! generate traffic, serve the engine over HTTP and replay its log. Owns argument
+//! parsing and presentation only; every decision is made by `hunt-core` and
+//! `hunt-server`.
 
 use std::process::ExitCode;
 
@@ -37,6 +38,10 @@ enum Command {
     GenTraffic(cmd::gen_traffic::Args),
     /// Print the JSON Schema of hunts files.
     Schema,
+    /// Run the engine as an HTTP service on the embedded store.
+    Serve(cmd::serve::Args),
+    /// Verify the whole event log and rebuild the projections offline.
+    Replay(cmd::replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +52,8 @@ fn main() -> ExitCode {
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::GenTraffic(a) => cmd::gen_traffic::run(a),
         Command::Schema => cmd::schema::run(),
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
     };
     match result {
         Ok(code) => code,

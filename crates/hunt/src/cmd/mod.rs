@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod gen_traffic;
+pub mod replay;
 pub mod schema;
+pub mod serve;
 pub mod simulate;
 pub mod test;

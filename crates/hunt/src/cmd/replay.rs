@@ -1,0 +1,165 @@
+//! `hunt replay --data DIR`: reads the whole log, checks every record, applies every
+//! event again with the version in force at it, and prints what the projections hold.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use comfy_table::Table;
+use hunt_server::service::{DEDUPE_ENTRIES_DEFAULT, PARTITIONS_DEFAULT, lock_data_dir};
+use hunt_server::state::{DedupeConfig, HuntCounters};
+use hunt_store::fs::RealFs;
+use hunt_store::{Log, LogConfig, Snapshots};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The server's data directory (the server must be stopped).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Start from the newest snapshot instead of the first record.
+    #[arg(long)]
+    from_snapshot: bool,
+    /// Print the totals as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !args.data.join("LOCK").exists() && std::fs::read_dir(&args.data).is_err() {
+        anyhow::bail!("{} is not a data directory", args.data.display());
+    }
+    let _lock = lock_data_dir(&args.data).map_err(anyhow::Error::msg)?;
+    let fs = Arc::new(RealFs);
+    let (log, open) = Log::open(fs.clone(), LogConfig::new(&args.data))?;
+    if let Some((seg, off, bytes)) = &open.torn_tail {
+        eprintln!("note: cut a torn tail of {bytes} bytes off {seg} at offset {off}");
+    }
+    let snapshots = if args.from_snapshot {
+        Some(Snapshots::open(fs, &args.data)?)
+    } else {
+        None
+    };
+    let bar = indicatif::ProgressBar::new(open.last_lsn);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replaying [{bar:40}] {pos}/{len} records ({per_sec}, {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let dedupe = DedupeConfig {
+        window: hunt_core::dedupe::WINDOW_DEFAULT,
+        entries_max: DEDUPE_ENTRIES_DEFAULT,
+    };
+    let started = std::time::Instant::now();
+    let result = hunt_server::recover::recover(
+        &log,
+        snapshots.as_ref(),
+        PARTITIONS_DEFAULT,
+        dedupe,
+        &mut |lsn| {
+            if lsn % 4096 == 0 {
+                bar.set_position(lsn);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    let recovered = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: the log does not replay: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let elapsed = started.elapsed();
+    let r = &recovered.report;
+    let customers: usize = recovered.states.iter().map(|s| s.users.len()).sum();
+    let mut stats: std::collections::BTreeMap<Arc<str>, HuntCounters> = Default::default();
+    for s in &recovered.states {
+        for (h, c) in &s.stats {
+            stats.entry(h.clone()).or_default().add(c);
+        }
+    }
+    let version = recovered.version.as_ref();
+    if args.json {
+        let out = serde_json::json!({
+            "records": r.records,
+            "events": r.events,
+            "config_versions": r.config_versions,
+            "snapshot_lsn": r.snapshot_lsn,
+            "last_lsn": r.last_lsn,
+            "version_in_force": version.map(|v| v.record.version),
+            "customers": customers,
+            "mismatches": r.mismatches,
+            "first_mismatch": r.first_mismatch,
+            "hunts": stats,
+            "seconds": elapsed.as_secs_f64(),
+        });
+        out!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        out!(
+            "replayed {} records ({} events, {} hunts-file versions) in {:.2}s; last LSN {}{}",
+            r.records,
+            r.events,
+            r.config_versions,
+            elapsed.as_secs_f64(),
+            r.last_lsn,
+            r.snapshot_lsn
+                .map(|l| format!(", from the snapshot at LSN {l}"))
+                .unwrap_or_default()
+        );
+        if let Some(v) = version {
+            out!(
+                "version in force: {} ({}); customers: {customers}",
+                v.record.version,
+                v.record.name
+            );
+        }
+        let mut t = Table::new();
+        t.set_header(vec![
+            "hunt",
+            "participants",
+            "completions",
+            "granted",
+            "denied",
+            "trails cold",
+        ]);
+        for (h, c) in &stats {
+            t.add_row(vec![
+                h.to_string(),
+                c.participants.to_string(),
+                c.completions.to_string(),
+                c.granted.to_string(),
+                c.denied.values().sum::<u64>().to_string(),
+                c.trails_gone_cold.to_string(),
+            ]);
+        }
+        out!("{t}");
+        if let Some(v) = version {
+            let mut t = Table::new();
+            t.set_header(vec!["pool", "size", "granted", "remaining"]);
+            for (i, p) in v.catalog().pools.iter().enumerate() {
+                let taken = v.pools.taken(i);
+                t.add_row(vec![
+                    p.id.to_string(),
+                    p.size().to_string(),
+                    taken.to_string(),
+                    p.size().saturating_sub(taken).to_string(),
+                ]);
+            }
+            out!("{t}");
+        }
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if r.mismatches > 0 {
+        eprintln!(
+            "error: {} event(s) give different outcomes when applied again; first: {}",
+            r.mismatches,
+            r.first_mismatch.as_deref().unwrap_or("")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

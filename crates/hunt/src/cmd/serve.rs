@@ -1,0 +1,183 @@
+//! `hunt serve`: the engine as an HTTP service on the embedded store.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hunt_core::ingest::Limits;
+use hunt_core::time::Duration;
+use hunt_server::api::{HttpConfig, RATE_PER_USER_DEFAULT};
+use hunt_server::auth::Keys;
+use hunt_server::server::{ServeConfig, check_exposure, serve, signals};
+use hunt_server::service::{
+    BACKLOG_EVENTS_DEFAULT, DEDUPE_ENTRIES_DEFAULT, EngineConfig, PARTITIONS_DEFAULT,
+    SNAPSHOT_EVERY_DEFAULT,
+};
+use hunt_server::state::DedupeConfig;
+
+use crate::render;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The hunts file to put in force (recorded as a new version when it differs from
+    /// the one in the log). Needed on the first start.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the event log and snapshots live.
+    #[arg(long, value_name = "DIR", default_value = "hunt-data")]
+    data: PathBuf,
+    /// Address to listen on. Without API keys only a loopback address is allowed.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// API keys file: one `<name> <role>[,<role>…] <secret>` per line. Or set
+    /// HUNT_API_KEYS to the same text (lines or `;`-separated).
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// Partition workers (customers are spread over them by a hash of their id).
+    #[arg(long, default_value_t = PARTITIONS_DEFAULT)]
+    partitions: usize,
+    /// How long an `(user, id)` is remembered as a duplicate: 90s, 30m, 24h…
+    #[arg(long, default_value = "24h")]
+    dedupe_window: String,
+    /// The most events remembered for duplicates (over all partitions); when the
+    /// window is full of unexpired events, new ones get 503.
+    #[arg(long, default_value_t = DEDUPE_ENTRIES_DEFAULT)]
+    dedupe_max: usize,
+    /// The most events queued for the partitions; beyond it requests get 503.
+    #[arg(long, default_value_t = BACKLOG_EVENTS_DEFAULT)]
+    backlog_max: usize,
+    /// Events per second per API key (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    rate_per_key: u32,
+    /// Events per second per customer (0: no limit).
+    #[arg(long, default_value_t = RATE_PER_USER_DEFAULT)]
+    rate_per_user: u32,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = Limits::default().body_bytes_max)]
+    max_body_bytes: usize,
+    /// Most events in one request.
+    #[arg(long, default_value_t = Limits::default().events_max)]
+    max_events: usize,
+    /// Largest `data` of one event, in bytes of JSON.
+    #[arg(long, default_value_t = Limits::default().data_bytes_max)]
+    max_data_bytes: usize,
+    /// Deepest nesting in `data` and `traits`.
+    #[arg(long, default_value_t = Limits::default().depth_max)]
+    max_depth: usize,
+    /// Longest string in an event, in bytes.
+    #[arg(long, default_value_t = Limits::default().string_bytes_max)]
+    max_string_bytes: usize,
+    /// Take a snapshot after this many accepted events (and at shutdown).
+    #[arg(long, default_value_t = SNAPSHOT_EVERY_DEFAULT)]
+    snapshot_every: u64,
+    /// Open a damaged log by moving the damaged part aside (reported) instead of
+    /// refusing to start.
+    #[arg(long)]
+    repair: bool,
+    /// Log lines as JSON (one object per line) instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn keys(args: &Args) -> anyhow::Result<Keys> {
+    if let Some(path) = &args.keys {
+        let text = render::read_text(path)?;
+        return Keys::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg);
+    }
+    match std::env::var("HUNT_API_KEYS") {
+        Ok(v) => Keys::parse(&v.replace(';', "\n"), "HUNT_API_KEYS").map_err(anyhow::Error::msg),
+        Err(_) => Ok(Keys::default()),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    init_logs(args.log_json);
+    let window = Duration::parse(&args.dedupe_window)
+        .map_err(|e| anyhow::anyhow!("--dedupe-window: {e}"))?;
+    if args.partitions == 0 || args.partitions > 1024 {
+        anyhow::bail!("--partitions must be 1-1024, got {}", args.partitions);
+    }
+    let hunts = match &args.config {
+        Some(p) => Some((p.display().to_string(), render::read_text(p)?)),
+        None => None,
+    };
+    let mut engine = EngineConfig::new(&args.data);
+    engine.partitions = args.partitions;
+    engine.dedupe = DedupeConfig {
+        window,
+        entries_max: args.dedupe_max,
+    };
+    if args.backlog_max < args.max_events {
+        anyhow::bail!(
+            "--backlog-max ({}) must be at least --max-events ({}): a full request must fit",
+            args.backlog_max,
+            args.max_events
+        );
+    }
+    engine.backlog_events_max = args.backlog_max;
+    engine.snapshot_every_events = args.snapshot_every.max(1);
+    engine.repair = args.repair;
+    let http = HttpConfig {
+        limits: Limits {
+            body_bytes_max: args.max_body_bytes,
+            events_max: args.max_events,
+            data_bytes_max: args.max_data_bytes,
+            depth_max: args.max_depth,
+            string_bytes_max: args.max_string_bytes,
+        },
+        keys: keys(&args)?,
+        rate_per_key: NonZeroU32::new(args.rate_per_key),
+        rate_per_user: NonZeroU32::new(args.rate_per_user),
+    };
+    check_exposure(&args.listen, &http).map_err(anyhow::Error::msg)?;
+    let config = ServeConfig {
+        listen: args.listen,
+        engine,
+        http,
+        hunts,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let addr = listener.local_addr()?;
+        if config.http.keys.is_empty() {
+            tracing::warn!(
+                "no API keys: development mode, every endpoint open, on loopback only ({addr})"
+            );
+        } else {
+            tracing::info!(keys = config.http.keys.len(), "API keys loaded");
+        }
+        tracing::info!(%addr, data = %args.data.display(), partitions = args.partitions, "listening");
+        match serve(config, listener, signals()).await {
+            Ok(()) => {
+                tracing::info!("stopped cleanly");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}
+
+/// Structured logs on standard error; `RUST_LOG` picks the level (default `info`).
+pub fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
