@@ -1,0 +1,227 @@
+//! `hunt serve` as a process: killed with SIGKILL under load and started again, it has
+//! every acknowledged event, and no code was granted twice; SIGTERM stops it cleanly;
+//! `hunt replay` checks the log it leaves.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{root, text};
+
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+/// Starts `hunt serve` on an ephemeral port and waits until it is ready.
+fn serve(data: &std::path::Path) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args([
+            "serve",
+            "--config",
+            "examples/welcome.yaml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data")
+        .arg(data)
+        .current_dir(root())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("hunt serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("addr=") {
+                let addr: String = line[at + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(addr);
+            }
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server says where it listens")
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "not ready: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Served { child, addr, log }
+}
+
+/// One HTTP/1.1 request on its own connection: (status, body as JSON or Null).
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out);
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |b| b.1);
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+fn event(user: &str, id: &str, step: usize) -> Value {
+    match step {
+        0 => json!({"id": id, "user": user, "type": "product_view", "data": {"category": "shoes"}}),
+        1 => {
+            json!({"id": id, "user": user, "type": "page_view", "data": {"url": "/blog/egg-hunt"}})
+        }
+        _ => json!({"id": id, "user": user, "type": "search", "data": {"query": "egg"}}),
+    }
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_event_and_grants_no_code_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // (user, id, step) of every acknowledged event; every code granted.
+    let acked: Arc<Mutex<Vec<(String, String, usize)>>> = Arc::default();
+    let codes: Arc<Mutex<Vec<String>>> = Arc::default();
+    for round in 0..5 {
+        let server = serve(&data);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for c in 0..4 {
+            let (stop, acked, codes, addr) =
+                (stop.clone(), acked.clone(), codes.clone(), server.addr);
+            clients.push(std::thread::spawn(move || {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    // Three customers per request, each one step further along.
+                    let evs: Vec<(String, String, usize)> = (0..3)
+                        .map(|k| {
+                            let user = format!("r{round}c{c}u{}", i / 3 * 3 + k);
+                            (user, format!("r{round}c{c}e{i}k{k}"), i % 3)
+                        })
+                        .collect();
+                    let body = json!(
+                        evs.iter()
+                            .map(|(u, id, s)| event(u, id, *s))
+                            .collect::<Vec<_>>()
+                    );
+                    match request(addr, "POST", "/v1/events", &body.to_string()) {
+                        Some((200, a)) => {
+                            acked.lock().unwrap().extend(evs);
+                            for r in a["results"].as_array().unwrap() {
+                                for o in r["outcomes"].as_array().unwrap() {
+                                    if o["kind"] == "reward_granted" {
+                                        codes
+                                            .lock()
+                                            .unwrap()
+                                            .push(o["code"].as_str().unwrap().into());
+                                    }
+                                }
+                            }
+                        }
+                        // Cut off by the kill: not acknowledged, so nothing is owed.
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        let before = acked.lock().unwrap().len();
+        let t = Instant::now();
+        while acked.lock().unwrap().len() < before + 1500 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut child = server.child;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+        assert!(
+            acked.lock().unwrap().len() > before,
+            "round {round}: nothing acknowledged"
+        );
+    }
+    let server = serve(&data);
+    let acked = acked.lock().unwrap().clone();
+    for chunk in acked.chunks(500) {
+        let body = json!(
+            chunk
+                .iter()
+                .map(|(u, id, s)| event(u, id, *s))
+                .collect::<Vec<_>>()
+        );
+        let (st, a) = request(server.addr, "POST", "/v1/events", &body.to_string()).unwrap();
+        assert_eq!(st, 200, "{a}");
+        let missing: Vec<&Value> = a["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] != "duplicate")
+            .map(|r| &r["id"])
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged events missing after SIGKILL: {missing:?}"
+        );
+    }
+    let codes = codes.lock().unwrap().clone();
+    let mut unique = codes.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), codes.len(), "a code granted twice: {codes:?}");
+    let (_, stats) = request(server.addr, "GET", "/v1/hunts/three-eggs/stats", "").unwrap();
+    assert!(stats["rewards_granted"].as_u64().unwrap() <= 3, "{stats}");
+    assert_eq!(
+        stats["rewards_granted"].as_u64().unwrap() as usize,
+        codes.len(),
+        "{stats}"
+    );
+
+    // SIGTERM: a clean stop with exit status 0.
+    let Served { mut child, log, .. } = server;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(exit.code(), Some(0), "{}", log.lock().unwrap());
+    assert!(log.lock().unwrap().contains("stopped cleanly"));
+
+    // The log it leaves replays with the same outcomes.
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["replay", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mismatches"], 0);
+    // Events written but cut off before their answer may be there too.
+    assert!(r["events"].as_u64().unwrap() >= acked.len() as u64, "{r}");
+}
