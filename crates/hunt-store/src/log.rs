@@ -168,7 +168,9 @@ fn segment_first(name: &str) -> Option<Lsn> {
 
 struct TicketState {
     result: Option<Result<Lsn, LogError>>,
-    waker: Option<Waker>,
+    /// Every task awaiting the ticket or one of its clones (a ticket shared by several
+    /// answers is awaited by several tasks; each must be woken).
+    wakers: Vec<Waker>,
 }
 
 /// Where blocked producers wait: one condition for all of them, so that a commit wakes
@@ -201,7 +203,7 @@ impl Ticket {
         Ticket(Arc::new(TicketInner {
             state: Mutex::new(TicketState {
                 result: None,
-                waker: None,
+                wakers: Vec::new(),
             }),
             notifier,
         }))
@@ -214,7 +216,7 @@ impl Ticket {
         if s.result.is_none() {
             s.result = Some(r);
         }
-        if let Some(w) = s.waker.take() {
+        for w in s.wakers.drain(..) {
             w.wake();
         }
     }
@@ -245,7 +247,9 @@ impl Future for Ticket {
         match &s.result {
             Some(r) => Poll::Ready(r.clone()),
             None => {
-                s.waker = Some(cx.waker().clone());
+                if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    s.wakers.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         }

@@ -211,3 +211,56 @@ fn durability_none_says_so() {
         "{report}"
     );
 }
+
+/// A waker that records that it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn every_task_awaiting_clones_of_one_ticket_is_woken() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    // The server hands one ticket to every answer of a round; each answer's task
+    // awaits its own clone. A ticket that kept one waker woke only the last of them.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(Arc::new(RealFs), LogConfig::new(dir.path()))
+        .unwrap()
+        .0;
+    for _ in 0..1000 {
+        // A batch ahead keeps the writer busy, so the ticket below is still pending.
+        let _ahead = log.submit(vec![(0, vec![0; 1 << 20])]).unwrap();
+        let t = log.submit(vec![(1, b"x".to_vec())]).unwrap();
+        let flags: Vec<Arc<Flag>> = (0..3)
+            .map(|_| Arc::new(Flag(std::sync::atomic::AtomicBool::new(false))))
+            .collect();
+        let mut pending = 0;
+        for f in &flags {
+            let waker = Waker::from(f.clone());
+            let mut clone = t.clone();
+            if std::pin::Pin::new(&mut clone)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+            {
+                pending += 1;
+            }
+        }
+        if pending < flags.len() {
+            t.wait().unwrap();
+            continue;
+        }
+        t.wait().unwrap();
+        for (i, f) in flags.iter().enumerate() {
+            assert!(
+                f.0.load(std::sync::atomic::Ordering::SeqCst),
+                "task {i} never woken"
+            );
+        }
+        return;
+    }
+    panic!("never saw the ticket pending: the test proves nothing");
+}
