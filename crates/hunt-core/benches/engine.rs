@@ -16,42 +16,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hunt_core::catalog::Catalog;
 use hunt_core::cond::{Condition, EventView, Input, Scope};
 use hunt_core::engine::{Engine, Event, LocalAllocator, UserState};
-use hunt_core::traffic::{CATEGORIES, TrafficSpec, generate};
+use hunt_core::traffic::{TrafficSpec, bench_hunts_file, generate};
 
 const CUSTOMERS: u64 = 1_000_000;
 const EVENTS: u64 = 3_000_000;
 /// Events applied per measured iteration.
 const CHUNK: usize = 100_000;
-
-/// 20 hunts of 5 steps over the generator's shop, in the shapes real hunts use.
-fn hunts_file() -> String {
-    let mut y = String::from(
-        "version: 1\npools:\n  - { id: big, generate: { prefix: BIG-, count: 10000000 } }\nhunts:\n",
-    );
-    for h in 0..20 {
-        let cat = CATEGORIES[h % CATEGORIES.len()];
-        let other = CATEGORIES[(h + 3) % CATEGORIES.len()];
-        let order = if h % 4 == 3 { "sequence" } else { "any" };
-        let audience = match h % 3 {
-            0 => "    audience: user.traits.country in [\"US\", \"CA\", \"GB\"]\n",
-            1 => "    audience: user.traits.tier != \"bronze\"\n",
-            _ => "",
-        };
-        y += &format!(
-            "  - id: hunt-{h}\n    order: {order}\n{audience}    reward: {{ pool: big, per_user: 20 }}\n    steps:\n\
-             \x20     - {{ id: s1, on: product_view, when: 'event.data.product == \"sku-{:04}\"' }}\n\
-             \x20     - {{ id: s2, on: product_view, when: 'event.data.category == \"{cat}\" && event.data.price >= {}', count: 2 }}\n\
-             \x20     - {{ id: s3, on: search, when: 'event.data.query.contains(\"{}\")' }}\n\
-             \x20     - {{ id: s4, on: page_view, when: 'event.data.url == \"/c/{other}\"' }}\n\
-             \x20     - {{ id: s5, on: cart_add, when: 'event.data.price > {} || event.data.category in [\"{cat}\", \"{other}\"]' }}\n",
-            1 + (h * 23) % 500,
-            20 + h * 5,
-            ["gift", "golden", "shoe", "red", "sale"][h % 5],
-            50 + h * 10,
-        );
-    }
-    y
-}
 
 /// Customers in a map, as a partition keeps them (foldhash: fast, seeded per process).
 type Customers = foldhash::HashMap<String, UserState>;
@@ -89,7 +59,7 @@ fn traffic(users: u64) -> Vec<Event> {
 
 fn bench_engine(c: &mut Criterion) {
     let (catalog, _) =
-        Catalog::load("bench.yaml", &hunts_file()).expect("bench hunts file is valid");
+        Catalog::load("bench.yaml", &bench_hunts_file(20)).expect("bench hunts file is valid");
     let catalog = Arc::new(catalog);
     let engine = Engine::new(catalog.clone());
     let mut g = c.benchmark_group("engine");

@@ -231,6 +231,38 @@ fn next_action(
     }
 }
 
+/// A hunts file for benchmarks: `hunts` hunts of 5 steps over this generator's shop, in
+/// the shapes real hunts use (an indexable equality, a count, `contains`, an `||`,
+/// audiences, sequences), all drawing on one pool of 10 M codes.
+pub fn bench_hunts_file(hunts: usize) -> String {
+    let mut y = String::from(
+        "version: 1\npools:\n  - { id: big, generate: { prefix: BIG-, count: 10000000 } }\nhunts:\n",
+    );
+    for h in 0..hunts {
+        let cat = CATEGORIES[h % CATEGORIES.len()];
+        let other = CATEGORIES[(h + 3) % CATEGORIES.len()];
+        let order = if h % 4 == 3 { "sequence" } else { "any" };
+        let audience = match h % 3 {
+            0 => "    audience: user.traits.country in [\"US\", \"CA\", \"GB\"]\n",
+            1 => "    audience: user.traits.tier != \"bronze\"\n",
+            _ => "",
+        };
+        y += &format!(
+            "  - id: hunt-{h}\n    order: {order}\n{audience}    reward: {{ pool: big, per_user: 20 }}\n    steps:\n\
+             \x20     - {{ id: s1, on: product_view, when: 'event.data.product == \"sku-{:04}\"' }}\n\
+             \x20     - {{ id: s2, on: product_view, when: 'event.data.category == \"{cat}\" && event.data.price >= {}', count: 2 }}\n\
+             \x20     - {{ id: s3, on: search, when: 'event.data.query.contains(\"{}\")' }}\n\
+             \x20     - {{ id: s4, on: page_view, when: 'event.data.url == \"/c/{other}\"' }}\n\
+             \x20     - {{ id: s5, on: cart_add, when: 'event.data.price > {} || event.data.category in [\"{cat}\", \"{other}\"]' }}\n",
+            1 + (h * 23) % 500,
+            20 + h * 5,
+            ["gift", "golden", "shoe", "red", "sale"][h % 5],
+            50 + h * 10,
+        );
+    }
+    y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,3 +65,12 @@ fn a_wrong_expectation_fails_with_a_diff() {
             .contains(&Unexpected("holmes granted detective SLEUTH-01".into()))
     );
 }
+
+#[test]
+fn the_benchmark_hunts_file_is_valid() {
+    let (catalog, report) =
+        hunt_core::catalog::Catalog::load("bench.yaml", &hunt_core::traffic::bench_hunts_file(20))
+            .unwrap_or_else(|r| panic!("{} errors", r.errors()));
+    assert_eq!(catalog.hunts.len(), 20);
+    assert_eq!(report.errors(), 0);
+}

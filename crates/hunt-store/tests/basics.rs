@@ -224,7 +224,7 @@ impl std::task::Wake for Flag {
 #[test]
 fn every_task_awaiting_clones_of_one_ticket_is_woken() {
     use std::future::Future;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
     // The server hands one ticket to every answer of a round; each answer's task
     // awaits its own clone. A ticket that kept one waker woke only the last of them.
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,374 @@
+//! Durable ingest through real HTTP on 127.0.0.1, against the disk's own limit.
+//!
+//! Per round, interleaved: the server with batches of 500 events from a few clients
+//! (throughput); raw `write + fdatasync` of one small record in a loop (the disk's
+//! latency floor); then single-event requests from 64 clients (acknowledgement
+//! latency). Each scenario gets a fresh server and data directory; the server runs in
+//! this process on its own runtime (2 threads), the clients on another (2 threads). 20
+//! hunts of 5 steps; generated shopper traffic over 1 M customers; durability fsync.
+//!
+//! `cargo bench -p hunt-server --bench ingest` (HUNT_BENCH_ROUNDS, default 3;
+//! HUNT_BENCH_SECS, default 5; HUNT_BENCH_BATCH_CLIENTS, default 4;
+//! HUNT_BENCH_PARTITIONS, default 8).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hunt_core::ingest::Limits;
+use hunt_core::traffic::{TrafficSpec, bench_hunts_file, generate};
+use hunt_server::api::HttpConfig;
+use hunt_server::auth::Keys;
+use hunt_server::server::{ServeConfig, serve};
+use hunt_server::service::EngineConfig;
+use hyper::body::Bytes;
+use tokio::sync::oneshot;
+
+type Full = http_body_util::Full<Bytes>;
+type Conn = hyper::client::conn::http1::SendRequest<Full>;
+
+const BATCH: usize = 500;
+const SINGLE_CLIENTS: usize = 64;
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `q` quantile of sorted latencies, in ms.
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn fresh(base: &Path, name: &str) -> PathBuf {
+    let dir = base.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    dir
+}
+
+/// Raw write + fdatasync of one 300-byte record at a time: sorted latencies.
+fn raw_fsync(base: &Path, secs: f64) -> Vec<Duration> {
+    let dir = fresh(base, "raw");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("raw"))
+        .expect("raw file");
+    let buf = [b'r'; 319];
+    let mut lat = Vec::new();
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        f.write_all(&buf).expect("write");
+        f.sync_data().expect("fdatasync");
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    lat
+}
+
+/// A server on its own runtime.
+struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    runtime: tokio::runtime::Runtime,
+    done: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
+impl Server {
+    fn start(dir: &Path, hunts: &str, partitions: usize) -> Server {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("server")
+            .build()
+            .unwrap();
+        let mut engine = EngineConfig::new(dir);
+        engine.partitions = partitions;
+        engine.snapshot_every_events = u64::MAX;
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            engine,
+            http: HttpConfig {
+                limits: Limits::default(),
+                keys: Keys::default(),
+                rate_per_key: None,
+                rate_per_user: None,
+            },
+            hunts: Some(("bench.yaml".into(), hunts.to_string())),
+        };
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let r = serve(config, listener, async move {
+                let _ = rx.await;
+            })
+            .await;
+            let _ = done_tx.send(r);
+        });
+        Server {
+            addr,
+            stop,
+            runtime,
+            done,
+        }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let r = self.done.recv_timeout(Duration::from_secs(300));
+        assert!(matches!(r, Ok(Ok(()))), "server stopped badly: {r:?}");
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Conn {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+async fn request(
+    conn: &mut Conn,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Bytes,
+) -> (u16, Bytes) {
+    conn.ready().await.expect("connection ready");
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("host", addr.to_string())
+        .body(Full::new(body))
+        .unwrap();
+    let r = conn.send_request(req).await.expect("response");
+    let status = r.status().as_u16();
+    (
+        status,
+        r.into_body().collect().await.expect("body").to_bytes(),
+    )
+}
+
+/// Mean records per group commit, from `/metrics`.
+fn records_per_commit(metrics: &str) -> f64 {
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    value("hunt_commit_batch_records_sum") / value("hunt_commit_batch_records_count").max(1.0)
+}
+
+/// Bodies of `BATCH` events each, ids unique in the run.
+fn batches(events: usize) -> Vec<Bytes> {
+    let mut evs = generate(&TrafficSpec {
+        users: 1_000_000,
+        events: events as u64,
+        seed: 7,
+        hunters: 0.3,
+        ..TrafficSpec::default()
+    });
+    for e in &mut evs {
+        // Received now: the generator's times lie in the hunts' future.
+        e.time = None;
+    }
+    evs.chunks(BATCH)
+        .map(|c| Bytes::from(serde_json::to_vec(c).unwrap()))
+        .collect()
+}
+
+/// One scenario's figures.
+struct Run {
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    records_per_commit: f64,
+}
+
+/// Runs `clients` client loops against a fresh server; each loop gets the next body
+/// from `body(client, i)` until the time is up (or it returns `None`).
+fn scenario(
+    base: &Path,
+    hunts: &str,
+    partitions: usize,
+    clients: usize,
+    secs: f64,
+    events_per_request: usize,
+    body: Arc<dyn Fn(usize, u64) -> Option<Bytes> + Send + Sync>,
+) -> Run {
+    let dir = fresh(base, "server");
+    let server = Server::start(&dir, hunts, partitions);
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (lat, metrics, elapsed) = rt.block_on(async move {
+        let mut conn = connect(addr).await;
+        while request(&mut conn, addr, "GET", "/readyz", Bytes::new())
+            .await
+            .0
+            != 200
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = connect(addr).await;
+                let mut lat = Vec::new();
+                for i in 0.. {
+                    if started.elapsed().as_secs_f64() >= secs {
+                        break;
+                    }
+                    let Some(b) = body(c, i) else { break };
+                    let t = Instant::now();
+                    let (status, answer) = request(&mut conn, addr, "POST", "/v1/events", b).await;
+                    lat.push(t.elapsed());
+                    if i < 3 {
+                        eprintln!("client {c} request {i}: {status}");
+                    }
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.unwrap());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut conn = connect(addr).await;
+        let (_, metrics) = request(&mut conn, addr, "GET", "/metrics", Bytes::new()).await;
+        (lat, String::from_utf8_lossy(&metrics).into_owned(), elapsed)
+    });
+    drop(rt);
+    server.stop();
+    let mut lat = lat;
+    lat.sort();
+    Run {
+        per_s: (lat.len() * events_per_request) as f64 / elapsed,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        p999_ms: percentile(&lat, 0.999),
+        records_per_commit: records_per_commit(&metrics),
+    }
+}
+
+fn main() {
+    let rounds: usize = env("HUNT_BENCH_ROUNDS", 3);
+    let secs: f64 = env("HUNT_BENCH_SECS", 5.0);
+    let clients: usize = env("HUNT_BENCH_BATCH_CLIENTS", 4);
+    let partitions: usize = env("HUNT_BENCH_PARTITIONS", 8);
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hunt-server-bench");
+    let hunts = bench_hunts_file(20);
+    // Enough bodies for the fastest plausible run (400 k events/s).
+    let bodies = Arc::new(batches((secs * 400_000.0) as usize));
+    println!(
+        "ingest: 20 hunts; batches of {BATCH} from {clients} clients, single events from {SINGLE_CLIENTS} clients; {partitions} partitions; {secs} s per scenario; {rounds} rounds"
+    );
+    let (mut thr, mut lat, mut raw_p99) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let next = Arc::new(AtomicUsize::new(0));
+        let b = bodies.clone();
+        let t = scenario(
+            &base,
+            &hunts,
+            partitions,
+            clients,
+            secs,
+            BATCH,
+            Arc::new(move |_, _| b.get(next.fetch_add(1, Ordering::Relaxed)).cloned()),
+        );
+        println!(
+            "round {round}: batches  {:>8.0} events/s   request p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} records/commit",
+            t.per_s, t.p50_ms, t.p99_ms, t.records_per_commit
+        );
+        thr.push(t);
+        if std::env::var("HUNT_BENCH_ONLY_BATCHES").is_ok() {
+            continue;
+        }
+        let r = raw_fsync(&base, secs.min(3.0));
+        let raw = (percentile(&r, 0.5), percentile(&r, 0.99));
+        raw_p99.push(raw.1);
+        let l = scenario(
+            &base,
+            &hunts,
+            partitions,
+            SINGLE_CLIENTS,
+            secs,
+            1,
+            Arc::new(move |c, i| {
+                Some(Bytes::from(format!(
+                    r#"{{"id":"r{round}-{c}-{i}","user":"u-{:06}","type":"product_view","data":{{"product":"sku-{:04}","category":"shoes","price":59.0}}}}"#,
+                    (c as u64 * 7919 + i * 104_729) % 1_000_000,
+                    i % 500
+                )))
+            }),
+        );
+        println!(
+            "round {round}: singles  {:>8.0} req/s      ack p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  {:>5.1} records/commit | raw fdatasync p50 {:.2} ms p99 {:.2} ms | ack p99 / raw p99 = {:.2}",
+            l.per_s,
+            l.p50_ms,
+            l.p99_ms,
+            l.p999_ms,
+            l.records_per_commit,
+            raw.0,
+            raw.1,
+            l.p99_ms / raw.1
+        );
+        lat.push(l);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    println!("medians of {rounds} rounds:");
+    println!(
+        "  durable ingest, batches of {BATCH}: {:.0} events/s (target ≥ 150000); {:.0} records per group commit",
+        median(thr.iter().map(|t| t.per_s).collect()),
+        median(thr.iter().map(|t| t.records_per_commit).collect())
+    );
+    println!(
+        "  single events from {SINGLE_CLIENTS} clients: ack p99 {:.2} ms, raw fdatasync p99 {:.2} ms, ratio {:.2} (target ≤ 2); {:.0} req/s; {:.1} records per group commit",
+        median(lat.iter().map(|l| l.p99_ms).collect()),
+        median(raw_p99.clone()),
+        median(
+            lat.iter()
+                .zip(&raw_p99)
+                .map(|(l, r)| l.p99_ms / r)
+                .collect()
+        ),
+        median(lat.iter().map(|l| l.per_s).collect()),
+        median(lat.iter().map(|l| l.records_per_commit).collect()),
+    );
+}
