@@ -310,8 +310,7 @@ fn event(index: usize, v: Json, limits: &Limits, shape: Shape) -> Result<Event, 
         "data.traits"
     };
     let traits = object(traits_value, traits_field, limits).map_err(|(f, e)| r(&f, e))?;
-    let size = serde_json::to_vec(&data).map_or(0, |v| v.len())
-        + serde_json::to_vec(&traits).map_or(0, |v| v.len());
+    let size = json_bytes(&data) + json_bytes(&traits);
     if size > limits.data_bytes_max {
         return Err(r(
             "data",
@@ -416,7 +415,10 @@ fn object(
         None | Some(Json::Null) => Ok(Map::new()),
         Some(Json::Object(m)) => {
             for (k, v) in &m {
-                check(v, &format!("{name}.{k}"), 1, limits)?;
+                if let Err(mut e) = check(v, 1, limits) {
+                    e.path.push(Segment::Key(k));
+                    return Err(e.describe(name, limits));
+                }
             }
             Ok(m)
         }
@@ -427,37 +429,96 @@ fn object(
     }
 }
 
-fn check(v: &Json, path: &str, depth: usize, limits: &Limits) -> Result<(), (String, String)> {
-    match v {
-        Json::String(s) if s.len() > limits.string_bytes_max => Err((
-            path.to_string(),
-            format!(
-                "`{path}` is {} bytes, over the limit of {}",
-                s.len(),
+/// One step of the path to a value inside `data` or `traits`.
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// A value over a limit: the path to it is collected innermost first, on the way out,
+/// so a value within the limits costs no formatting.
+struct OverLimit<'a> {
+    path: Vec<Segment<'a>>,
+    /// The string's length, or `None` when nested too deep.
+    string_bytes: Option<usize>,
+}
+
+impl OverLimit<'_> {
+    fn describe(&self, root: &str, limits: &Limits) -> (String, String) {
+        let mut path = root.to_string();
+        for seg in self.path.iter().rev() {
+            match seg {
+                Segment::Key(k) => {
+                    path.push('.');
+                    path.push_str(k);
+                }
+                Segment::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        let reason = match self.string_bytes {
+            Some(n) => format!(
+                "`{path}` is {n} bytes, over the limit of {}",
                 limits.string_bytes_max
             ),
-        )),
-        Json::Array(_) | Json::Object(_) if depth >= limits.depth_max => Err((
-            path.to_string(),
-            format!(
+            None => format!(
                 "`{path}` is nested deeper than the limit of {}",
                 limits.depth_max
             ),
-        )),
+        };
+        (path, reason)
+    }
+}
+
+fn check<'a>(v: &'a Json, depth: usize, limits: &Limits) -> Result<(), OverLimit<'a>> {
+    match v {
+        Json::String(s) if s.len() > limits.string_bytes_max => Err(OverLimit {
+            path: Vec::new(),
+            string_bytes: Some(s.len()),
+        }),
+        Json::Array(_) | Json::Object(_) if depth >= limits.depth_max => Err(OverLimit {
+            path: Vec::new(),
+            string_bytes: None,
+        }),
         Json::Array(items) => {
             for (i, x) in items.iter().enumerate() {
-                check(x, &format!("{path}[{i}]"), depth + 1, limits)?;
+                check(x, depth + 1, limits).map_err(|mut e| {
+                    e.path.push(Segment::Index(i));
+                    e
+                })?;
             }
             Ok(())
         }
         Json::Object(m) => {
             for (k, x) in m {
-                check(x, &format!("{path}.{k}"), depth + 1, limits)?;
+                check(x, depth + 1, limits).map_err(|mut e| {
+                    e.path.push(Segment::Key(k));
+                    e
+                })?;
             }
             Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// The length of a map as compact JSON, counted without building the text.
+fn json_bytes(m: &Map<String, Json>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if m.is_empty() {
+        return 0;
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, m);
+    c.0
 }
 
 fn kind(v: &Json) -> &'static str {

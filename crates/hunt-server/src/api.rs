@@ -2,7 +2,6 @@
 //! Errors are JSON `{"error": {"code", "message"}}` with the status that says what to
 //! do: 4xx fix the request, 429/503 retry after `Retry-After` seconds.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -387,11 +386,10 @@ async fn post_events(
             }
         }
     }
-    let ids: HashMap<usize, String> = valid.iter().map(|(i, e)| (*i, e.id.clone())).collect();
     let statuses = service.ingest(valid).await.map_err(|e| refuse(e.into()))?;
     let mut window_full = 0;
-    for (i, s) in statuses {
-        let id = ids.get(&i).cloned();
+    for (i, id, s) in statuses {
+        let id = Some(id);
         results[i] = Some(match s {
             Status::Accepted(o) => EventResult {
                 index: i,

@@ -40,7 +40,8 @@ pub struct Batch {
 }
 
 pub struct BatchAnswer {
-    pub statuses: Vec<(usize, Status)>,
+    /// `(index in the request, event id, status)`.
+    pub statuses: Vec<(usize, String, Status)>,
     /// Resolves once every record behind these answers is durable.
     pub ticket: Option<Ticket>,
 }
@@ -110,7 +111,7 @@ pub struct Worker {
 enum Reply {
     Batch(
         oneshot::Sender<Result<BatchAnswer, String>>,
-        Vec<(usize, Status)>,
+        Vec<(usize, String, Status)>,
     ),
     User(
         oneshot::Sender<(Option<UserView>, Vec<HuntView>, Option<Ticket>)>,
@@ -200,16 +201,16 @@ impl Worker {
         items: Vec<(usize, Event)>,
         received: Timestamp,
         records: &mut Vec<(u8, Vec<u8>)>,
-    ) -> Vec<(usize, Status)> {
+    ) -> Vec<(usize, String, Status)> {
         let version = self.version.clone();
         let mut statuses = Vec::with_capacity(items.len());
         for (index, event) in items {
             if let Some(first) = self.state.dedupe.get(&event.user, &event.id, received) {
-                statuses.push((index, Status::Duplicate(first.clone())));
+                statuses.push((index, event.id, Status::Duplicate(first.clone())));
                 continue;
             }
             if !self.state.dedupe.has_room(received) {
-                statuses.push((index, Status::WindowFull));
+                statuses.push((index, event.id, Status::WindowFull));
                 continue;
             }
             let mut alloc = Allocation::new(&version.pools);
@@ -221,7 +222,7 @@ impl Worker {
             // when the pools are rebuilt from the log on restart.
             alloc.commit();
             records.push((KIND_EVENT, encode_event(&event, received, &answer)));
-            statuses.push((index, Status::Accepted(answer)));
+            statuses.push((index, event.id, Status::Accepted(answer)));
         }
         statuses
     }

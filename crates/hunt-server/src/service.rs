@@ -295,7 +295,7 @@ impl Service {
     pub async fn ingest(
         &self,
         events: Vec<(usize, Event)>,
-    ) -> Result<Vec<(usize, Status)>, IngestError> {
+    ) -> Result<Vec<(usize, String, Status)>, IngestError> {
         let n = events.len();
         if n == 0 {
             return Ok(Vec::new());
@@ -354,7 +354,7 @@ impl Service {
         }
         let accepted = statuses
             .iter()
-            .filter(|(_, s)| matches!(s, Status::Accepted(_)))
+            .filter(|(_, _, s)| matches!(s, Status::Accepted(_)))
             .count() as u64;
         self.metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
         let since = self
@@ -365,7 +365,7 @@ impl Service {
         {
             self.snapshot_in_background();
         }
-        statuses.sort_by_key(|(i, _)| *i);
+        statuses.sort_by_key(|(i, _, _)| *i);
         Ok(statuses)
     }
 
