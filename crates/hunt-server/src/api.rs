@@ -612,7 +612,7 @@ async fn get_hunt_stats(
         .hunt_index(&id)
         .ok_or_else(|| unknown_hunt(&v, &id))?;
     let hunt = &v.catalog().hunts[h];
-    let (stats, _) = service.stats().await;
+    let (stats, _, _) = service.stats(None).await;
     let c = stats.get(&*hunt.id).cloned().unwrap_or_default();
     let reward = hunt.reward.map(|r| {
         let pool = &v.catalog().pools[r.pool];
@@ -659,12 +659,9 @@ async fn get_hunt_winners(
             format!("`limit` must be 1-{WINNERS_LIMIT_MAX}, got {limit}"),
         ));
     }
-    let (_, winners) = service.stats().await;
-    let total = winners.iter().filter(|w| *w.hunt == *id).count();
+    let (_, winners, total) = service.stats(Some((&id, limit))).await;
     let list: Vec<_> = winners
         .into_iter()
-        .filter(|w| *w.hunt == *id)
-        .take(limit)
         .map(|w| json!({"user": w.user, "code": w.code, "at": w.at}))
         .collect();
     Ok(Json(json!({ "hunt": id, "total": total, "winners": list })))

@@ -31,7 +31,7 @@ pub async fn render(service: &Service) -> String {
         "# HELP hunt_config_version The hunts file version in force.\n# TYPE hunt_config_version gauge\nhunt_config_version {}",
         v.record.version
     );
-    let (stats, _) = service.stats().await;
+    let (stats, _, _) = service.stats(None).await;
     let _ = writeln!(
         out,
         "# HELP hunt_steps_found_total Steps found, per hunt and step.\n# TYPE hunt_steps_found_total counter"

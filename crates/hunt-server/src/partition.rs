@@ -64,8 +64,8 @@ pub struct Paused {
     pub ticket: Option<Ticket>,
 }
 
-/// A partition's figures per hunt and its winners.
-pub type PartitionStats = (Vec<(Arc<str>, HuntCounters)>, Vec<Winner>);
+/// A partition's figures per hunt, and the first winners of one hunt with their count.
+pub type PartitionStats = (Vec<(Arc<str>, HuntCounters)>, Vec<Winner>, u64);
 
 pub enum Msg {
     Events(Batch),
@@ -76,6 +76,8 @@ pub enum Msg {
         reply: oneshot::Sender<(Option<UserView>, Vec<HuntView>, Option<Ticket>)>,
     },
     Stats {
+        /// Also the first `limit` winners of this hunt, in grant order.
+        winners_of: Option<(Arc<str>, usize)>,
         reply: oneshot::Sender<PartitionStats>,
     },
     /// Stop between rounds, hand over what the coordinator needs, and wait for the
@@ -159,14 +161,23 @@ impl Worker {
                         });
                         replies.push(Reply::User(reply, view, hunts));
                     }
-                    Msg::Stats { reply } => {
+                    Msg::Stats { winners_of, reply } => {
                         let stats = self
                             .state
                             .stats
                             .iter()
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
-                        let _ = reply.send((stats, self.state.winners.clone()));
+                        let (mut first, mut total) = (Vec::new(), 0);
+                        if let Some((hunt, limit)) = winners_of {
+                            for w in self.state.winners.iter().filter(|w| w.hunt == hunt) {
+                                total += 1;
+                                if first.len() < limit {
+                                    first.push(w.clone());
+                                }
+                            }
+                        }
+                        let _ = reply.send((stats, first, total));
                     }
                     Msg::Pause {
                         snapshot,

@@ -410,27 +410,34 @@ impl Service {
         Ok((view, hunts))
     }
 
-    /// Figures per hunt and every winner, summed over partitions.
-    pub async fn stats(&self) -> (BTreeMap<Arc<str>, HuntCounters>, Vec<Winner>) {
+    /// Figures per hunt, summed over partitions; with `winners_of`, also that hunt's
+    /// first `limit` winners in grant order and how many it has.
+    pub async fn stats(
+        &self,
+        winners_of: Option<(&str, usize)>,
+    ) -> (BTreeMap<Arc<str>, HuntCounters>, Vec<Winner>, u64) {
         let mut waits = Vec::new();
         for h in &self.partitions {
             let (reply, rx) = oneshot::channel();
-            if h.tx.send(Msg::Stats { reply }).is_ok() {
+            let winners_of = winners_of.map(|(h, l)| (Arc::from(h), l));
+            if h.tx.send(Msg::Stats { winners_of, reply }).is_ok() {
                 waits.push(rx);
             }
         }
         let mut total: BTreeMap<Arc<str>, HuntCounters> = BTreeMap::new();
-        let mut winners = Vec::new();
+        let (mut winners, mut count) = (Vec::new(), 0);
         for rx in waits {
-            if let Ok((stats, w)) = rx.await {
+            if let Ok((stats, w, n)) = rx.await {
                 for (hunt, c) in stats {
                     total.entry(hunt).or_default().add(&c);
                 }
                 winners.extend(w);
+                count += n;
             }
         }
         winners.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.user.cmp(&b.user)));
-        (total, winners)
+        winners.truncate(winners_of.map_or(0, |(_, l)| l));
+        (total, winners, count)
     }
 
     /// Pauses every partition between rounds; each hands over its grants (and its
