@@ -257,9 +257,6 @@ fn scenario(
                     let t = Instant::now();
                     let (status, answer) = request(&mut conn, addr, "POST", "/v1/events", b).await;
                     lat.push(t.elapsed());
-                    if i < 3 {
-                        eprintln!("client {c} request {i}: {status}");
-                    }
                     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
                 }
                 lat
