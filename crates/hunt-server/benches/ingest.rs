@@ -9,7 +9,9 @@
 //!
 //! `cargo bench -p hunt-server --bench ingest` (HUNT_BENCH_ROUNDS, default 3;
 //! HUNT_BENCH_SECS, default 5; HUNT_BENCH_BATCH_CLIENTS, default 4;
-//! HUNT_BENCH_PARTITIONS, default 8).
+//! HUNT_BENCH_PARTITIONS, default 8). HUNT_BENCH_NO_FSYNC=1 runs the server without
+//! fdatasync — not durable, for diagnosis only: it shows how much of a figure is the
+//! disk's.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -101,6 +103,10 @@ impl Server {
         let mut engine = EngineConfig::new(dir);
         engine.partitions = partitions;
         engine.snapshot_every_events = u64::MAX;
+        // For diagnosis only: how much of the latency is the disk's.
+        if std::env::var("HUNT_BENCH_NO_FSYNC").is_ok() {
+            engine.durability = hunt_store::Durability::None;
+        }
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             engine,
@@ -212,6 +218,8 @@ struct Run {
     p99_ms: f64,
     p999_ms: f64,
     records_per_commit: f64,
+    /// The clean stop (a snapshot of everything applied) took this long.
+    stop_secs: f64,
 }
 
 /// Runs `clients` client loops against a fresh server; each loop gets the next body
@@ -272,7 +280,10 @@ fn scenario(
         (lat, String::from_utf8_lossy(&metrics).into_owned(), elapsed)
     });
     drop(rt);
+    // A clean stop takes a snapshot of every partition: how long the pause lasts.
+    let t = Instant::now();
     server.stop();
+    let stop_secs = t.elapsed().as_secs_f64();
     let mut lat = lat;
     lat.sort();
     Run {
@@ -281,6 +292,7 @@ fn scenario(
         p99_ms: percentile(&lat, 0.99),
         p999_ms: percentile(&lat, 0.999),
         records_per_commit: records_per_commit(&metrics),
+        stop_secs,
     }
 }
 
@@ -310,8 +322,13 @@ fn main() {
             Arc::new(move |_, _| b.get(next.fetch_add(1, Ordering::Relaxed)).cloned()),
         );
         println!(
-            "round {round}: batches  {:>8.0} events/s   request p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} records/commit",
-            t.per_s, t.p50_ms, t.p99_ms, t.records_per_commit
+            "round {round}: batches  {:>8.0} events/s   request p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} records/commit  (stop with snapshot of {:.0} events: {:.2} s)",
+            t.per_s,
+            t.p50_ms,
+            t.p99_ms,
+            t.records_per_commit,
+            t.per_s * secs,
+            t.stop_secs
         );
         thr.push(t);
         if std::env::var("HUNT_BENCH_ONLY_BATCHES").is_ok() {
