@@ -20,7 +20,7 @@ pub const WINDOW_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 pub struct Full(pub usize);
 
 /// Remembered answers by `(user, id)`, for `window` after receipt.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DedupeWindow<V> {
     window: Duration,
     entries_max: usize,

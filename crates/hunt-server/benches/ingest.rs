@@ -9,7 +9,8 @@
 //!
 //! `cargo bench -p hunt-server --bench ingest` (HUNT_BENCH_ROUNDS, default 3;
 //! HUNT_BENCH_SECS, default 5; HUNT_BENCH_BATCH_CLIENTS, default 4;
-//! HUNT_BENCH_PARTITIONS, default 8). HUNT_BENCH_NO_FSYNC=1 runs the server without
+//! HUNT_BENCH_PARTITIONS, default 8; HUNT_BENCH_SNAPSHOT_EVERY, default none: a
+//! snapshot every so many events, to see what one costs under load). HUNT_BENCH_NO_FSYNC=1 runs the server without
 //! fdatasync — not durable, for diagnosis only: it shows how much of a figure is the
 //! disk's.
 
@@ -102,7 +103,8 @@ impl Server {
             .unwrap();
         let mut engine = EngineConfig::new(dir);
         engine.partitions = partitions;
-        engine.snapshot_every_events = u64::MAX;
+        // Snapshots only at the stop, unless asked for (to see what one costs under load).
+        engine.snapshot_every_events = env("HUNT_BENCH_SNAPSHOT_EVERY", u64::MAX);
         // For diagnosis only: how much of the latency is the disk's.
         if std::env::var("HUNT_BENCH_NO_FSYNC").is_ok() {
             engine.durability = hunt_store::Durability::None;
@@ -217,6 +219,7 @@ struct Run {
     p50_ms: f64,
     p99_ms: f64,
     p999_ms: f64,
+    max_ms: f64,
     records_per_commit: f64,
     /// The clean stop (a snapshot of everything applied) took this long.
     stop_secs: f64,
@@ -291,6 +294,7 @@ fn scenario(
         p50_ms: percentile(&lat, 0.5),
         p99_ms: percentile(&lat, 0.99),
         p999_ms: percentile(&lat, 0.999),
+        max_ms: percentile(&lat, 1.0),
         records_per_commit: records_per_commit(&metrics),
         stop_secs,
     }
@@ -322,10 +326,11 @@ fn main() {
             Arc::new(move |_, _| b.get(next.fetch_add(1, Ordering::Relaxed)).cloned()),
         );
         println!(
-            "round {round}: batches  {:>8.0} events/s   request p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} records/commit  (stop with snapshot of {:.0} events: {:.2} s)",
+            "round {round}: batches  {:>8.0} events/s   request p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.1} ms  {:>6.0} records/commit  (stop with snapshot of {:.0} events: {:.2} s)",
             t.per_s,
             t.p50_ms,
             t.p99_ms,
+            t.max_ms,
             t.records_per_commit,
             t.per_s * secs,
             t.stop_secs
@@ -365,7 +370,10 @@ fn main() {
         );
         lat.push(l);
     }
-    let _ = std::fs::remove_dir_all(&base);
+    // HUNT_BENCH_KEEP=1 keeps the last server's data directory (to time a replay).
+    if std::env::var("HUNT_BENCH_KEEP").is_err() {
+        let _ = std::fs::remove_dir_all(&base);
+    }
     println!("medians of {rounds} rounds:");
     println!(
         "  durable ingest, batches of {BATCH}: {:.0} events/s (target ≥ 150000); {:.0} records per group commit",

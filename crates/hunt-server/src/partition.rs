@@ -58,8 +58,8 @@ pub struct UserView {
 pub struct Paused {
     /// Grants held by its customers: (hunt, pool, code).
     pub grants: Vec<(String, String, String)>,
-    /// Its part of a snapshot, when one was asked for.
-    pub snapshot: Option<Vec<u8>>,
+    /// A copy of its state for a snapshot, when one was asked for.
+    pub snapshot: Option<PartitionState>,
     /// The ticket of its last submission.
     pub ticket: Option<Ticket>,
 }
@@ -191,8 +191,7 @@ impl Worker {
                                 .grants()
                                 .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
                                 .collect(),
-                            snapshot: snapshot
-                                .then(|| crate::snapshot::encode_partition(&self.state)),
+                            snapshot: snapshot.then(|| self.state.copy_for_snapshot()),
                             ticket: self.last_ticket.clone(),
                         };
                         let _ = reply.send(paused);

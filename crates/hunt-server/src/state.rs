@@ -203,6 +203,19 @@ impl PartitionState {
         answer
     }
 
+    /// A copy of everything a snapshot holds, taken while the partition is paused and
+    /// written out after it goes on (copying is much quicker than serializing).
+    pub fn copy_for_snapshot(&self) -> PartitionState {
+        PartitionState {
+            users: self.users.clone(),
+            dedupe: self.dedupe.clone(),
+            stats: self.stats.clone(),
+            winners: self.winners.clone(),
+            applied: self.applied,
+            scratch: Vec::new(),
+        }
+    }
+
     /// Every grant held by this partition's customers: (hunt, pool, code).
     pub fn grants(&self) -> impl Iterator<Item = (&str, &str, &str)> {
         self.users.values().flat_map(|u| {

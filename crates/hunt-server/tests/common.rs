@@ -133,6 +133,19 @@ impl Server {
         }
     }
 
+    /// Ends the server without a clean stop: no final snapshot (as after a crash of the
+    /// process; the log itself is closed as the process would leave it).
+    #[allow(dead_code)]
+    pub async fn abort(&self) {
+        self.stop.lock().unwrap().take();
+        if let Some(t) = self.task.lock().await.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        // Let the workers' last references to the log go.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     fn with_key(&self, b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.key {
             Some(k) => b.bearer_auth(k),

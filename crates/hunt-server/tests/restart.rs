@@ -116,3 +116,44 @@ async fn graceful_shutdown_loses_nothing_answered() {
     }
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_snapshots_taken_under_load_restore_the_same_state() {
+    let (_d, dir) = tempdir();
+    let opts = || Options {
+        snapshot_every_events: 25,
+        ..Options::default()
+    };
+    let s = std::sync::Arc::new(Server::start(&dir, opts()).await);
+    let users: Vec<String> = (0..30).map(|i| format!("p{i}")).collect();
+    let mut tasks = Vec::new();
+    for chunk in users.chunks(5) {
+        let (s, chunk) = (s.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            for u in chunk {
+                for e in three_eggs(&u) {
+                    assert_eq!(s.post(e).await.0, 200);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Background snapshots were written while events kept coming.
+    let mut snaps = 0;
+    for _ in 0..100 {
+        snaps = std::fs::read_dir(dir.join("snapshots")).map_or(0, |d| d.count());
+        if snaps > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(snaps > 0, "no periodic snapshot was written");
+    let before = answers(&s, &users).await;
+    // No clean stop: the restart starts from a periodic snapshot and the log after it.
+    s.abort().await;
+    let s = Server::start(&dir, opts()).await;
+    assert_eq!(answers(&s, &users).await, before);
+    s.stop().await.unwrap();
+}
