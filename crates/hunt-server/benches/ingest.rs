@@ -31,6 +31,10 @@ use hunt_server::service::EngineConfig;
 use hyper::body::Bytes;
 use tokio::sync::oneshot;
 
+/// The allocator `hunt serve` runs with (docs/adr/0006).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Full = http_body_util::Full<Bytes>;
 type Conn = hyper::client::conn::http1::SendRequest<Full>;
 

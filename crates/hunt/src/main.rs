@@ -18,6 +18,12 @@ macro_rules! out {
 mod cmd;
 mod render;
 
+/// mimalloc rather than the system allocator: the server allocates per event (decoded
+/// JSON, records, answers) from several threads, and glibc's malloc measured at ~20 %
+/// of server CPU (docs/adr/0006).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Treasure Hunt Engine.
 #[derive(Parser)]
 #[command(name = "hunt", version, about, propagate_version = true)]
