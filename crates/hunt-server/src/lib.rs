@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod metrics;
+pub mod notify;
 mod observe;
 mod openapi;
 pub mod partition;

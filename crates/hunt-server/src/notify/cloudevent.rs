@@ -1,0 +1,151 @@
+//! What a webhook receives: one CloudEvent 1.0 (structured JSON) per outcome and sink.
+//!
+//! The CloudEvent `id` is the delivery's idempotency key, `<lsn>.<outcome index>.<sink>`:
+//! stable across retries, restarts and re-deliveries from the dead-letter queue, and
+//! different for every (outcome, sink), so a receiver that keeps the ids it has seen
+//! processes each outcome once.
+
+use hunt_core::catalog::Catalog;
+use hunt_core::engine::{Event, Outcome};
+use hunt_core::time::Timestamp;
+use hunt_store::Lsn;
+use serde_json::{Value, json};
+
+/// One outcome for one sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// Index into the catalog's sinks.
+    pub sink: usize,
+    pub key: String,
+    /// The CloudEvent, serialized.
+    pub body: Vec<u8>,
+}
+
+/// The CloudEvent `type` of an outcome.
+pub fn event_type(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::StepFound { .. } => "hunt.step.found",
+        Outcome::HuntCompleted { .. } => "hunt.completed",
+        Outcome::RewardGranted { .. } => "hunt.reward.granted",
+        Outcome::RewardDenied { .. } => "hunt.reward.denied",
+        Outcome::TrailCold { .. } => "hunt.trail.cold",
+    }
+}
+
+/// The deliveries owed for the outcomes of the event recorded at `lsn`: each outcome to
+/// every sink its hunt notifies, in outcome order, then sink order.
+pub fn deliveries(
+    catalog: &Catalog,
+    lsn: Lsn,
+    event: &Event,
+    received: Timestamp,
+    outcomes: &[Outcome],
+) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        let Some(h) = catalog.hunt_index(o.hunt()) else {
+            continue;
+        };
+        for &sink in &catalog.hunts[h].notify {
+            let key = format!("{lsn}.{i}.{}", catalog.sinks[sink].id);
+            let ce = cloudevent(&key, event, received, o);
+            out.push(Delivery {
+                sink,
+                key,
+                body: serde_json::to_vec(&ce).expect("a JSON value serializes"),
+            });
+        }
+    }
+    out
+}
+
+fn cloudevent(key: &str, event: &Event, received: Timestamp, o: &Outcome) -> Value {
+    let mut data = serde_json::to_value(o).expect("an outcome serializes");
+    data["user"] = json!(event.user);
+    data["event_id"] = json!(event.id);
+    data["event_type"] = json!(event.kind);
+    json!({
+        "specversion": "1.0",
+        "id": key,
+        "source": format!("/hunts/{}", o.hunt()),
+        "type": event_type(o),
+        "subject": event.user,
+        "time": received,
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+version: 1
+pools: [{ id: p, codes: [C-1] }]
+sinks:
+  - { id: crm, url: "https://crm.example/hook" }
+  - { id: audit, url: "https://audit.example/hook" }
+hunts:
+  - id: h
+    steps: [{ id: s, on: claim }]
+    reward: { pool: p }
+    notify: [crm, audit]
+  - id: quiet
+    steps: [{ id: s, on: claim }]
+"#;
+
+    #[test]
+    fn each_outcome_goes_to_each_sink_of_its_hunt_with_a_stable_key() {
+        let (catalog, _) = Catalog::load("f.yaml", FILE).unwrap();
+        let event: Event =
+            serde_json::from_value(json!({"id": "e9", "type": "claim", "user": "ann"})).unwrap();
+        let outcomes = vec![
+            Outcome::StepFound {
+                hunt: "h".into(),
+                step: "s".into(),
+                found: 1,
+                next_clue: None,
+            },
+            Outcome::StepFound {
+                hunt: "quiet".into(),
+                step: "s".into(),
+                found: 1,
+                next_clue: None,
+            },
+            Outcome::RewardGranted {
+                hunt: "h".into(),
+                pool: "p".into(),
+                code: "C-1".into(),
+            },
+        ];
+        let d = deliveries(
+            &catalog,
+            77,
+            &event,
+            Timestamp(1_795_766_400_000),
+            &outcomes,
+        );
+        let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["77.0.crm", "77.0.audit", "77.2.crm", "77.2.audit"]);
+        let ce: Value = serde_json::from_slice(&d[2].body).unwrap();
+        assert_eq!(ce["id"], "77.2.crm");
+        assert_eq!(ce["type"], "hunt.reward.granted");
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["subject"], "ann");
+        assert_eq!(ce["time"], "2026-11-27T08:00:00Z");
+        assert_eq!(ce["data"]["code"], "C-1");
+        assert_eq!(ce["data"]["event_id"], "e9");
+        // The same inputs give the same bytes: a retry sends what the first try sent.
+        assert_eq!(
+            d,
+            deliveries(
+                &catalog,
+                77,
+                &event,
+                Timestamp(1_795_766_400_000),
+                &outcomes
+            )
+        );
+    }
+}
