@@ -16,6 +16,11 @@ use serde_json::{Value, json};
 pub struct Delivery {
     /// Index into the catalog's sinks.
     pub sink: usize,
+    pub sink_id: std::sync::Arc<str>,
+    pub hunt: std::sync::Arc<str>,
+    /// The event record's LSN and the outcome's index in it.
+    pub lsn: Lsn,
+    pub outcome: u32,
     pub key: String,
     /// The CloudEvent, serialized.
     pub body: Vec<u8>,
@@ -51,6 +56,10 @@ pub fn deliveries(
             let ce = cloudevent(&key, event, received, o);
             out.push(Delivery {
                 sink,
+                sink_id: catalog.sinks[sink].id.clone(),
+                hunt: o.hunt().clone(),
+                lsn,
+                outcome: i as u32,
                 key,
                 body: serde_json::to_vec(&ce).expect("a JSON value serializes"),
             });

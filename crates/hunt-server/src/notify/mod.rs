@@ -7,5 +7,6 @@
 
 pub mod breaker;
 pub mod cloudevent;
+pub mod outbox;
 pub mod retry;
 pub mod signature;
