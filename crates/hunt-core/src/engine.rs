@@ -212,6 +212,20 @@ impl UserState {
     pub fn hunts(&self) -> &[HuntProgress] {
         &self.hunts
     }
+
+    /// A state from its parts (as a snapshot stored them); bound on first use.
+    pub fn from_parts(
+        traits: Map<String, Json>,
+        hunts: Vec<HuntProgress>,
+        rewards: Vec<Grant>,
+    ) -> UserState {
+        UserState {
+            traits,
+            hunts,
+            rewards,
+            ..UserState::default()
+        }
+    }
 }
 
 impl HuntProgress {

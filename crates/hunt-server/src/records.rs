@@ -20,7 +20,7 @@ pub const KIND_CONFIG: u8 = 2;
 /// An outcome as written (borrowed, for encoding). Variant order is the format: it
 /// must match [`OutcomeOwned`].
 #[derive(Serialize)]
-enum OutcomeRef<'a> {
+pub(crate) enum OutcomeRef<'a> {
     StepFound {
         hunt: &'a str,
         step: &'a str,
@@ -48,7 +48,7 @@ enum OutcomeRef<'a> {
 
 /// An outcome as read back.
 #[derive(Deserialize)]
-enum OutcomeOwned {
+pub(crate) enum OutcomeOwned {
     StepFound {
         hunt: Arc<str>,
         step: Arc<str>,
@@ -138,7 +138,7 @@ pub fn encode_event(event: &Event, received: Timestamp, outcomes: &[Outcome]) ->
     postcard::to_allocvec(&rec).expect("serializing to memory cannot fail")
 }
 
-fn outcome_ref(o: &Outcome) -> OutcomeRef<'_> {
+pub(crate) fn outcome_ref(o: &Outcome) -> OutcomeRef<'_> {
     match o {
         Outcome::StepFound {
             hunt,
@@ -164,6 +164,34 @@ fn outcome_ref(o: &Outcome) -> OutcomeRef<'_> {
     }
 }
 
+/// An outcome as read back, checked.
+pub(crate) fn outcome_owned(o: OutcomeOwned) -> Result<Outcome, String> {
+    Ok(match o {
+        OutcomeOwned::StepFound {
+            hunt,
+            step,
+            found,
+            next_clue,
+        } => Outcome::StepFound {
+            hunt,
+            step,
+            found,
+            next_clue,
+        },
+        OutcomeOwned::HuntCompleted { hunt } => Outcome::HuntCompleted { hunt },
+        OutcomeOwned::RewardGranted { hunt, pool, code } => {
+            Outcome::RewardGranted { hunt, pool, code }
+        }
+        OutcomeOwned::RewardDenied { hunt, pool, reason } => Outcome::RewardDenied {
+            hunt,
+            pool,
+            reason: DenyReason::parse(&reason)
+                .ok_or_else(|| format!("unknown denial reason `{reason}`"))?,
+        },
+        OutcomeOwned::TrailCold { hunt, step } => Outcome::TrailCold { hunt, step },
+    })
+}
+
 /// Reads an event record's payload.
 pub fn decode_event(payload: &[u8]) -> Result<EventRecord, String> {
     let rec: EventOwned =
@@ -171,32 +199,7 @@ pub fn decode_event(payload: &[u8]) -> Result<EventRecord, String> {
     let outcomes = rec
         .outcomes
         .into_iter()
-        .map(|o| {
-            Ok(match o {
-                OutcomeOwned::StepFound {
-                    hunt,
-                    step,
-                    found,
-                    next_clue,
-                } => Outcome::StepFound {
-                    hunt,
-                    step,
-                    found,
-                    next_clue,
-                },
-                OutcomeOwned::HuntCompleted { hunt } => Outcome::HuntCompleted { hunt },
-                OutcomeOwned::RewardGranted { hunt, pool, code } => {
-                    Outcome::RewardGranted { hunt, pool, code }
-                }
-                OutcomeOwned::RewardDenied { hunt, pool, reason } => Outcome::RewardDenied {
-                    hunt,
-                    pool,
-                    reason: DenyReason::parse(&reason)
-                        .ok_or_else(|| format!("unknown denial reason `{reason}`"))?,
-                },
-                OutcomeOwned::TrailCold { hunt, step } => Outcome::TrailCold { hunt, step },
-            })
-        })
+        .map(outcome_owned)
         .collect::<Result<Vec<_>, String>>()?;
     Ok(EventRecord {
         event: Event {

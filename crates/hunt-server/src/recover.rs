@@ -54,19 +54,33 @@ pub fn recover(
         let (latest, warnings) = snaps.latest().map_err(|e| e.to_string())?;
         report.warnings.extend(warnings);
         if let Some(snap) = latest {
-            let (record, s) = crate::snapshot::decode(&snap.payload, partitions, dedupe)
-                .map_err(|e| format!("snapshot at LSN {}: {e}", snap.lsn))?;
-            version = Some(Version::compile(record)?);
-            states = s;
-            from = snap.lsn + 1;
-            report.snapshot_lsn = Some(snap.lsn);
-            report.last_lsn = snap.lsn;
+            match crate::snapshot::decode(&snap.payload, partitions, dedupe) {
+                Ok((record, s)) => {
+                    version = Some(Version::compile(record)?);
+                    states = s;
+                    from = snap.lsn + 1;
+                    report.snapshot_lsn = Some(snap.lsn);
+                    report.last_lsn = snap.lsn;
+                }
+                // The log is the truth: without a readable snapshot, replay all of it.
+                Err(e) => report.warnings.push(format!(
+                    "the snapshot at LSN {} cannot be read ({e}); rebuilding from the whole log",
+                    snap.lsn
+                )),
+            }
         }
     }
     let reader = log.read_from(from).map_err(|e| e.to_string())?;
     let mut produced = Vec::new();
     for rec in reader {
         let rec = rec.map_err(|e| e.to_string())?;
+        if report.records == 0 && rec.lsn > from {
+            return Err(format!(
+                "the log starts at LSN {} but the rebuild needs LSN {from}: older segments \
+                 were removed and no readable snapshot covers them",
+                rec.lsn
+            ));
+        }
         report.records += 1;
         report.last_lsn = rec.lsn;
         match rec.kind {

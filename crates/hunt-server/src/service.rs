@@ -559,11 +559,7 @@ impl Service {
         let snaps = self.snapshots.clone();
         let record = version.record.clone();
         let bytes = tokio::task::spawn_blocking(move || {
-            let parts: Vec<Vec<u8>> = copies
-                .iter()
-                .map(crate::snapshot::encode_partition)
-                .collect();
-            let payload = crate::snapshot::encode(&record, &parts);
+            let payload = crate::snapshot::encode(&record, &copies);
             snaps.save(lsn, &payload).map(|()| payload.len())
         })
         .await

@@ -157,3 +157,31 @@ async fn periodic_snapshots_taken_under_load_restore_the_same_state() {
     assert_eq!(answers(&s, &users).await, before);
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_this_build_cannot_read_is_replaced_by_the_whole_log() {
+    let (_d, dir) = tempdir();
+    let users: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let s = Server::start(&dir, Options::default()).await;
+    for u in &users {
+        assert_eq!(s.post(json!(three_eggs(u))).await.0, 200);
+    }
+    let before = answers(&s, &users).await;
+    s.stop().await.unwrap();
+    // The only snapshot is in an older format (JSON, format 1), as an older build wrote
+    // it: a sound file whose payload this build does not read.
+    let lsn = {
+        let snaps =
+            hunt_store::Snapshots::open(std::sync::Arc::new(hunt_store::fs::RealFs), &dir).unwrap();
+        snaps.latest().unwrap().0.unwrap().lsn
+    };
+    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+    let snaps =
+        hunt_store::Snapshots::open(std::sync::Arc::new(hunt_store::fs::RealFs), &dir).unwrap();
+    let mut old = 1u32.to_le_bytes().to_vec();
+    old.extend_from_slice(br#"{"format":1}"#);
+    snaps.save(lsn, &old).unwrap();
+    let s = Server::start(&dir, Options::default()).await;
+    assert_eq!(answers(&s, &users).await, before);
+    s.stop().await.unwrap();
+}
