@@ -114,6 +114,7 @@ pub async fn serve(
     let service = Service::start(config.engine.clone(), log, snapshots, recovered);
     let _ = app.service.set(service.clone());
     tracing::info!(version = service.version().record.version, "ready");
+    crate::service::warn_if_sinks_unserved(&service.version());
     // Rate-limit state of idle keys and customers is let go once a minute.
     let trim = tokio::spawn({
         let app = app.clone();

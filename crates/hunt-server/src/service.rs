@@ -209,6 +209,19 @@ pub fn open(
     ))
 }
 
+/// Says, in the log, that the version names sinks which nothing delivers to yet.
+pub fn warn_if_sinks_unserved(v: &Version) {
+    let sinks = &v.catalog().sinks;
+    if !sinks.is_empty() {
+        let ids: Vec<&str> = sinks.iter().map(|s| &*s.id).collect();
+        tracing::warn!(
+            sinks = %ids.join(", "),
+            "this hunts file names sinks, but this build does not deliver notifications yet: \
+             outcomes are recorded in the log and answered to the poster, not sent to sinks"
+        );
+    }
+}
+
 /// A hunts file's errors as text, for a start that cannot go on.
 pub fn render_report(report: &hunt_core::diag::Report) -> String {
     let mut s = format!("{} has {} error(s):", report.name, report.errors());
@@ -520,6 +533,7 @@ impl Service {
                     name,
                     "hunts file version in force"
                 );
+                warn_if_sinks_unserved(&self.version());
                 Ok(record)
             }
             Err(e) => {
