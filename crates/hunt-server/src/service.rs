@@ -101,6 +101,20 @@ pub struct Service {
     me: std::sync::Weak<Service>,
 }
 
+/// Events admitted to the backlog: given back when the request no longer waits for the
+/// partitions, also when it is dropped mid-way because its client went away, which
+/// would otherwise leave the count too high for good.
+struct Admitted<'a> {
+    backlog: &'a AtomicUsize,
+    n: usize,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.backlog.fetch_sub(self.n, Ordering::AcqRel);
+    }
+}
+
 /// What starting found.
 pub struct Started {
     pub report: Report,
@@ -297,6 +311,11 @@ impl Service {
         self.fatal.send_replace(Some(why.to_string()));
     }
 
+    /// Events admitted and not yet applied, over all partitions.
+    pub fn backlog_total(&self) -> usize {
+        self.backlog.load(Ordering::Acquire)
+    }
+
     /// Queued events per partition.
     pub fn backlog(&self) -> Vec<usize> {
         self.partitions
@@ -317,8 +336,11 @@ impl Service {
         }
         let limit = self.config.backlog_events_max;
         let queued = self.backlog.fetch_add(n, Ordering::AcqRel);
+        let admitted = Admitted {
+            backlog: &self.backlog,
+            n,
+        };
         if queued + n > limit {
-            self.backlog.fetch_sub(n, Ordering::AcqRel);
             return Err(IngestError::Backlog { queued, limit });
         }
         let parts = self.partitions.len();
@@ -337,7 +359,6 @@ impl Service {
             let k = items.len();
             if h.tx.send(Msg::Events(Batch { items, reply })).is_err() {
                 h.backlog.fetch_sub(k, Ordering::AcqRel);
-                self.backlog.fetch_sub(n, Ordering::AcqRel);
                 return Err(IngestError::Stopped("the partitions have stopped".into()));
             }
             waits.push(rx);
@@ -355,7 +376,8 @@ impl Service {
                 Err(_) => failure = Some("a partition stopped".into()),
             }
         }
-        self.backlog.fetch_sub(n, Ordering::AcqRel);
+        // Applied (or failed): no longer queued.
+        drop(admitted);
         if let Some(e) = failure {
             self.fail(&e);
             return Err(IngestError::Stopped(e));
@@ -489,6 +511,19 @@ impl Service {
         if let Some(r) = report {
             return Err(ConfigError::Invalid(Box::new(r)));
         }
+        // The switch runs on its own task: if the admin's request is dropped half-way
+        // (its client went away), the partitions must still all resume on the version
+        // the log records.
+        let me = self
+            .self_arc()
+            .ok_or_else(|| ConfigError::Stopped("the server is stopping".into()))?;
+        let (name, text) = (name.to_string(), text.to_string());
+        tokio::spawn(async move { me.switch_version(&name, &text).await })
+            .await
+            .map_err(|e| ConfigError::Stopped(format!("the version switch failed: {e}")))?
+    }
+
+    async fn switch_version(&self, name: &str, text: &str) -> Result<ConfigRecord, ConfigError> {
         let _one = self.coordinator.lock().await;
         let (paused, resumes) = self.pause_all(false).await.map_err(ConfigError::Stopped)?;
         let old = self.version();

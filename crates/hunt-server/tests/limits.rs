@@ -216,3 +216,56 @@ async fn bounded_backlog_and_dedupe_window_answer_503() {
     assert_eq!(a["results"][0]["status"], "duplicate");
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_half_way_gives_its_backlog_back() {
+    use std::future::Future;
+    use std::task::Poll;
+    let (_d, dir) = tempdir();
+    let mut config = hunt_server::service::EngineConfig::new(&dir);
+    config.partitions = 2;
+    config.backlog_events_max = 10;
+    let c = config.clone();
+    let (log, snaps, recovered, started) = tokio::task::spawn_blocking(move || {
+        hunt_server::service::open(&c, Some(("h.yaml".into(), EGGS.into())), &mut |_| {})
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let service = hunt_server::service::Service::start(config, log, snaps, recovered);
+    let batch = |round: usize| -> Vec<(usize, hunt_core::engine::Event)> {
+        (0..10)
+            .map(|i| {
+                let e = ev(
+                    &format!("d{round}-{i}"),
+                    &format!("u{i}"),
+                    "page_view",
+                    json!({}),
+                );
+                (i, serde_json::from_value(e).unwrap())
+            })
+            .collect()
+    };
+    for round in 0..20 {
+        // Admitted and sent to the partitions, then dropped while waiting, as when a
+        // client goes away.
+        let mut f = Box::pin(service.ingest(batch(round)));
+        let first = std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await;
+        // Ready here would be a 503: the backlog still counting earlier dropped requests.
+        assert!(
+            first.is_pending(),
+            "round {round}: refused at once, the backlog never got its events back"
+        );
+        drop(f);
+    }
+    // The backlog is free again: a full batch is admitted.
+    let mut t = 0;
+    while service.backlog_total() != 0 && t < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        t += 1;
+    }
+    assert_eq!(service.backlog_total(), 0);
+    assert!(service.ingest(batch(99)).await.is_ok());
+    service.shutdown().await;
+    drop(started);
+}
