@@ -98,7 +98,11 @@ impl Server {
         let s = Server {
             addr,
             url: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            // A test must fail, never hang: every request has a deadline.
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap(),
             stop: std::sync::Mutex::new(Some(stop)),
             task: tokio::sync::Mutex::new(Some(task)),
             key: None,
@@ -128,7 +132,10 @@ impl Server {
         }
         let task = self.task.lock().await.take();
         match task {
-            Some(t) => t.await.unwrap(),
+            Some(t) => tokio::time::timeout(std::time::Duration::from_secs(60), t)
+                .await
+                .expect("the server did not stop within 60 s")
+                .unwrap(),
             None => Ok(()),
         }
     }

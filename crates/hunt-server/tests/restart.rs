@@ -97,7 +97,10 @@ async fn graceful_shutdown_loses_nothing_answered() {
     s.stop().await.expect("a graceful stop ends cleanly");
     let mut acked = Vec::new();
     for t in tasks {
-        acked.extend(t.await.unwrap());
+        let done = tokio::time::timeout(std::time::Duration::from_secs(60), t)
+            .await
+            .expect("a client still waiting 60 s after the stop");
+        acked.extend(done.unwrap());
     }
     assert!(
         acked.len() > 16,
