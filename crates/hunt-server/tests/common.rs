@@ -275,7 +275,24 @@ pub fn kinds(answer: &Value, i: usize) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The whole binary takes seconds; if it is still running after this, something hangs
+/// (one such hang was seen once) and the process ends itself with a
+/// message rather than holding CI until its limit.
+const BINARY_SECS_MAX: u64 = 600;
+
+fn watchdog() {
+    static START: std::sync::Once = std::sync::Once::new();
+    START.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(BINARY_SECS_MAX));
+            eprintln!("the server tests are still running after {BINARY_SECS_MAX} s: aborting");
+            std::process::abort();
+        });
+    });
+}
+
 pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
+    watchdog();
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("data");
     (d, p)
