@@ -357,18 +357,8 @@ impl Engine {
         {
             return;
         }
-        if existing.is_none()
-            && let Some(aud) = &hunt.audience
-        {
-            let input = Input {
-                event: None,
-                user_id: &event.user,
-                traits: &state.traits,
-                progress: None,
-            };
-            if !aud.eval(&input) {
-                return;
-            }
+        if existing.is_none() && !in_audience(hunt, &event.user, &state.traits) {
+            return;
         }
         // First judge the conditions that do not read progress on the event alone: most
         // fail, and then the progress record (often not in cache) is never read. Nothing
@@ -571,17 +561,9 @@ impl Engine {
             pool: pool.id.clone(),
             reason,
         };
-        if let Some(aud) = &hunt.audience {
-            let input = Input {
-                event: None,
-                user_id: user,
-                traits: &state.traits,
-                progress: None,
-            };
-            if !aud.eval(&input) {
-                out.push(deny(DenyReason::NotInAudience));
-                return;
-            }
+        if !in_audience(hunt, user, &state.traits) {
+            out.push(deny(DenyReason::NotInAudience));
+            return;
         }
         let held = state.rewards.iter().filter(|g| g.pool == pool.id).count();
         if held >= reward.per_user as usize {
@@ -605,6 +587,20 @@ impl Engine {
             Err(reason) => out.push(deny(reason)),
         }
     }
+}
+
+/// Whether a customer with these traits is in the hunt's audience (everyone, without
+/// one). A failing audience condition counts as a failure and as "not in it".
+fn in_audience(hunt: &crate::catalog::Hunt, user: &str, traits: &Map<String, Json>) -> bool {
+    let Some(aud) = &hunt.audience else {
+        return true;
+    };
+    aud.eval(&Input {
+        event: None,
+        user_id: user,
+        traits,
+        progress: None,
+    })
 }
 
 /// What a customer sees of one hunt (`GET /v1/users/{user}/hunts`).
@@ -641,18 +637,8 @@ impl Engine {
                 continue;
             }
             let progress = state.hunts.iter().find(|p| p.hunt == hunt.id);
-            if progress.is_none()
-                && let Some(aud) = &hunt.audience
-            {
-                let input = Input {
-                    event: None,
-                    user_id: user,
-                    traits: &state.traits,
-                    progress: None,
-                };
-                if !aud.eval(&input) {
-                    continue;
-                }
+            if progress.is_none() && !in_audience(hunt, user, &state.traits) {
+                continue;
             }
             let n = hunt.steps.len();
             let is_found = |s: usize| progress.is_some_and(|p| p.is_found(s));
