@@ -134,12 +134,25 @@ pub async fn serve(
     stop_tx.send_replace(true);
     let served = server.await.map_err(|e| e.to_string())?;
     trim.abort();
+    let _ = trim.await;
     service.shutdown().await;
     // Every partition worker is gone; the log closes (syncing what is queued) when
-    // the last reference is dropped.
+    // the last reference is dropped, which must happen before the data directory's
+    // lock is let go.
+    let log = service.log_weak();
     drop(app);
     let service: Arc<Service> = service;
     drop(service);
+    for _ in 0..500 {
+        if log.upgrade().is_none() {
+            break;
+        }
+        // A background snapshot may still hold it for a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if log.upgrade().is_some() {
+        tracing::warn!("the event log is still open at the end of shutdown");
+    }
     drop(started.lock);
     served.map_err(|e| e.to_string())?;
     match failed {

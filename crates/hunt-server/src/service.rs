@@ -636,9 +636,19 @@ impl Service {
             tracing::warn!(error = %e, "final snapshot failed; the next start replays the log");
         }
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in workers {
+        for w in &workers {
             w.abort();
         }
+        // Wait until they are gone: each holds the log, which must be closed before the
+        // data directory's lock is let go.
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    /// The log, weakly: to see that it closed once the server is done with it.
+    pub fn log_weak(&self) -> std::sync::Weak<Log> {
+        Arc::downgrade(&self.log)
     }
 
     /// The log's durable LSN.
