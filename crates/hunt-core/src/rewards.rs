@@ -226,17 +226,14 @@ impl<'a> Allocation<'a> {
         self.taken.clear();
     }
 
-    /// The grants were not recorded: give the codes and winner slots back.
-    pub fn rollback(mut self) {
-        for (h, p, i) in self.taken.drain(..) {
-            self.pools.release(h, p, i);
-        }
-    }
+    /// The grants were not recorded: give the codes and winner slots back (what
+    /// dropping an uncommitted allocation does).
+    pub fn rollback(self) {}
 }
 
 impl Drop for Allocation<'_> {
-    /// Neither committed nor rolled back (a panic on the way): give back, as nothing
-    /// was recorded.
+    /// Not committed (rolled back, or a panic on the way): give back, as nothing was
+    /// recorded.
     fn drop(&mut self) {
         for (h, p, i) in self.taken.drain(..) {
             self.pools.release(h, p, i);

@@ -56,7 +56,8 @@ pub struct UserView {
 
 /// What a paused partition hands the coordinator.
 pub struct Paused {
-    /// Grants held by its customers: (hunt, pool, code).
+    /// Grants held by its customers: (hunt, pool, code); only for a version switch,
+    /// which rebuilds the pools from them (a snapshot does not need them).
     pub grants: Vec<(String, String, String)>,
     /// A copy of its state for a snapshot, when one was asked for.
     pub snapshot: Option<PartitionState>,
@@ -186,11 +187,14 @@ impl Worker {
                     } => {
                         self.flush(&mut records, &mut replies).await;
                         let paused = Paused {
-                            grants: self
-                                .state
-                                .grants()
-                                .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
-                                .collect(),
+                            grants: if snapshot {
+                                Vec::new()
+                            } else {
+                                self.state
+                                    .grants()
+                                    .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
+                                    .collect()
+                            },
                             snapshot: snapshot.then(|| self.state.copy_for_snapshot()),
                             ticket: self.last_ticket.clone(),
                         };

@@ -71,7 +71,6 @@ pub fn recover(
         }
     }
     let reader = log.read_from(from).map_err(|e| e.to_string())?;
-    let mut produced = Vec::new();
     for rec in reader {
         let rec = rec.map_err(|e| e.to_string())?;
         if report.records == 0 && rec.lsn > from {
@@ -97,9 +96,7 @@ pub fn recover(
                 if alloc.unanswered > 0 || answer[..] != e.outcomes[..] {
                     report.mismatches += 1;
                     if report.first_mismatch.is_none() {
-                        produced.clear();
-                        produced.extend_from_slice(&answer);
-                        report.first_mismatch = Some(describe(rec.lsn, &e.outcomes, &produced));
+                        report.first_mismatch = Some(describe(rec.lsn, &e.outcomes, &answer));
                     }
                 }
             }

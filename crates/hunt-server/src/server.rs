@@ -87,10 +87,10 @@ pub async fn serve(
     if let Some(t) = &started.log_report.torn_tail {
         tracing::warn!(segment = %t.0, offset = t.1, bytes = t.2, "cut a torn tail off the log");
     }
-    for w in &started.report.warnings {
+    for w in &recovered.report.warnings {
         tracing::warn!("{w}");
     }
-    let r = &started.report;
+    let r = &recovered.report;
     tracing::info!(
         snapshot_lsn = r.snapshot_lsn.unwrap_or(0),
         records = r.records,

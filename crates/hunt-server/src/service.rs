@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use hunt_core::catalog::Catalog;
 use hunt_core::engine::{Event, HuntView};
-use hunt_core::time::{Duration, Timestamp};
+use hunt_core::time::Timestamp;
 use hunt_store::fs::RealFs;
 use hunt_store::{Durability, Log, LogConfig, Snapshots};
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::Metrics;
 use crate::partition::{Batch, Handle, Msg, Paused, Status, UserView, Worker};
 use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
-use crate::recover::{self, Report};
+use crate::recover;
 use crate::state::{DedupeConfig, HuntCounters, Version, Winner, partition_of};
 
 /// Where the engine keeps its data and how it runs (not the HTTP side).
@@ -117,7 +117,6 @@ impl Drop for Admitted<'_> {
 
 /// What starting found.
 pub struct Started {
-    pub report: Report,
     pub log_report: hunt_store::OpenReport,
     /// The version recorded at start, if the given file differed from the one in force.
     pub recorded_version: Option<u64>,
@@ -209,13 +208,11 @@ pub fn open(
             "no hunts file: the log holds no version yet, so start with --config FILE".into(),
         );
     }
-    let report = recovered.report.clone();
     Ok((
         log,
         snapshots,
         recovered,
         Started {
-            report,
             log_report,
             recorded_version,
             lock,
@@ -671,9 +668,5 @@ impl Service {
                 )
             })
             .collect()
-    }
-
-    pub fn dedupe_window(&self) -> Duration {
-        self.config.dedupe.window
     }
 }

@@ -125,8 +125,6 @@ pub struct PartitionState {
     pub dedupe: DedupeWindow<Answer>,
     pub stats: HashMap<Arc<str>, HuntCounters>,
     pub winners: Vec<Winner>,
-    /// Events applied (accepted) by this partition since it started.
-    pub applied: u64,
     scratch: Vec<Outcome>,
 }
 
@@ -144,7 +142,6 @@ impl PartitionState {
             dedupe: DedupeWindow::new(dedupe.window, dedupe.entries_max),
             stats: HashMap::new(),
             winners: Vec::new(),
-            applied: 0,
             scratch: Vec::new(),
         }
     }
@@ -199,7 +196,6 @@ impl PartitionState {
         {
             tracing::warn!(user = %event.user, id = %event.id, "dedupe window full while applying");
         }
-        self.applied += 1;
         answer
     }
 
@@ -211,7 +207,6 @@ impl PartitionState {
             dedupe: self.dedupe.clone(),
             stats: self.stats.clone(),
             winners: self.winners.clone(),
-            applied: self.applied,
             scratch: Vec::new(),
         }
     }
