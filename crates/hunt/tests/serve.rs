@@ -201,6 +201,19 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_grants_no_code_twice() {
         "{stats}"
     );
 
+    // While it runs, the data directory is its own: a replay is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["replay", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // SIGTERM: a clean stop with exit status 0.
     let Served { mut child, log, .. } = server;
     let status = Command::new("kill")
@@ -238,4 +251,53 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_grants_no_code_twice() {
     assert_eq!(r["mismatches"], 0);
     // Events written but cut off before their answer may be there too.
     assert!(r["events"].as_u64().unwrap() >= acked.len() as u64, "{r}");
+}
+
+#[test]
+fn serve_refuses_a_backlog_smaller_than_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args([
+            "serve",
+            "--config",
+            "examples/welcome.yaml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--backlog-max", "10", "--max-events", "20", "--data"])
+        .arg(dir.path().join("data"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--backlog-max (10) must be at least --max-events (20)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_without_keys_refuses_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args([
+            "serve",
+            "--config",
+            "examples/welcome.yaml",
+            "--listen",
+            "0.0.0.0:0",
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .current_dir(root())
+        .env_remove("HUNT_API_KEYS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("without API keys"),
+        "{}",
+        text(&out.stderr)
+    );
 }
