@@ -29,6 +29,14 @@ pub const GENERATED_CODES_MAX: u64 = 1_000_000_000;
 pub const MAX_LATENESS_DEFAULT: Duration = Duration::from_secs(3600);
 /// Default for a sink's `timeout`.
 pub const SINK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Defaults for a sink's delivery settings.
+pub const SINK_CONCURRENCY_DEFAULT: u32 = 8;
+pub const SINK_ATTEMPTS_DEFAULT: u32 = 12;
+pub const SINK_AGE_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+pub const SINK_BREAKER_FAILURES_DEFAULT: u32 = 5;
+pub const SINK_BREAKER_OPEN_DEFAULT: Duration = Duration::from_secs(30);
+/// The most deliveries one sink may have in flight.
+pub const SINK_CONCURRENCY_MAX: u64 = 256;
 
 /// A compiled hunts file.
 #[derive(Debug)]
@@ -264,6 +272,11 @@ pub struct Sink {
     pub url: String,
     pub timeout: Duration,
     pub secret_env: Option<String>,
+    pub concurrency: u32,
+    pub max_attempts: u32,
+    pub max_age: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open_for: Duration,
 }
 
 /// A compiled hunt.
@@ -700,11 +713,49 @@ fn compile_sink(cx: &mut Ctx, s: &spec::SinkSpec) -> Option<Sink> {
             );
         }
     }
+    let mut count = |v: &Option<Sp<u64>>, what: &str, max: u64, default: u32| match v {
+        None => Some(default),
+        Some(n) if n.value >= 1 && n.value <= max => Some(n.value as u32),
+        Some(n) => {
+            cx.error(
+                n.span,
+                format!("`{what}` of sink `{}` must be 1 to {max}", s.id.value),
+                None,
+            );
+            None
+        }
+    };
+    let concurrency = count(
+        &s.concurrency,
+        "concurrency",
+        SINK_CONCURRENCY_MAX,
+        SINK_CONCURRENCY_DEFAULT,
+    );
+    let max_attempts = count(&s.max_attempts, "max_attempts", 1000, SINK_ATTEMPTS_DEFAULT);
+    let breaker_failures = count(
+        &s.breaker_failures,
+        "breaker_failures",
+        1000,
+        SINK_BREAKER_FAILURES_DEFAULT,
+    );
+    let max_age = match &s.max_age {
+        Some(t) => cx.duration(t, "`max_age`"),
+        None => Some(SINK_AGE_DEFAULT),
+    };
+    let breaker_open_for = match &s.breaker_open_for {
+        Some(t) => cx.duration(t, "`breaker_open_for`"),
+        None => Some(SINK_BREAKER_OPEN_DEFAULT),
+    };
     Some(Sink {
         id: Arc::from(s.id.value.as_str()),
         url: url.to_string(),
         timeout,
         secret_env: s.secret_env.as_ref().map(|e| e.value.clone()),
+        concurrency: concurrency?,
+        max_attempts: max_attempts?,
+        max_age: max_age?,
+        breaker_failures: breaker_failures?,
+        breaker_open_for: breaker_open_for?,
     })
 }
 

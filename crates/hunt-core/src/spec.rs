@@ -119,6 +119,20 @@ pub struct SinkSpec {
     pub timeout: Option<Sp<String>>,
     /// Name of the environment variable that holds the HMAC signing secret.
     pub secret_env: Option<Sp<String>>,
+    /// How many deliveries to this sink may be in flight at once (default 8).
+    pub concurrency: Option<Sp<u64>>,
+    /// Attempts before a delivery goes to the dead-letter queue (default 12).
+    pub max_attempts: Option<Sp<u64>>,
+    /// How long a delivery is retried before it goes to the dead-letter queue (a
+    /// duration, default `24h`).
+    #[schemars(with = "Option<String>")]
+    pub max_age: Option<Sp<String>>,
+    /// Failed attempts in a row that open the sink's circuit breaker (default 5).
+    pub breaker_failures: Option<Sp<u64>>,
+    /// How long an open breaker waits before one probe delivery (a duration, default
+    /// `30s`).
+    #[schemars(with = "Option<String>")]
+    pub breaker_open_for: Option<Sp<String>>,
 }
 
 /// In which order a hunt's steps must be found.
@@ -261,7 +275,20 @@ pub const FIELDS: &[(&str, &[&str])] = &[
     ("Settings", &["max_lateness"]),
     ("PoolSpec", &["id", "description", "codes", "generate"]),
     ("GenerateSpec", &["prefix", "count", "digits", "start"]),
-    ("SinkSpec", &["id", "url", "timeout", "secret_env"]),
+    (
+        "SinkSpec",
+        &[
+            "id",
+            "url",
+            "timeout",
+            "secret_env",
+            "concurrency",
+            "max_attempts",
+            "max_age",
+            "breaker_failures",
+            "breaker_open_for",
+        ],
+    ),
     (
         "HuntSpec",
         &[
@@ -601,6 +628,11 @@ impl Reader<'_> {
             url: url?,
             timeout,
             secret_env,
+            concurrency: self.opt_uint(&obj, "concurrency", what),
+            max_attempts: self.opt_uint(&obj, "max_attempts", what),
+            max_age: self.opt_scalar_text(&obj, "max_age", what),
+            breaker_failures: self.opt_uint(&obj, "breaker_failures", what),
+            breaker_open_for: self.opt_scalar_text(&obj, "breaker_open_for", what),
         })
     }
 

@@ -69,7 +69,7 @@ impl App {
         })
     }
 
-    fn ready(&self) -> Result<&Arc<Service>, ApiError> {
+    pub(crate) fn ready(&self) -> Result<&Arc<Service>, ApiError> {
         let s = self.service.get().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -89,7 +89,7 @@ impl App {
     }
 
     /// The key's name (`-` in development mode without keys), if it has `role`.
-    fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<String, ApiError> {
+    pub(crate) fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<String, ApiError> {
         if self.http.keys.is_empty() {
             return Ok("-".into());
         }
@@ -152,7 +152,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -203,6 +203,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/hunts/{id}/stats", get(get_hunt_stats))
         .route("/v1/hunts/{id}/winners", get(get_hunt_winners))
         .route("/v1/config", get(get_config).put(put_config))
+        .route("/v1/dlq", get(crate::admin::list))
+        .route("/v1/dlq/retry", post(crate::admin::retry))
+        .route("/v1/dlq/drop", post(crate::admin::drop))
+        .route("/v1/dlq/{id}", get(crate::admin::show))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

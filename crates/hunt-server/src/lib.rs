@@ -8,6 +8,7 @@
 //! or go on after the log failed (it stops; the next start recovers from the log).
 //! The rules of the engine itself live in `hunt-core`; the log in `hunt-store`.
 
+mod admin;
 pub mod api;
 pub mod auth;
 pub mod metrics;

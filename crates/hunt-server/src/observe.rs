@@ -3,6 +3,7 @@
 //! what each pool has left.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 use crate::metrics::label;
 use crate::service::Service;
@@ -77,21 +78,108 @@ pub async fn render(service: &Service) -> String {
             );
         }
     }
+    let pools = service.pools();
     let _ = writeln!(
         out,
         "# HELP hunt_pool_remaining Codes a pool has left.\n# TYPE hunt_pool_remaining gauge"
     );
+    for (pool, _, remaining) in &pools {
+        let _ = writeln!(
+            out,
+            "hunt_pool_remaining{{pool=\"{}\"}} {remaining}",
+            label(pool)
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP hunt_pool_size Codes a pool holds.\n# TYPE hunt_pool_size gauge"
     );
-    for (pool, size, remaining) in service.pools() {
-        let _ = writeln!(
-            out,
-            "hunt_pool_remaining{{pool=\"{}\"}} {remaining}",
-            label(&pool)
-        );
-        let _ = writeln!(out, "hunt_pool_size{{pool=\"{}\"}} {size}", label(&pool));
+    for (pool, size, _) in &pools {
+        let _ = writeln!(out, "hunt_pool_size{{pool=\"{}\"}} {size}", label(pool));
     }
+    sinks(service, &mut out);
     out
+}
+
+/// Per sink: deliveries by result, attempt latency, queue depth, in flight, breaker
+/// state and dead letters.
+fn sinks(service: &Service, out: &mut String) {
+    let sinks = service.notifier.sinks();
+    let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    head(
+        out,
+        "hunt_sink_deliveries_total",
+        "counter",
+        "Delivery attempts by result: delivered, failed (tried again later), dead_lettered.",
+    );
+    for rt in &sinks {
+        let m = &rt.metrics;
+        for (result, n) in [
+            ("delivered", &m.delivered),
+            ("failed", &m.failed),
+            ("dead_lettered", &m.dead_lettered),
+        ] {
+            let _ = writeln!(
+                out,
+                "hunt_sink_deliveries_total{{sink=\"{}\",result=\"{result}\"}} {}",
+                label(&rt.id),
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+    head(
+        out,
+        "hunt_sink_attempt_seconds",
+        "histogram",
+        "Time of each delivery attempt, to an answer, a timeout or an error.",
+    );
+    for rt in &sinks {
+        rt.metrics.attempt_seconds.render_series(
+            out,
+            "hunt_sink_attempt_seconds",
+            &format!("sink=\"{}\"", label(&rt.id)),
+        );
+    }
+    let counts: Vec<(usize, usize)> = sinks.iter().map(|rt| service.notifier.counts(&rt.id)).collect();
+    let now = std::time::Instant::now();
+    for (name, help, get) in [
+        (
+            "hunt_sink_queue_depth",
+            "Deliveries waiting for the sink, in flight included.",
+            (|_: &crate::notify::deliver::SinkRt, c: (usize, usize), _| c.0 as f64)
+                as fn(&_, (usize, usize), std::time::Instant) -> f64,
+        ),
+        (
+            "hunt_sink_in_flight",
+            "Delivery attempts under way.",
+            |rt, _, _| rt.metrics.in_flight.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "hunt_sink_breaker_state",
+            "The sink's circuit breaker: 0 closed, 1 half-open (probing), 2 open.",
+            |rt, _, _| f64::from(rt.breaker_state().gauge()),
+        ),
+        (
+            "hunt_sink_breaker_open_seconds",
+            "How long the breaker has been open or probing without closing (0 when closed).",
+            |rt, _, now| rt.open_for(now).map_or(0.0, |d| d.as_secs_f64()),
+        ),
+        (
+            "hunt_sink_dead_letters",
+            "Deliveries in the dead-letter queue.",
+            |_, c, _| c.1 as f64,
+        ),
+    ] {
+        head(out, name, "gauge", help);
+        for (rt, c) in sinks.iter().zip(&counts) {
+            let _ = writeln!(
+                out,
+                "{name}{{sink=\"{}\"}} {}",
+                label(&rt.id),
+                get(rt, *c, now)
+            );
+        }
+    }
 }

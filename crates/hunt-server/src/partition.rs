@@ -18,6 +18,8 @@ use hunt_store::{Log, Ticket};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::notify::cloudevent::{Origin, notifies};
+use crate::notify::deliver::{Dispatch, Round};
 use crate::records::{KIND_EVENT, encode_event};
 use crate::state::{Answer, HuntCounters, PartitionState, Version, Winner};
 
@@ -108,6 +110,10 @@ pub struct Worker {
     /// The last receipt time given, so receipt times never go back within a partition.
     pub last_received: Timestamp,
     pub clock: fn() -> Timestamp,
+    /// Where rounds whose outcomes go to sinks are handed over, once submitted.
+    pub notify: Option<mpsc::UnboundedSender<Dispatch>>,
+    /// This round's events whose outcomes go to sinks: (record index, origin).
+    pub notify_items: Vec<(usize, Origin)>,
 }
 
 /// Replies waiting for this round's submission.
@@ -236,6 +242,10 @@ impl Worker {
             // when the pools are rebuilt from the log on restart.
             alloc.commit();
             records.push((KIND_EVENT, encode_event(&event, received, &answer)));
+            if self.notify.is_some() && notifies(version.catalog(), &answer) {
+                self.notify_items
+                    .push((records.len() - 1, Origin::of(&event, received, answer.clone())));
+            }
             statuses.push((index, event.id, Status::Accepted(answer)));
         }
         statuses
@@ -245,10 +255,24 @@ impl Worker {
     async fn flush(&mut self, records: &mut Vec<(u8, Vec<u8>)>, replies: &mut Vec<Reply>) {
         let mut failed = None;
         if !records.is_empty() {
+            let n = records.len();
             match self.log.submit_async(std::mem::take(records)).await {
-                Ok(t) => self.last_ticket = Some(t),
+                Ok(t) => {
+                    if !self.notify_items.is_empty()
+                        && let Some(tx) = &self.notify
+                    {
+                        let _ = tx.send(Dispatch::Round(Round {
+                            ticket: t.clone(),
+                            records: n,
+                            version: self.version.clone(),
+                            items: std::mem::take(&mut self.notify_items),
+                        }));
+                    }
+                    self.last_ticket = Some(t)
+                }
                 Err(e) => failed = Some(e.to_string()),
             }
+            self.notify_items.clear();
         }
         for r in replies.drain(..) {
             match r {

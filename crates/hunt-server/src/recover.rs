@@ -8,6 +8,8 @@
 use hunt_core::engine::Outcome;
 use hunt_store::{Log, Lsn, Snapshots};
 
+use crate::notify::cloudevent::{Origin, deliveries, notifies};
+use crate::notify::outbox::{self, KIND_DELIVERY, Outbox};
 use crate::records::{KIND_CONFIG, KIND_EVENT, decode_config, decode_event};
 use crate::state::{DedupeConfig, PartitionState, ReplayAllocator, Version, partition_of};
 
@@ -26,12 +28,17 @@ pub struct Report {
     /// Damaged snapshots skipped, and the like.
     pub warnings: Vec<String>,
     pub last_lsn: Lsn,
+    /// Delivery state changes read, and those that did not fit the delivery's state.
+    pub delivery_changes: u64,
+    pub delivery_misfits: u64,
 }
 
 pub struct Recovered {
     /// The version in force at the end of the log (`None`: the log holds none yet).
     pub version: Option<Version>,
     pub states: Vec<PartitionState>,
+    /// Every pending delivery and dead letter.
+    pub outbox: Outbox,
     pub report: Report,
 }
 
@@ -50,14 +57,18 @@ pub fn recover(
         .map(|_| PartitionState::new(dedupe))
         .collect();
     let mut from = 1;
+    let mut outbox = Outbox::default();
     if let Some(snaps) = snapshots {
         let (latest, warnings) = snaps.latest().map_err(|e| e.to_string())?;
         report.warnings.extend(warnings);
         if let Some(snap) = latest {
             match crate::snapshot::decode(&snap.payload, partitions, dedupe) {
-                Ok((record, s)) => {
-                    version = Some(Version::compile(record)?);
-                    states = s;
+                Ok(d) => {
+                    version = Some(Version::compile(d.version)?);
+                    states = d.states;
+                    for e in d.outbox {
+                        outbox.restore(e);
+                    }
                     from = snap.lsn + 1;
                     report.snapshot_lsn = Some(snap.lsn);
                     report.last_lsn = snap.lsn;
@@ -93,6 +104,12 @@ pub fn recover(
                 let mut alloc = ReplayAllocator::new(&e.outcomes);
                 let answer = state.apply(&v.engine, &e.event, e.received, &mut alloc);
                 report.events += 1;
+                if notifies(v.catalog(), &e.outcomes) {
+                    let origin = Origin::of(&e.event, e.received, e.outcomes.clone().into());
+                    for d in deliveries(v.catalog(), rec.lsn, &origin) {
+                        outbox.queue(d, e.received);
+                    }
+                }
                 if alloc.unanswered > 0 || answer[..] != e.outcomes[..] {
                     report.mismatches += 1;
                     if report.first_mismatch.is_none() {
@@ -107,6 +124,19 @@ pub fn recover(
                     Some(Version::compile(c).map_err(|e| format!("record {}: {e}", rec.lsn))?);
                 report.config_versions += 1;
             }
+            KIND_DELIVERY => {
+                let d =
+                    outbox::decode(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
+                report.delivery_changes += 1;
+                // A change that does not fit (two operators retrying one dead letter
+                // at once, say) changes nothing; it must not stop a restart.
+                if let Err(e) = outbox.apply(&d) {
+                    report.delivery_misfits += 1;
+                    if report.delivery_misfits <= 3 {
+                        report.warnings.push(format!("record {}: {e}", rec.lsn));
+                    }
+                }
+            }
             k => return Err(format!("record {}: unknown kind {k}", rec.lsn)),
         }
         progress(rec.lsn);
@@ -118,6 +148,7 @@ pub fn recover(
     Ok(Recovered {
         version,
         states,
+        outbox,
         report,
     })
 }

@@ -111,10 +111,23 @@ pub async fn serve(
             "recorded the given hunts file as a new version"
         );
     }
-    let service = Service::start(config.engine.clone(), log, snapshots, recovered);
+    let pending = recovered.outbox.pending().count();
+    let dead = recovered.outbox.dead_letters().len();
+    let service = match Service::start(config.engine.clone(), log, snapshots, recovered) {
+        Ok(s) => s,
+        Err(e) => {
+            stop_tx.send_replace(true);
+            let _ = server.await;
+            return Err(e);
+        }
+    };
     let _ = app.service.set(service.clone());
-    tracing::info!(version = service.version().record.version, "ready");
-    crate::service::warn_if_sinks_unserved(&service.version());
+    tracing::info!(
+        version = service.version().record.version,
+        deliveries_pending = pending,
+        dead_letters = dead,
+        "ready"
+    );
     // Rate-limit state of idle keys and customers is let go once a minute.
     let trim = tokio::spawn({
         let app = app.clone();

@@ -15,6 +15,7 @@ use hunt_store::{Durability, Log, LogConfig, Snapshots};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
+use crate::notify::deliver::{Notifier, SINK_QUEUE_MAX_DEFAULT};
 use crate::partition::{Batch, Handle, Msg, Paused, Status, UserView, Worker};
 use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
 use crate::recover;
@@ -33,6 +34,8 @@ pub struct EngineConfig {
     pub durability: Durability,
     /// Open a damaged log by moving the damage aside (see the log's guarantees).
     pub repair: bool,
+    /// The most deliveries one sink may have waiting.
+    pub sink_queue_max: usize,
 }
 
 /// Default partitions: one per core is enough; more keeps a hot customer's partition
@@ -60,6 +63,7 @@ impl EngineConfig {
             snapshot_every_events: SNAPSHOT_EVERY_DEFAULT,
             durability: Durability::Fsync,
             repair: false,
+            sink_queue_max: SINK_QUEUE_MAX_DEFAULT,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct Service {
     /// One pause of all partitions at a time (version switches, snapshots).
     coordinator: tokio::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
+    /// Deliveries to the sinks.
+    pub notifier: Arc<Notifier>,
     backlog: AtomicUsize,
     accepted_since_snapshot: AtomicU64,
     /// Set when the log failed: the server stops (fail-stop).
@@ -220,19 +226,6 @@ pub fn open(
     ))
 }
 
-/// Says, in the log, that the version names sinks which nothing delivers to yet.
-pub fn warn_if_sinks_unserved(v: &Version) {
-    let sinks = &v.catalog().sinks;
-    if !sinks.is_empty() {
-        let ids: Vec<&str> = sinks.iter().map(|s| &*s.id).collect();
-        tracing::warn!(
-            sinks = %ids.join(", "),
-            "this hunts file names sinks, but this build does not deliver notifications yet: \
-             outcomes are recorded in the log and answered to the poster, not sent to sinks"
-        );
-    }
-}
-
 /// A hunts file's errors as text, for a start that cannot go on.
 pub fn render_report(report: &hunt_core::diag::Report) -> String {
     let mut s = format!("{} has {} error(s):", report.name, report.errors());
@@ -250,11 +243,18 @@ impl Service {
         log: Log,
         snapshots: Snapshots,
         recovered: recover::Recovered,
-    ) -> Arc<Service> {
+    ) -> Result<Arc<Service>, String> {
         let metrics = Arc::new(Metrics::default());
         log.set_observer(metrics.clone());
         let log = Arc::new(log);
         let version = Arc::new(recovered.version.expect("open() ensures a version"));
+        let notifier = Notifier::start(
+            log.clone(),
+            recovered.outbox,
+            &version,
+            now,
+            config.sink_queue_max,
+        )?;
         let mut partitions = Vec::new();
         let mut workers = Vec::new();
         for state in recovered.states {
@@ -269,12 +269,14 @@ impl Service {
                 last_ticket: None,
                 last_received: Timestamp(0),
                 clock: now,
+                notify: Some(notifier.sender()),
+                notify_items: Vec::new(),
             };
             workers.push(tokio::spawn(w.run()));
             partitions.push(Handle { tx, backlog });
         }
         let (fatal, _) = tokio::sync::watch::channel(None);
-        Arc::new_cyclic(|me| Service {
+        Ok(Arc::new_cyclic(|me| Service {
             me: me.clone(),
             config,
             partitions,
@@ -288,7 +290,8 @@ impl Service {
             fatal,
             closed: AtomicBool::new(false),
             workers: std::sync::Mutex::new(workers),
-        })
+            notifier,
+        }))
     }
 
     pub fn version(&self) -> Arc<Version> {
@@ -565,7 +568,7 @@ impl Service {
                     name,
                     "hunts file version in force"
                 );
-                warn_if_sinks_unserved(&self.version());
+                self.notifier.configure(&self.version());
                 Ok(record)
             }
             Err(e) => {
@@ -592,7 +595,13 @@ impl Service {
                 wait_err = Some(e.to_string());
             }
         }
-        let lsn = self.log.durable_lsn();
+        // Every delivery owed by the events so far queued, no delivery change half
+        // done: the outbox is then exactly what the log holds up to `lsn`.
+        self.notifier.barrier().await;
+        let (outbox, lsn) = self
+            .notifier
+            .copy_for_snapshot(|| self.log.durable_lsn())
+            .await;
         for r in resumes {
             let _ = r.send(version.clone());
         }
@@ -605,7 +614,7 @@ impl Service {
         let snaps = self.snapshots.clone();
         let record = version.record.clone();
         let bytes = tokio::task::spawn_blocking(move || {
-            let payload = crate::snapshot::encode(&record, &copies);
+            let payload = crate::snapshot::encode(&record, &copies, &outbox);
             snaps.save(lsn, &payload).map(|()| payload.len())
         })
         .await
@@ -632,6 +641,7 @@ impl Service {
         {
             tracing::warn!(error = %e, "final snapshot failed; the next start replays the log");
         }
+        self.notifier.shutdown().await;
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for w in &workers {
             w.abort();

@@ -91,6 +91,7 @@ impl Server {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        hunt_server::notify::install_tls_provider();
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(config, listener, async move {
             let _ = rx.await;
@@ -206,6 +207,38 @@ impl Server {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
         )
+    }
+
+    /// Posts JSON to any path.
+    #[allow(dead_code)]
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .with_key(
+                self.client
+                    .post(format!("{}{path}", self.url))
+                    .header("content-type", "application/json")
+                    .body(body.to_string()),
+            )
+            .send()
+            .await
+            .expect("request sent");
+        let status = r.status().as_u16();
+        (
+            status,
+            serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The text of `/metrics`.
+    #[allow(dead_code)]
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("request sent");
+        r.text().await.unwrap()
     }
 
     pub async fn put_config(&self, text: &str) -> (u16, Value) {

@@ -232,7 +232,7 @@ async fn a_request_dropped_half_way_gives_its_backlog_back() {
     .await
     .unwrap()
     .unwrap();
-    let service = hunt_server::service::Service::start(config, log, snaps, recovered);
+    let service = hunt_server::service::Service::start(config, log, snaps, recovered).unwrap();
     let batch = |round: usize| -> Vec<(usize, hunt_core::engine::Event)> {
         (0..10)
             .map(|i| {

@@ -7,5 +7,6 @@ mod auth;
 mod config;
 mod ingest;
 mod limits;
+mod notify;
 mod restart;
 mod rewards;

@@ -26,6 +26,38 @@ pub struct Delivery {
     pub body: Vec<u8>,
 }
 
+/// What a delivery tells of the event behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    pub user: String,
+    pub id: String,
+    pub kind: String,
+    pub received: Timestamp,
+    pub outcomes: std::sync::Arc<[Outcome]>,
+}
+
+impl Origin {
+    pub fn of(event: &Event, received: Timestamp, outcomes: std::sync::Arc<[Outcome]>) -> Origin {
+        Origin {
+            user: event.user.clone(),
+            id: event.id.clone(),
+            kind: event.kind.clone(),
+            received,
+            outcomes,
+        }
+    }
+}
+
+/// Whether any of `outcomes` goes to a sink.
+pub fn notifies(catalog: &Catalog, outcomes: &[Outcome]) -> bool {
+    !catalog.sinks.is_empty()
+        && outcomes.iter().any(|o| {
+            catalog
+                .hunt_index(o.hunt())
+                .is_some_and(|h| !catalog.hunts[h].notify.is_empty())
+        })
+}
+
 /// The CloudEvent `type` of an outcome.
 pub fn event_type(o: &Outcome) -> &'static str {
     match o {
@@ -39,21 +71,15 @@ pub fn event_type(o: &Outcome) -> &'static str {
 
 /// The deliveries owed for the outcomes of the event recorded at `lsn`: each outcome to
 /// every sink its hunt notifies, in outcome order, then sink order.
-pub fn deliveries(
-    catalog: &Catalog,
-    lsn: Lsn,
-    event: &Event,
-    received: Timestamp,
-    outcomes: &[Outcome],
-) -> Vec<Delivery> {
+pub fn deliveries(catalog: &Catalog, lsn: Lsn, origin: &Origin) -> Vec<Delivery> {
     let mut out = Vec::new();
-    for (i, o) in outcomes.iter().enumerate() {
+    for (i, o) in origin.outcomes.iter().enumerate() {
         let Some(h) = catalog.hunt_index(o.hunt()) else {
             continue;
         };
         for &sink in &catalog.hunts[h].notify {
             let key = format!("{lsn}.{i}.{}", catalog.sinks[sink].id);
-            let ce = cloudevent(&key, event, received, o);
+            let ce = cloudevent(&key, origin, o);
             out.push(Delivery {
                 sink,
                 sink_id: catalog.sinks[sink].id.clone(),
@@ -68,18 +94,18 @@ pub fn deliveries(
     out
 }
 
-fn cloudevent(key: &str, event: &Event, received: Timestamp, o: &Outcome) -> Value {
+fn cloudevent(key: &str, origin: &Origin, o: &Outcome) -> Value {
     let mut data = serde_json::to_value(o).expect("an outcome serializes");
-    data["user"] = json!(event.user);
-    data["event_id"] = json!(event.id);
-    data["event_type"] = json!(event.kind);
+    data["user"] = json!(origin.user);
+    data["event_id"] = json!(origin.id);
+    data["event_type"] = json!(origin.kind);
     json!({
         "specversion": "1.0",
         "id": key,
         "source": format!("/hunts/{}", o.hunt()),
         "type": event_type(o),
-        "subject": event.user,
-        "time": received,
+        "subject": origin.user,
+        "time": origin.received,
         "datacontenttype": "application/json",
         "data": data,
     })
@@ -128,13 +154,10 @@ hunts:
                 code: "C-1".into(),
             },
         ];
-        let d = deliveries(
-            &catalog,
-            77,
-            &event,
-            Timestamp(1_795_766_400_000),
-            &outcomes,
-        );
+        let origin = Origin::of(&event, Timestamp(1_795_766_400_000), outcomes.into());
+        assert!(notifies(&catalog, &origin.outcomes));
+        assert!(!notifies(&catalog, &origin.outcomes[1..2]), "`quiet` has no sinks");
+        let d = deliveries(&catalog, 77, &origin);
         let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(keys, ["77.0.crm", "77.0.audit", "77.2.crm", "77.2.audit"]);
         let ce: Value = serde_json::from_slice(&d[2].body).unwrap();
@@ -146,15 +169,6 @@ hunts:
         assert_eq!(ce["data"]["code"], "C-1");
         assert_eq!(ce["data"]["event_id"], "e9");
         // The same inputs give the same bytes: a retry sends what the first try sent.
-        assert_eq!(
-            d,
-            deliveries(
-                &catalog,
-                77,
-                &event,
-                Timestamp(1_795_766_400_000),
-                &outcomes
-            )
-        );
+        assert_eq!(d, deliveries(&catalog, 77, &origin));
     }
 }

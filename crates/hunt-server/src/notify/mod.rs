@@ -7,6 +7,13 @@
 
 pub mod breaker;
 pub mod cloudevent;
+pub mod deliver;
 pub mod outbox;
 pub mod retry;
 pub mod signature;
+
+/// Installs ring as the TLS provider of this process (reqwest is built without one);
+/// call before building an HTTP client. Later calls do nothing.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

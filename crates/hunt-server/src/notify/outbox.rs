@@ -9,8 +9,9 @@
 //! Delivery is at-least-once: a delivery whose `Delivered` record was lost in a crash
 //! is sent again, with the same idempotency key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use hunt_core::time::Timestamp;
 use hunt_store::Lsn;
@@ -57,127 +58,282 @@ pub fn decode(payload: &[u8]) -> Result<DeliveryRecord, String> {
 }
 
 /// One failed attempt, or how an entry got where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub at: Timestamp,
     pub error: String,
 }
 
 /// A delivery and its history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub key: String,
     pub sink: Arc<str>,
     pub hunt: Arc<str>,
-    #[serde(skip)]
+    /// The event record's LSN and the outcome's index in it.
+    pub lsn: Lsn,
+    pub outcome: u32,
+    /// The CloudEvent sent, byte for byte the same on every attempt.
     pub body: Arc<[u8]>,
     pub queued_at: Timestamp,
+    /// Where its attempt budget started: queued, or last sent back from the DLQ.
+    pub since: Timestamp,
+    /// Failed attempts since `since`.
+    pub attempts: u32,
     /// Every failed attempt, oldest first (kept through retries from the DLQ).
     pub history: Vec<Attempt>,
     /// Set while in the dead-letter queue.
     pub dead_at: Option<Timestamp>,
 }
 
-/// Orders entries by the event's LSN, then the outcome, then the sink.
-type Order = (Lsn, u32, Arc<str>);
+/// An entry's place within its sink: the event's LSN, then the outcome.
+type Order = (Lsn, u32);
 
-/// Pending deliveries and the dead-letter queue.
+/// One sink's deliveries. A pending entry is in exactly one of `ready`, `waiting` or
+/// in flight (taken by a sender, in neither).
+#[derive(Debug, Default)]
+struct SinkBox {
+    pending: BTreeMap<Order, Entry>,
+    ready: BTreeSet<Order>,
+    waiting: BTreeSet<(Instant, Order)>,
+    dead: BTreeMap<Order, Entry>,
+}
+
+/// What a sender needs for one attempt.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub key: String,
+    pub body: Arc<[u8]>,
+    pub attempts: u32,
+    pub since: Timestamp,
+}
+
+/// Which dead letters an operator means.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub key: Option<String>,
+    pub sink: Option<String>,
+    pub hunt: Option<String>,
+    /// Dead-lettered at or after / before (ms since the epoch).
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+impl Filter {
+    pub fn matches(&self, e: &Entry) -> bool {
+        let dead = e.dead_at.unwrap_or(e.queued_at);
+        self.key.as_deref().is_none_or(|k| k == e.key)
+            && self.sink.as_deref().is_none_or(|s| s == &*e.sink)
+            && self.hunt.as_deref().is_none_or(|h| h == &*e.hunt)
+            && self.since.is_none_or(|t| dead >= t)
+            && self.until.is_none_or(|t| dead < t)
+    }
+}
+
+/// Pending deliveries and the dead-letter queue, per sink.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    pending: BTreeMap<Order, Entry>,
-    dead: BTreeMap<Order, Entry>,
+    sinks: HashMap<Arc<str>, SinkBox>,
     /// Where each key is.
-    index: std::collections::HashMap<String, Order>,
+    index: HashMap<String, (Arc<str>, Order)>,
     /// Records about keys this outbox does not hold (ignored, counted).
     pub unknown: u64,
 }
 
 impl Outbox {
-    /// A delivery owed, from an event record at `queued_at`.
-    pub fn queue(&mut self, d: Delivery, queued_at: Timestamp) {
-        let order: Order = (d.lsn, d.outcome, d.sink_id.clone());
+    /// A delivery owed, from an event record at `queued_at`; ready to send. False if
+    /// the key is already held.
+    pub fn queue(&mut self, d: Delivery, queued_at: Timestamp) -> bool {
         if self.index.contains_key(&d.key) {
-            return;
+            return false;
         }
-        self.index.insert(d.key.clone(), order.clone());
-        self.pending.insert(
+        let order: Order = (d.lsn, d.outcome);
+        self.index
+            .insert(d.key.clone(), (d.sink_id.clone(), order));
+        let b = self.sinks.entry(d.sink_id.clone()).or_default();
+        b.ready.insert(order);
+        b.pending.insert(
             order,
             Entry {
                 key: d.key,
                 sink: d.sink_id,
                 hunt: d.hunt,
+                lsn: d.lsn,
+                outcome: d.outcome,
                 body: d.body.into(),
                 queued_at,
+                since: queued_at,
+                attempts: 0,
                 history: Vec::new(),
                 dead_at: None,
             },
         );
+        true
+    }
+
+    /// Puts back an entry as a snapshot held it (pending ones ready to send).
+    pub fn restore(&mut self, e: Entry) {
+        let order: Order = (e.lsn, e.outcome);
+        self.index.insert(e.key.clone(), (e.sink.clone(), order));
+        let b = self.sinks.entry(e.sink.clone()).or_default();
+        if e.dead_at.is_some() {
+            b.dead.insert(order, e);
+        } else {
+            b.ready.insert(order);
+            b.pending.insert(order, e);
+        }
     }
 
     /// Applies a recorded change. A change that does not fit the entry's state (say,
-    /// `Retried` for an entry not in the DLQ) is refused with the reason.
+    /// `Retried` for an entry not in the DLQ) is refused with the reason. A failed
+    /// attempt leaves the entry where it is: the sender schedules it again.
     pub fn apply(&mut self, r: &DeliveryRecord) -> Result<(), String> {
-        let Some(order) = self.index.get(&r.key).cloned() else {
+        let Some((sink, order)) = self.index.get(&r.key).cloned() else {
             self.unknown += 1;
             return Ok(());
         };
+        let b = self.sinks.entry(sink).or_default();
         let at = Timestamp(r.at);
         let misfit = |state: &str| format!("delivery {}: `{:?}` while {state}", r.key, r.change);
+        let unschedule = |b: &mut SinkBox| {
+            b.ready.remove(&order);
+            b.waiting.retain(|(_, o)| *o != order);
+        };
         match &r.change {
             Change::Failed { error } => {
-                let e = self
+                let e = b
                     .pending
                     .get_mut(&order)
                     .ok_or_else(|| misfit("dead-lettered"))?;
+                e.attempts += 1;
                 e.history.push(Attempt {
                     at,
                     error: error.clone(),
                 });
             }
             Change::Delivered => {
-                self.pending
+                b.pending
                     .remove(&order)
                     .ok_or_else(|| misfit("dead-lettered"))?;
+                unschedule(b);
                 self.index.remove(&r.key);
             }
             Change::DeadLettered { error } => {
-                let mut e = self
+                let mut e = b
                     .pending
                     .remove(&order)
                     .ok_or_else(|| misfit("dead-lettered"))?;
+                unschedule(b);
+                e.attempts += 1;
                 e.history.push(Attempt {
                     at,
                     error: error.clone(),
                 });
                 e.dead_at = Some(at);
-                self.dead.insert(order, e);
+                b.dead.insert(order, e);
             }
             Change::Retried => {
-                let mut e = self.dead.remove(&order).ok_or_else(|| misfit("pending"))?;
+                let mut e = b.dead.remove(&order).ok_or_else(|| misfit("pending"))?;
                 e.dead_at = None;
-                self.pending.insert(order, e);
+                e.attempts = 0;
+                e.since = at;
+                b.ready.insert(order);
+                b.pending.insert(order, e);
             }
             Change::Dropped => {
-                self.dead.remove(&order).ok_or_else(|| misfit("pending"))?;
+                b.dead.remove(&order).ok_or_else(|| misfit("pending"))?;
                 self.index.remove(&r.key);
             }
         }
         Ok(())
     }
 
-    /// Pending deliveries, oldest event first.
-    pub fn pending(&self) -> impl Iterator<Item = &Entry> {
-        self.pending.values()
+    /// The oldest ready delivery of `sink`, taken for an attempt (first moving those
+    /// whose wait is over to ready).
+    pub fn take(&mut self, sink: &str, now: Instant) -> Option<Job> {
+        let b = self.sinks.get_mut(sink)?;
+        while let Some(&(t, order)) = b.waiting.first() {
+            if t > now {
+                break;
+            }
+            b.waiting.pop_first();
+            b.ready.insert(order);
+        }
+        let order = b.ready.pop_first()?;
+        let e = &b.pending[&order];
+        Some(Job {
+            key: e.key.clone(),
+            body: e.body.clone(),
+            attempts: e.attempts,
+            since: e.since,
+        })
     }
 
-    /// The dead-letter queue, oldest event first.
-    pub fn dead_letters(&self) -> impl Iterator<Item = &Entry> {
-        self.dead.values()
+    /// Schedules a taken delivery again: at once, or not before `at`. Nothing happens
+    /// if it is no longer pending.
+    pub fn put_back(&mut self, key: &str, at: Option<Instant>) {
+        let Some((sink, order)) = self.index.get(key).cloned() else {
+            return;
+        };
+        let Some(b) = self.sinks.get_mut(&sink) else {
+            return;
+        };
+        if !b.pending.contains_key(&order) {
+            return;
+        }
+        match at {
+            Some(t) => {
+                b.waiting.insert((t, order));
+            }
+            None => {
+                b.ready.insert(order);
+            }
+        }
+    }
+
+    /// When the next waiting delivery of `sink` is due, if none is ready.
+    pub fn next_due(&self, sink: &str) -> Option<Instant> {
+        self.sinks.get(sink)?.waiting.first().map(|(t, _)| *t)
+    }
+
+    /// Pending deliveries of one sink (in flight included).
+    pub fn pending_count(&self, sink: &str) -> usize {
+        self.sinks.get(sink).map_or(0, |b| b.pending.len())
+    }
+
+    /// Dead letters of one sink.
+    pub fn dead_count(&self, sink: &str) -> usize {
+        self.sinks.get(sink).map_or(0, |b| b.dead.len())
+    }
+
+    /// Sinks this outbox holds anything for.
+    pub fn sinks(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.sinks.keys()
+    }
+
+    /// Pending deliveries, per sink, oldest event first.
+    pub fn pending(&self) -> impl Iterator<Item = &Entry> {
+        self.sinks.values().flat_map(|b| b.pending.values())
+    }
+
+    /// The dead-letter queue, oldest first.
+    pub fn dead_letters(&self) -> Vec<&Entry> {
+        let mut all: Vec<&Entry> = self.sinks.values().flat_map(|b| b.dead.values()).collect();
+        all.sort_by_key(|e| (e.lsn, e.outcome, e.sink.clone()));
+        all
     }
 
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        let order = self.index.get(key)?;
-        self.pending.get(order).or_else(|| self.dead.get(order))
+        let (sink, order) = self.index.get(key)?;
+        let b = self.sinks.get(sink)?;
+        b.pending.get(order).or_else(|| b.dead.get(order))
+    }
+
+    /// Every entry, for a snapshot.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.sinks
+            .values()
+            .flat_map(|b| b.pending.values().chain(b.dead.values()))
     }
 }
 
@@ -231,14 +387,17 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(o.pending().count(), 1);
-        let dead = o.dead_letters().next().unwrap();
+        let dead = o.dead_letters()[0];
         assert_eq!(dead.dead_at, Some(Timestamp(9)));
+        assert_eq!(dead.attempts, 2);
         assert_eq!(dead.history.len(), 2);
         assert_eq!(dead.history[0].error, "timeout after 3s");
 
         // Retried: pending again, history kept, same key.
         o.apply(&rec("10.0.crm", 20, Change::Retried)).unwrap();
-        assert_eq!(o.dead_letters().count(), 0);
+        assert_eq!(o.dead_letters().len(), 0);
+        let e = o.get("10.0.crm").unwrap();
+        assert_eq!((e.attempts, e.since), (0, Timestamp(20)), "a fresh budget");
         assert_eq!(o.get("10.0.crm").unwrap().history.len(), 2);
         o.apply(&rec("10.0.crm", 21, Change::Delivered)).unwrap();
         assert!(o.get("10.0.crm").is_none());
@@ -257,10 +416,38 @@ mod tests {
         ))
         .unwrap();
         o.apply(&rec("9.1.crm", 24, Change::Dropped)).unwrap();
-        assert_eq!((o.pending().count(), o.dead_letters().count()), (0, 0));
+        assert_eq!((o.pending().count(), o.dead_letters().len()), (0, 0));
         // A record about a key it never held is counted, not an error.
         o.apply(&rec("1.0.crm", 25, Change::Delivered)).unwrap();
         assert_eq!(o.unknown, 1);
+    }
+
+    #[test]
+    fn a_sender_takes_the_oldest_ready_and_waits_out_a_backoff() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
+        let mut o = Outbox::default();
+        for lsn in [5, 3, 4] {
+            o.queue(d(lsn, 0, "crm"), Timestamp(1));
+        }
+        o.queue(d(1, 0, "audit"), Timestamp(1));
+        let j = o.take("crm", ms(0)).unwrap();
+        assert_eq!(j.key, "3.0.crm", "oldest first, this sink only");
+        // In flight: not taken twice.
+        assert_eq!(o.take("crm", ms(0)).unwrap().key, "4.0.crm");
+        o.apply(&rec("3.0.crm", 2, Change::Failed { error: "503".into() }))
+            .unwrap();
+        o.put_back("3.0.crm", Some(ms(100)));
+        assert_eq!(o.next_due("crm"), Some(ms(100)));
+        assert_eq!(o.take("crm", ms(50)).unwrap().key, "5.0.crm");
+        assert!(o.take("crm", ms(50)).is_none(), "3 waits, 4 and 5 in flight");
+        let j = o.take("crm", ms(100)).unwrap();
+        assert_eq!((j.key.as_str(), j.attempts), ("3.0.crm", 1));
+        // Delivered while in flight: gone, and putting it back does nothing.
+        o.apply(&rec("4.0.crm", 3, Change::Delivered)).unwrap();
+        o.put_back("4.0.crm", None);
+        assert!(o.take("crm", ms(200)).is_none());
+        assert_eq!((o.pending_count("crm"), o.pending_count("audit")), (2, 1));
     }
 
     #[test]
