@@ -45,9 +45,7 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
 
 fn time(v: &Option<String>, name: &str) -> Result<Option<Timestamp>, ApiError> {
     v.as_deref()
-        .map(|t| {
-            Timestamp::parse(t).map_err(|e| bad("bad_time", format!("`{name}`: {e}")))
-        })
+        .map(|t| Timestamp::parse(t).map_err(|e| bad("bad_time", format!("`{name}`: {e}"))))
         .transpose()
 }
 
@@ -117,12 +115,14 @@ fn selection(body: &Bytes) -> Result<Filter, ApiError> {
     let s: Selection = if body.iter().all(u8::is_ascii_whitespace) {
         Selection::default()
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| bad("bad_selection", format!("{e}; {hint}")))?
+        serde_json::from_slice(body).map_err(|e| bad("bad_selection", format!("{e}; {hint}")))?
     };
     let filtered = s.sink.is_some() || s.hunt.is_some() || s.since.is_some() || s.until.is_some();
     match (s.id.is_some(), filtered, s.all) {
-        (false, false, false) => Err(bad("no_selection", format!("say which dead letters: {hint}"))),
+        (false, false, false) => Err(bad(
+            "no_selection",
+            format!("say which dead letters: {hint}"),
+        )),
         (true, true, _) | (true, _, true) | (_, true, true) => Err(bad(
             "bad_selection",
             format!("give one of `id`, a filter or `all`, not several; {hint}"),

@@ -142,7 +142,10 @@ fn sinks(service: &Service, out: &mut String) {
             &format!("sink=\"{}\"", label(&rt.id)),
         );
     }
-    let counts: Vec<(usize, usize)> = sinks.iter().map(|rt| service.notifier.counts(&rt.id)).collect();
+    let counts: Vec<(usize, usize)> = sinks
+        .iter()
+        .map(|rt| service.notifier.counts(&rt.id))
+        .collect();
     let now = std::time::Instant::now();
     for (name, help, get) in [
         (

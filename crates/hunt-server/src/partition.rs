@@ -243,8 +243,10 @@ impl Worker {
             alloc.commit();
             records.push((KIND_EVENT, encode_event(&event, received, &answer)));
             if self.notify.is_some() && notifies(version.catalog(), &answer) {
-                self.notify_items
-                    .push((records.len() - 1, Origin::of(&event, received, answer.clone())));
+                self.notify_items.push((
+                    records.len() - 1,
+                    Origin::of(&event, received, answer.clone()),
+                ));
             }
             statuses.push((index, event.id, Status::Accepted(answer)));
         }

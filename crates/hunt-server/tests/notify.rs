@@ -52,11 +52,7 @@ impl Receiver {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let r = Receiver {
-            inner,
-            secret,
-            url,
-        };
+        let r = Receiver { inner, secret, url };
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(hook))
             .with_state(r.clone());
@@ -183,11 +179,17 @@ async fn a_failing_hanging_then_recovering_sink_loses_nothing_and_blocks_nothing
 
     // Healthy: each outcome arrives once, as a signed CloudEvent keyed by its id.
     claim(&s, "ann").await;
-    until("ann's outcomes delivered", || async { rx.got().len() >= PER_CLAIM }).await;
+    until("ann's outcomes delivered", || async {
+        rx.got().len() >= PER_CLAIM
+    })
+    .await;
     // Sent concurrently: in any order (the key says which outcome of which event).
     let mut got = rx.got();
     got.sort_by(|a, b| a.key.cmp(&b.key));
-    let types: Vec<&str> = got.iter().map(|g| g.body["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = got
+        .iter()
+        .map(|g| g.body["type"].as_str().unwrap())
+        .collect();
     assert_eq!(
         types,
         ["hunt.step.found", "hunt.completed", "hunt.reward.granted"]
@@ -233,7 +235,9 @@ async fn a_failing_hanging_then_recovering_sink_loses_nothing_and_blocks_nothing
             "{errors:?}"
         );
         assert!(
-            errors.iter().all(|e| e.contains("503") || e.contains("no answer within 300 ms")),
+            errors
+                .iter()
+                .all(|e| e.contains("503") || e.contains("no answer within 300 ms")),
             "{errors:?}"
         );
     }
@@ -251,7 +255,11 @@ async fn a_failing_hanging_then_recovering_sink_loses_nothing_and_blocks_nothing
     // And from the snapshot a clean stop takes.
     s.stop().await.unwrap();
     let s = Server::start(&dir, opts()).await;
-    assert_eq!(dlq(&s).await, before, "the same dead letters from the snapshot");
+    assert_eq!(
+        dlq(&s).await,
+        before,
+        "the same dead letters from the snapshot"
+    );
 
     // Recovered: retry-all delivers each dead letter once, with its key.
     rx.set(Mode::Answer);
@@ -289,7 +297,11 @@ async fn a_failing_hanging_then_recovering_sink_loses_nothing_and_blocks_nothing
     rx.set(Mode::Answer);
     let s = Server::start(&dir, opts()).await;
     until("fay's outcomes delivered after the restart", || async {
-        rx.got().iter().filter(|g| g.body["subject"] == "fay").count() >= PER_CLAIM
+        rx.got()
+            .iter()
+            .filter(|g| g.body["subject"] == "fay")
+            .count()
+            >= PER_CLAIM
     })
     .await;
     // Nothing lost, nothing doubled: every key of every outcome exactly once (no 2xx
@@ -323,7 +335,10 @@ async fn dead_letters_are_listed_shown_filtered_and_dropped() {
     )
     .await;
     claim(&s, "ann").await;
-    until("dead-lettered", || async { dlq(&s).await["total"] == PER_CLAIM }).await;
+    until("dead-lettered", || async {
+        dlq(&s).await["total"] == PER_CLAIM
+    })
+    .await;
     let list = dlq(&s).await;
     let first = list["entries"][0]["id"].as_str().unwrap().to_string();
     let (status, one) = s.get(&format!("/v1/dlq/{first}")).await;
@@ -346,11 +361,17 @@ async fn dead_letters_are_listed_shown_filtered_and_dropped() {
     assert!(v["error"]["message"].as_str().unwrap().contains("since"));
     // A selection is required, and only one kind of it.
     let (status, v) = s.post_json("/v1/dlq/drop", json!({})).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("no_selection")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("no_selection"))
+    );
     let (status, v) = s
         .post_json("/v1/dlq/drop", json!({"id": first, "all": true}))
         .await;
-    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("bad_selection")));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("bad_selection"))
+    );
     let (status, v) = s.post_json("/v1/dlq/drop", json!({"ids": [1]})).await;
     assert_eq!(status, 400, "{v}");
     let (status, _) = s

@@ -156,7 +156,10 @@ hunts:
         ];
         let origin = Origin::of(&event, Timestamp(1_795_766_400_000), outcomes.into());
         assert!(notifies(&catalog, &origin.outcomes));
-        assert!(!notifies(&catalog, &origin.outcomes[1..2]), "`quiet` has no sinks");
+        assert!(
+            !notifies(&catalog, &origin.outcomes[1..2]),
+            "`quiet` has no sinks"
+        );
         let d = deliveries(&catalog, 77, &origin);
         let keys: Vec<&str> = d.iter().map(|d| d.key.as_str()).collect();
         assert_eq!(keys, ["77.0.crm", "77.0.audit", "77.2.crm", "77.2.audit"]);

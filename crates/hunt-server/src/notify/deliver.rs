@@ -506,9 +506,8 @@ impl Notifier {
             let job = lock(&self.outbox).take(&rt.id, now);
             let Some(job) = job else {
                 let due = lock(&self.outbox).next_due(&rt.id);
-                let sleep = tokio::time::sleep_until(
-                    due.unwrap_or(now + Duration::from_secs(3600)).into(),
-                );
+                let sleep =
+                    tokio::time::sleep_until(due.unwrap_or(now + Duration::from_secs(3600)).into());
                 tokio::select! {
                     _ = rt.wake.notified() => {}
                     _ = sleep => {}
@@ -587,7 +586,10 @@ impl Notifier {
                         let why = if f.permanent {
                             "not retried: the receiver refused this delivery".to_string()
                         } else if attempts >= cfg.retry.attempts_max {
-                            format!("no attempts left ({attempts} of {})", cfg.retry.attempts_max)
+                            format!(
+                                "no attempts left ({attempts} of {})",
+                                cfg.retry.attempts_max
+                            )
                         } else {
                             "too old to try again (`max_age`)".to_string()
                         };
@@ -741,7 +743,9 @@ async fn send(
     // A little of what the receiver said helps whoever reads the dead letter.
     let said = match tokio::time::timeout(Duration::from_millis(500), resp.bytes()).await {
         Ok(Ok(b)) if !b.is_empty() => {
-            let text = String::from_utf8_lossy(&b[..b.len().min(200)]).trim().to_string();
+            let text = String::from_utf8_lossy(&b[..b.len().min(200)])
+                .trim()
+                .to_string();
             format!(": {text}")
         }
         _ => String::new(),
@@ -762,7 +766,10 @@ async fn send(
 
 fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
-        return format!("no answer within {} ms (the sink's timeout)", timeout.as_millis());
+        return format!(
+            "no answer within {} ms (the sink's timeout)",
+            timeout.as_millis()
+        );
     }
     let mut s = if e.is_connect() {
         "cannot connect".to_string()

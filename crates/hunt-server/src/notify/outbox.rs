@@ -148,8 +148,7 @@ impl Outbox {
             return false;
         }
         let order: Order = (d.lsn, d.outcome);
-        self.index
-            .insert(d.key.clone(), (d.sink_id.clone(), order));
+        self.index.insert(d.key.clone(), (d.sink_id.clone(), order));
         let b = self.sinks.entry(d.sink_id.clone()).or_default();
         b.ready.insert(order);
         b.pending.insert(
@@ -435,12 +434,21 @@ mod tests {
         assert_eq!(j.key, "3.0.crm", "oldest first, this sink only");
         // In flight: not taken twice.
         assert_eq!(o.take("crm", ms(0)).unwrap().key, "4.0.crm");
-        o.apply(&rec("3.0.crm", 2, Change::Failed { error: "503".into() }))
-            .unwrap();
+        o.apply(&rec(
+            "3.0.crm",
+            2,
+            Change::Failed {
+                error: "503".into(),
+            },
+        ))
+        .unwrap();
         o.put_back("3.0.crm", Some(ms(100)));
         assert_eq!(o.next_due("crm"), Some(ms(100)));
         assert_eq!(o.take("crm", ms(50)).unwrap().key, "5.0.crm");
-        assert!(o.take("crm", ms(50)).is_none(), "3 waits, 4 and 5 in flight");
+        assert!(
+            o.take("crm", ms(50)).is_none(),
+            "3 waits, 4 and 5 in flight"
+        );
         let j = o.take("crm", ms(100)).unwrap();
         assert_eq!((j.key.as_str(), j.attempts), ("3.0.crm", 1));
         // Delivered while in flight: gone, and putting it back does nothing.
