@@ -123,6 +123,7 @@ impl Server {
                 rate_per_user: None,
             },
             hunts: Some(("bench.yaml".into(), hunts.to_string())),
+            alerts: None,
         };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -182,3 +182,34 @@ pub async fn drop(
 ) -> Result<Json<Value>, ApiError> {
     operate(app, headers, body, false).await
 }
+
+pub async fn alerts(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    app.authorize(&headers, Role::Read)?;
+    app.ready()?;
+    let a = app.alerts.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the alerts are not evaluated yet",
+        )
+    })?;
+    let rules: Vec<Value> = a
+        .config
+        .rules
+        .iter()
+        .map(|r| json!({"name": r.name, "condition": r.describe()}))
+        .collect();
+    let states = a.states();
+    let firing = states
+        .iter()
+        .filter(|s| s.state == crate::alerts::Phase::Firing)
+        .count();
+    Ok(Json(json!({
+        "firing": firing,
+        "alerts": states,
+        "rules": rules,
+    })))
+}

@@ -49,6 +49,8 @@ pub const WINNERS_LIMIT_MAX: usize = 10_000;
 pub struct App {
     /// Set once the log is replayed; until then only health and readiness answer.
     pub service: OnceLock<Arc<Service>>,
+    /// Set with the service.
+    pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
     pub http: HttpConfig,
     key_limiter: Option<DefaultKeyedRateLimiter<String>>,
     user_limiter: Option<DefaultKeyedRateLimiter<String>>,
@@ -64,6 +66,7 @@ impl App {
             user_limiter: limiter(http.rate_per_user),
             http,
             service: OnceLock::new(),
+            alerts: OnceLock::new(),
             request_ids: AtomicU64::new(0),
             started: Instant::now(),
         })
@@ -211,6 +214,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/dlq/retry", post(crate::admin::retry))
         .route("/v1/dlq/drop", post(crate::admin::drop))
         .route("/v1/dlq/{id}", get(crate::admin::show))
+        .route("/v1/alerts", get(crate::admin::alerts))
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -753,7 +757,10 @@ async fn get_metrics(State(app): State<Arc<App>>) -> Response {
     let Some(service) = app.service.get() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     };
-    let text = crate::observe::render(service).await;
+    let mut text = crate::observe::render(service).await;
+    if let Some(a) = app.alerts.get() {
+        a.render(&mut text);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

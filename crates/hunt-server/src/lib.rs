@@ -9,6 +9,7 @@
 //! The rules of the engine itself live in `hunt-core`; the log in `hunt-store`.
 
 mod admin;
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod metrics;

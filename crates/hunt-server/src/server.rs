@@ -17,6 +17,8 @@ pub struct ServeConfig {
     pub http: HttpConfig,
     /// The hunts file given at start: (name, text).
     pub hunts: Option<(String, String)>,
+    /// Alert rules; `None`: the defaults.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 /// Refuses to open every endpoint, admin included, to a network without keys.
@@ -121,7 +123,13 @@ pub async fn serve(
             return Err(e);
         }
     };
+    // The alerts first: the service being set is what makes the server ready.
+    let alerts = crate::alerts::Alerts::new(config.alerts.clone().unwrap_or_else(|| {
+        crate::alerts::AlertsConfig::defaults(config.engine.backlog_events_max)
+    }));
+    let _ = app.alerts.set(alerts.clone());
     let _ = app.service.set(service.clone());
+    let alerting = tokio::spawn(alerts.run(service.clone()));
     tracing::info!(
         version = service.version().record.version,
         deliveries_pending = pending,
@@ -148,6 +156,8 @@ pub async fn serve(
     let served = server.await.map_err(|e| e.to_string())?;
     trim.abort();
     let _ = trim.await;
+    alerting.abort();
+    let _ = alerting.await;
     service.shutdown().await;
     // Every partition worker is gone; the log closes (syncing what is queued) when
     // the last reference is dropped, which must happen before the data directory's

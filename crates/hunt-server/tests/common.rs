@@ -38,6 +38,7 @@ pub struct Options {
     pub backlog_events_max: usize,
     pub dedupe_entries_max: usize,
     pub snapshot_every_events: u64,
+    pub alerts: Option<hunt_server::alerts::AlertsConfig>,
 }
 
 impl Default for Options {
@@ -52,6 +53,7 @@ impl Default for Options {
             backlog_events_max: 100_000,
             dedupe_entries_max: 1_000_000,
             snapshot_every_events: 1_000_000,
+            alerts: None,
         }
     }
 }
@@ -88,6 +90,7 @@ impl Server {
                 rate_per_user: o.rate_per_user.and_then(std::num::NonZeroU32::new),
             },
             hunts: o.hunts.map(|t| ("hunts.yaml".to_string(), t)),
+            alerts: o.alerts,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -35,6 +35,8 @@ struct Inner {
     got: Vec<Got>,
     /// Requests seen in any mode.
     seen: usize,
+    /// Alerts posted to `/alerts`.
+    alerts: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -55,6 +57,7 @@ impl Receiver {
         let r = Receiver { inner, secret, url };
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(hook))
+            .route("/alerts", axum::routing::post(alert_hook))
             .with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         r
@@ -71,6 +74,12 @@ impl Receiver {
     fn seen(&self) -> usize {
         self.inner.lock().unwrap().seen
     }
+}
+
+async fn alert_hook(State(r): State<Receiver>, body: Bytes) -> StatusCode {
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    r.inner.lock().unwrap().alerts.push(v);
+    StatusCode::OK
 }
 
 async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -398,5 +407,106 @@ async fn dead_letters_are_listed_shown_filtered_and_dropped() {
     .await;
     assert_eq!(dlq(&s).await["total"], 0);
     assert_eq!(rx.got().len(), 0);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_and_resolve_in_the_api_metrics_and_webhook() {
+    let rx = Receiver::start(b"unused-secret-0123456789").await;
+    rx.set(Mode::Fail);
+    let (_tmp, dir) = tempdir();
+    let text = hunts(&rx.url, "X")
+        .replace("    secret_env: X\n", "")
+        .replace("max_attempts: 3", "max_attempts: 1")
+        .replace("count: 1000", "count: 4");
+    let alerts_url = rx.url.replace("/hook", "/alerts");
+    let alerts = hunt_server::alerts::AlertsConfig::parse(&format!(
+        r#"
+every: 50ms
+webhook: {{ url: "{alerts_url}" }}
+rules:
+  - {{ name: dlq, dead_letters_over: 0, sink: crm }}
+  - {{ name: crm_down, breaker_open_for: 100ms }}
+  - {{ name: codes_low, pool_below_percent: 50 }}
+  - {{ name: codes_soon_gone, pool_runs_out_within: 1h, window: 2s }}
+  - {{ name: backlog, backlog_over: 1000000, for: 1m }}
+"#
+    ))
+    .unwrap();
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: Some(text),
+            alerts: Some(alerts),
+            ..Options::default()
+        },
+    )
+    .await;
+    let firing = |v: &Value, alert: &str| {
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["alert"] == alert && a["state"] == "firing")
+    };
+    let (status, v) = s.get("/v1/alerts").await;
+    assert_eq!((status, &v["firing"]), (200, &json!(0)), "{v}");
+    for u in ["ann", "bob", "cat"] {
+        claim(&s, u).await;
+    }
+    until(
+        "dead letters, a breaker, a pool low and running out",
+        || async {
+            let v = s.get("/v1/alerts").await.1;
+            ["dlq", "crm_down", "codes_low", "codes_soon_gone"]
+                .iter()
+                .all(|a| firing(&v, a))
+        },
+    )
+    .await;
+    let (_, v) = s.get("/v1/alerts").await;
+    assert!(!firing(&v, "backlog"), "{v}");
+    assert_eq!(v["rules"].as_array().unwrap().len(), 5);
+    let m = s.metrics().await;
+    assert_eq!(
+        gauge(&m, "hunt_alert_firing{alert=\"dlq\",subject=\"crm\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        gauge(&m, "hunt_alert_firing{alert=\"codes_low\",subject=\"p\"}"),
+        Some(1.0)
+    );
+    until("the webhook told of the dead letters", || async {
+        rx.inner
+            .lock()
+            .unwrap()
+            .alerts
+            .iter()
+            .any(|a| a["alert"] == "dlq" && a["status"] == "firing" && a["subject"] == "crm")
+    })
+    .await;
+    // The sink recovers and its dead letters are retried: both alerts resolve.
+    rx.set(Mode::Answer);
+    let (status, _) = s.post_json("/v1/dlq/retry", json!({"sink": "crm"})).await;
+    assert_eq!(status, 200);
+    until("resolved", || async {
+        let v = s.get("/v1/alerts").await.1;
+        !firing(&v, "dlq") && !firing(&v, "crm_down")
+    })
+    .await;
+    until("the webhook told of the resolution", || async {
+        rx.inner
+            .lock()
+            .unwrap()
+            .alerts
+            .iter()
+            .any(|a| a["alert"] == "dlq" && a["status"] == "resolved")
+    })
+    .await;
+    let m = s.metrics().await;
+    assert_eq!(
+        gauge(&m, "hunt_alert_firing{alert=\"dlq\",subject=\"crm\"}"),
+        Some(0.0)
+    );
     s.stop().await.unwrap();
 }

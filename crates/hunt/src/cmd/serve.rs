@@ -75,6 +75,14 @@ pub struct Args {
     /// refusing to start.
     #[arg(long)]
     repair: bool,
+    /// Alert rules and the alert webhook (YAML; see docs/alerts.md). Without it the
+    /// default rules apply.
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<PathBuf>,
+    /// The most deliveries one sink may have waiting; past it new ones go straight to
+    /// the dead-letter queue, saying why.
+    #[arg(long, default_value_t = hunt_server::notify::deliver::SINK_QUEUE_MAX_DEFAULT)]
+    sink_queue_max: usize,
     /// Log lines as JSON (one object per line) instead of text.
     #[arg(long)]
     log_json: bool,
@@ -118,6 +126,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     engine.backlog_events_max = args.backlog_max;
     engine.snapshot_every_events = args.snapshot_every.max(1);
     engine.repair = args.repair;
+    if args.sink_queue_max == 0 {
+        anyhow::bail!("--sink-queue-max must be at least 1");
+    }
+    engine.sink_queue_max = args.sink_queue_max;
+    let alerts = match &args.alerts {
+        Some(p) => Some(
+            hunt_server::alerts::AlertsConfig::parse(&render::read_text(p)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
     let http = HttpConfig {
         limits: Limits {
             body_bytes_max: args.max_body_bytes,
@@ -136,6 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         engine,
         http,
         hunts,
+        alerts,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
