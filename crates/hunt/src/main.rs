@@ -48,6 +48,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Verify the whole event log and rebuild the projections offline.
     Replay(cmd::replay::Args),
+    /// The dead-letter queue of a running server: list, show, retry, drop.
+    Dlq(cmd::dlq::Args),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Schema => cmd::schema::run(),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Replay(a) => cmd::replay::run(a),
+        Command::Dlq(a) => cmd::dlq::run(a),
     };
     match result {
         Ok(code) => code,

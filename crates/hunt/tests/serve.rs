@@ -21,14 +21,13 @@ struct Served {
 
 /// Starts `hunt serve` on an ephemeral port and waits until it is ready.
 fn serve(data: &std::path::Path) -> Served {
+    serve_with(data, &root().join("examples/welcome.yaml"))
+}
+
+fn serve_with(data: &std::path::Path, config: &std::path::Path) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
-        .args([
-            "serve",
-            "--config",
-            "examples/welcome.yaml",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
         .arg("--data")
         .arg(data)
         .current_dir(root())
@@ -300,4 +299,116 @@ fn serve_without_keys_refuses_a_public_address() {
         "{}",
         text(&out.stderr)
     );
+}
+
+fn dlq(addr: SocketAddr, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["dlq", "--server", &format!("http://{addr}")])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn dlq_commands_list_show_retry_and_drop_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on: every delivery is refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.path().join("hunts.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+version: 1
+sinks:
+  - {{ id: crm, url: "http://{closed}/hook", max_attempts: 1 }}
+hunts:
+  - id: claim
+    steps: [{{ id: s, on: claim }}]
+    notify: [crm]
+"#
+        ),
+    )
+    .unwrap();
+    let mut s = serve_with(&dir.path().join("data"), &config);
+    let (status, _) = request(
+        s.addr,
+        "POST",
+        "/v1/events",
+        &json!({"id": "e1", "user": "ann", "type": "claim"}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    let t = Instant::now();
+    let listed = loop {
+        let (code, out, err) = dlq(s.addr, &["list"]);
+        assert_eq!(code, 0, "{err}");
+        if out.contains("2 shown of 2") {
+            break out;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{out}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Two outcomes (the step, the completion), each a dead letter naming the refusal.
+    assert!(
+        listed.contains("crm") && listed.contains("cannot connect"),
+        "{listed}"
+    );
+    let id = listed
+        .lines()
+        .find_map(|l| {
+            l.split('┆')
+                .next()
+                .and_then(|c| c.split('│').nth(1))
+                .map(str::trim)
+                .filter(|c| c.ends_with(".crm"))
+        })
+        .unwrap()
+        .to_string();
+    let (code, shown, err) = dlq(s.addr, &["show", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        shown.contains("hunt.step.found") || shown.contains("hunt.completed"),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("\"id\": \"{id}\"")), "{shown}");
+    let (code, _, err) = dlq(s.addr, &["retry"]);
+    assert_eq!(code, 2, "a selection is needed");
+    assert!(err.contains("say which dead letters"), "{err}");
+    let (code, _, err) = dlq(s.addr, &["drop", "9.9.nothing"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("404") && err.contains("9.9.nothing"), "{err}");
+    let (code, out, err) = dlq(s.addr, &["retry", "--all"]);
+    assert_eq!((code, out.trim()), (0, "retried 2"), "{err}");
+    // Refused again: back in the DLQ, each now with two attempts in its history.
+    let t = Instant::now();
+    loop {
+        let (_, out, _) = dlq(s.addr, &["--json", "list"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        if v["total"] == 2
+            && v["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["attempts"] == 2)
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out, err) = dlq(s.addr, &["drop", "--sink", "crm"]);
+    assert_eq!((code, out.trim()), (0, "dropped 2"), "{err}");
+    let (_, out, _) = dlq(s.addr, &["list"]);
+    assert_eq!(out.trim(), "no dead letters");
+    s.child.kill().unwrap();
+    let _ = s.child.wait();
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod dlq;
 pub mod gen_traffic;
 pub mod replay;
 pub mod schema;
