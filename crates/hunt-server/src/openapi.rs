@@ -23,6 +23,26 @@ fn hunt_param() -> Value {
     json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }])
 }
 
+fn dlq_op(summary: &str, verb: &str) -> Value {
+    let err = json!({ "$ref": "#/components/schemas/Error" });
+    let mut o = op(
+        summary,
+        Some("admin"),
+        json!({
+            "200": { "description": format!("`{verb}`: how many, and `ids` (the first thousand)."), "content": { "application/json": {} } },
+            "400": { "description": "No selection, or more than one kind of it.", "content": { "application/json": { "schema": err } } },
+            "404": { "description": "The `id` given is not a dead letter.", "content": { "application/json": { "schema": err } } }
+        }),
+    );
+    o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": {
+        "description": "One of: `id`; a filter (`sink`, `hunt`, `since`, `until`, combined with and); `all: true`.",
+        "type": "object", "additionalProperties": false,
+        "properties": {
+            "id": { "type": "string" }, "sink": { "type": "string" }, "hunt": { "type": "string" },
+            "since": { "type": "string" }, "until": { "type": "string" }, "all": { "type": "boolean" } } } } } });
+    o
+}
+
 pub fn document() -> String {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
@@ -67,6 +87,21 @@ pub fn document() -> String {
                         "parameters": [{ "name": "name", "in": "query", "schema": { "type": "string" } }],
                         "requestBody": { "required": true, "content": { "application/yaml": {}, "application/json": {} } },
                         "responses": { "200": ok("The new version."), "422": e("The file has errors: details hold every diagnostic, as `hunt check --json`.") } } },
+                "/v1/dlq": { "get": op("Dead letters, oldest first, each with its error history.", Some("admin"),
+                    json!({ "200": ok("`total` and `entries`."), "400": e("Bad filter or limit.") })),
+                    "parameters": [
+                        { "name": "sink", "in": "query", "schema": { "type": "string" } },
+                        { "name": "hunt", "in": "query", "schema": { "type": "string" } },
+                        { "name": "since", "in": "query", "description": "Dead-lettered at or after (RFC 3339).", "schema": { "type": "string" } },
+                        { "name": "until", "in": "query", "description": "Dead-lettered before (RFC 3339).", "schema": { "type": "string" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 10000, "default": 100 } }] },
+                "/v1/dlq/{id}": { "get": op("One delivery, pending or dead: its history and the CloudEvent it carries.", Some("admin"),
+                    json!({ "200": ok("The delivery."), "404": e("No such delivery.") })),
+                    "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }] },
+                "/v1/dlq/retry": { "post": dlq_op("Send dead letters back to be delivered: same ids (idempotency keys), history kept, a fresh attempt budget.", "retried") },
+                "/v1/dlq/drop": { "post": dlq_op("Remove dead letters for good.", "dropped") },
+                "/v1/alerts": { "get": op("Every alert with its state (ok, pending, firing), and the rules.", Some("read"),
+                    json!({ "200": ok("`firing`, `alerts`, `rules`.") })) },
                 "/metrics": { "get": { "summary": "Prometheus text format.", "responses": { "200": { "description": "Metrics." } } } },
                 "/healthz": { "get": { "summary": "The process is up.", "responses": { "200": { "description": "ok" } } } },
                 "/readyz": { "get": { "summary": "Ready once the log is replayed.", "responses": { "200": { "description": "ready" }, "503": e("starting or stopping") } } },
