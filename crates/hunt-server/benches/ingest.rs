@@ -13,6 +13,11 @@
 //! snapshot every so many events, to see what one costs under load). HUNT_BENCH_NO_FSYNC=1 runs the server without
 //! fdatasync — not durable, for diagnosis only: it shows how much of a figure is the
 //! disk's.
+//!
+//! HUNT_BENCH_SINK=1 measures something else: every hunt notifies one webhook sink, and
+//! each round runs batches and single events twice, once with a healthy receiver (it
+//! answers 200 at once) and once with a hanging one (it never answers), in alternating
+//! order, to show that a dead sink does not slow ingestion.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -228,6 +233,8 @@ struct Run {
     records_per_commit: f64,
     /// The clean stop (a snapshot of everything applied) took this long.
     stop_secs: f64,
+    /// `/metrics` at the end of the load.
+    metrics: String,
 }
 
 /// Runs `clients` client loops against a fresh server; each loop gets the next body
@@ -302,6 +309,163 @@ fn scenario(
         max_ms: percentile(&lat, 1.0),
         records_per_commit: records_per_commit(&metrics),
         stop_secs,
+        metrics,
+    }
+}
+
+/// A webhook receiver on its own one-thread runtime: answers 200 at once, or never.
+struct Receiver {
+    addr: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start(hang: bool) -> Receiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .thread_name("receiver")
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |_body: Bytes| async move {
+                if hang {
+                    std::future::pending::<()>().await;
+                }
+                "ok"
+            }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, runtime }
+    }
+}
+
+/// A figure from `/metrics` (the first line starting with `series`).
+fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The bench's hunts, each notifying a sink at `addr`.
+fn with_sink(hunts: &str, addr: SocketAddr) -> String {
+    hunts
+        .replacen(
+            "hunts:\n",
+            &format!(
+                "sinks:\n  - {{ id: hook, url: \"http://{addr}/hook\", timeout: 5s }}\nhunts:\n"
+            ),
+            1,
+        )
+        .replace("    reward: {", "    notify: [hook]\n    reward: {")
+}
+
+/// Healthy against hanging sink, interleaved: see the module's comment.
+fn sink_rounds(base: &Path, rounds: usize, secs: f64, clients: usize, partitions: usize) {
+    let hunts = bench_hunts_file(20);
+    let bodies = Arc::new(batches((secs * 400_000.0) as usize));
+    println!(
+        "sink: 20 hunts notifying one webhook; batches of {BATCH} from {clients} clients, single events from {SINGLE_CLIENTS} clients; {partitions} partitions; {secs} s per scenario; {rounds} rounds, healthy and hanging alternating"
+    );
+    // (healthy, hanging) per figure.
+    let mut figures: std::collections::BTreeMap<&str, (Vec<f64>, Vec<f64>)> = Default::default();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for hang in order {
+            let name = if hang { "hanging" } else { "healthy" };
+            let rx = Receiver::start(hang);
+            let text = with_sink(&hunts, rx.addr);
+            let next = Arc::new(AtomicUsize::new(0));
+            let b = bodies.clone();
+            let t = scenario(
+                base,
+                &text,
+                partitions,
+                clients,
+                secs,
+                BATCH,
+                Arc::new(move |_, _| b.get(next.fetch_add(1, Ordering::Relaxed)).cloned()),
+            );
+            let m = &t.metrics;
+            println!(
+                "round {round}: {name:7} batches {:>8.0} events/s  request p50 {:>6.2} ms  p99 {:>7.2} ms | deliveries: {:.0} delivered, {:.0} dead-lettered, {:.0} waiting, breaker {:.0}",
+                t.per_s,
+                t.p50_ms,
+                t.p99_ms,
+                metric(
+                    m,
+                    "hunt_sink_deliveries_total{sink=\"hook\",result=\"delivered\"}"
+                ),
+                metric(
+                    m,
+                    "hunt_sink_deliveries_total{sink=\"hook\",result=\"dead_lettered\"}"
+                ),
+                metric(m, "hunt_sink_queue_depth{sink=\"hook\"}"),
+                metric(m, "hunt_sink_breaker_state{sink=\"hook\"}"),
+            );
+            let f =
+                |v: &mut (Vec<f64>, Vec<f64>), x: f64| if hang { v.1.push(x) } else { v.0.push(x) };
+            f(figures.entry("batches events/s").or_default(), t.per_s);
+            f(
+                figures.entry("batches request p99 ms").or_default(),
+                t.p99_ms,
+            );
+            let l = scenario(
+                base,
+                &text,
+                partitions,
+                SINGLE_CLIENTS,
+                secs,
+                1,
+                Arc::new(move |c, i| {
+                    Some(Bytes::from(format!(
+                        r#"{{"id":"s{round}-{c}-{i}","user":"u-{:06}","type":"product_view","data":{{"product":"sku-{:04}","category":"shoes","price":59.0}}}}"#,
+                        (c as u64 * 7919 + i * 104_729) % 1_000_000,
+                        i % 500
+                    )))
+                }),
+            );
+            let m = &l.metrics;
+            println!(
+                "round {round}: {name:7} singles {:>8.0} req/s     ack p50 {:>6.2} ms  p99 {:>7.2} ms | deliveries: {:.0} delivered, {:.0} dead-lettered, {:.0} waiting, breaker {:.0}",
+                l.per_s,
+                l.p50_ms,
+                l.p99_ms,
+                metric(
+                    m,
+                    "hunt_sink_deliveries_total{sink=\"hook\",result=\"delivered\"}"
+                ),
+                metric(
+                    m,
+                    "hunt_sink_deliveries_total{sink=\"hook\",result=\"dead_lettered\"}"
+                ),
+                metric(m, "hunt_sink_queue_depth{sink=\"hook\"}"),
+                metric(m, "hunt_sink_breaker_state{sink=\"hook\"}"),
+            );
+            f(figures.entry("singles req/s").or_default(), l.per_s);
+            f(figures.entry("singles ack p99 ms").or_default(), l.p99_ms);
+            rx.runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+    println!("medians of {rounds} rounds (hanging / healthy; the target is within 10 %):");
+    for (name, (healthy, hanging)) in figures {
+        let (a, b) = (median(healthy), median(hanging));
+        println!(
+            "  {name:24} healthy {a:>10.2}  hanging {b:>10.2}  ratio {:.3}",
+            b / a
+        );
     }
 }
 
@@ -311,6 +475,11 @@ fn main() {
     let clients: usize = env("HUNT_BENCH_BATCH_CLIENTS", 4);
     let partitions: usize = env("HUNT_BENCH_PARTITIONS", 8);
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hunt-server-bench");
+    if std::env::var("HUNT_BENCH_SINK").is_ok() {
+        sink_rounds(&base, rounds, secs, clients, partitions);
+        let _ = std::fs::remove_dir_all(&base);
+        return;
+    }
     let hunts = bench_hunts_file(20);
     // Enough bodies for the fastest plausible run (400 k events/s).
     let bodies = Arc::new(batches((secs * 400_000.0) as usize));

@@ -39,6 +39,7 @@ pub struct Options {
     pub dedupe_entries_max: usize,
     pub snapshot_every_events: u64,
     pub alerts: Option<hunt_server::alerts::AlertsConfig>,
+    pub sink_queue_max: usize,
 }
 
 impl Default for Options {
@@ -54,6 +55,7 @@ impl Default for Options {
             dedupe_entries_max: 1_000_000,
             snapshot_every_events: 1_000_000,
             alerts: None,
+            sink_queue_max: 100_000,
         }
     }
 }
@@ -80,6 +82,7 @@ impl Server {
         engine.backlog_events_max = o.backlog_events_max;
         engine.dedupe.entries_max = o.dedupe_entries_max;
         engine.snapshot_every_events = o.snapshot_every_events;
+        engine.sink_queue_max = o.sink_queue_max;
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             engine,

@@ -510,3 +510,54 @@ rules:
     );
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_sinks_queue_is_bounded_and_the_overflow_is_dead_lettered() {
+    let rx = Receiver::start(b"unused-secret-0123456789").await;
+    rx.set(Mode::Hang);
+    let (_tmp, dir) = tempdir();
+    let text = hunts(&rx.url, "X").replace("    secret_env: X\n", "");
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: Some(text),
+            sink_queue_max: 2,
+            ..Options::default()
+        },
+    )
+    .await;
+    for u in ["ann", "bob", "cat"] {
+        claim(&s, u).await;
+    }
+    let overflow = 3 * PER_CLAIM - 2;
+    until("all but two dead-lettered", || async {
+        dlq(&s).await["total"] == overflow
+    })
+    .await;
+    let list = dlq(&s).await;
+    for e in list["entries"].as_array().unwrap() {
+        assert_eq!(e["attempts"], 1, "{e}");
+        assert!(
+            e["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("already had 2 deliveries waiting"),
+            "{e}"
+        );
+    }
+    let m = s.metrics().await;
+    assert_eq!(gauge(&m, "hunt_sink_queue_depth{sink=\"crm\"}"), Some(2.0));
+    // The receiver comes back: the two waiting ones arrive, then the rest on retry.
+    rx.set(Mode::Answer);
+    until("the two waiting delivered", || async {
+        rx.got().len() == 2
+    })
+    .await;
+    let (status, _) = s.post_json("/v1/dlq/retry", json!({"all": true})).await;
+    assert_eq!(status, 200);
+    until("everything delivered", || async {
+        rx.got().len() == 3 * PER_CLAIM
+    })
+    .await;
+    s.stop().await.unwrap();
+}

@@ -161,6 +161,14 @@ pub struct Round {
     pub items: Vec<(usize, Origin)>,
 }
 
+/// What the recorder is handed.
+enum Recorded {
+    /// A delivery's change, when to try again after a failure, and when it happened.
+    Change(String, Change, Option<Instant>, i64),
+    /// Answered once everything handed over before it is recorded.
+    Flush(oneshot::Sender<()>),
+}
+
 pub enum Dispatch {
     Round(Round),
     /// Answered once every round sent before it is queued.
@@ -181,11 +189,13 @@ pub struct Notifier {
     sinks: RwLock<HashMap<Arc<str>, Arc<SinkRt>>>,
     client: reqwest::Client,
     tx: mpsc::UnboundedSender<Dispatch>,
+    recorder: mpsc::UnboundedSender<Recorded>,
     clock: fn() -> Timestamp,
     rng: AtomicU64,
     pub queue_max: usize,
     closed: AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    recorder_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     me: std::sync::Weak<Notifier>,
 }
 
@@ -219,6 +229,7 @@ impl Notifier {
             .build()
             .map_err(|e| format!("cannot build the webhook client: {e}"))?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let (recorder, recorder_rx) = mpsc::unbounded_channel();
         let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) | 1;
         let n = Arc::new_cyclic(|me| Notifier {
             log,
@@ -228,14 +239,17 @@ impl Notifier {
             sinks: RwLock::new(HashMap::new()),
             client,
             tx,
+            recorder,
             clock,
             rng: AtomicU64::new(seed),
             queue_max,
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
+            recorder_task: Mutex::new(None),
             me: me.clone(),
         });
         let d = tokio::spawn(n.clone().dispatcher(rx));
+        *lock(&n.recorder_task) = Some(tokio::spawn(n.clone().recorder(recorder_rx)));
         lock(&n.tasks).push(d);
         n.configure(version);
         Ok(n)
@@ -391,63 +405,69 @@ impl Notifier {
         items: Vec<(usize, Origin)>,
     ) {
         let _g = self.gate.read().await;
-        let mut all = Vec::new();
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        let at = (self.clock)().0;
+        let mut o = lock(&self.outbox);
         for (i, origin) in items {
             let lsn = last - (records - 1 - i) as u64;
             for d in deliveries(version.catalog(), lsn, &origin) {
-                all.push((d, origin.received));
-            }
-        }
-        // Over a sink's bound: recorded as dead letters before they are queued.
-        let mut overflow = Vec::new();
-        let mut overflow_sinks = Vec::new();
-        {
-            let o = lock(&self.outbox);
-            let mut extra: HashMap<&str, usize> = HashMap::new();
-            for (d, _) in &all {
-                let n = extra.entry(&d.sink_id).or_default();
-                if o.pending_count(&d.sink_id) + *n >= self.queue_max {
-                    overflow_sinks.push(d.sink_id.clone());
-                    overflow.push(DeliveryRecord {
-                        key: d.key.clone(),
-                        at: (self.clock)().0,
-                        change: Change::DeadLettered {
-                            error: format!(
-                                "not sent: sink `{}` already has {} deliveries waiting (its bound)",
-                                d.sink_id, self.queue_max
-                            ),
-                        },
-                    });
-                } else {
-                    *n += 1;
+                // Over a sink's bound: held (never sent) and recorded as a dead letter.
+                if o.pending_count(&d.sink_id) >= self.queue_max {
+                    let error = format!(
+                        "not sent: sink `{}` already had {} deliveries waiting (its bound)",
+                        d.sink_id, self.queue_max
+                    );
+                    let key = d.key.clone();
+                    o.queue_held(d, origin.received);
+                    let _ = self.recorder.send(Recorded::Change(
+                        key,
+                        Change::DeadLettered { error },
+                        None,
+                        at,
+                    ));
+                    continue;
                 }
-            }
-        }
-        if !overflow.is_empty() && self.write(&overflow).await.is_err() {
-            return;
-        }
-        let mut touched: Vec<Arc<str>> = Vec::new();
-        {
-            let mut o = lock(&self.outbox);
-            for (d, received) in all {
                 if !touched.contains(&d.sink_id) {
                     touched.push(d.sink_id.clone());
                 }
-                o.queue(d, received);
-            }
-            for r in &overflow {
-                let _ = o.apply(r);
+                o.queue(d, origin.received);
             }
         }
+        drop(o);
         let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
         for id in touched {
             if let Some(rt) = sinks.get(&id) {
                 rt.wake.notify_one();
             }
         }
-        for id in overflow_sinks {
-            if let Some(rt) = sinks.get(&id) {
-                rt.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes the changes senders hand over, many to one submission, and applies them
+    /// once durable. A sender does not wait for this: its slot is free as soon as the
+    /// receiver answered, and the delivery stays taken until its change is applied.
+    async fn recorder(self: Arc<Notifier>, mut rx: mpsc::UnboundedReceiver<Recorded>) {
+        let mut buf = Vec::new();
+        loop {
+            if rx.recv_many(&mut buf, 4096).await == 0 {
+                return;
+            }
+            let mut changes = Vec::with_capacity(buf.len());
+            let mut flushed = Vec::new();
+            for r in buf.drain(..) {
+                match r {
+                    Recorded::Change(key, change, again, at) => {
+                        changes.push((key, change, again, at))
+                    }
+                    Recorded::Flush(tx) => flushed.push(tx),
+                }
+            }
+            if !changes.is_empty()
+                && let Err(e) = self.record_at(changes).await
+            {
+                tracing::error!(error = %e, "cannot record the outcome of deliveries");
+            }
+            for tx in flushed {
+                let _ = tx.send(());
             }
         }
     }
@@ -464,27 +484,61 @@ impl Notifier {
         Ok(())
     }
 
-    /// Records changes, then applies them and schedules failed attempts again.
+    /// Records changes (now), then applies them and schedules failed attempts again.
     async fn record(&self, changes: Vec<Change1>) -> Result<(), String> {
-        let _g = self.gate.read().await;
         let at = (self.clock)().0;
+        self.record_at(changes.into_iter().map(|(k, c, a)| (k, c, a, at)).collect())
+            .await
+    }
+
+    async fn record_at(
+        &self,
+        changes: Vec<(String, Change, Option<Instant>, i64)>,
+    ) -> Result<(), String> {
+        let _g = self.gate.read().await;
         let records: Vec<DeliveryRecord> = changes
             .iter()
-            .map(|(key, change, _)| DeliveryRecord {
+            .map(|(key, change, _, at)| DeliveryRecord {
                 key: key.clone(),
-                at,
+                at: *at,
                 change: change.clone(),
             })
             .collect();
         self.write(&records).await?;
-        let mut o = lock(&self.outbox);
-        for (r, (key, _, again)) in records.iter().zip(&changes) {
-            if let Err(e) = o.apply(r) {
-                tracing::warn!(error = %e, "a delivery change did not fit");
-                continue;
+        let mut woken: Vec<Arc<str>> = Vec::new();
+        {
+            let mut o = lock(&self.outbox);
+            for (r, (key, _, again, _)) in records.iter().zip(&changes) {
+                let sink = o.get(key).map(|e| e.sink.clone());
+                if let Err(e) = o.apply(r) {
+                    tracing::warn!(error = %e, "a delivery change did not fit");
+                    continue;
+                }
+                if matches!(r.change, Change::Failed { .. }) {
+                    o.put_back(key, *again);
+                }
+                if let Some(s) = sink {
+                    if !woken.contains(&s) {
+                        woken.push(s.clone());
+                    }
+                    if let Some(rt) = self.sinks.read().unwrap_or_else(|e| e.into_inner()).get(&s) {
+                        let m = &rt.metrics;
+                        match r.change {
+                            Change::Delivered => m.delivered.fetch_add(1, Ordering::Relaxed),
+                            Change::Failed { .. } => m.failed.fetch_add(1, Ordering::Relaxed),
+                            Change::DeadLettered { .. } => {
+                                m.dead_lettered.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Change::Retried | Change::Dropped => 0,
+                        };
+                    }
+                }
             }
-            if matches!(r.change, Change::Failed { .. }) {
-                o.put_back(key, *again);
+        }
+        let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
+        for s in woken {
+            if let Some(rt) = sinks.get(&s) {
+                rt.wake.notify_one();
             }
         }
         Ok(())
@@ -520,17 +574,13 @@ impl Notifier {
                     "not sent: sink `{}` is not in the hunts file in force (version {v})",
                     rt.id
                 );
-                let me = self.clone();
-                let rt2 = rt.clone();
-                inflight.spawn(async move {
-                    if me
-                        .record(vec![(job.key, Change::DeadLettered { error }, None)])
-                        .await
-                        .is_ok()
-                    {
-                        rt2.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+                let at = (self.clock)().0;
+                let _ = self.recorder.send(Recorded::Change(
+                    job.key,
+                    Change::DeadLettered { error },
+                    None,
+                    at,
+                ));
                 continue;
             }
             let permit = lock(&rt.breaker).permit(now);
@@ -604,16 +654,10 @@ impl Notifier {
                 }
             }
         };
-        let counter = match &change.1 {
-            Change::Delivered => &rt.metrics.delivered,
-            Change::Failed { .. } => &rt.metrics.failed,
-            _ => &rt.metrics.dead_lettered,
-        };
-        if let Err(e) = self.record(vec![change]).await {
-            tracing::error!(error = %e, sink = %rt.id, "cannot record a delivery's outcome");
-            return;
-        }
-        counter.fetch_add(1, Ordering::Relaxed);
+        let (key, change, again) = change;
+        let _ = self
+            .recorder
+            .send(Recorded::Change(key, change, again, (self.clock)().0));
         rt.wake.notify_one();
     }
 
@@ -668,7 +712,8 @@ impl Notifier {
         Ok(keys)
     }
 
-    /// Stops every sender (deliveries in flight are tried again after the restart).
+    /// Stops every sender (attempts in flight are made again after the restart), then
+    /// records what was handed over.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         let tasks = std::mem::take(&mut *lock(&self.tasks));
@@ -676,6 +721,15 @@ impl Notifier {
             t.abort();
         }
         for t in tasks {
+            let _ = t.await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.recorder.send(Recorded::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        }
+        let recorder = lock(&self.recorder_task).take();
+        if let Some(t) = recorder {
+            t.abort();
             let _ = t.await;
         }
     }

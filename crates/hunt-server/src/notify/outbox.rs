@@ -170,6 +170,17 @@ impl Outbox {
         true
     }
 
+    /// A delivery owed that is not to be sent (taken at once, as if in flight): its
+    /// dead-lettering is being recorded.
+    pub fn queue_held(&mut self, d: Delivery, queued_at: Timestamp) {
+        let (sink, order) = (d.sink_id.clone(), (d.lsn, d.outcome));
+        if self.queue(d, queued_at)
+            && let Some(b) = self.sinks.get_mut(&sink)
+        {
+            b.ready.remove(&order);
+        }
+    }
+
     /// Puts back an entry as a snapshot held it (pending ones ready to send).
     pub fn restore(&mut self, e: Entry) {
         let order: Order = (e.lsn, e.outcome);
