@@ -98,7 +98,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     app.authorize(&headers, Role::Admin)?;
     let service = app.ready()?;
-    let e = service.notifier.get(&id).ok_or_else(|| {
+    let e = service.notifier.get(&id).await.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_delivery",
@@ -106,7 +106,11 @@ pub async fn show(
         )
     })?;
     let mut v = entry_json(&e);
-    v["event"] = serde_json::from_slice(&e.body).unwrap_or(Value::Null);
+    v["event"] = e
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or(Value::Null);
     Ok(Json(v))
 }
 

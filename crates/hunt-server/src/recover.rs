@@ -141,6 +141,13 @@ pub fn recover(
         }
         progress(rec.lsn);
     }
+    // Deliveries sent back from the dead-letter queue get their bodies back.
+    let missing = outbox.missing_bodies();
+    if !missing.is_empty() {
+        for (key, body) in crate::notify::deliver::load_bodies(log, missing)? {
+            outbox.set_body(&key, body);
+        }
+    }
     if let Some(v) = &mut version {
         v.restore_pools(states.iter().flat_map(|s| s.grants()))
             .map_err(|e| format!("rebuilding reward pools: {e}"))?;

@@ -94,6 +94,13 @@ pub fn deliveries(catalog: &Catalog, lsn: Lsn, origin: &Origin) -> Vec<Delivery>
     out
 }
 
+/// The body of outcome `index` of the event in `origin`, for the delivery `key` (as
+/// [`deliveries`] made it): to read a dead letter's body back from its event's record.
+pub fn body_of(key: &str, origin: &Origin, index: u32) -> Option<Vec<u8>> {
+    let o = origin.outcomes.get(index as usize)?;
+    Some(serde_json::to_vec(&cloudevent(key, origin, o)).expect("a JSON value serializes"))
+}
+
 fn cloudevent(key: &str, origin: &Origin, o: &Outcome) -> Value {
     let mut data = serde_json::to_value(o).expect("an outcome serializes");
     data["user"] = json!(origin.user);
@@ -173,5 +180,8 @@ hunts:
         assert_eq!(ce["data"]["event_id"], "e9");
         // The same inputs give the same bytes: a retry sends what the first try sent.
         assert_eq!(d, deliveries(&catalog, 77, &origin));
+        // A dead letter's body, rebuilt from the record, is the body first sent.
+        assert_eq!(body_of("77.2.crm", &origin, 2).unwrap(), d[2].body);
+        assert_eq!(body_of("77.9.crm", &origin, 9), None);
     }
 }

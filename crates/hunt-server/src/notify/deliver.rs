@@ -601,10 +601,44 @@ impl Notifier {
         }
     }
 
-    async fn attempt(self: Arc<Notifier>, rt: Arc<SinkRt>, cfg: Arc<SinkConfig>, job: Job) {
+    async fn attempt(self: Arc<Notifier>, rt: Arc<SinkRt>, cfg: Arc<SinkConfig>, mut job: Job) {
+        if job.body.is_none() {
+            // Not expected (bodies are read back before a retry and on start), but
+            // never send an empty body: read it back now.
+            let log = self.log.clone();
+            let wanted = vec![(job.lsn, job.outcome, job.key.clone())];
+            let got = tokio::task::spawn_blocking(move || load_bodies(&log, wanted)).await;
+            match got {
+                Ok(Ok(mut b)) if !b.is_empty() => {
+                    let body = b.remove(0).1;
+                    lock(&self.outbox).set_body(&job.key, body.clone());
+                    job.body = Some(body);
+                }
+                _ => {
+                    let error =
+                        "not sent: its event's record cannot be read back from the log".to_string();
+                    let _ = self.recorder.send(Recorded::Change(
+                        job.key,
+                        Change::DeadLettered { error },
+                        None,
+                        (self.clock)().0,
+                    ));
+                    return;
+                }
+            }
+        }
         rt.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = send(&self.client, &cfg, &job, (self.clock)()).await;
+        let body = job.body.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+        let result = send(
+            &self.client,
+            &cfg,
+            &job.key,
+            job.attempts,
+            &body,
+            (self.clock)(),
+        )
+        .await;
         let now = Instant::now();
         rt.metrics
             .attempt_seconds
@@ -673,9 +707,21 @@ impl Notifier {
         (all.into_iter().take(limit).cloned().collect(), n)
     }
 
-    /// A delivery, pending or dead-lettered.
-    pub fn get(&self, key: &str) -> Option<Entry> {
-        lock(&self.outbox).get(key).cloned()
+    /// A delivery, pending or dead-lettered, with its body (read back from the log for
+    /// a dead letter).
+    pub async fn get(&self, key: &str) -> Option<Entry> {
+        let mut e = lock(&self.outbox).get(key).cloned()?;
+        if e.body.is_none() {
+            let log = self.log.clone();
+            let wanted = vec![(e.lsn, e.outcome, e.key.clone())];
+            if let Ok(Ok(mut b)) =
+                tokio::task::spawn_blocking(move || load_bodies(&log, wanted)).await
+                && !b.is_empty()
+            {
+                e.body = Some(b.remove(0).1);
+            }
+        }
+        Some(e)
     }
 
     /// Sends dead letters matching `filter` back to be delivered (same keys, a fresh
@@ -690,6 +736,25 @@ impl Notifier {
                 .map(|e| e.key.clone())
                 .collect()
         };
+        if retry {
+            // Bodies back first, so a retried delivery is ready to send.
+            let wanted: Vec<(u64, u32, String)> = {
+                let o = lock(&self.outbox);
+                keys.iter()
+                    .filter_map(|k| o.get(k))
+                    .filter(|e| e.body.is_none())
+                    .map(|e| (e.lsn, e.outcome, e.key.clone()))
+                    .collect()
+            };
+            let log = self.log.clone();
+            let bodies = tokio::task::spawn_blocking(move || load_bodies(&log, wanted))
+                .await
+                .map_err(|e| e.to_string())??;
+            let mut o = lock(&self.outbox);
+            for (k, b) in bodies {
+                o.set_body(&k, b);
+            }
+        }
         let change = if retry {
             Change::Retried
         } else {
@@ -735,6 +800,45 @@ impl Notifier {
     }
 }
 
+/// Reads back the bodies of deliveries `(event LSN, outcome, key)` from their events'
+/// records, in one pass over the log; blocking. Keys whose record is not there (or is
+/// not an event) are left out.
+pub fn load_bodies(
+    log: &Log,
+    mut wanted: Vec<(u64, u32, String)>,
+) -> Result<Vec<(String, Arc<[u8]>)>, String> {
+    wanted.sort();
+    let Some(first) = wanted.first().map(|w| w.0) else {
+        return Ok(Vec::new());
+    };
+    let last = wanted.last().map_or(first, |w| w.0);
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut i = 0;
+    for rec in log.read_from(first).map_err(|e| e.to_string())? {
+        let rec = rec.map_err(|e| e.to_string())?;
+        if rec.lsn > last {
+            break;
+        }
+        while i < wanted.len() && wanted[i].0 < rec.lsn {
+            i += 1;
+        }
+        if i >= wanted.len() || wanted[i].0 != rec.lsn || rec.kind != crate::records::KIND_EVENT {
+            continue;
+        }
+        let e = crate::records::decode_event(&rec.payload)
+            .map_err(|e| format!("record {}: {e}", rec.lsn))?;
+        let origin = Origin::of(&e.event, e.received, e.outcomes.into());
+        while i < wanted.len() && wanted[i].0 == rec.lsn {
+            let (_, index, key) = &wanted[i];
+            if let Some(b) = super::cloudevent::body_of(key, &origin, *index) {
+                out.push((key.clone(), Arc::from(b)));
+            }
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// The settings of a sink only the outbox knows (removed from the hunts file).
 fn placeholder(id: &str, version: u64) -> SinkConfig {
     SinkConfig {
@@ -752,7 +856,9 @@ fn placeholder(id: &str, version: u64) -> SinkConfig {
 async fn send(
     client: &reqwest::Client,
     cfg: &SinkConfig,
-    job: &Job,
+    key: &str,
+    attempts: u32,
+    body: &Arc<[u8]>,
     now: Timestamp,
 ) -> Result<(), Failure> {
     let secret = cfg.secret.as_ref().map_err(|var| Failure {
@@ -767,23 +873,19 @@ async fn send(
             reqwest::header::CONTENT_TYPE,
             "application/cloudevents+json; charset=utf-8",
         )
-        .header("Idempotency-Key", &job.key)
-        .header("Hunt-Attempt", (job.attempts + 1).to_string());
+        .header("Idempotency-Key", key)
+        .header("Hunt-Attempt", (attempts + 1).to_string());
     if let Some(s) = secret {
         req = req.header(
             signature::HEADER,
-            signature::sign(s, now.0.div_euclid(1000), &job.body),
+            signature::sign(s, now.0.div_euclid(1000), body),
         );
     }
-    let resp = req
-        .body(job.body.to_vec())
-        .send()
-        .await
-        .map_err(|e| Failure {
-            error: describe(&e, cfg.timeout),
-            permanent: false,
-            retry_after: None,
-        })?;
+    let resp = req.body(body.to_vec()).send().await.map_err(|e| Failure {
+        error: describe(&e, cfg.timeout),
+        permanent: false,
+        retry_after: None,
+    })?;
     let status = resp.status();
     if status.is_success() {
         return Ok(());

@@ -73,8 +73,10 @@ pub struct Entry {
     /// The event record's LSN and the outcome's index in it.
     pub lsn: Lsn,
     pub outcome: u32,
-    /// The CloudEvent sent, byte for byte the same on every attempt.
-    pub body: Arc<[u8]>,
+    /// The CloudEvent sent, byte for byte the same on every attempt. Dead letters let
+    /// it go (it follows from the event's record, which the log keeps), so a long
+    /// outage costs little memory; it is read back for a retry.
+    pub body: Option<Arc<[u8]>>,
     pub queued_at: Timestamp,
     /// Where its attempt budget started: queued, or last sent back from the DLQ.
     pub since: Timestamp,
@@ -103,7 +105,10 @@ struct SinkBox {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub key: String,
-    pub body: Arc<[u8]>,
+    pub lsn: Lsn,
+    pub outcome: u32,
+    /// `None` only if it could not be read back from the log.
+    pub body: Option<Arc<[u8]>>,
     pub attempts: u32,
     pub since: Timestamp,
 }
@@ -159,7 +164,7 @@ impl Outbox {
                 hunt: d.hunt,
                 lsn: d.lsn,
                 outcome: d.outcome,
-                body: d.body.into(),
+                body: Some(d.body.into()),
                 queued_at,
                 since: queued_at,
                 attempts: 0,
@@ -240,6 +245,7 @@ impl Outbox {
                     error: error.clone(),
                 });
                 e.dead_at = Some(at);
+                e.body = None;
                 b.dead.insert(order, e);
             }
             Change::Retried => {
@@ -273,6 +279,8 @@ impl Outbox {
         let e = &b.pending[&order];
         Some(Job {
             key: e.key.clone(),
+            lsn: e.lsn,
+            outcome: e.outcome,
             body: e.body.clone(),
             attempts: e.attempts,
             since: e.since,
@@ -337,6 +345,26 @@ impl Outbox {
         let (sink, order) = self.index.get(key)?;
         let b = self.sinks.get(sink)?;
         b.pending.get(order).or_else(|| b.dead.get(order))
+    }
+
+    /// Pending deliveries whose body is not in memory: (event LSN, outcome, key).
+    pub fn missing_bodies(&self) -> Vec<(Lsn, u32, String)> {
+        self.pending()
+            .filter(|e| e.body.is_none())
+            .map(|e| (e.lsn, e.outcome, e.key.clone()))
+            .collect()
+    }
+
+    /// Gives a delivery its body back.
+    pub fn set_body(&mut self, key: &str, body: Arc<[u8]>) {
+        let Some((sink, order)) = self.index.get(key).cloned() else {
+            return;
+        };
+        if let Some(b) = self.sinks.get_mut(&sink)
+            && let Some(e) = b.pending.get_mut(&order).or_else(|| b.dead.get_mut(&order))
+        {
+            e.body = Some(body);
+        }
     }
 
     /// Every entry, for a snapshot.
