@@ -15,9 +15,9 @@
 //! disk's.
 //!
 //! HUNT_BENCH_SINK=1 measures something else: every hunt notifies one webhook sink, and
-//! each round runs batches and single events twice, once with a healthy receiver (it
-//! answers 200 at once) and once with a hanging one (it never answers), in alternating
-//! order, to show that a dead sink does not slow ingestion.
+//! each round runs batches and single events with a healthy receiver (it answers 200 at
+//! once), with a hanging one (it never answers), and without the sink (for reference),
+//! in turning order, to show that a dead sink does not slow ingestion.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -373,20 +373,22 @@ fn sink_rounds(base: &Path, rounds: usize, secs: f64, clients: usize, partitions
     let hunts = bench_hunts_file(20);
     let bodies = Arc::new(batches((secs * 400_000.0) as usize));
     println!(
-        "sink: 20 hunts notifying one webhook; batches of {BATCH} from {clients} clients, single events from {SINGLE_CLIENTS} clients; {partitions} partitions; {secs} s per scenario; {rounds} rounds, healthy and hanging alternating"
+        "sink: 20 hunts notifying one webhook; batches of {BATCH} from {clients} clients, single events from {SINGLE_CLIENTS} clients; {partitions} partitions; {secs} s per scenario; {rounds} rounds; healthy, hanging and no sink in turning order"
     );
-    // (healthy, hanging) per figure.
-    let mut figures: std::collections::BTreeMap<&str, (Vec<f64>, Vec<f64>)> = Default::default();
+    // Per figure: (healthy, hanging, no sink at all).
+    type Figures = (Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut figures: std::collections::BTreeMap<&str, Figures> = Default::default();
     for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        for hang in order {
-            let name = if hang { "hanging" } else { "healthy" };
-            let rx = Receiver::start(hang);
-            let text = with_sink(&hunts, rx.addr);
+        // 0 healthy, 1 hanging, 2 none; the order turns each round.
+        let order = [[0, 1, 2], [1, 2, 0], [2, 0, 1]][round % 3];
+        for mode in order {
+            let name = ["healthy", "hanging", "no sink"][mode];
+            let rx = Receiver::start(mode == 1);
+            let text = if mode == 2 {
+                hunts.clone()
+            } else {
+                with_sink(&hunts, rx.addr)
+            };
             let next = Arc::new(AtomicUsize::new(0));
             let b = bodies.clone();
             let t = scenario(
@@ -415,8 +417,11 @@ fn sink_rounds(base: &Path, rounds: usize, secs: f64, clients: usize, partitions
                 metric(m, "hunt_sink_queue_depth{sink=\"hook\"}"),
                 metric(m, "hunt_sink_breaker_state{sink=\"hook\"}"),
             );
-            let f =
-                |v: &mut (Vec<f64>, Vec<f64>), x: f64| if hang { v.1.push(x) } else { v.0.push(x) };
+            let f = |v: &mut Figures, x: f64| match mode {
+                0 => v.0.push(x),
+                1 => v.1.push(x),
+                _ => v.2.push(x),
+            };
             f(figures.entry("batches events/s").or_default(), t.per_s);
             f(
                 figures.entry("batches request p99 ms").or_default(),
@@ -459,11 +464,13 @@ fn sink_rounds(base: &Path, rounds: usize, secs: f64, clients: usize, partitions
             rx.runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }
-    println!("medians of {rounds} rounds (hanging / healthy; the target is within 10 %):");
-    for (name, (healthy, hanging)) in figures {
-        let (a, b) = (median(healthy), median(hanging));
+    println!(
+        "medians of {rounds} rounds (the target: hanging within 10 % of healthy; no sink is for reference):"
+    );
+    for (name, (healthy, hanging, none)) in figures {
+        let (a, b, c) = (median(healthy), median(hanging), median(none));
         println!(
-            "  {name:24} healthy {a:>10.2}  hanging {b:>10.2}  ratio {:.3}",
+            "  {name:24} healthy {a:>10.2}  hanging {b:>10.2}  hanging/healthy {:.3}   no sink {c:>10.2}",
             b / a
         );
     }

@@ -806,10 +806,7 @@ pub type Body = (String, Arc<[u8]>);
 /// Reads back the bodies of deliveries `(event LSN, outcome, key)` from their events'
 /// records, in one pass over the log; blocking. Keys whose record is not there (or is
 /// not an event) are left out.
-pub fn load_bodies(
-    log: &Log,
-    mut wanted: Vec<(u64, u32, String)>,
-) -> Result<Vec<Body>, String> {
+pub fn load_bodies(log: &Log, mut wanted: Vec<(u64, u32, String)>) -> Result<Vec<Body>, String> {
     wanted.sort();
     let Some(first) = wanted.first().map(|w| w.0) else {
         return Ok(Vec::new());
