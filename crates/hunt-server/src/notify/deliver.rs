@@ -270,10 +270,12 @@ impl Notifier {
     pub fn configure(&self, version: &Version) {
         let v = version.record.version;
         let catalog = version.catalog();
-        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
         let mut wanted: Vec<Arc<str>> = catalog.sinks.iter().map(|s| s.id.clone()).collect();
         // Sinks the outbox still holds deliveries for, though no longer in the file.
+        // (The outbox is locked before `sinks`, never while `sinks` is held for
+        // writing: the recorder takes them in the other order.)
         wanted.extend(lock(&self.outbox).sinks().cloned());
+        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
         for id in wanted {
             let declared = catalog.sinks.iter().find(|s| s.id == id);
             let rt = match sinks.get(&id) {

@@ -81,6 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let version = recovered.version.as_ref();
+    let waiting = recovered.outbox.pending().count();
+    let dead = recovered.outbox.dead_letters().len();
     if args.json {
         let out = serde_json::json!({
             "records": r.records,
@@ -93,6 +95,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "mismatches": r.mismatches,
             "first_mismatch": r.first_mismatch,
             "hunts": stats,
+            "deliveries_waiting": waiting,
+            "dead_letters": dead,
+            "delivery_changes": r.delivery_changes,
+            "delivery_misfits": r.delivery_misfits,
             "seconds": elapsed.as_secs_f64(),
         });
         out!("{}", serde_json::to_string_pretty(&out)?);
@@ -113,6 +119,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "version in force: {} ({}); customers: {customers}",
                 v.record.version,
                 v.record.name
+            );
+            out!(
+                "notifications: {waiting} deliveries waiting, {dead} dead letters ({} delivery changes read{})",
+                r.delivery_changes,
+                if r.delivery_misfits > 0 {
+                    format!(", {} that did not fit", r.delivery_misfits)
+                } else {
+                    String::new()
+                }
             );
         }
         let mut t = Table::new();
