@@ -8,7 +8,7 @@
 use hunt_core::engine::Outcome;
 use hunt_store::{Log, Lsn, Snapshots};
 
-use crate::notify::cloudevent::{Origin, deliveries, notifies};
+use crate::notify::cloudevent::{Origin, deliveries_unbuilt, notifies};
 use crate::notify::outbox::{self, KIND_DELIVERY, Outbox};
 use crate::records::{KIND_CONFIG, KIND_EVENT, decode_config, decode_event};
 use crate::state::{DedupeConfig, PartitionState, ReplayAllocator, Version, partition_of};
@@ -106,7 +106,9 @@ pub fn recover(
                 report.events += 1;
                 if notifies(v.catalog(), &e.outcomes) {
                     let origin = Origin::of(&e.event, e.received, e.outcomes.clone().into());
-                    for d in deliveries(v.catalog(), rec.lsn, &origin) {
+                    // Most are delivered further on: bodies are built at the end,
+                    // for those still waiting.
+                    for d in deliveries_unbuilt(v.catalog(), rec.lsn, &origin) {
                         outbox.queue(d, e.received);
                     }
                 }
@@ -141,7 +143,7 @@ pub fn recover(
         }
         progress(rec.lsn);
     }
-    // Deliveries sent back from the dead-letter queue get their bodies back.
+    // Deliveries still waiting get their bodies, read back from their events' records.
     let missing = outbox.missing_bodies();
     if !missing.is_empty() {
         for (key, body) in crate::notify::deliver::load_bodies(log, missing)? {

@@ -72,22 +72,30 @@ pub fn event_type(o: &Outcome) -> &'static str {
 /// The deliveries owed for the outcomes of the event recorded at `lsn`: each outcome to
 /// every sink its hunt notifies, in outcome order, then sink order.
 pub fn deliveries(catalog: &Catalog, lsn: Lsn, origin: &Origin) -> Vec<Delivery> {
+    let mut out = deliveries_unbuilt(catalog, lsn, origin);
+    for d in &mut out {
+        d.body = body_of(&d.key, origin, d.outcome).unwrap_or_default();
+    }
+    out
+}
+
+/// As [`deliveries`], with empty bodies: for deliveries that will not be sent now, whose
+/// bodies [`body_of`] builds when needed.
+pub fn deliveries_unbuilt(catalog: &Catalog, lsn: Lsn, origin: &Origin) -> Vec<Delivery> {
     let mut out = Vec::new();
     for (i, o) in origin.outcomes.iter().enumerate() {
         let Some(h) = catalog.hunt_index(o.hunt()) else {
             continue;
         };
         for &sink in &catalog.hunts[h].notify {
-            let key = format!("{lsn}.{i}.{}", catalog.sinks[sink].id);
-            let ce = cloudevent(&key, origin, o);
             out.push(Delivery {
                 sink,
                 sink_id: catalog.sinks[sink].id.clone(),
                 hunt: o.hunt().clone(),
                 lsn,
                 outcome: i as u32,
-                key,
-                body: serde_json::to_vec(&ce).expect("a JSON value serializes"),
+                key: format!("{lsn}.{i}.{}", catalog.sinks[sink].id),
+                body: Vec::new(),
             });
         }
     }

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::breaker::{Breaker, BreakerConfig, Permit, State};
-use super::cloudevent::{Origin, deliveries};
+use super::cloudevent::{Origin, body_of, deliveries_unbuilt};
 use super::outbox::{Change, DeliveryRecord, Entry, Filter, Job, KIND_DELIVERY, Outbox, encode};
 use super::retry::RetryPolicy;
 use super::signature;
@@ -412,8 +412,9 @@ impl Notifier {
         let mut o = lock(&self.outbox);
         for (i, origin) in items {
             let lsn = last - (records - 1 - i) as u64;
-            for d in deliveries(version.catalog(), lsn, &origin) {
-                // Over a sink's bound: held (never sent) and recorded as a dead letter.
+            for mut d in deliveries_unbuilt(version.catalog(), lsn, &origin) {
+                // Over a sink's bound: held (never sent, its body never built) and
+                // recorded as a dead letter.
                 if o.pending_count(&d.sink_id) >= self.queue_max {
                     let error = format!(
                         "not sent: sink `{}` already had {} deliveries waiting (its bound)",
@@ -432,6 +433,7 @@ impl Notifier {
                 if !touched.contains(&d.sink_id) {
                     touched.push(d.sink_id.clone());
                 }
+                d.body = body_of(&d.key, &origin, d.outcome).unwrap_or_default();
                 o.queue(d, origin.received);
             }
         }

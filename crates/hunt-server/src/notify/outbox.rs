@@ -164,7 +164,8 @@ impl Outbox {
                 hunt: d.hunt,
                 lsn: d.lsn,
                 outcome: d.outcome,
-                body: Some(d.body.into()),
+                // An empty body is one not built yet (see `missing_bodies`).
+                body: (!d.body.is_empty()).then(|| d.body.into()),
                 queued_at,
                 since: queued_at,
                 attempts: 0,
@@ -183,6 +184,9 @@ impl Outbox {
             && let Some(b) = self.sinks.get_mut(&sink)
         {
             b.ready.remove(&order);
+            if let Some(e) = b.pending.get_mut(&order) {
+                e.body = None;
+            }
         }
     }
 
