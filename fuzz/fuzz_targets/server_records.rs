@@ -1,5 +1,5 @@
-//! Any bytes as the server's log records, delivery records, snapshot payload and API
-//! keys file: refused with a reason or read, never a panic; what is read writes back to
+//! Any bytes as the server's log records, delivery records, snapshot payload, API keys
+//! file and alerts file: refused with a reason or read, never a panic; what is read writes back to
 //! the same value.
 #![no_main]
 use hunt_core::dedupe::WINDOW_DEFAULT;
@@ -26,5 +26,7 @@ fuzz_target!(|data: &[u8]| {
         entries_max: 1000,
     };
     let _ = snapshot::decode(data, 1 + data.len() % 4, dedupe);
-    let _ = Keys::parse(&String::from_utf8_lossy(data), "keys");
+    let text = String::from_utf8_lossy(data);
+    let _ = Keys::parse(&text, "keys");
+    let _ = hunt_server::alerts::AlertsConfig::parse(&text);
 });
