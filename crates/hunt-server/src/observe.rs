@@ -112,7 +112,7 @@ fn sinks(service: &Service, out: &mut String) {
         out,
         "hunt_sink_deliveries_total",
         "counter",
-        "Delivery attempts by result: delivered, failed (tried again later), dead_lettered.",
+        "Deliveries by result: delivered, failed (tried again later), dead_lettered, evicted (from a full dead-letter queue).",
     );
     for rt in &sinks {
         let m = &rt.metrics;
@@ -120,6 +120,7 @@ fn sinks(service: &Service, out: &mut String) {
             ("delivered", &m.delivered),
             ("failed", &m.failed),
             ("dead_lettered", &m.dead_lettered),
+            ("evicted", &m.evicted),
         ] {
             let _ = writeln!(
                 out,

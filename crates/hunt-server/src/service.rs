@@ -15,7 +15,7 @@ use hunt_store::{Durability, Log, LogConfig, Snapshots};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
-use crate::notify::deliver::{Notifier, SINK_QUEUE_MAX_DEFAULT};
+use crate::notify::deliver::{Notifier, SINK_DLQ_MAX_DEFAULT, SINK_QUEUE_MAX_DEFAULT};
 use crate::partition::{Batch, Handle, Msg, Paused, Status, UserView, Worker};
 use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
 use crate::recover;
@@ -36,6 +36,8 @@ pub struct EngineConfig {
     pub repair: bool,
     /// The most deliveries one sink may have waiting.
     pub sink_queue_max: usize,
+    /// The most dead letters one sink keeps.
+    pub sink_dlq_max: usize,
 }
 
 /// Default partitions: one per core is enough; more keeps a hot customer's partition
@@ -64,6 +66,7 @@ impl EngineConfig {
             durability: Durability::Fsync,
             repair: false,
             sink_queue_max: SINK_QUEUE_MAX_DEFAULT,
+            sink_dlq_max: SINK_DLQ_MAX_DEFAULT,
         }
     }
 }
@@ -254,6 +257,7 @@ impl Service {
             &version,
             now,
             config.sink_queue_max,
+            config.sink_dlq_max,
         )?;
         let mut partitions = Vec::new();
         let mut workers = Vec::new();

@@ -40,6 +40,7 @@ pub struct Options {
     pub snapshot_every_events: u64,
     pub alerts: Option<hunt_server::alerts::AlertsConfig>,
     pub sink_queue_max: usize,
+    pub sink_dlq_max: usize,
 }
 
 impl Default for Options {
@@ -56,6 +57,7 @@ impl Default for Options {
             snapshot_every_events: 1_000_000,
             alerts: None,
             sink_queue_max: 100_000,
+            sink_dlq_max: 1_000_000,
         }
     }
 }
@@ -83,6 +85,7 @@ impl Server {
         engine.dedupe.entries_max = o.dedupe_entries_max;
         engine.snapshot_every_events = o.snapshot_every_events;
         engine.sink_queue_max = o.sink_queue_max;
+        engine.sink_dlq_max = o.sink_dlq_max;
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             engine,

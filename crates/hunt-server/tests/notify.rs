@@ -516,16 +516,20 @@ rules:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_sinks_queue_is_bounded_and_the_overflow_is_dead_lettered() {
+async fn a_dead_sinks_queue_and_dead_letters_are_bounded() {
     let rx = Receiver::start(b"unused-secret-0123456789").await;
     rx.set(Mode::Hang);
     let (_tmp, dir) = tempdir();
-    let text = hunts(&rx.url, "X").replace("    secret_env: X\n", "");
+    // Attempts enough that the two waiting ones outlast the hang, however long it takes.
+    let text = hunts(&rx.url, "X")
+        .replace("    secret_env: X\n", "")
+        .replace("max_attempts: 3", "max_attempts: 1000");
     let s = Server::start(
         &dir,
         Options {
             hunts: Some(text),
             sink_queue_max: 2,
+            sink_dlq_max: 4,
             ..Options::default()
         },
     )
@@ -533,12 +537,17 @@ async fn a_dead_sinks_queue_is_bounded_and_the_overflow_is_dead_lettered() {
     for u in ["ann", "bob", "cat"] {
         claim(&s, u).await;
     }
-    let overflow = 3 * PER_CLAIM - 2;
-    until("all but two dead-lettered", || async {
-        dlq(&s).await["total"] == overflow
+    // 9 deliveries: 2 wait (in flight, hanging), 7 overflow into the dead-letter queue,
+    // which keeps its newest 4 and evicts 3.
+    until("overflow dead-lettered and the oldest evicted", || async {
+        gauge(
+            &s.metrics().await,
+            "hunt_sink_deliveries_total{sink=\"crm\",result=\"evicted\"}",
+        ) == Some(3.0)
     })
     .await;
     let list = dlq(&s).await;
+    assert_eq!(list["total"], 4, "{list}");
     for e in list["entries"].as_array().unwrap() {
         assert_eq!(e["attempts"], 1, "{e}");
         assert!(
@@ -549,19 +558,41 @@ async fn a_dead_sinks_queue_is_bounded_and_the_overflow_is_dead_lettered() {
             "{e}"
         );
     }
+    let kept: Vec<String> = list["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
     let m = s.metrics().await;
     assert_eq!(gauge(&m, "hunt_sink_queue_depth{sink=\"crm\"}"), Some(2.0));
-    // The receiver comes back: the two waiting ones arrive, then the rest on retry.
+    assert_eq!(gauge(&m, "hunt_sink_dead_letters{sink=\"crm\"}"), Some(4.0));
+    // The same after a crash: evictions are in the log. The receiver is back by then.
+    s.abort().await;
     rx.set(Mode::Answer);
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: None,
+            sink_queue_max: 2,
+            sink_dlq_max: 4,
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(dlq(&s).await["total"], 4);
+    // The two waiting ones arrive, then the kept dead letters on retry.
     until("the two waiting delivered", || async {
         rx.got().len() == 2
     })
     .await;
     let (status, _) = s.post_json("/v1/dlq/retry", json!({"all": true})).await;
     assert_eq!(status, 200);
-    until("everything delivered", || async {
-        rx.got().len() == 3 * PER_CLAIM
+    until("the kept dead letters delivered", || async {
+        rx.got().len() == 2 + 4
     })
     .await;
+    let got: Vec<String> = rx.got().into_iter().map(|g| g.key).collect();
+    assert!(kept.iter().all(|k| got.contains(k)), "{kept:?} in {got:?}");
     s.stop().await.unwrap();
 }

@@ -35,6 +35,9 @@ use crate::state::Version;
 /// The most deliveries one sink may have pending; past it, new ones go straight to the
 /// dead-letter queue (recorded, with the reason), so a dead sink's backlog stays bounded.
 pub const SINK_QUEUE_MAX_DEFAULT: usize = 100_000;
+/// The most dead letters one sink keeps; past it the oldest are evicted (recorded, with
+/// the reason). A dead letter holds no body, a few hundred bytes at most.
+pub const SINK_DLQ_MAX_DEFAULT: usize = 1_000_000;
 
 const ATTEMPT_SECONDS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
@@ -87,6 +90,8 @@ pub struct SinkMetrics {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Dead letters removed from a full dead-letter queue.
+    pub evicted: AtomicU64,
     pub in_flight: AtomicU64,
     pub attempt_seconds: Histogram,
 }
@@ -97,6 +102,7 @@ impl Default for SinkMetrics {
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             attempt_seconds: Histogram::new(ATTEMPT_SECONDS),
         }
@@ -193,6 +199,8 @@ pub struct Notifier {
     clock: fn() -> Timestamp,
     rng: AtomicU64,
     pub queue_max: usize,
+    /// The most dead letters one sink keeps.
+    pub dlq_max: usize,
     closed: AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     recorder_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -220,6 +228,7 @@ impl Notifier {
         version: &Version,
         clock: fn() -> Timestamp,
         queue_max: usize,
+        dlq_max: usize,
     ) -> Result<Arc<Notifier>, String> {
         super::install_tls_provider();
         let client = reqwest::Client::builder()
@@ -243,6 +252,7 @@ impl Notifier {
             clock,
             rng: AtomicU64::new(seed),
             queue_max,
+            dlq_max,
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             recorder_task: Mutex::new(None),
@@ -563,11 +573,41 @@ impl Notifier {
                             Change::DeadLettered { .. } => {
                                 m.dead_lettered.fetch_add(1, Ordering::Relaxed)
                             }
+                            Change::Evicted { .. } => m.evicted.fetch_add(1, Ordering::Relaxed),
                             Change::Retried | Change::Dropped => 0,
                         };
                     }
                 }
             }
+        }
+        // A full dead-letter queue lets its oldest go (recorded, with the reason): a sink
+        // dead for long must not take the process's memory with it.
+        let mut evict = Vec::new();
+        {
+            let o = lock(&self.outbox);
+            for s in &woken {
+                let dead = o.dead_count(s);
+                if dead > self.dlq_max {
+                    let keys = o.oldest_dead(s, dead - self.dlq_max);
+                    tracing::warn!(
+                        sink = %s,
+                        evicted = keys.len(),
+                        bound = self.dlq_max,
+                        "the sink's dead-letter queue is full: evicting the oldest"
+                    );
+                    evict.extend(keys);
+                }
+            }
+        }
+        let at = (self.clock)().0;
+        for key in evict {
+            let reason = format!(
+                "evicted: the dead-letter queue of its sink held more than {} entries",
+                self.dlq_max
+            );
+            let _ = self
+                .recorder
+                .send(Recorded::Change(key, Change::Evicted { reason }, None, at));
         }
         let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
         for s in woken {

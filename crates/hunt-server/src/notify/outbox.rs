@@ -38,6 +38,10 @@ pub enum Change {
     Retried,
     /// An operator removed it from the dead-letter queue.
     Dropped,
+    /// Removed from a full dead-letter queue, oldest first, to keep memory bounded.
+    Evicted {
+        reason: String,
+    },
 }
 
 /// A state change as recorded in the log.
@@ -260,7 +264,7 @@ impl Outbox {
                 b.ready.insert(order);
                 b.pending.insert(order, e);
             }
-            Change::Dropped => {
+            Change::Dropped | Change::Evicted { .. } => {
                 b.dead.remove(&order).ok_or_else(|| misfit("pending"))?;
                 self.index.remove(&r.key);
             }
@@ -349,6 +353,13 @@ impl Outbox {
         let (sink, order) = self.index.get(key)?;
         let b = self.sinks.get(sink)?;
         b.pending.get(order).or_else(|| b.dead.get(order))
+    }
+
+    /// The keys of the oldest `n` dead letters of `sink`.
+    pub fn oldest_dead(&self, sink: &str, n: usize) -> Vec<String> {
+        self.sinks.get(sink).map_or_else(Vec::new, |b| {
+            b.dead.values().take(n).map(|e| e.key.clone()).collect()
+        })
     }
 
     /// Pending deliveries whose body is not in memory: (event LSN, outcome, key).
@@ -511,6 +522,9 @@ mod tests {
             Change::DeadLettered { error: "x".into() },
             Change::Retried,
             Change::Dropped,
+            Change::Evicted {
+                reason: "the dead-letter queue holds 5".into(),
+            },
         ] {
             let r = rec("3.0.crm", 7, change);
             assert_eq!(decode(&encode(&r)).unwrap(), r);

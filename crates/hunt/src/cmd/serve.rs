@@ -83,6 +83,10 @@ pub struct Args {
     /// the dead-letter queue, saying why.
     #[arg(long, default_value_t = hunt_server::notify::deliver::SINK_QUEUE_MAX_DEFAULT)]
     sink_queue_max: usize,
+    /// The most dead letters one sink keeps; past it the oldest are evicted, saying so
+    /// in the log and in hunt_sink_deliveries_total{result="evicted"}.
+    #[arg(long, default_value_t = hunt_server::notify::deliver::SINK_DLQ_MAX_DEFAULT)]
+    sink_dlq_max: usize,
     /// Log lines as JSON (one object per line) instead of text.
     #[arg(long)]
     log_json: bool,
@@ -130,6 +134,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--sink-queue-max must be at least 1");
     }
     engine.sink_queue_max = args.sink_queue_max;
+    if args.sink_dlq_max == 0 {
+        anyhow::bail!("--sink-dlq-max must be at least 1");
+    }
+    engine.sink_dlq_max = args.sink_dlq_max;
     let alerts = match &args.alerts {
         Some(p) => Some(
             hunt_server::alerts::AlertsConfig::parse(&render::read_text(p)?)
