@@ -18,6 +18,9 @@
 //! each round runs batches and single events with a healthy receiver (it answers 200 at
 //! once), with a hanging one (it never answers), and without the sink (for reference),
 //! in turning order, to show that a dead sink does not slow ingestion.
+//!
+//! HUNT_BENCH_DLQ=N measures what N dead letters cost in memory (resident set, before
+//! and after filling an outbox the way an overflowing sink does).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -368,6 +371,59 @@ fn with_sink(hunts: &str, addr: SocketAddr) -> String {
         .replace("    reward: {", "    notify: [hook]\n    reward: {")
 }
 
+/// Resident set size, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// `n` dead letters as an overflowing sink leaves them: held, then dead-lettered.
+fn dlq_memory(n: u64) {
+    use hunt_server::notify::cloudevent::Delivery;
+    use hunt_server::notify::outbox::{Change, DeliveryRecord, Outbox};
+    let mut o = Outbox::default();
+    let before = rss();
+    let sink: Arc<str> = Arc::from("crm");
+    let hunt: Arc<str> = Arc::from("golden-eggs");
+    for i in 0..n {
+        let (lsn, outcome) = (1_000_000 + i / 3, (i % 3) as u32);
+        let key = format!("{lsn}.{outcome}.crm");
+        o.queue_held(
+            Delivery {
+                sink: 0,
+                sink_id: sink.clone(),
+                hunt: hunt.clone(),
+                lsn,
+                outcome,
+                key: key.clone(),
+                body: Vec::new(),
+            },
+            hunt_core::time::Timestamp(1_795_766_400_000),
+        );
+        o.apply(&DeliveryRecord {
+            key,
+            at: 1_795_766_400_000,
+            change: Change::DeadLettered {
+                error: "not sent: sink `crm` already had 100000 deliveries waiting (its bound)"
+                    .into(),
+            },
+        })
+        .unwrap();
+    }
+    let after = rss();
+    assert_eq!(o.dead_letters().len() as u64, n);
+    println!(
+        "{n} dead letters: resident set {:.1} MB more, {:.0} bytes each",
+        (after - before) as f64 / 1e6,
+        (after - before) as f64 / n as f64
+    );
+}
+
 /// Healthy against hanging sink, interleaved: see the module's comment.
 fn sink_rounds(base: &Path, rounds: usize, secs: f64, clients: usize, partitions: usize) {
     let hunts = bench_hunts_file(20);
@@ -482,6 +538,10 @@ fn main() {
     let clients: usize = env("HUNT_BENCH_BATCH_CLIENTS", 4);
     let partitions: usize = env("HUNT_BENCH_PARTITIONS", 8);
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hunt-server-bench");
+    if let Ok(n) = std::env::var("HUNT_BENCH_DLQ") {
+        dlq_memory(n.parse().expect("HUNT_BENCH_DLQ=<count>"));
+        return;
+    }
     if std::env::var("HUNT_BENCH_SINK").is_ok() {
         sink_rounds(&base, rounds, secs, clients, partitions);
         let _ = std::fs::remove_dir_all(&base);

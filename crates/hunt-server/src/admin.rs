@@ -58,7 +58,7 @@ fn entry_json(e: &Entry) -> Value {
         "queued_at": e.queued_at,
         "dead_at": e.dead_at,
         "attempts": e.history.len(),
-        "last_error": e.history.last().map(|a| a.error.as_str()),
+        "last_error": e.history.last().map(|a| &*a.error),
         "history": e.history,
     })
 }

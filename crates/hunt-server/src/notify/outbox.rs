@@ -65,7 +65,7 @@ pub fn decode(payload: &[u8]) -> Result<DeliveryRecord, String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     pub at: Timestamp,
-    pub error: String,
+    pub error: Arc<str>,
 }
 
 /// A delivery and its history.
@@ -143,8 +143,9 @@ impl Filter {
 #[derive(Debug, Default)]
 pub struct Outbox {
     sinks: HashMap<Arc<str>, SinkBox>,
-    /// Where each key is.
-    index: HashMap<String, (Arc<str>, Order)>,
+    /// The last error text recorded, shared by the entries that repeat it (a dead
+    /// sink fails every delivery the same way).
+    last_error: Option<Arc<str>>,
     /// Records about keys this outbox does not hold (ignored, counted).
     pub unknown: u64,
 }
@@ -153,12 +154,11 @@ impl Outbox {
     /// A delivery owed, from an event record at `queued_at`; ready to send. False if
     /// the key is already held.
     pub fn queue(&mut self, d: Delivery, queued_at: Timestamp) -> bool {
-        if self.index.contains_key(&d.key) {
+        let order: Order = (d.lsn, d.outcome);
+        let b = self.sinks.entry(d.sink_id.clone()).or_default();
+        if b.pending.contains_key(&order) || b.dead.contains_key(&order) {
             return false;
         }
-        let order: Order = (d.lsn, d.outcome);
-        self.index.insert(d.key.clone(), (d.sink_id.clone(), order));
-        let b = self.sinks.entry(d.sink_id.clone()).or_default();
         b.ready.insert(order);
         b.pending.insert(
             order,
@@ -197,7 +197,6 @@ impl Outbox {
     /// Puts back an entry as a snapshot held it (pending ones ready to send).
     pub fn restore(&mut self, e: Entry) {
         let order: Order = (e.lsn, e.outcome);
-        self.index.insert(e.key.clone(), (e.sink.clone(), order));
         let b = self.sinks.entry(e.sink.clone()).or_default();
         if e.dead_at.is_some() {
             b.dead.insert(order, e);
@@ -211,9 +210,28 @@ impl Outbox {
     /// `Retried` for an entry not in the DLQ) is refused with the reason. A failed
     /// attempt leaves the entry where it is: the sender schedules it again.
     pub fn apply(&mut self, r: &DeliveryRecord) -> Result<(), String> {
-        let Some((sink, order)) = self.index.get(&r.key).cloned() else {
+        let held = |(sink, order): &(Arc<str>, Order)| {
+            self.sinks
+                .get(sink)
+                .is_some_and(|b| b.pending.contains_key(order) || b.dead.contains_key(order))
+        };
+        let Some((sink, order)) = self.locate(&r.key).filter(held) else {
             self.unknown += 1;
             return Ok(());
+        };
+        let error = |o: &mut Outbox, e: &str| -> Arc<str> {
+            match &o.last_error {
+                Some(last) if &**last == e => last.clone(),
+                _ => {
+                    let a: Arc<str> = Arc::from(e);
+                    o.last_error = Some(a.clone());
+                    a
+                }
+            }
+        };
+        let shared = match &r.change {
+            Change::Failed { error: e } | Change::DeadLettered { error: e } => Some(error(self, e)),
+            _ => None,
         };
         let b = self.sinks.entry(sink).or_default();
         let at = Timestamp(r.at);
@@ -231,7 +249,7 @@ impl Outbox {
                 e.attempts += 1;
                 e.history.push(Attempt {
                     at,
-                    error: error.clone(),
+                    error: shared.clone().unwrap_or_else(|| Arc::from(error.as_str())),
                 });
             }
             Change::Delivered => {
@@ -239,7 +257,6 @@ impl Outbox {
                     .remove(&order)
                     .ok_or_else(|| misfit("dead-lettered"))?;
                 unschedule(b);
-                self.index.remove(&r.key);
             }
             Change::DeadLettered { error } => {
                 let mut e = b
@@ -250,7 +267,7 @@ impl Outbox {
                 e.attempts += 1;
                 e.history.push(Attempt {
                     at,
-                    error: error.clone(),
+                    error: shared.clone().unwrap_or_else(|| Arc::from(error.as_str())),
                 });
                 e.dead_at = Some(at);
                 e.body = None;
@@ -266,7 +283,6 @@ impl Outbox {
             }
             Change::Dropped | Change::Evicted { .. } => {
                 b.dead.remove(&order).ok_or_else(|| misfit("pending"))?;
-                self.index.remove(&r.key);
             }
         }
         Ok(())
@@ -298,7 +314,7 @@ impl Outbox {
     /// Schedules a taken delivery again: at once, or not before `at`. Nothing happens
     /// if it is no longer pending.
     pub fn put_back(&mut self, key: &str, at: Option<Instant>) {
-        let Some((sink, order)) = self.index.get(key).cloned() else {
+        let Some((sink, order)) = self.locate(key) else {
             return;
         };
         let Some(b) = self.sinks.get_mut(&sink) else {
@@ -350,9 +366,19 @@ impl Outbox {
     }
 
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        let (sink, order) = self.index.get(key)?;
-        let b = self.sinks.get(sink)?;
-        b.pending.get(order).or_else(|| b.dead.get(order))
+        let (sink, order) = self.locate(key)?;
+        let b = self.sinks.get(&*sink)?;
+        b.pending.get(&order).or_else(|| b.dead.get(&order))
+    }
+
+    /// Where a key's entry would be: keys are `<lsn>.<outcome>.<sink>` (sink ids may
+    /// hold dots), so no index of them is kept.
+    fn locate(&self, key: &str) -> Option<(Arc<str>, Order)> {
+        let (lsn, rest) = key.split_once('.')?;
+        let (outcome, sink) = rest.split_once('.')?;
+        let order: Order = (lsn.parse().ok()?, outcome.parse().ok()?);
+        let (id, _) = self.sinks.get_key_value(sink)?;
+        Some((id.clone(), order))
     }
 
     /// The keys of the oldest `n` dead letters of `sink`.
@@ -372,7 +398,7 @@ impl Outbox {
 
     /// Gives a delivery its body back.
     pub fn set_body(&mut self, key: &str, body: Arc<[u8]>) {
-        let Some((sink, order)) = self.index.get(key).cloned() else {
+        let Some((sink, order)) = self.locate(key) else {
             return;
         };
         if let Some(b) = self.sinks.get_mut(&sink)
@@ -444,7 +470,7 @@ mod tests {
         assert_eq!(dead.dead_at, Some(Timestamp(9)));
         assert_eq!(dead.attempts, 2);
         assert_eq!(dead.history.len(), 2);
-        assert_eq!(dead.history[0].error, "timeout after 3s");
+        assert_eq!(&*dead.history[0].error, "timeout after 3s");
 
         // Retried: pending again, history kept, same key.
         o.apply(&rec("10.0.crm", 20, Change::Retried)).unwrap();
@@ -510,6 +536,20 @@ mod tests {
         o.put_back("4.0.crm", None);
         assert!(o.take("crm", ms(200)).is_none());
         assert_eq!((o.pending_count("crm"), o.pending_count("audit")), (2, 1));
+        // Keys are parsed, not indexed: a sink id with dots, and keys that are not keys.
+        o.queue(d(7, 2, "crm.eu"), Timestamp(1));
+        assert_eq!(o.get("7.2.crm.eu").unwrap().sink.as_ref(), "crm.eu");
+        for bad in [
+            "7.2.crm.e",
+            "7.2",
+            "x.2.crm.eu",
+            "7.x.crm.eu",
+            "",
+            "..",
+            "7.2.crm.eu.",
+        ] {
+            assert!(o.get(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
