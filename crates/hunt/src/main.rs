@@ -50,6 +50,8 @@ enum Command {
     Replay(cmd::replay::Args),
     /// The dead-letter queue of a running server: list, show, retry, drop.
     Dlq(cmd::dlq::Args),
+    /// Load a running server with realistic traffic and report throughput and latency.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Replay(a) => cmd::replay::run(a),
         Command::Dlq(a) => cmd::dlq::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,

@@ -412,3 +412,86 @@ hunts:
     s.child.kill().unwrap();
     let _ = s.child.wait();
 }
+
+fn bench(addr: SocketAddr, args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["bench", "--json", "--server", &format!("http://{addr}")])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn bench_loads_a_running_server_closed_and_open_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = serve(&dir.path().join("data"));
+    // Closed loop, a fixed number of events: all of them accepted, the last request
+    // carrying the remainder.
+    let (code, r, err) = bench(
+        s.addr,
+        &["--events", "2050", "--batch", "100", "--concurrency", "4"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["mode"], "closed loop");
+    assert_eq!(
+        (r["requests"].as_u64(), r["events_sent"].as_u64()),
+        (Some(21), Some(2050)),
+        "{r}"
+    );
+    assert_eq!(r["events_accepted"], 2050, "{r}");
+    assert_eq!(r["errors"]["transport"], 0, "{r}");
+    assert_eq!(r["errors"]["status"], serde_json::json!({}), "{r}");
+    let l = &r["ack_latency"];
+    let ms = |k: &str| l[k].as_f64().unwrap();
+    assert!(
+        ms("p50_ms") > 0.0 && ms("p50_ms") <= ms("p99_ms") && ms("p99_ms") <= ms("max_ms"),
+        "{l}"
+    );
+    // Open loop: requests are due every 10 ms for one second, whatever the answers do.
+    let (code, r, err) = bench(
+        s.addr,
+        &[
+            "--rate",
+            "1000",
+            "--batch",
+            "10",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "4",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["mode"], "open loop");
+    let requests = r["requests"].as_u64().unwrap();
+    assert!((1..=100).contains(&requests), "{r}");
+    assert_eq!(r["events_sent"].as_u64(), Some(requests * 10), "{r}");
+    assert_eq!(r["events_accepted"], r["events_sent"], "{r}");
+    // Ids are fresh each run: nothing was answered as a duplicate.
+    assert_eq!(r["events_duplicate"], 0, "{r}");
+    s.child.kill().unwrap();
+    let _ = s.child.wait();
+    // Nothing listening, or not a URL it can use: a clear error, exit 2.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, _, err) = bench(closed, &["--events", "10"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot connect"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["bench", "--server", "https://shop.example"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("http:// URL"),
+        "{}",
+        text(&out.stderr)
+    );
+}

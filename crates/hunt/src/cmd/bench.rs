@@ -1,0 +1,488 @@
+//! `hunt bench`: a load generator for a running server.
+//!
+//! Realistic shopper traffic (the `gen-traffic` model, received now), posted in batches
+//! over plain HTTP/1.1 keep-alive connections, one per client. Closed loop by default:
+//! each client sends its next request when the last is answered. With `--rate`, open
+//! loop: request `i` is due at `start + i × batch / rate`, and its latency is measured
+//! from that intended time, so a server that stalls is charged for the requests it kept
+//! waiting (no coordinated omission, as in wrk2).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hunt_core::engine::Event;
+use hunt_core::traffic::{TrafficSpec, generate};
+use hyper::body::Bytes;
+use serde::Serialize;
+
+type Body = http_body_util::Full<Bytes>;
+type Conn = hyper::client::conn::http1::SendRequest<Body>;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The server's base URL (plain http).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// An API key with the `ingest` role (or set HUNT_API_KEY).
+    #[arg(long)]
+    key: Option<String>,
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Events per request.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// How long to send (e.g. 10s, 2m). Without it and without --events: 10s.
+    #[arg(long, value_parser = hunt_core::time::Duration::parse)]
+    duration: Option<hunt_core::time::Duration>,
+    /// Stop after this many events.
+    #[arg(long)]
+    events: Option<u64>,
+    /// Open loop: this many events per second, whatever the answers' pace.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How many customers the traffic spreads over.
+    #[arg(long, default_value_t = 1_000_000)]
+    users: u64,
+    /// Share of customers who are hunting (0 to 1).
+    #[arg(long, default_value_t = 0.3)]
+    hunters: f64,
+    /// Seed of the traffic.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The most distinct events generated up front; longer runs reuse them with new ids.
+const POOL_MAX: u64 = 1_000_000;
+
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+    events_sent: AtomicU64,
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// Why requests failed, counted.
+#[derive(Default, Serialize)]
+struct Errors {
+    /// Answers by HTTP status other than 200 and 400.
+    status: std::collections::BTreeMap<u16, u64>,
+    /// Connections refused or broken, requests without an answer.
+    transport: u64,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    server: String,
+    mode: &'static str,
+    concurrency: usize,
+    batch: usize,
+    /// The open loop's target, in events per second.
+    rate: Option<f64>,
+    seconds: f64,
+    requests: u64,
+    requests_per_s: f64,
+    events_sent: u64,
+    events_accepted: u64,
+    events_duplicate: u64,
+    events_rejected: u64,
+    /// Events answered (accepted, duplicate or rejected) per second.
+    events_per_s: f64,
+    /// Request latency: send (or, open loop, intended send) to the whole answer.
+    ack_latency: Latency,
+    errors: Errors,
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3
+}
+
+fn address(server: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = server.strip_prefix("http://").ok_or_else(|| {
+        anyhow::anyhow!("--server must be an http:// URL (the load generator speaks plain HTTP/1.1), got {server}")
+    })?;
+    let host = rest.trim_end_matches('/');
+    anyhow::ensure!(
+        !host.contains('/'),
+        "--server takes the base URL only (like http://127.0.0.1:8080), got {server}"
+    );
+    use std::net::ToSocketAddrs;
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{host} resolves to no address"))?;
+    Ok((addr, host.to_string()))
+}
+
+async fn connect(addr: SocketAddr) -> Result<Conn, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// The body of request `i` of a run with `batch` events a request: its first `n`
+/// events of the pool, with ids unique to this run.
+fn body(pool: &[Event], run: &str, i: u64, batch: usize, n: u64) -> Bytes {
+    let size = pool.len() as u64;
+    let events: Vec<Event> = (0..n)
+        .map(|k| {
+            let seq = i * batch as u64 + k;
+            let mut e = pool[(seq % size) as usize].clone();
+            e.id = format!("{run}-{seq}");
+            e
+        })
+        .collect();
+    Bytes::from(serde_json::to_vec(&events).expect("events serialize"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        (1..=4096).contains(&args.concurrency),
+        "--concurrency must be 1-4096"
+    );
+    anyhow::ensure!(
+        (1..=100_000).contains(&args.batch),
+        "--batch must be 1-100000"
+    );
+    anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.hunters),
+        "--hunters must be 0 to 1"
+    );
+    if let Some(r) = args.rate {
+        anyhow::ensure!(r > 0.0 && r.is_finite(), "--rate must be above 0");
+    }
+    if let Some(e) = args.events {
+        anyhow::ensure!(e >= 1, "--events must be at least 1");
+    }
+    let (addr, host) = address(&args.server)?;
+    let duration = match (args.duration, args.events) {
+        (Some(d), _) => Some(Duration::from_millis(d.0.max(1) as u64)),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(10)),
+    };
+    let requests_max = args
+        .events
+        .map(|e| e.div_ceil(args.batch as u64))
+        .unwrap_or(u64::MAX);
+    let pool_size = args.events.unwrap_or(POOL_MAX).min(POOL_MAX);
+    let mut pool = generate(&TrafficSpec {
+        users: args.users,
+        events: pool_size,
+        seed: args.seed,
+        hunters: args.hunters,
+        ..TrafficSpec::default()
+    });
+    for e in &mut pool {
+        // Received now: the generator's times lie in its own window.
+        e.time = None;
+    }
+    let pool = Arc::new(pool);
+    let run_id = format!(
+        "bench{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    );
+    let key = args
+        .key
+        .clone()
+        .or_else(|| std::env::var("HUNT_API_KEY").ok());
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(args.batch as f64 / r));
+    let bar = if args.quiet || args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = match duration {
+            Some(d) => indicatif::ProgressBar::new(d.as_secs().max(1)),
+            None => indicatif::ProgressBar::new(args.events.unwrap_or(0)),
+        };
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+                .expect("a valid template"),
+        );
+        b
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let tally = Arc::new(Tally::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Errors::default()));
+    let (latencies, seconds) = rt.block_on(async {
+        // Fail early and clearly when nothing listens there.
+        connect(addr).await.map_err(anyhow::Error::msg)?;
+        let started = Instant::now();
+        let deadline = duration.map(|d| started + d);
+        let mut tasks = Vec::new();
+        for _ in 0..args.concurrency {
+            let (pool, run_id, host, key) =
+                (pool.clone(), run_id.clone(), host.clone(), key.clone());
+            let (tally, next, errors) = (tally.clone(), next.clone(), errors.clone());
+            let (batch, events_total) = (args.batch, args.events);
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut conn: Option<Conn> = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests_max {
+                        break;
+                    }
+                    // Open loop: wait for the request's turn; its clock starts then.
+                    let intended = match interval {
+                        Some(iv) => {
+                            let due = started + iv.mul_f64(i as f64);
+                            if deadline.is_some_and(|d| due >= d) {
+                                break;
+                            }
+                            tokio::time::sleep_until(due.into()).await;
+                            due
+                        }
+                        None => {
+                            let now = Instant::now();
+                            if deadline.is_some_and(|d| now >= d) {
+                                break;
+                            }
+                            now
+                        }
+                    };
+                    // The last request of an --events run carries the rest.
+                    let n = match events_total {
+                        Some(total) => (total - i * batch as u64).min(batch as u64),
+                        None => batch as u64,
+                    };
+                    let body = body(&pool, &run_id, i, batch, n);
+                    if conn.is_none() {
+                        match connect(addr).await {
+                            Ok(c) => conn = Some(c),
+                            Err(_) => {
+                                errors.lock().unwrap_or_else(|e| e.into_inner()).transport += 1;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                        }
+                    }
+                    let c = conn.as_mut().expect("connected above");
+                    let mut req = hyper::Request::builder()
+                        .method("POST")
+                        .uri("/v1/events")
+                        .header("host", &host)
+                        .header("content-type", "application/json");
+                    if let Some(k) = &key {
+                        req = req.header("authorization", format!("Bearer {k}"));
+                    }
+                    let req = req.body(Body::new(body)).expect("a valid request");
+                    let answer = async {
+                        c.ready().await.map_err(|e| e.to_string())?;
+                        let r = c.send_request(req).await.map_err(|e| e.to_string())?;
+                        let status = r.status().as_u16();
+                        let bytes = r
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .to_bytes();
+                        Ok::<_, String>((status, bytes))
+                    }
+                    .await;
+                    tally.requests.fetch_add(1, Ordering::Relaxed);
+                    tally.events_sent.fetch_add(n, Ordering::Relaxed);
+                    match answer {
+                        Ok((status @ (200 | 400), bytes)) => {
+                            lat.push(intended.elapsed());
+                            let v: serde_json::Value =
+                                serde_json::from_slice(&bytes).unwrap_or_default();
+                            let count = |k: &str| v[k].as_u64().unwrap_or(0);
+                            tally
+                                .accepted
+                                .fetch_add(count("accepted"), Ordering::Relaxed);
+                            tally
+                                .duplicates
+                                .fetch_add(count("duplicates"), Ordering::Relaxed);
+                            tally
+                                .rejected
+                                .fetch_add(count("rejected"), Ordering::Relaxed);
+                            if status == 400 && v.get("accepted").is_none() {
+                                *errors
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .status
+                                    .entry(status)
+                                    .or_default() += 1;
+                            }
+                        }
+                        Ok((status, _)) => {
+                            lat.push(intended.elapsed());
+                            *errors
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .status
+                                .entry(status)
+                                .or_default() += 1;
+                        }
+                        Err(_) => {
+                            errors.lock().unwrap_or_else(|e| e.into_inner()).transport += 1;
+                            conn = None;
+                        }
+                    }
+                }
+                lat
+            }));
+        }
+        // The progress bar, until every client is done.
+        let progress = {
+            let (bar, tally) = (bar.clone(), tally.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let sent = tally.events_sent.load(Ordering::Relaxed);
+                    let secs = started.elapsed().as_secs_f64();
+                    match duration {
+                        Some(_) => bar.set_position(secs as u64),
+                        None => bar.set_position(sent),
+                    }
+                    bar.set_message(format!("{:.0} events/s", sent as f64 / secs.max(1e-3)));
+                }
+            })
+        };
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap_or_default());
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        progress.abort();
+        bar.finish_and_clear();
+        all.sort();
+        Ok::<_, anyhow::Error>((all, seconds))
+    })?;
+    let t = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let answered = t(&tally.accepted) + t(&tally.duplicates) + t(&tally.rejected);
+    let errors = std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner()));
+    let report = Report {
+        server: args.server.clone(),
+        mode: if args.rate.is_some() {
+            "open loop"
+        } else {
+            "closed loop"
+        },
+        concurrency: args.concurrency,
+        batch: args.batch,
+        rate: args.rate,
+        seconds,
+        requests: t(&tally.requests),
+        requests_per_s: t(&tally.requests) as f64 / seconds,
+        events_sent: t(&tally.events_sent),
+        events_accepted: t(&tally.accepted),
+        events_duplicate: t(&tally.duplicates),
+        events_rejected: t(&tally.rejected),
+        events_per_s: answered as f64 / seconds,
+        ack_latency: Latency {
+            p50_ms: percentile(&latencies, 0.5),
+            p90_ms: percentile(&latencies, 0.9),
+            p99_ms: percentile(&latencies, 0.99),
+            p999_ms: percentile(&latencies, 0.999),
+            max_ms: percentile(&latencies, 1.0),
+        },
+        errors,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    let failed = report.errors.transport > 0 || !report.errors.status.is_empty();
+    Ok(if failed && answered == 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "{} against {}: {} clients, batches of {}{} for {:.1} s",
+        r.mode,
+        r.server,
+        r.concurrency,
+        r.batch,
+        r.rate
+            .map(|x| format!(", {x:.0} events/s intended"))
+            .unwrap_or_default(),
+        r.seconds
+    );
+    let mut t = crate::render::table(&["", ""]);
+    t.add_row(vec![
+        "events/s (answered)".to_string(),
+        format!("{:.0}", r.events_per_s),
+    ]);
+    t.add_row(vec![
+        "requests/s".to_string(),
+        format!("{:.1}", r.requests_per_s),
+    ]);
+    t.add_row(vec![
+        "events accepted / duplicate / rejected".to_string(),
+        format!(
+            "{} / {} / {}",
+            r.events_accepted, r.events_duplicate, r.events_rejected
+        ),
+    ]);
+    let l = &r.ack_latency;
+    t.add_row(vec![
+        "ack latency p50 / p90 / p99 / p99.9 / max (ms)".to_string(),
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.2} / {:.1}",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        ),
+    ]);
+    let mut errs: Vec<String> = r
+        .errors
+        .status
+        .iter()
+        .map(|(s, n)| format!("HTTP {s}: {n}"))
+        .collect();
+    if r.errors.transport > 0 {
+        errs.push(format!("transport: {}", r.errors.transport));
+    }
+    t.add_row(vec![
+        "errors".to_string(),
+        if errs.is_empty() {
+            "none".to_string()
+        } else {
+            errs.join(", ")
+        },
+    ]);
+    println!("{t}");
+}
