@@ -19,6 +19,14 @@
 //! once), with a hanging one (it never answers), and without the sink (for reference),
 //! in turning order, to show that a dead sink does not slow ingestion.
 //!
+//! HUNT_BENCH_COMPARE=1 runs the comparison: the same events in batches of 500 from the
+//! same number of clients, through the engine (durable, over HTTP), NATS JetStream
+//! (async publish with acks to a file-storage stream on 127.0.0.1:4222), PostgreSQL
+//! (batched INSERT into a jsonb table, synchronous_commit on, 127.0.0.1:5432, database
+//! `test`), and the raw limit (write + fdatasync of the engine's average commit), in
+//! turning order per round; then medians and the ratios. It creates and drops its own
+//! stream, table and files (HUNT_BENCH_NATS and HUNT_BENCH_POSTGRES override where).
+//!
 //! HUNT_BENCH_DLQ=N measures what N dead letters cost in memory (resident set, before
 //! and after filling an outbox the way an overflowing sink does).
 
@@ -210,6 +218,14 @@ fn records_per_commit(metrics: &str) -> f64 {
 
 /// Bodies of `BATCH` events each, ids unique in the run.
 fn batches(events: usize) -> Vec<Bytes> {
+    traffic(events)
+        .chunks(BATCH)
+        .map(|c| Bytes::from(serde_json::to_vec(c).unwrap()))
+        .collect()
+}
+
+/// The bench's shopper traffic, received now.
+fn traffic(events: usize) -> Vec<hunt_core::engine::Event> {
     let mut evs = generate(&TrafficSpec {
         users: 1_000_000,
         events: events as u64,
@@ -221,9 +237,7 @@ fn batches(events: usize) -> Vec<Bytes> {
         // Received now: the generator's times lie in the hunts' future.
         e.time = None;
     }
-    evs.chunks(BATCH)
-        .map(|c| Bytes::from(serde_json::to_vec(c).unwrap()))
-        .collect()
+    evs
 }
 
 /// One scenario's figures.
@@ -369,6 +383,292 @@ fn with_sink(hunts: &str, addr: SocketAddr) -> String {
             1,
         )
         .replace("    reward: {", "    notify: [hook]\n    reward: {")
+}
+
+/// One peer's figures for one round: events/s and batch latency p99 (ms).
+type Peer = (f64, f64);
+
+/// Runs `clients` loops for `secs`, each taking the next batch index and awaiting
+/// `send(client, batch)`; returns events/s and the batch latency p99.
+async fn closed_loop<F, Fut>(clients: usize, secs: f64, batches: usize, send: F) -> Peer
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = usize> + Send,
+{
+    let send = Arc::new(send);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (send, next) = (send.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut events) = (Vec::new(), 0);
+            while started.elapsed().as_secs_f64() < secs {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= batches {
+                    break;
+                }
+                let t = Instant::now();
+                events += send(c, i).await;
+                lat.push(t.elapsed());
+            }
+            (lat, events)
+        }));
+    }
+    let (mut lat, mut events) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        events += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort();
+    (events as f64 / elapsed, percentile(&lat, 0.99))
+}
+
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// JetStream: each event a message to a file-storage stream; a batch is published
+/// asynchronously and then all its acks awaited.
+fn jetstream(url: &str, events: &Arc<Vec<Vec<Bytes>>>, clients: usize, secs: f64) -> Peer {
+    use async_nats::jetstream::{self, stream};
+    let rt = client_runtime();
+    let events = events.clone();
+    let url = url.to_string();
+    rt.block_on(async move {
+        let name = format!("HUNT_BENCH_{}", std::process::id());
+        let subject = format!("hunt.bench.{}", std::process::id());
+        let mut contexts = Vec::new();
+        for _ in 0..clients {
+            let c = async_nats::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("NATS at {url}: {e}"));
+            contexts.push(jetstream::new(c));
+        }
+        let _ = contexts[0].delete_stream(&name).await;
+        contexts[0]
+            .create_stream(stream::Config {
+                name: name.clone(),
+                subjects: vec![subject.clone()],
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .expect("create the bench stream");
+        let contexts = Arc::new(contexts);
+        let cx = contexts.clone();
+        let n = events.len();
+        let figures = closed_loop(clients, secs, n, move |c, i| {
+            let (js, batch, subject) = (cx[c].clone(), events[i].clone(), subject.clone());
+            async move {
+                let mut acks = Vec::with_capacity(batch.len());
+                for e in &batch {
+                    acks.push(
+                        js.publish(subject.clone(), e.clone())
+                            .await
+                            .expect("publish"),
+                    );
+                }
+                for a in acks {
+                    a.await.expect("ack");
+                }
+                batch.len()
+            }
+        })
+        .await;
+        let _ = contexts[0].delete_stream(&name).await;
+        figures
+    })
+}
+
+/// PostgreSQL: a batch is one INSERT of its rows (user, event as jsonb), committed
+/// with synchronous_commit on.
+fn postgres(
+    conninfo: &str,
+    events: &Arc<Vec<Vec<Bytes>>>,
+    users: &Arc<Vec<Vec<String>>>,
+    clients: usize,
+    secs: f64,
+) -> Peer {
+    let rt = client_runtime();
+    let (events, users) = (events.clone(), users.clone());
+    let conninfo = conninfo.to_string();
+    rt.block_on(async move {
+        let table = format!("hunt_bench_{}", std::process::id());
+        let mut conns = Vec::new();
+        for _ in 0..clients {
+            let (c, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL ({conninfo}): {e}"));
+            tokio::spawn(conn);
+            c.batch_execute("SET synchronous_commit = on").await.unwrap();
+            conns.push(c);
+        }
+        conns[0]
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigserial PRIMARY KEY, user_id text NOT NULL, event jsonb NOT NULL)"
+            ))
+            .await
+            .unwrap();
+        let insert = format!(
+            "INSERT INTO {table} (user_id, event) SELECT u, e::jsonb FROM unnest($1::text[], $2::text[]) AS x(u, e)"
+        );
+        let conns = Arc::new(conns);
+        let cx = conns.clone();
+        let n = events.len();
+        let figures = closed_loop(clients, secs, n, move |c, i| {
+            let (conns, insert) = (cx.clone(), insert.clone());
+            let (batch, who) = (events[i].clone(), users[i].clone());
+            async move {
+                let texts: Vec<String> = batch
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect();
+                conns[c].execute(&insert, &[&who, &texts]).await.expect("insert");
+                batch.len()
+            }
+        })
+        .await;
+        conns[0]
+            .batch_execute(&format!("DROP TABLE IF EXISTS {table}"))
+            .await
+            .unwrap();
+        figures
+    })
+}
+
+/// The disk's own limit: write + fdatasync of `bytes` at a time (the engine's average
+/// group commit), counted as `records` events each.
+fn raw_commits(base: &Path, secs: f64, bytes: usize, records: f64) -> Peer {
+    let dir = fresh(base, "raw-commits");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("raw"))
+        .expect("raw file");
+    let buf = vec![b'r'; bytes.max(1)];
+    let mut lat = Vec::new();
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        f.write_all(&buf).expect("write");
+        f.sync_data().expect("fdatasync");
+        lat.push(t.elapsed());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort();
+    (lat.len() as f64 * records / elapsed, percentile(&lat, 0.99))
+}
+
+/// The engine against its peers: see the module's comment.
+fn compare(base: &Path, rounds: usize, secs: f64, clients: usize, partitions: usize) {
+    let nats = std::env::var("HUNT_BENCH_NATS").unwrap_or_else(|_| "127.0.0.1:4222".into());
+    let pg = std::env::var("HUNT_BENCH_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=test".into());
+    let hunts = bench_hunts_file(20);
+    let evs = traffic((secs * 400_000.0) as usize);
+    // The same events, as the engine's bodies and as single messages or rows.
+    let bodies: Vec<Bytes> = evs
+        .chunks(BATCH)
+        .map(|c| Bytes::from(serde_json::to_vec(c).unwrap()))
+        .collect();
+    let singles: Arc<Vec<Vec<Bytes>>> = Arc::new(
+        evs.chunks(BATCH)
+            .map(|c| {
+                c.iter()
+                    .map(|e| Bytes::from(serde_json::to_vec(e).unwrap()))
+                    .collect()
+            })
+            .collect(),
+    );
+    let users: Arc<Vec<Vec<String>>> = Arc::new(
+        evs.chunks(BATCH)
+            .map(|c| c.iter().map(|e| e.user.clone()).collect())
+            .collect(),
+    );
+    drop(evs);
+    let bodies = Arc::new(bodies);
+    println!(
+        "compare: the same events in batches of {BATCH} from {clients} clients, {secs} s each, {rounds} rounds in turning order; engine: 20 hunts, {partitions} partitions, fsync; JetStream at {nats}, file storage; PostgreSQL ({pg}), synchronous_commit on"
+    );
+    let names = ["engine", "jetstream", "postgres", "raw fdatasync"];
+    let mut figures: Vec<Vec<Peer>> = vec![Vec::new(); 4];
+    // The raw limit writes what the engine's last run committed on average.
+    let (mut commit_bytes, mut commit_records) = (64 * 1024, 140.0);
+    for round in 0..rounds {
+        for k in 0..4 {
+            let peer = (round + k) % 4;
+            let f = match peer {
+                0 => {
+                    let next = Arc::new(AtomicUsize::new(0));
+                    let b = bodies.clone();
+                    let run = scenario(
+                        base,
+                        &hunts,
+                        partitions,
+                        clients,
+                        secs,
+                        BATCH,
+                        Arc::new(move |_, _| b.get(next.fetch_add(1, Ordering::Relaxed)).cloned()),
+                    );
+                    let commits = metric(&run.metrics, "hunt_commits_total ");
+                    if commits > 0.0 {
+                        commit_bytes =
+                            (metric(&run.metrics, "hunt_commit_bytes_total ") / commits) as usize;
+                        commit_records = run.records_per_commit;
+                    }
+                    (run.per_s, run.p99_ms)
+                }
+                1 => jetstream(&nats, &singles, clients, secs),
+                2 => postgres(&pg, &singles, &users, clients, secs),
+                _ => raw_commits(base, secs, commit_bytes, commit_records),
+            };
+            println!(
+                "round {round}: {:14} {:>9.0} events/s   batch p99 {:>8.2} ms{}",
+                names[peer],
+                f.0,
+                f.1,
+                if peer == 3 {
+                    format!("   ({commit_bytes} bytes, {commit_records:.0} records a commit)")
+                } else {
+                    String::new()
+                }
+            );
+            figures[peer].push(f);
+        }
+    }
+    let med = |i: usize, j: usize| {
+        median(
+            figures[i]
+                .iter()
+                .map(|f| if j == 0 { f.0 } else { f.1 })
+                .collect(),
+        )
+    };
+    let engine = med(0, 0);
+    println!("medians of {rounds} rounds:");
+    println!(
+        "  {:14} {:>12} {:>14} {:>16}",
+        "", "events/s", "batch p99 ms", "engine / this"
+    );
+    for (i, name) in names.iter().enumerate() {
+        println!(
+            "  {name:14} {:>12.0} {:>14.2} {:>16.2}",
+            med(i, 0),
+            med(i, 1),
+            engine / med(i, 0)
+        );
+    }
+    println!(
+        "  targets: engine ≥ 2.5 × JetStream, ≥ 4 × PostgreSQL, ≥ 0.70 × raw fdatasync (engine / raw = {:.2})",
+        engine / med(3, 0)
+    );
 }
 
 /// Resident set size, in bytes.
@@ -540,6 +840,11 @@ fn main() {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hunt-server-bench");
     if let Ok(n) = std::env::var("HUNT_BENCH_DLQ") {
         dlq_memory(n.parse().expect("HUNT_BENCH_DLQ=<count>"));
+        return;
+    }
+    if std::env::var("HUNT_BENCH_COMPARE").is_ok() {
+        compare(&base, rounds, secs, clients, partitions);
+        let _ = std::fs::remove_dir_all(&base);
         return;
     }
     if std::env::var("HUNT_BENCH_SINK").is_ok() {
