@@ -181,6 +181,26 @@ fn gen_traffic_is_seeded() {
     let bad = hunt(&["gen-traffic", "--hunters", "2"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("--hunters must be between 0 and 1"));
+    // The hunts file the traffic is made for: valid, 20 hunts.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bench.yaml");
+    let out = hunt(&[
+        "gen-traffic",
+        "--events",
+        "10",
+        "--hunts-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let checked = hunt(&["check", file.to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stdout));
+    assert_eq!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .matches("\n  - id: hunt-")
+            .count(),
+        20
+    );
 }
 
 #[test]

@@ -30,6 +30,10 @@ pub struct Args {
     /// Write here instead of standard output.
     #[arg(long, short)]
     out: Option<PathBuf>,
+    /// Also write the hunts file this traffic is made for (20 hunts × 5 steps, the one
+    /// the benchmarks use) to this file.
+    #[arg(long, value_name = "FILE")]
+    hunts_file: Option<PathBuf>,
 }
 
 /// The most events one run generates (they are held in memory to sort by time).
@@ -53,6 +57,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         span: args.span,
         hunters: args.hunters,
     };
+    if let Some(p) = &args.hunts_file {
+        std::fs::write(p, hunt_core::traffic::bench_hunts_file(20))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
+    }
     let events = generate(&spec);
     let sink: Box<dyn Write> = match &args.out {
         Some(p) => Box::new(
