@@ -62,7 +62,8 @@ pub struct Args {
     quiet: bool,
 }
 
-/// The most distinct events generated up front; longer runs reuse them with new ids.
+/// The most distinct events generated up front; longer runs reuse them with new ids
+/// and, on each further pass, new customers.
 const POOL_MAX: u64 = 1_000_000;
 
 #[derive(Default)]
@@ -160,6 +161,12 @@ fn body(pool: &[Event], run: &str, i: u64, batch: usize, n: u64) -> Bytes {
             let seq = i * batch as u64 + k;
             let mut e = pool[(seq % size) as usize].clone();
             e.id = format!("{run}-{seq}");
+            // Each pass over the pool is new customers doing the same things, so a long
+            // run keeps meeting customers it has not seen.
+            let pass = seq / size;
+            if pass > 0 {
+                e.user = format!("{}~{pass}", e.user);
+            }
             e
         })
         .collect();
