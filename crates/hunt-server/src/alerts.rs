@@ -538,8 +538,10 @@ impl Alerts {
         let wall = now_ts();
         let mut changes = Vec::new();
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = std::collections::BTreeSet::new();
         for rule in &self.config.rules {
             for r in self.readings(service, rule, now) {
+                seen.insert((rule.name.clone(), r.subject.clone()));
                 let st = states
                     .entry((rule.name.clone(), r.subject.clone()))
                     .or_insert_with(|| AlertState {
@@ -573,6 +575,16 @@ impl Alerts {
                 }
             }
         }
+        // A pool or sink no longer in the hunts file: its alerts go (resolved first,
+        // if they were firing).
+        states.retain(|k, st| {
+            let keep = seen.contains(k);
+            if !keep && st.state == Phase::Firing {
+                st.state = Phase::Ok;
+                changes.push(st.clone());
+            }
+            keep
+        });
         drop(states);
         for c in changes {
             let firing = c.state == Phase::Firing;

@@ -512,6 +512,34 @@ rules:
         gauge(&m, "hunt_alert_firing{alert=\"dlq\",subject=\"crm\"}"),
         Some(0.0)
     );
+    // A new hunts file with another pool: the old pool's alerts go (resolved first,
+    // since `codes_low` was firing), the new pool's come.
+    let text = hunts(&rx.url, "X")
+        .replace("    secret_env: X\n", "")
+        .replace("  - id: p\n", "  - id: q\n")
+        .replace("reward: { pool: p }", "reward: { pool: q }");
+    let (status, v) = s.put_config(&text).await;
+    assert_eq!(status, 200, "{v}");
+    until("the old pool's alerts gone", || async {
+        let v = s.get("/v1/alerts").await.1;
+        let subjects: Vec<&str> = v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["subject"].as_str().unwrap())
+            .collect();
+        !subjects.contains(&"p") && subjects.contains(&"q")
+    })
+    .await;
+    until("the webhook told `codes_low` resolved", || async {
+        rx.inner
+            .lock()
+            .unwrap()
+            .alerts
+            .iter()
+            .any(|a| a["alert"] == "codes_low" && a["subject"] == "p" && a["status"] == "resolved")
+    })
+    .await;
     s.stop().await.unwrap();
 }
 
