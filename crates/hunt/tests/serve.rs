@@ -19,6 +19,14 @@ struct Served {
     log: Arc<Mutex<String>>,
 }
 
+/// A test that fails half-way must not leave its server running.
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `hunt serve` on an ephemeral port and waits until it is ready.
 fn serve(data: &std::path::Path) -> Served {
     serve_with(data, &root().join("examples/welcome.yaml"))
@@ -152,9 +160,9 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_grants_no_code_twice() {
         while acked.lock().unwrap().len() < before + 1500 && t.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let mut child = server.child;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        let mut server = server;
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
         for c in clients {
             c.join().unwrap();
@@ -214,7 +222,8 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_grants_no_code_twice() {
     );
 
     // SIGTERM: a clean stop with exit status 0.
-    let Served { mut child, log, .. } = server;
+    let mut server = server;
+    let (child, log) = (&mut server.child, server.log.clone());
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -494,4 +503,49 @@ fn bench_loads_a_running_server_closed_and_open_loop() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn sigterm_stops_a_server_whose_standard_error_was_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["serve", "--config", "examples/welcome.yaml", "--listen"])
+        .arg(addr.to_string())
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .current_dir(root())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
+        assert!(t.elapsed() < Duration::from_secs(30), "not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Whoever read its log went away: every later log line fails to be written.
+    drop(child.stderr.take());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("hunt serve did not stop within 60 s of SIGTERM with its stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
 }

@@ -202,7 +202,12 @@ pub fn init_logs(json: bool) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (standard error closed, say, after the
+        // process that read it went away) is dropped. Reporting it would go through
+        // `eprintln!`, which panics on the same closed pipe and took down the task
+        // that logged — once, the task that stops the server on SIGTERM.
+        .log_internal_errors(false);
     let _ = if json {
         b.json().try_init()
     } else {
