@@ -86,13 +86,18 @@ fn fresh(base: &Path, name: &str) -> PathBuf {
 
 /// Raw write + fdatasync of one 300-byte record at a time: sorted latencies.
 fn raw_fsync(base: &Path, secs: f64) -> Vec<Duration> {
-    let dir = fresh(base, "raw");
+    raw_loop(base, "raw", secs, 319)
+}
+
+/// Write + fdatasync of `bytes` at a time, in a loop for `secs`: sorted latencies.
+fn raw_loop(base: &Path, name: &str, secs: f64, bytes: usize) -> Vec<Duration> {
+    let dir = fresh(base, name);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("raw"))
         .expect("raw file");
-    let buf = [b'r'; 319];
+    let buf = vec![b'r'; bytes.max(1)];
     let mut lat = Vec::new();
     let started = Instant::now();
     while started.elapsed().as_secs_f64() < secs {
@@ -546,24 +551,8 @@ fn postgres(
 /// The disk's own limit: write + fdatasync of `bytes` at a time (the engine's average
 /// group commit), counted as `records` events each.
 fn raw_commits(base: &Path, secs: f64, bytes: usize, records: f64) -> Peer {
-    let dir = fresh(base, "raw-commits");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("raw"))
-        .expect("raw file");
-    let buf = vec![b'r'; bytes.max(1)];
-    let mut lat = Vec::new();
-    let started = Instant::now();
-    while started.elapsed().as_secs_f64() < secs {
-        let t = Instant::now();
-        f.write_all(&buf).expect("write");
-        f.sync_data().expect("fdatasync");
-        lat.push(t.elapsed());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    lat.sort();
-    (lat.len() as f64 * records / elapsed, percentile(&lat, 0.99))
+    let lat = raw_loop(base, "raw-commits", secs, bytes);
+    (lat.len() as f64 * records / secs, percentile(&lat, 0.99))
 }
 
 /// The engine against its peers: see the module's comment.

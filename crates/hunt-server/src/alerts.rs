@@ -535,7 +535,7 @@ impl Alerts {
                 }
             }
         }
-        let wall = now_ts();
+        let wall = crate::service::now();
         let mut changes = Vec::new();
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         let mut seen = std::collections::BTreeSet::new();
@@ -631,10 +631,6 @@ impl Alerts {
             );
         }
     }
-}
-
-fn now_ts() -> Timestamp {
-    now()
 }
 
 /// When a pool with `left` codes runs out at the rate its samples over `window` show;

@@ -76,6 +76,30 @@ fn serve_with(data: &std::path::Path, config: &std::path::Path) -> Served {
     Served { child, addr, log }
 }
 
+/// SIGTERM, then a clean stop, not a hang: it gets a minute. `context` says what to
+/// show if it hangs.
+fn terminate(child: &mut Child, context: impl Fn() -> String) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!(
+                "hunt serve did not stop within 60 s of SIGTERM: {}",
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One HTTP/1.1 request on its own connection: (status, body as JSON or Null).
 fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
@@ -223,27 +247,8 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_grants_no_code_twice() {
 
     // SIGTERM: a clean stop with exit status 0.
     let mut server = server;
-    let (child, log) = (&mut server.child, server.log.clone());
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // A clean stop, not a hang: give it a minute.
-    let t = Instant::now();
-    let exit = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!(
-                "hunt serve did not stop within 60 s of SIGTERM: {}",
-                log.lock().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let log = server.log.clone();
+    let exit = terminate(&mut server.child, || log.lock().unwrap().clone());
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(exit.code(), Some(0), "{}", log.lock().unwrap());
     assert!(log.lock().unwrap().contains("stopped cleanly"));
@@ -531,21 +536,6 @@ fn sigterm_stops_a_server_whose_standard_error_was_closed() {
     }
     // Whoever read its log went away: every later log line fails to be written.
     drop(child.stderr.take());
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let t = Instant::now();
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("hunt serve did not stop within 60 s of SIGTERM with its stderr closed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = terminate(&mut child, || "its stderr was closed".into());
     assert_eq!(exit.code(), Some(0));
 }
