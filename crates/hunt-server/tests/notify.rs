@@ -489,6 +489,12 @@ rules:
             .any(|a| a["alert"] == "dlq" && a["status"] == "firing" && a["subject"] == "crm")
     })
     .await;
+    // Every delivery settled in the dead-letter queue first: one still in flight when
+    // the retry is made would be dead-lettered after it and keep the alert firing.
+    until("all nine dead-lettered", || async {
+        dlq(&s).await["total"] == 3 * PER_CLAIM
+    })
+    .await;
     // The sink recovers and its dead letters are retried: both alerts resolve.
     rx.set(Mode::Answer);
     let (status, _) = s.post_json("/v1/dlq/retry", json!({"sink": "crm"})).await;
