@@ -47,9 +47,42 @@ use hunt_server::service::EngineConfig;
 use hyper::body::Bytes;
 use tokio::sync::oneshot;
 
-/// The allocator `hunt serve` runs with (docs/adr/0006).
+/// The allocator `hunt serve` runs with (docs/adr/0006), counting the bytes it has
+/// handed out and not yet been given back (for the memory modes).
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: Counting = Counting(mimalloc::MiMalloc, AtomicUsize::new(0));
+
+struct Counting(mimalloc::MiMalloc, AtomicUsize);
+
+// SAFETY: every call is passed on to mimalloc unchanged; only a counter is added.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        self.1.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract is mimalloc's.
+        unsafe { self.0.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        self.1.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        self.1.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { self.0.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        self.1.fetch_add(new, Ordering::Relaxed);
+        self.1.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { self.0.realloc(ptr, layout, new) }
+    }
+}
+
+/// Bytes allocated and not freed.
+fn live() -> usize {
+    ALLOC.1.load(Ordering::Relaxed)
+}
 
 type Full = http_body_util::Full<Bytes>;
 type Conn = hyper::client::conn::http1::SendRequest<Full>;
@@ -713,6 +746,77 @@ fn dlq_memory(n: u64) {
     );
 }
 
+/// What customers' state and the dedupe window hold after `n` events of the bench's
+/// traffic (every customer hunting), applied to one partition the way the server does:
+/// heap bytes counted by the allocator, and the resident set.
+fn state_memory(n: u64) {
+    use hunt_core::rewards::Allocation;
+    use hunt_server::records::ConfigRecord;
+    use hunt_server::state::{DedupeConfig, PartitionState, Version};
+    let version = Version::compile(ConfigRecord {
+        version: 1,
+        name: "bench.yaml".into(),
+        text: bench_hunts_file(20),
+        at: 0,
+    })
+    .expect("the bench hunts compile");
+    let dedupe = DedupeConfig {
+        window: hunt_core::time::Duration::from_secs(24 * 3600),
+        entries_max: usize::MAX,
+    };
+    let (rss0, heap0) = (rss(), live());
+    let mut state = PartitionState::new(dedupe, hunt_server::state::dedupe_secret());
+    let received = hunt_core::time::Timestamp(1_795_766_400_000);
+    let chunk = 1_000_000;
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let take = chunk.min(n - done);
+        let mut evs = generate(&TrafficSpec {
+            users: 1_000_000,
+            events: take,
+            seed: 7 + done,
+            hunters: 1.0,
+            ..TrafficSpec::default()
+        });
+        for e in &mut evs {
+            // Unique ids across chunks; event times as generated (within the hunts).
+            e.id = format!("c{done}-{}", e.id);
+            let mut alloc = Allocation::new(&version.pools);
+            state.apply(&version.engine, e, received, &mut alloc);
+            alloc.commit();
+        }
+        done += take;
+    }
+    let (rss1, heap1) = (rss(), live());
+    let customers = state.users.len();
+    let with_progress = state
+        .users
+        .values()
+        .filter(|u| !u.hunts().is_empty())
+        .count();
+    let progress: usize = state.users.values().map(|u| u.hunts().len()).sum();
+    let entries = state.dedupe.len();
+    // Dropping the window leaves the customers.
+    state.dedupe = hunt_core::dedupe::DedupeWindow::new(dedupe.window, 1, [0, 0]);
+    let heap2 = live();
+    let window = heap1 - heap2;
+    let users = heap2 - heap0;
+    println!(
+        "{n} events applied in {:.1} s: {customers} customers, {with_progress} with progress, in {:.1} hunts on average; {entries} dedupe entries",
+        started.elapsed().as_secs_f64(),
+        progress as f64 / with_progress.max(1) as f64
+    );
+    println!(
+        "heap: customers and figures {:.1} MB ({:.0} bytes a customer); dedupe window {:.1} MB ({:.0} bytes an entry); resident set {:.1} MB more",
+        users as f64 / 1e6,
+        users as f64 / customers.max(1) as f64,
+        window as f64 / 1e6,
+        window as f64 / entries.max(1) as f64,
+        (rss1 - rss0) as f64 / 1e6
+    );
+}
+
 /// Healthy against hanging sink, interleaved: see the module's comment.
 fn sink_rounds(base: &Path, rounds: usize, secs: f64, clients: usize, partitions: usize) {
     let hunts = bench_hunts_file(20);
@@ -829,6 +933,10 @@ fn main() {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hunt-server-bench");
     if let Ok(n) = std::env::var("HUNT_BENCH_DLQ") {
         dlq_memory(n.parse().expect("HUNT_BENCH_DLQ=<count>"));
+        return;
+    }
+    if let Ok(n) = std::env::var("HUNT_BENCH_STATE") {
+        state_memory(n.parse().expect("HUNT_BENCH_STATE=<events>"));
         return;
     }
     if std::env::var("HUNT_BENCH_COMPARE").is_ok() {

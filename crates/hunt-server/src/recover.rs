@@ -53,8 +53,11 @@ pub fn recover(
 ) -> Result<Recovered, String> {
     let mut report = Report::default();
     let mut version = None;
+    // A start without a snapshot picks a new secret for the dedupe window's
+    // identities; a snapshot brings back the one its entries were made with.
+    let secret = crate::state::dedupe_secret();
     let mut states: Vec<PartitionState> = (0..partitions)
-        .map(|_| PartitionState::new(dedupe))
+        .map(|_| PartitionState::new(dedupe, secret))
         .collect();
     let mut from = 1;
     let mut outbox = Outbox::default();

@@ -75,12 +75,35 @@ impl Version {
 
 /// The partition an event's customer belongs to. Stable across runs and machines.
 pub fn partition_of(user: &str, partitions: usize) -> usize {
-    let h = foldhash::fast::FixedState::with_seed(0x7472_6561_7375_7265).hash_one(user);
+    partition_of_hash(hunt_core::dedupe::route_hash(user), partitions)
+}
+
+/// The partition of a customer whose route hash is `h`.
+pub fn partition_of_hash(h: u64, partitions: usize) -> usize {
     (h % partitions.max(1) as u64) as usize
+}
+
+/// A fresh secret for the dedupe window's identities, from the process's random source.
+pub fn dedupe_secret() -> [u64; 2] {
+    use std::hash::RandomState;
+    [
+        RandomState::new().hash_one(0x7365_6372_6574_u64),
+        RandomState::new().hash_one(0x006b_6579_u64),
+    ]
 }
 
 /// The answer first given to an event, kept for its duplicates.
 pub type Answer = Arc<[Outcome]>;
+
+/// An answer of these outcomes. Most events have none: those share one allocation.
+pub fn answer_of(outcomes: &[Outcome]) -> Answer {
+    static NONE: std::sync::LazyLock<Answer> = std::sync::LazyLock::new(|| Arc::from([]));
+    if outcomes.is_empty() {
+        NONE.clone()
+    } else {
+        outcomes.into()
+    }
+}
 
 /// Figures for one hunt, counted from outcomes (summed over partitions for queries).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -136,10 +159,12 @@ pub struct DedupeConfig {
 }
 
 impl PartitionState {
-    pub fn new(dedupe: DedupeConfig) -> PartitionState {
+    /// An empty partition whose dedupe window keys identities with `secret` (one for
+    /// all partitions: see [`DedupeWindow::new`]).
+    pub fn new(dedupe: DedupeConfig, secret: [u64; 2]) -> PartitionState {
         PartitionState {
             users: HashMap::default(),
-            dedupe: DedupeWindow::new(dedupe.window, dedupe.entries_max),
+            dedupe: DedupeWindow::new(dedupe.window, dedupe.entries_max, secret),
             stats: HashMap::new(),
             winners: Vec::new(),
             scratch: Vec::new(),
@@ -186,7 +211,7 @@ impl PartitionState {
                 Outcome::TrailCold { .. } => c.trails_gone_cold += 1,
             }
         }
-        let answer: Answer = self.scratch.as_slice().into();
+        let answer = answer_of(&self.scratch);
         // Room was checked by the caller; a refusal here would only mean a duplicate
         // could be applied again later, so it is not ignored silently.
         if self
