@@ -31,12 +31,11 @@ fn customers(n: u64) -> Customers {
     let mut users = Customers::with_capacity_and_hasher(n as usize, Default::default());
     for u in 0..n {
         let mut state = UserState::default();
+        state
+            .traits
+            .insert("country", ["US", "GB", "DE", "CA"][(u % 4) as usize].into());
         state.traits.insert(
-            "country".into(),
-            ["US", "GB", "DE", "CA"][(u % 4) as usize].into(),
-        );
-        state.traits.insert(
-            "tier".into(),
+            "tier",
             ["bronze", "silver", "gold"][(u % 3) as usize].into(),
         );
         users.insert(format!("u-{u:06}"), state);
@@ -119,10 +118,12 @@ fn bench_conditions(c: &mut Criterion) {
     assert!(cond.is_fast());
     let data = serde_json::json!({"product": "sku-0101", "category": "shoes", "price": 59.0, "url": "/p/sku-0101"});
     let data = data.as_object().unwrap().clone();
-    let traits = serde_json::json!({"country": "US", "tier": "gold"})
-        .as_object()
-        .unwrap()
-        .clone();
+    let traits = hunt_core::engine::Traits::from(
+        serde_json::json!({"country": "US", "tier": "gold"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
     let input = Input {
         event: Some(EventView {
             id: "e-1",

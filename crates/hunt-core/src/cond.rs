@@ -50,7 +50,7 @@ pub struct CompileError {
 pub struct Input<'a> {
     pub event: Option<EventView<'a>>,
     pub user_id: &'a str,
-    pub traits: &'a serde_json::Map<String, Json>,
+    pub traits: &'a crate::engine::Traits,
     pub progress: Option<ProgressView<'a>>,
 }
 
@@ -382,7 +382,17 @@ fn eval_cel(program: &cel::Program, input: &Input) -> Result<bool, String> {
         key("id"),
         cel::Value::String(Arc::new(input.user_id.to_string())),
     );
-    u.insert(key("traits"), json_map_to_cel(input.traits));
+    let traits = input
+        .traits
+        .iter()
+        .map(|(k, v)| (key(k), json_to_cel(v)))
+        .collect();
+    u.insert(
+        key("traits"),
+        cel::Value::Map(cel::objects::Map {
+            map: Arc::new(traits),
+        }),
+    );
     ctx.add_variable_from_value(
         "user",
         cel::Value::Map(cel::objects::Map { map: Arc::new(u) }),
@@ -774,9 +784,12 @@ impl Path {
         match self {
             Path::EventId => input.event.map(|e| Val::Str(e.id)).ok_or(()),
             Path::EventType => input.event.map(|e| Val::Str(e.kind)).ok_or(()),
-            Path::EventData(keys) => lookup(input.event.ok_or(())?.data, keys),
+            Path::EventData(keys) => {
+                let data = input.event.ok_or(())?.data;
+                lookup(|k| data.get(k), keys)
+            }
             Path::UserId => Ok(Val::Str(input.user_id)),
-            Path::UserTraits(keys) => lookup(input.traits, keys),
+            Path::UserTraits(keys) => lookup(|k| input.traits.get(k), keys),
             Path::ProgressFound => input
                 .progress
                 .map(|p| Val::Int(i64::from(p.found)))
@@ -785,13 +798,26 @@ impl Path {
     }
 
     fn has(&self, input: &Input) -> Result<bool, ()> {
-        let (map, keys) = match self {
-            Path::EventData(keys) => (input.event.ok_or(())?.data, keys),
-            Path::UserTraits(keys) => (input.traits, keys),
+        let data = match self {
+            Path::EventData(_) => Some(input.event.ok_or(())?.data),
+            Path::UserTraits(_) => None,
             _ => return Err(()),
         };
+        let top = |k: &str| match data {
+            Some(d) => d.get(k),
+            None => input.traits.get(k),
+        };
+        let (Path::EventData(keys) | Path::UserTraits(keys)) = self else {
+            return Err(());
+        };
         let (last, parents) = keys.split_last().ok_or(())?;
-        let mut m = map;
+        let Some((first, parents)) = parents.split_first() else {
+            return Ok(top(last).is_some());
+        };
+        let mut m = match top(first) {
+            Some(Json::Object(inner)) => inner,
+            _ => return Err(()),
+        };
         for k in parents {
             match m.get(k) {
                 Some(Json::Object(inner)) => m = inner,
@@ -802,9 +828,10 @@ impl Path {
     }
 }
 
-fn lookup<'a>(map: &'a serde_json::Map<String, Json>, keys: &[String]) -> Result<Val<'a>, ()> {
+/// The value at `keys`, the first looked up by `top`, the rest in nested objects.
+fn lookup<'a>(top: impl Fn(&str) -> Option<&'a Json>, keys: &[String]) -> Result<Val<'a>, ()> {
     let (first, rest) = keys.split_first().ok_or(())?;
-    let mut v = map.get(first).ok_or(())?;
+    let mut v = top(first).ok_or(())?;
     for k in rest {
         match v {
             Json::Object(m) => v = m.get(k).ok_or(())?,
@@ -926,7 +953,7 @@ mod tests {
 
     fn input<'a>(
         data: &'a serde_json::Map<String, Json>,
-        traits: &'a serde_json::Map<String, Json>,
+        traits: &'a crate::engine::Traits,
     ) -> Input<'a> {
         Input {
             event: Some(EventView {
@@ -1030,7 +1057,7 @@ mod tests {
             if let Some(o) = o {
                 data.insert("o".into(), o);
             }
-            let traits = map_of(t, "t");
+            let traits = crate::engine::Traits::from(map_of(t, "t"));
             let c = Condition::compile(SHAPES[shape], Scope::Step).unwrap();
             let inp = input(&data, &traits);
             let fast = c.eval_checked(&inp).is_ok_and(|b| b);
@@ -1069,7 +1096,7 @@ mod tests {
     #[test]
     fn runtime_failures_are_false_and_counted() {
         let data = serde_json::Map::new();
-        let traits = serde_json::Map::new();
+        let traits = crate::engine::Traits::default();
         let c = Condition::compile("event.data.missing == 'x'", Scope::Step).unwrap();
         assert!(!c.eval(&input(&data, &traits)));
         let c2 = Condition::compile("size(event.data.missing) > 1", Scope::Step).unwrap();

@@ -199,7 +199,7 @@ fn traits_merge_and_null_removes_one() {
     w.when("u", "x", json!({"traits": {"a": 1, "b": "two"}}), 0);
     w.when("u", "x", json!({"traits": {"a": null, "c": true}}), 1);
     assert_eq!(
-        serde_json::Value::Object(w.users["u"].traits.clone()),
+        serde_json::Value::Object(w.users["u"].traits.to_map()),
         json!({"b": "two", "c": true})
     );
 }
@@ -410,7 +410,7 @@ fn failures_count_only_for_steps_still_to_find() {
 
 #[test]
 fn past_the_trait_limit_new_traits_are_not_stored_but_known_ones_update() {
-    let mut profile = serde_json::Map::new();
+    let mut profile = hunt_core::engine::Traits::default();
     let many: serde_json::Map<String, serde_json::Value> = (0..hunt_core::engine::TRAITS_MAX + 5)
         .map(|i| (format!("t{i:03}"), json!(i)))
         .collect();
@@ -418,6 +418,26 @@ fn past_the_trait_limit_new_traits_are_not_stored_but_known_ones_update() {
     assert_eq!(profile.len(), hunt_core::engine::TRAITS_MAX);
     let update = json!({"t000": "changed", "brand_new": 1});
     hunt_core::engine::merge_traits(&mut profile, update.as_object().unwrap());
-    assert_eq!(profile["t000"], json!("changed"));
+    assert_eq!(profile.get("t000"), Some(&json!("changed")));
     assert!(!profile.contains_key("brand_new"));
+    // `null` removes a trait, which makes room for a new one.
+    let update = json!({"t001": null});
+    hunt_core::engine::merge_traits(&mut profile, update.as_object().unwrap());
+    assert!(!profile.contains_key("t001"));
+    let update = json!({"brand_new": 1});
+    hunt_core::engine::merge_traits(&mut profile, update.as_object().unwrap());
+    assert_eq!(profile.get("brand_new"), Some(&json!(1)));
+    assert_eq!(profile.len(), hunt_core::engine::TRAITS_MAX);
+    // Kept in name order, and serialized as a JSON object.
+    let names: Vec<&str> = profile.iter().map(|(k, _)| k).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    let text = serde_json::to_string(&profile).unwrap();
+    assert!(
+        text.starts_with(r#"{"brand_new":1,"t000":"changed","t002":2,"#),
+        "{text}"
+    );
+    let back: hunt_core::engine::Traits = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, profile);
 }

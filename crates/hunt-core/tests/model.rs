@@ -25,7 +25,7 @@ struct ModelProgress {
 
 struct Model {
     catalog: Arc<Catalog>,
-    traits: HashMap<String, Map<String, Json>>,
+    traits: HashMap<String, hunt_core::engine::Traits>,
     progress: HashMap<(String, usize), ModelProgress>,
     held: HashMap<(String, usize), u32>,
     taken: HashMap<usize, u64>,
@@ -56,7 +56,7 @@ impl Model {
         h: usize,
     ) -> bool {
         let hunt = &self.catalog.hunts[h];
-        let empty = Map::new();
+        let empty = hunt_core::engine::Traits::default();
         let counts: Vec<u32> = (0..hunt.steps.len())
             .map(|s| p.and_then(|p| p.counts.get(&s).copied()).unwrap_or(0))
             .collect();

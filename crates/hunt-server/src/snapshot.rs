@@ -144,7 +144,7 @@ pub fn decode(payload: &[u8], partitions: usize, dedupe: DedupeConfig) -> Result
     for (i, part) in snap.parts.into_iter().enumerate() {
         for u in part.users {
             let traits = if u.traits.is_empty() {
-                serde_json::Map::new()
+                hunt_core::engine::Traits::default()
             } else {
                 serde_json::from_str(&u.traits).map_err(|e| format!("traits of `{}`: {e}", u.id))?
             };
