@@ -47,39 +47,55 @@ use hunt_server::service::EngineConfig;
 use hyper::body::Bytes;
 use tokio::sync::oneshot;
 
-/// The allocator `hunt serve` runs with (docs/adr/0006), counting the bytes it has
-/// handed out and not yet been given back (for the memory modes).
+/// The allocator `hunt serve` runs with (docs/adr/0006). In the memory mode only, it
+/// also counts the bytes handed out and not yet given back: one counter shared by all
+/// threads would slow the other modes' allocations.
 #[global_allocator]
 static ALLOC: Counting = Counting(mimalloc::MiMalloc, AtomicUsize::new(0));
+static COUNTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 struct Counting(mimalloc::MiMalloc, AtomicUsize);
+
+impl Counting {
+    fn add(&self, n: usize) {
+        if COUNTING.load(Ordering::Relaxed) {
+            self.1.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    fn sub(&self, n: usize) {
+        if COUNTING.load(Ordering::Relaxed) {
+            self.1.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
 
 // SAFETY: every call is passed on to mimalloc unchanged; only a counter is added.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        self.1.fetch_add(layout.size(), Ordering::Relaxed);
+        self.add(layout.size());
         // SAFETY: the caller's contract is mimalloc's.
         unsafe { self.0.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        self.1.fetch_sub(layout.size(), Ordering::Relaxed);
+        self.sub(layout.size());
         // SAFETY: as above.
         unsafe { self.0.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        self.1.fetch_add(layout.size(), Ordering::Relaxed);
+        self.add(layout.size());
         // SAFETY: as above.
         unsafe { self.0.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
-        self.1.fetch_add(new, Ordering::Relaxed);
-        self.1.fetch_sub(layout.size(), Ordering::Relaxed);
+        self.add(new);
+        self.sub(layout.size());
         // SAFETY: as above.
         unsafe { self.0.realloc(ptr, layout, new) }
     }
 }
 
-/// Bytes allocated and not freed.
+/// Bytes allocated and not freed since counting began (wrapping: frees of earlier
+/// allocations count too, so only differences mean anything).
 fn live() -> usize {
     ALLOC.1.load(Ordering::Relaxed)
 }
@@ -800,8 +816,8 @@ fn state_memory(n: u64) {
     // Dropping the window leaves the customers.
     state.dedupe = hunt_core::dedupe::DedupeWindow::new(dedupe.window, 1, [0, 0]);
     let heap2 = live();
-    let window = heap1 - heap2;
-    let users = heap2 - heap0;
+    let window = heap1.wrapping_sub(heap2);
+    let users = heap2.wrapping_sub(heap0);
     println!(
         "{n} events applied in {:.1} s: {customers} customers, {with_progress} with progress, in {:.1} hunts on average; {entries} dedupe entries",
         started.elapsed().as_secs_f64(),
@@ -936,6 +952,7 @@ fn main() {
         return;
     }
     if let Ok(n) = std::env::var("HUNT_BENCH_STATE") {
+        COUNTING.store(true, Ordering::Relaxed);
         state_memory(n.parse().expect("HUNT_BENCH_STATE=<events>"));
         return;
     }
