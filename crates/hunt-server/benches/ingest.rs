@@ -29,6 +29,10 @@
 //!
 //! HUNT_BENCH_DLQ=N measures what N dead letters cost in memory (resident set, before
 //! and after filling an outbox the way an overflowing sink does).
+//!
+//! HUNT_BENCH_STATE=N applies N events of the bench's traffic (every customer hunting)
+//! to one partition, without HTTP or the log, and prints the heap bytes of customers'
+//! state and of the dedupe window, counted by the allocator.
 
 use std::io::Write;
 use std::net::SocketAddr;
