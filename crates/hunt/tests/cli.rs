@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "harness/crash.rs"]
+mod crash;
 mod serve;
 
 fn root() -> PathBuf {

@@ -539,3 +539,46 @@ fn sigterm_stops_a_server_whose_standard_error_was_closed() {
     let exit = terminate(&mut child, || "its stderr was closed".into());
     assert_eq!(exit.code(), Some(0));
 }
+
+/// The crash harness (tests/harness/crash.rs), 20 cycles of SIGKILL under load. The long
+/// mode: `cargo run --release -p hunt --example crash -- --cycles 500`.
+#[test]
+fn crash_harness_kills_the_server_20_times_and_every_promise_holds() {
+    let seed = std::env::var("HUNT_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_0001);
+    let report = super::crash::run(&super::crash::Config {
+        hunt: env!("CARGO_BIN_EXE_hunt").into(),
+        cycles: 20,
+        seed,
+        clients: 4,
+        verbose: false,
+        sabotage: None,
+    });
+    eprintln!("{}", report.line());
+    assert_eq!(report.cycles, 20, "{report:#?}");
+    assert_eq!(report.failures(), 0, "seed {seed}: {report:#?}");
+    // The run did what it is for: events acknowledged, requests cut off by kills and
+    // sent again, duplicates sent on purpose, codes granted, deliveries received.
+    assert!(report.acked > 1000, "{report:#?}");
+    assert!(report.retried > 0 && report.resent > 0, "{report:#?}");
+    assert!(report.granted > 0 && report.deliveries > 0, "{report:#?}");
+}
+
+/// The harness can fail: with acknowledged writes cut off the log after each kill (a
+/// disk that lies), it reports them lost.
+#[test]
+fn crash_harness_reports_losses_when_the_disk_loses_acknowledged_writes() {
+    let report = super::crash::run(&super::crash::Config {
+        hunt: env!("CARGO_BIN_EXE_hunt").into(),
+        cycles: 3,
+        seed: 7,
+        clients: 4,
+        verbose: false,
+        sabotage: Some(2000),
+    });
+    eprintln!("{}", report.line());
+    assert!(report.lost > 0, "{report:#?}");
+    assert!(report.failures() > 0, "{report:#?}");
+}

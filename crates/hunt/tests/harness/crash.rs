@@ -1,0 +1,828 @@
+//! The crash harness: the real `hunt serve` binary on a data directory of its own, under
+//! concurrent load with known event ids (retries and duplicates included), killed with
+//! SIGKILL at seeded random moments and started again, many times. After every start it
+//! checks through the API what the product promises:
+//!
+//! - every acknowledged event is there: posted again, it is a duplicate with its first
+//!   answer's outcomes;
+//! - no event is applied twice: a customer's count of `tick` events (a step with a huge
+//!   `count`) lies between the ticks acknowledged and the ticks ever sent, and equals
+//!   them once every request has been answered;
+//! - no customer holds two codes of a pool with `per_user: 1`, no pool grants more than
+//!   it holds, no code is held twice, and every code an answer granted is held;
+//! - at the end, with every request answered and the webhook drained, every outcome of
+//!   an acknowledged event was delivered to the webhook (at least once, as documented),
+//!   or is in the dead-letter queue.
+//!
+//! Used by the `cli` test (20 cycles) and by `cargo run --release -p hunt --example
+//! crash -- --cycles N` (the long mode).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// How to run.
+pub struct Config {
+    /// The `hunt` binary.
+    pub hunt: PathBuf,
+    pub cycles: usize,
+    pub seed: u64,
+    /// Client threads posting events.
+    pub clients: usize,
+    /// Print a line per cycle.
+    pub verbose: bool,
+    /// For the harness's own test: after each kill, cut this many bytes off the end of
+    /// the newest log segment, as a disk that lost acknowledged writes would. The checks
+    /// must then report losses.
+    pub sabotage: Option<u64>,
+}
+
+/// What a run saw. Every field but the first five and `redelivered` must be 0.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub cycles: usize,
+    /// Events acknowledged (distinct ids).
+    pub acked: usize,
+    /// Requests that got no answer because of a kill, later sent again.
+    pub retried: u64,
+    /// Requests sent again after they had been answered (duplicates on purpose).
+    pub resent: u64,
+    pub granted: usize,
+    /// Acknowledged events missing after a restart, or a customer's count below them.
+    pub lost: usize,
+    /// A duplicate answered with other outcomes than the first answer.
+    pub wrong_answers: usize,
+    /// A customer's count above the ticks ever sent: an event applied twice.
+    pub applied_twice: usize,
+    /// A customer holding more codes of the pool than `per_user` allows.
+    pub duplicate_grants: usize,
+    /// More codes granted than the pool holds.
+    pub overgrants: usize,
+    /// A code held by two customers.
+    pub codes_twice: usize,
+    /// A code granted in an answer that its customer does not hold.
+    pub grants_lost: usize,
+    /// Outcomes of acknowledged events neither delivered nor dead-lettered at the end.
+    pub notifications_missing: usize,
+    /// Deliveries received (counting repeats).
+    pub deliveries: usize,
+    /// Idempotency keys received more than once (allowed: at least once).
+    pub redelivered: usize,
+    pub dead_letters: usize,
+    /// Anything else that went wrong, in words (the first few).
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn failures(&self) -> usize {
+        self.lost
+            + self.wrong_answers
+            + self.applied_twice
+            + self.duplicate_grants
+            + self.overgrants
+            + self.codes_twice
+            + self.grants_lost
+            + self.notifications_missing
+            + self.problems.len()
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "cycles={} acked={} retried={} resent={} granted={} lost={} wrong_answers={} applied_twice={} duplicate_grants={} overgrants={} codes_twice={} grants_lost={} deliveries={} redelivered={} dead_letters={} notifications_missing={}",
+            self.cycles,
+            self.acked,
+            self.retried,
+            self.resent,
+            self.granted,
+            self.lost,
+            self.wrong_answers,
+            self.applied_twice,
+            self.duplicate_grants,
+            self.overgrants,
+            self.codes_twice,
+            self.grants_lost,
+            self.deliveries,
+            self.redelivered,
+            self.dead_letters,
+            self.notifications_missing,
+        )
+    }
+
+    fn problem(&mut self, p: String) {
+        if self.problems.len() < 20 {
+            self.problems.push(p);
+        }
+    }
+}
+
+/// SplitMix64: the harness's only source of chance, so a seed replays a run's choices
+/// (not its timing).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const POOL: usize = 20;
+const USERS_PER_CLIENT: usize = 12;
+const SECRET_ENV: &str = "HUNT_CRASH_SECRET";
+
+fn hunts_file(hook: SocketAddr) -> String {
+    format!(
+        r#"version: 1
+pools:
+  - id: prize
+    generate: {{ prefix: P-, count: {POOL} }}
+sinks:
+  - id: hook
+    url: "http://{hook}/hook"
+    timeout: 2s
+    secret_env: {SECRET_ENV}
+    breaker_open_for: 200ms
+hunts:
+  - id: tally
+    steps: [{{ id: tick, on: tick, count: 1000000000 }}]
+  - id: prize
+    steps: [{{ id: a, on: a }}, {{ id: b, on: b }}]
+    reward: {{ pool: prize, per_user: 1 }}
+    notify: [hook]
+"#
+    )
+}
+
+/// What the clients and the checks share.
+#[derive(Default)]
+struct Books {
+    /// First answer's outcomes of every acknowledged event, by id; with its user and
+    /// body.
+    acked: HashMap<String, (String, Value, Value)>,
+    /// Ids in the order they were acknowledged (for the checks of recent ones).
+    order: Vec<String>,
+    /// Tick ids ever sent, per user (answered or not).
+    ticks_sent: HashMap<String, HashSet<String>>,
+    /// Tick ids acknowledged, per user.
+    ticks_acked: HashMap<String, usize>,
+    /// Codes granted in answers, per user.
+    codes: HashMap<String, HashSet<String>>,
+    retried: u64,
+    resent: u64,
+    /// Requests that were not answered and are still to be sent again.
+    unanswered: usize,
+    problems: Vec<String>,
+}
+
+/// Pausing the clients: the checks run while none is posting.
+struct Gate {
+    state: Mutex<(bool, usize)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            state: Mutex::new((false, 0)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// A client waits here while closed, and counts itself as parked.
+    fn pass(&self) {
+        let mut s = self.state.lock().unwrap();
+        if s.0 {
+            return;
+        }
+        s.1 += 1;
+        self.changed.notify_all();
+        while !s.0 {
+            s = self.changed.wait(s).unwrap();
+        }
+        s.1 -= 1;
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().0 = true;
+        self.changed.notify_all();
+    }
+
+    /// Closes and waits until `clients` are parked.
+    fn close(&self, clients: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = false;
+        while s.1 < clients {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+}
+
+/// One request on its own connection: status and JSON body; None if the connection
+/// failed (the server is down or was killed mid-request).
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out);
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |b| b.1);
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// The webhook's receiver: records every delivery's key and data; answers 200, or 503
+/// to one in twenty (so that retries happen).
+#[derive(Default)]
+struct Received {
+    /// Idempotency key → times received.
+    keys: HashMap<String, usize>,
+    /// (event id, outcome kind, step or code) of every delivery.
+    outcomes: HashSet<(String, String, String)>,
+    count: usize,
+}
+
+fn receiver(seed: u64) -> (SocketAddr, Arc<Mutex<Received>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Arc<Mutex<Received>> = Arc::default();
+    let sink = got.clone();
+    let n = Arc::new(AtomicU64::new(seed));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let (sink, n) = (sink.clone(), n.clone());
+            std::thread::spawn(move || serve_deliveries(conn, &sink, &n));
+        }
+    });
+    (addr, got)
+}
+
+fn serve_deliveries(conn: TcpStream, got: &Mutex<Received>, n: &AtomicU64) {
+    let mut w = match conn.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(conn);
+    loop {
+        let (mut key, mut len) = (None, 0usize);
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = l.split_once(':') {
+                match name.to_ascii_lowercase().as_str() {
+                    "idempotency-key" => key = Some(value.trim().to_string()),
+                    "content-length" => len = value.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let fail = Rng(n.fetch_add(1, Ordering::Relaxed)).below(20) == 0;
+        if !fail {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let d = &v["data"];
+            let mut g = got.lock().unwrap();
+            g.count += 1;
+            *g.keys.entry(key.unwrap_or_default()).or_default() += 1;
+            g.outcomes
+                .insert(outcome_id(d["event_id"].as_str().unwrap_or(""), d));
+        }
+        let status = if fail {
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        };
+        if write!(w, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").is_err() {
+            return;
+        }
+    }
+}
+
+/// An outcome as (event id, kind, detail), the same from an answer or a delivery.
+fn outcome_id(event: &str, o: &Value) -> (String, String, String) {
+    let s = |k: &str| o[k].as_str().unwrap_or("").to_string();
+    let detail = match o["kind"].as_str().unwrap_or("") {
+        "step_found" => s("step"),
+        "reward_granted" => s("code"),
+        "reward_denied" => s("reason"),
+        _ => String::new(),
+    };
+    (event.to_string(), s("kind"), detail)
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(cfg: &Config, dir: &Path, addr: SocketAddr) -> Result<Server, String> {
+    let child = Command::new(&cfg.hunt)
+        .args(["serve", "--config"])
+        .arg(dir.join("hunts.yaml"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .args(["--listen", &addr.to_string()])
+        .args(["--rate-per-user", "0", "--snapshot-every", "5000"])
+        .env(SECRET_ENV, "crash-harness-secret")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", cfg.hunt.display()))?;
+    let server = Server { child };
+    let t = Instant::now();
+    loop {
+        if let Some((200, _)) = request(addr, "GET", "/readyz", "") {
+            return Ok(server);
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            return Err("the server was not ready within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One client: posts batches of its customers' events, sends unanswered requests again
+/// until they are answered, and sometimes sends an answered one again on purpose.
+fn client(
+    c: usize,
+    seed: u64,
+    addr: SocketAddr,
+    books: Arc<Mutex<Books>>,
+    gate: Arc<Gate>,
+    draining: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+) {
+    let mut rng = Rng(seed ^ (c as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut seq = 0u64;
+    let mut pending: Option<(Vec<Value>, bool)> = None;
+    let mut answered: Vec<Vec<Value>> = Vec::new();
+    loop {
+        gate.pass();
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        let (batch, retry) = match pending.take() {
+            Some((b, r)) => (b, r),
+            None if draining.load(Ordering::Relaxed) => {
+                // Everything this client sent is answered.
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            None if !answered.is_empty() && rng.below(10) == 0 => {
+                let i = rng.below(answered.len() as u64) as usize;
+                books.lock().unwrap().resent += 1;
+                (answered[i].clone(), false)
+            }
+            None => {
+                let n = 1 + rng.below(20) as usize;
+                let mut b = Vec::with_capacity(n);
+                let mut books = books.lock().unwrap();
+                for _ in 0..n {
+                    seq += 1;
+                    let user = format!("c{c}u{}", rng.below(USERS_PER_CLIENT as u64));
+                    let id = format!("c{c}-{seq}");
+                    let kind = match rng.below(20) {
+                        0..=13 => "tick",
+                        14..=16 => "a",
+                        _ => "b",
+                    };
+                    if kind == "tick" {
+                        books
+                            .ticks_sent
+                            .entry(user.clone())
+                            .or_default()
+                            .insert(id.clone());
+                    }
+                    b.push(json!({"id": id, "user": user, "type": kind}));
+                }
+                (b, false)
+            }
+        };
+        let body = Value::Array(batch.clone()).to_string();
+        match request(addr, "POST", "/v1/events", &body) {
+            Some((200, a)) => {
+                let mut books = books.lock().unwrap();
+                if retry {
+                    books.retried += 1;
+                    books.unanswered -= 1;
+                }
+                let results = a["results"].as_array().cloned().unwrap_or_default();
+                if results.len() != batch.len() {
+                    books.problems.push(format!(
+                        "{} results for {} events: {a}",
+                        results.len(),
+                        batch.len()
+                    ));
+                    continue;
+                }
+                for (e, r) in batch.iter().zip(&results) {
+                    let id = e["id"].as_str().unwrap_or("").to_string();
+                    let user = e["user"].as_str().unwrap_or("").to_string();
+                    let status = r["status"].as_str().unwrap_or("");
+                    let outcomes = r["outcomes"].clone();
+                    match (books.acked.get(&id), status) {
+                        (Some((_, _, first)), "duplicate") => {
+                            if *first != outcomes {
+                                let p = format!(
+                                    "{id}: answered as a duplicate with {outcomes}, first {first}"
+                                );
+                                books.problems.push(p);
+                            }
+                        }
+                        (Some(_), s) => {
+                            let p = format!("{id} was acknowledged, then answered `{s}`");
+                            books.problems.push(p);
+                        }
+                        // New, or sent before without an answer: either is right.
+                        (None, "accepted" | "duplicate") => {
+                            for o in outcomes.as_array().into_iter().flatten() {
+                                if o["kind"] == "reward_granted" {
+                                    let code = o["code"].as_str().unwrap_or("").to_string();
+                                    books.codes.entry(user.clone()).or_default().insert(code);
+                                }
+                            }
+                            if e["type"] == "tick" {
+                                *books.ticks_acked.entry(user.clone()).or_default() += 1;
+                            }
+                            books.order.push(id.clone());
+                            books.acked.insert(id, (user, e.clone(), outcomes));
+                        }
+                        (None, s) => {
+                            books.problems.push(format!("{id} answered `{s}`: {r}"));
+                        }
+                    }
+                }
+                drop(books);
+                if !retry && answered.len() < 200 {
+                    answered.push(batch);
+                }
+            }
+            // Not stored (overload, starting, or a refusal): sending again is safe.
+            Some((429 | 503, _)) | None => {
+                if !retry {
+                    books.lock().unwrap().unanswered += 1;
+                }
+                pending = Some((batch, true));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Some((st, a)) => {
+                let mut books = books.lock().unwrap();
+                if retry {
+                    books.unanswered -= 1;
+                }
+                books
+                    .problems
+                    .push(format!("a batch was answered {st}: {a}"));
+            }
+        }
+    }
+}
+
+/// The checks through the API, with every client parked. `recent` ids are posted again
+/// in full; `sample` more at random from the older ones.
+fn check(
+    addr: SocketAddr,
+    books: &Books,
+    recent_from: usize,
+    sample: usize,
+    exact: bool,
+    rng: &mut Rng,
+    report: &mut Report,
+) {
+    let mut ids: Vec<&String> = books.order[recent_from.min(books.order.len())..]
+        .iter()
+        .collect();
+    for _ in 0..sample.min(recent_from) {
+        ids.push(&books.order[rng.below(recent_from as u64) as usize]);
+    }
+    for chunk in ids.chunks(500) {
+        let body: Vec<&Value> = chunk.iter().map(|id| &books.acked[*id].1).collect();
+        let Some((200, a)) = request(addr, "POST", "/v1/events", &json!(body).to_string()) else {
+            report.problem("posting acknowledged events again failed".into());
+            return;
+        };
+        for (id, r) in chunk
+            .iter()
+            .zip(a["results"].as_array().into_iter().flatten())
+        {
+            if r["status"] != "duplicate" {
+                report.lost += 1;
+                report.problem(format!("acknowledged {id} is missing: {r}"));
+            } else if r["outcomes"] != books.acked[*id].2 {
+                report.wrong_answers += 1;
+                report.problem(format!(
+                    "{id}: duplicate answered {}, first {}",
+                    r["outcomes"], books.acked[*id].2
+                ));
+            }
+        }
+    }
+    let mut held: BTreeMap<String, String> = BTreeMap::new();
+    let users: HashSet<&String> = books
+        .ticks_sent
+        .keys()
+        .chain(books.codes.keys())
+        .chain(books.acked.values().map(|(u, _, _)| u))
+        .collect();
+    for user in users {
+        let Some((st, u)) = request(addr, "GET", &format!("/v1/users/{user}"), "") else {
+            report.problem(format!("GET /v1/users/{user} failed"));
+            return;
+        };
+        if st == 404 {
+            if books.ticks_acked.get(user).copied().unwrap_or(0) > 0
+                || books.codes.contains_key(user)
+            {
+                report.lost += 1;
+                report.problem(format!("customer {user} is unknown after a restart"));
+            }
+            continue;
+        }
+        let count = u["hunts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["hunt"] == "tally")
+            .and_then(|h| h["counts"]["tick"].as_u64())
+            .unwrap_or(0) as usize;
+        let acked = books.ticks_acked.get(user).copied().unwrap_or(0);
+        let sent = books.ticks_sent.get(user).map_or(0, |s| s.len());
+        if count < acked {
+            report.lost += acked - count;
+            report.problem(format!(
+                "{user}: {count} ticks counted, {acked} acknowledged"
+            ));
+        }
+        if count > sent || (exact && count != sent) {
+            if count > sent {
+                report.applied_twice += count - sent;
+            } else {
+                report.lost += sent - count;
+            }
+            report.problem(format!("{user}: {count} ticks counted, {sent} sent"));
+        }
+        let codes: Vec<String> = u["rewards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| g["pool"] == "prize")
+            .filter_map(|g| g["code"].as_str().map(String::from))
+            .collect();
+        if codes.len() > 1 {
+            report.duplicate_grants += codes.len() - 1;
+            report.problem(format!("{user} holds {codes:?}"));
+        }
+        for c in &codes {
+            if let Some(other) = held.insert(c.clone(), user.clone()) {
+                report.codes_twice += 1;
+                report.problem(format!("{c} held by {user} and {other}"));
+            }
+        }
+        for c in books.codes.get(user).into_iter().flatten() {
+            if !codes.contains(c) {
+                report.grants_lost += 1;
+                report.problem(format!("{user} was granted {c} but does not hold it"));
+            }
+        }
+    }
+    if held.len() > POOL {
+        report.overgrants += held.len() - POOL;
+        report.problem(format!("{} codes held, the pool has {POOL}", held.len()));
+    }
+    report.granted = held.len();
+    match request(addr, "GET", "/v1/hunts/prize/stats", "") {
+        Some((200, s)) if s["rewards_granted"].as_u64() == Some(held.len() as u64) => {}
+        other => report.problem(format!(
+            "stats disagree with the {} codes held: {other:?}",
+            held.len()
+        )),
+    }
+}
+
+/// The whole run. Returns the report; the caller decides what fails.
+pub fn run(cfg: &Config) -> Report {
+    let tmp = std::env::temp_dir().join(format!("hunt-crash-{}-{}", std::process::id(), cfg.seed));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let report = run_in(cfg, &tmp);
+    if report.failures() == 0 || cfg.sabotage.is_some() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    } else {
+        eprintln!("crash harness: data directory kept at {}", tmp.display());
+    }
+    report
+}
+
+fn run_in(cfg: &Config, dir: &Path) -> Report {
+    let mut report = Report::default();
+    let mut rng = Rng(cfg.seed);
+    let (hook, received) = receiver(cfg.seed);
+    std::fs::write(dir.join("hunts.yaml"), hunts_file(hook)).unwrap();
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let books: Arc<Mutex<Books>> = Arc::default();
+    let gate = Arc::new(Gate::new());
+    let draining = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|c| {
+            let (books, gate, draining, done) =
+                (books.clone(), gate.clone(), draining.clone(), done.clone());
+            let seed = cfg.seed;
+            std::thread::spawn(move || client(c, seed, addr, books, gate, draining, done))
+        })
+        .collect();
+    gate.close(cfg.clients);
+    let mut checked = 0;
+    let started = Instant::now();
+    let mut last = None;
+    for cycle in 0..=cfg.cycles {
+        let server = match start(cfg, dir, addr) {
+            Ok(s) => s,
+            Err(e) => {
+                report.problem(format!("cycle {cycle}: {e}"));
+                break;
+            }
+        };
+        {
+            let b = books.lock().unwrap();
+            check(addr, &b, checked, 200, false, &mut rng, &mut report);
+            checked = b.order.len();
+        }
+        if cycle == cfg.cycles {
+            last = Some(server);
+            break;
+        }
+        gate.open();
+        // Load for a random while, then SIGKILL, mid-request more often than not.
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        let mut server = server;
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+        gate.close(cfg.clients);
+        if let Some(n) = cfg.sabotage {
+            cut_newest_segment(&dir.join("data"), n);
+        }
+        report.cycles = cycle + 1;
+        if cfg.verbose {
+            let b = books.lock().unwrap();
+            eprintln!(
+                "cycle {cycle}: acked {} ({:.0} s) | lost {} applied_twice {} duplicate_grants {} overgrants {}",
+                b.order.len(),
+                started.elapsed().as_secs_f64(),
+                report.lost,
+                report.applied_twice,
+                report.duplicate_grants,
+                report.overgrants
+            );
+        }
+    }
+    // The end: every request still unanswered is sent until answered; then the exact
+    // checks, and the webhook.
+    draining.store(true, Ordering::Relaxed);
+    gate.open();
+    let t = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        gate.close(cfg.clients);
+        if books.lock().unwrap().unanswered == 0 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            report.problem("requests still unanswered after 60 s".into());
+            break;
+        }
+        gate.open();
+    }
+    if last.is_none() {
+        report.problem("no server is running for the last checks".into());
+        return report;
+    }
+    {
+        let b = books.lock().unwrap();
+        check(addr, &b, 0, 0, true, &mut rng, &mut report);
+        report.acked = b.acked.len();
+        report.retried = b.retried;
+        report.resent = b.resent;
+        for p in &b.problems {
+            report.problem(p.clone());
+        }
+    }
+    // Every outcome of a hunt with the webhook, delivered or dead-lettered.
+    let t = Instant::now();
+    loop {
+        let text = metrics_text(addr);
+        let waiting = metric(&text, "hunt_sink_queue_depth{sink=\"hook\"}")
+            + metric(&text, "hunt_sink_in_flight{sink=\"hook\"}");
+        if waiting == 0.0 || t.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dead = request(addr, "GET", "/v1/dlq", "")
+        .and_then(|(_, v)| v["total"].as_u64())
+        .unwrap_or(0) as usize;
+    report.dead_letters = dead;
+    {
+        let got = received.lock().unwrap();
+        let b = books.lock().unwrap();
+        let mut missing = 0usize;
+        for (id, (_, _, outcomes)) in &b.acked {
+            for o in outcomes.as_array().into_iter().flatten() {
+                if o["hunt"] == "prize" && !got.outcomes.contains(&outcome_id(id, o)) {
+                    missing += 1;
+                }
+            }
+        }
+        report.deliveries = got.count;
+        report.redelivered = got.keys.values().filter(|n| **n > 1).count();
+        report.notifications_missing = missing.saturating_sub(dead);
+        if missing > dead {
+            report.problem(format!(
+                "{missing} outcomes neither delivered nor among the {dead} dead letters"
+            ));
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    gate.open();
+    for c in clients {
+        let _ = c.join();
+    }
+    report
+}
+
+fn cut_newest_segment(data: &Path, bytes: u64) {
+    let newest = std::fs::read_dir(data)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max();
+    if let Some(p) = newest
+        && let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p)
+        && let Ok(len) = f.metadata().map(|m| m.len())
+    {
+        let _ = f.set_len(len.saturating_sub(bytes));
+    }
+}
+
+fn metrics_text(addr: SocketAddr) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
