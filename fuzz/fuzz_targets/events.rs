@@ -16,11 +16,11 @@ fuzz_target!(|data: &[u8]| {
         Form::CloudEventBinary,
     ][*selector as usize % 5];
     let headers = |name: &str| match name {
-        "ce-specversion" => Some("1.0".to_string()),
-        "ce-source" => Some("/fuzz".to_string()),
-        "ce-id" => Some("f-1".to_string()),
-        "ce-type" => Some("fuzz".to_string()),
-        "ce-subject" => Some("u".to_string()),
+        "ce-specversion" => Some(b"1.0".to_vec()),
+        "ce-source" => Some(b"/fuzz".to_vec()),
+        "ce-id" => Some(b"f-1".to_vec()),
+        "ce-type" => Some(b"fuzz".to_vec()),
+        "ce-subject" => Some(b"u".to_vec()),
         _ => None,
     };
     if let Ok(events) = decode(form, body, &headers, &Limits::default()) {

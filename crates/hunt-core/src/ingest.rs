@@ -119,12 +119,12 @@ pub fn form_of(content_type: Option<&str>, has_ce_headers: bool) -> Result<Form,
     }
 }
 
-/// Decodes a request body. `header` looks up a request header by lower-case name (used
-/// for binary-mode CloudEvents).
+/// Decodes a request body. `header` looks up a request header's raw value by lower-case
+/// name (used for binary-mode CloudEvents, whose `ce-*` values are percent-decoded here).
 pub fn decode(
     form: Form,
     body: &[u8],
-    header: &dyn Fn(&str) -> Option<String>,
+    header: &dyn Fn(&str) -> Option<Vec<u8>>,
     limits: &Limits,
 ) -> Result<Decoded, RequestError> {
     if body.len() > limits.body_bytes_max {
@@ -159,7 +159,7 @@ pub fn decode(
             lines
                 .into_iter()
                 .enumerate()
-                .map(|(i, line)| match serde_json::from_slice::<Json>(line) {
+                .map(|(i, line)| match parse_json(line) {
                     Ok(v) => event(i, v, limits, Shape::Native),
                     Err(e) => Err(reject(
                         i,
@@ -177,14 +177,122 @@ pub fn decode(
 
 /// Decodes one event in the native form (one NDJSON line, say) at position `index`.
 pub fn decode_event(bytes: &[u8], index: usize, limits: &Limits) -> Result<Event, Rejection> {
-    match serde_json::from_slice::<Json>(bytes) {
+    match parse_json(bytes) {
         Ok(v) => event(index, v, limits, Shape::Native),
         Err(e) => Err(reject(index, None, "", format!("not valid JSON: {e}"))),
     }
 }
 
 fn parse(body: &[u8]) -> Result<Json, RequestError> {
-    serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))
+    parse_json(body).map_err(|e| RequestError::Malformed(e.to_string()))
+}
+
+/// JSON text to a value, refusing an object with the same key twice: which of the two
+/// the sender meant is unknowable, so neither is guessed.
+pub fn parse_json(bytes: &[u8]) -> Result<Json, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Strict.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Builds a [`Json`] like its own `Deserialize`, but refuses duplicate keys.
+struct Strict;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Json;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(Strict)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Json;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Json, E> {
+        Ok(Json::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Json, E> {
+        Ok(n.into())
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Json, E> {
+        Ok(n.into())
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<Json, E> {
+        Ok(serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Json, E> {
+        Ok(Json::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Json, E> {
+        Ok(Json::String(s))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(Strict)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(x) = seq.next_element_seed(Strict)? {
+            v.push(x);
+        }
+        Ok(Json::Array(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut m = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if m.contains_key(&k) {
+                let shown: String = k.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key `{shown}` in one object"
+                )));
+            }
+            let v = map.next_value_seed(Strict)?;
+            m.insert(k, v);
+        }
+        Ok(Json::Object(m))
+    }
+}
+
+/// A CloudEvents binary-mode header value: percent-decoded (the HTTP binding's rule for
+/// characters outside printable ASCII), then UTF-8.
+fn header_text(raw: &[u8]) -> Result<String, &'static str> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (raw[i], raw.get(i + 1).copied(), raw.get(i + 2).copied()) {
+            (b'%', Some(a), Some(b)) if hex(a).is_some() && hex(b).is_some() => {
+                out.push((hex(a).unwrap_or(0) * 16 + hex(b).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| "is not valid UTF-8 (percent-decoded)")
+}
+
+/// Identifiers are shown in logs, dashboards and terminals: control characters (C0, DEL,
+/// C1) in them could forge lines or escape sequences, and are refused.
+fn no_controls(s: &str, name: &str) -> Result<(), String> {
+    match s.char_indices().find(|(_, c)| c.is_control()) {
+        Some((at, c)) => Err(format!(
+            "`{name}` must not contain control characters; found U+{:04X} at byte {at}",
+            c as u32
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The events of an array, each decoded on its own, once the count is within the limit.
@@ -279,7 +387,9 @@ fn event(index: usize, v: Json, limits: &Limits, shape: Shape) -> Result<Event, 
             ("subject", m.remove("subject"))
         }
     };
-    let id = required_str(m.remove("id"), "id", ID_BYTES_MAX).map_err(|e| r("id", e))?;
+    let id = required_str(m.remove("id"), "id", ID_BYTES_MAX)
+        .and_then(|id| no_controls(&id, "id").map(|()| id))
+        .map_err(|e| r("id", e))?;
     let event_type = required_str(m.remove("type"), "type", 64).map_err(|e| r("type", e))?;
     if !crate::catalog::is_valid_event_type(&event_type) {
         return Err(r(
@@ -287,7 +397,9 @@ fn event(index: usize, v: Json, limits: &Limits, shape: Shape) -> Result<Event, 
             format!("`type` must match [a-z0-9_.:-]{{1,64}}, got {event_type:?}"),
         ));
     }
-    let user = required_str(user, user_field, ID_BYTES_MAX).map_err(|e| r(user_field, e))?;
+    let user = required_str(user, user_field, ID_BYTES_MAX)
+        .and_then(|u| no_controls(&u, user_field).map(|()| u))
+        .map_err(|e| r(user_field, e))?;
     let time = match m.remove("time") {
         None | Some(Json::Null) => None,
         Some(Json::String(s)) => Some(Timestamp::parse(&s).map_err(|e| r("time", e))?),
@@ -332,12 +444,28 @@ fn event(index: usize, v: Json, limits: &Limits, shape: Shape) -> Result<Event, 
 
 fn binary(
     body: &[u8],
-    header: &dyn Fn(&str) -> Option<String>,
+    header: &dyn Fn(&str) -> Option<Vec<u8>>,
     limits: &Limits,
 ) -> Result<Event, Rejection> {
-    let id = header("ce-id");
+    let id = header("ce-id").and_then(|v| header_text(&v).ok());
     let r = |field: &str, reason: String| reject(0, id.as_deref(), field, reason);
-    let get = |name: &str| header(name).filter(|v| !v.is_empty());
+    for h in [
+        "ce-specversion",
+        "ce-source",
+        "ce-id",
+        "ce-type",
+        "ce-subject",
+        "ce-time",
+    ] {
+        if let Some(Err(e)) = header(h).map(|v| header_text(&v)) {
+            return Err(r(h, format!("the `{h}` header {e}")));
+        }
+    }
+    let get = |name: &str| {
+        header(name)
+            .and_then(|v| header_text(&v).ok())
+            .filter(|v| !v.is_empty())
+    };
     match get("ce-specversion").as_deref() {
         Some("1.0") => {}
         Some(v) => return Err(r("ce-specversion", format!("must be \"1.0\", got {v:?}"))),
@@ -354,7 +482,7 @@ fn binary(
     let data = if body.iter().all(u8::is_ascii_whitespace) {
         Json::Null
     } else {
-        serde_json::from_slice::<Json>(body).map_err(|e| {
+        parse_json(body).map_err(|e| {
             r(
                 "data",
                 format!("the body (the event's data) is not valid JSON: {e}"),
@@ -414,6 +542,14 @@ fn object(
     match v {
         None | Some(Json::Null) => Ok(Map::new()),
         Some(Json::Object(m)) => {
+            if let Some(k) = m.keys().find(|k| k.len() > limits.string_bytes_max) {
+                let e = OverLimit {
+                    path: Vec::new(),
+                    string_bytes: Some(k.len()),
+                    key: true,
+                };
+                return Err(e.describe(name, limits));
+            }
             for (k, v) in &m {
                 if let Err(mut e) = check(v, 1, limits) {
                     e.path.push(Segment::Key(k));
@@ -441,6 +577,8 @@ struct OverLimit<'a> {
     path: Vec<Segment<'a>>,
     /// The string's length, or `None` when nested too deep.
     string_bytes: Option<usize>,
+    /// The string is a key of the object at `path`, not a value.
+    key: bool,
 }
 
 impl OverLimit<'_> {
@@ -456,6 +594,10 @@ impl OverLimit<'_> {
             }
         }
         let reason = match self.string_bytes {
+            Some(n) if self.key => format!(
+                "`{path}` has a key of {n} bytes, over the limit of {}",
+                limits.string_bytes_max
+            ),
             Some(n) => format!(
                 "`{path}` is {n} bytes, over the limit of {}",
                 limits.string_bytes_max
@@ -474,10 +616,12 @@ fn check<'a>(v: &'a Json, depth: usize, limits: &Limits) -> Result<(), OverLimit
         Json::String(s) if s.len() > limits.string_bytes_max => Err(OverLimit {
             path: Vec::new(),
             string_bytes: Some(s.len()),
+            key: false,
         }),
         Json::Array(_) | Json::Object(_) if depth >= limits.depth_max => Err(OverLimit {
             path: Vec::new(),
             string_bytes: None,
+            key: false,
         }),
         Json::Array(items) => {
             for (i, x) in items.iter().enumerate() {
@@ -489,6 +633,13 @@ fn check<'a>(v: &'a Json, depth: usize, limits: &Limits) -> Result<(), OverLimit
             Ok(())
         }
         Json::Object(m) => {
+            if let Some(k) = m.keys().find(|k| k.len() > limits.string_bytes_max) {
+                return Err(OverLimit {
+                    path: Vec::new(),
+                    string_bytes: Some(k.len()),
+                    key: true,
+                });
+            }
             for (k, x) in m {
                 check(x, depth + 1, limits).map_err(|mut e| {
                     e.path.push(Segment::Key(k));

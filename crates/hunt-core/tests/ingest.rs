@@ -4,7 +4,7 @@ use hunt_core::ingest::{Form, Limits, RequestError, decode, form_of};
 use proptest::prelude::*;
 use serde_json::json;
 
-fn no_headers(_: &str) -> Option<String> {
+fn no_headers(_: &str) -> Option<Vec<u8>> {
     None
 }
 
@@ -148,13 +148,13 @@ fn cloudevents_structured_batch_and_binary() {
     assert!(out[0].is_ok());
     assert_eq!(out[1].as_ref().unwrap_err().field, "source");
 
-    let headers = |name: &str| -> Option<String> {
+    let headers = |name: &str| -> Option<Vec<u8>> {
         match name {
-            "ce-specversion" => Some("1.0".into()),
-            "ce-id" => Some("b-1".into()),
-            "ce-source" => Some("/shop".into()),
-            "ce-type" => Some("cart_add".into()),
-            "ce-subject" => Some("u-9".into()),
+            "ce-specversion" => Some(b"1.0".to_vec()),
+            "ce-id" => Some(b"b-1".to_vec()),
+            "ce-source" => Some(b"/shop".to_vec()),
+            "ce-type" => Some(b"cart_add".to_vec()),
+            "ce-subject" => Some(b"u-9".to_vec()),
             _ => None,
         }
     };
@@ -185,6 +185,39 @@ fn cloudevents_structured_batch_and_binary() {
     )
     .unwrap();
     assert_eq!(out[0].as_ref().unwrap_err().field, "ce-subject");
+    // Header values are percent-decoded (the HTTP binding), then must be UTF-8.
+    let subject = |value: &'static [u8]| {
+        move |name: &str| {
+            if name == "ce-subject" {
+                Some(value.to_vec())
+            } else {
+                headers(name)
+            }
+        }
+    };
+    let decoded = |value: &'static [u8]| {
+        decode(
+            Form::CloudEventBinary,
+            b"{}",
+            &subject(value),
+            &Limits::default(),
+        )
+        .unwrap()
+        .remove(0)
+    };
+    assert_eq!(decoded(b"%E9%A1%A7%E5%AE%A2").unwrap().user, "顧客");
+    assert_eq!(
+        decoded(b"50%ZZ%").unwrap().user,
+        "50%ZZ%",
+        "not an escape: kept"
+    );
+    let e = decoded(b"\xff\xfe").unwrap_err();
+    assert_eq!(e.field, "ce-subject");
+    assert!(e.reason.contains("not valid UTF-8"), "{}", e.reason);
+    let e = decoded(b"%FF").unwrap_err();
+    assert!(e.reason.contains("not valid UTF-8"), "{}", e.reason);
+    let e = decoded(b"a%0Ab").unwrap_err();
+    assert!(e.reason.contains("control characters"), "{}", e.reason);
     assert_eq!(
         rejection(
             Form::CloudEvent,
@@ -270,7 +303,7 @@ proptest! {
     #[test]
     fn decoding_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300), form in 0usize..5) {
         let form = [Form::Json, Form::Ndjson, Form::CloudEvent, Form::CloudEventsBatch, Form::CloudEventBinary][form];
-        let ce = |name: &str| if name.starts_with("ce-") { Some("1.0".to_string()) } else { None };
+        let ce = |name: &str| if name.starts_with("ce-") { Some(b"1.0".to_vec()) } else { None };
         let _ = decode(form, &body, &ce, &Limits::default());
     }
 

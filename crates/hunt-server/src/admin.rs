@@ -66,9 +66,10 @@ fn entry_json(e: &Entry) -> Value {
 pub async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(q): Query<DlqQuery>,
+    q: Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     app.authorize(&headers, Role::Admin)?;
+    let Query(q) = q.map_err(crate::api::bad_query)?;
     let service = app.ready()?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > DLQ_LIMIT_MAX {

@@ -105,11 +105,11 @@ impl App {
             .check(presented, role)
             .map(str::to_string)
             .map_err(|d| {
-                let status = match d {
-                    Denied::Forbidden { .. } => StatusCode::FORBIDDEN,
-                    _ => StatusCode::UNAUTHORIZED,
+                let (status, code) = match d {
+                    Denied::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+                    _ => (StatusCode::UNAUTHORIZED, "unauthorized"),
                 };
-                ApiError::new(status, "unauthorized", d.to_string())
+                ApiError::new(status, code, d.to_string())
             })
     }
 
@@ -220,11 +220,52 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             request_id,
         ))
         .with_state(app)
+}
+
+/// A customer id in a path that no event could have had.
+fn check_user_id(user: &str) -> Result<(), ApiError> {
+    let max = hunt_core::engine::ID_BYTES_MAX;
+    let problem = if user.is_empty() || user.len() > max {
+        Some(format!(
+            "a customer id is 1-{max} bytes, got {}",
+            user.len()
+        ))
+    } else if user.chars().any(char::is_control) {
+        Some("a customer id has no control characters".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_user", p)),
+        None => Ok(()),
+    }
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}; see /openapi.json",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+/// A query string that does not fit the endpoint's parameters.
+pub(crate) fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_query",
+        format!("the query string does not fit: {}", e.body_text()),
+    )
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -257,7 +298,7 @@ async fn request_id(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
         });
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let t = Instant::now();
-    let mut r = next.run(req).await;
+    let mut r = json_errors(next.run(req).await).await;
     let status = r.status().as_u16();
     let ms = t.elapsed().as_secs_f64() * 1e3;
     if status >= 500 {
@@ -269,6 +310,46 @@ async fn request_id(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
         r.headers_mut().insert("x-request-id", v);
     }
     r
+}
+
+/// Every answer is JSON: an error some layer or extractor wrote as plain text (a path
+/// that is not UTF-8, say) is wrapped as `{"error": {"code", "message"}}`.
+async fn json_errors(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "too_large",
+        415 => "unsupported_media_type",
+        _ if status.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text.trim().to_string()
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// One event's answer.
@@ -346,12 +427,7 @@ async fn post_events(
         refuse(ApiError::new(status, code, e.to_string()))
     };
     let form = ingest::form_of(content_type, has_ce).map_err(request_error)?;
-    let header_fn = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
+    let header_fn = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
     let decoded = ingest::decode(form, &bytes, &header_fn, limits).map_err(request_error)?;
     let n = decoded.len();
     service
@@ -545,6 +621,7 @@ async fn get_user(
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     app.authorize(&headers, Role::Read)?;
+    check_user_id(&user)?;
     let service = app.ready()?;
     let (view, _) = service.user(&user, None).await?;
     let view = view.ok_or_else(|| unknown_user(&user))?;
@@ -563,6 +640,7 @@ async fn get_user_hunts(
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     app.authorize(&headers, Role::Read)?;
+    check_user_id(&user)?;
     let service = app.ready()?;
     let (_, hunts) = service.user(&user, Some(now())).await?;
     Ok(Json(json!({ "user": user, "hunts": hunts })))
@@ -655,9 +733,10 @@ async fn get_hunt_winners(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<WinnersQuery>,
+    q: Result<Query<WinnersQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     app.authorize(&headers, Role::Read)?;
+    let Query(q) = q.map_err(bad_query)?;
     let service = app.ready()?;
     let v = service.version();
     v.catalog()
@@ -704,10 +783,11 @@ struct ConfigQuery {
 async fn put_config(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(q): Query<ConfigQuery>,
+    q: Result<Query<ConfigQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     app.authorize(&headers, Role::Admin)?;
+    let Query(q) = q.map_err(bad_query)?;
     let service = app.ready()?;
     let bytes = axum::body::to_bytes(body, CONFIG_BYTES_MAX)
         .await
