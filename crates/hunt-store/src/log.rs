@@ -765,12 +765,15 @@ impl Writer {
             let freed: usize = batch.iter().map(|p| p.bytes).sum();
             let mut q = lock(&self.shared.queue);
             q.bytes -= freed;
-            let stopped = outcome
-                .as_ref()
-                .err()
-                .map(|e| LogError::Stopped(e.to_string()));
-            if let Some(e) = &stopped {
-                q.stopped = Some(e.to_string());
+            // The first failure's own words, said once (not wrapped again on every later
+            // refusal).
+            let why = outcome.as_ref().err().map(|e| match e {
+                LogError::Stopped(w) => w.clone(),
+                other => other.to_string(),
+            });
+            let stopped = why.clone().map(LogError::Stopped);
+            if let Some(w) = why {
+                q.stopped = Some(w);
             }
             // Fail-stop: refuse everything still queued, and all that comes later.
             let refused: Vec<Pending> = if stopped.is_some() {

@@ -33,11 +33,16 @@ fn serve(data: &std::path::Path) -> Served {
 }
 
 fn serve_with(data: &std::path::Path, config: &std::path::Path) -> Served {
+    serve_args(data, config, &[])
+}
+
+fn serve_args(data: &std::path::Path, config: &std::path::Path, args: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .arg("--data")
         .arg(data)
+        .args(args)
         .current_dir(root())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -581,4 +586,120 @@ fn crash_harness_reports_losses_when_the_disk_loses_acknowledged_writes() {
     eprintln!("{}", report.line());
     assert!(report.lost > 0, "{report:#?}");
     assert!(report.failures() > 0, "{report:#?}");
+}
+
+/// A size-limited tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill it, which needs root: {}",
+            text(&out.stderr)
+        );
+        SmallDisk { path }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// The disk fills up under load: the server stops acknowledging with a 503 that says
+/// why and stops (fail-stop); once space is freed it starts again from an intact log,
+/// with every acknowledged event.
+#[test]
+fn a_full_disk_stops_acknowledging_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path().join("small"), "24m");
+    let data = disk.path.join("data");
+    // Room to start, taken back later.
+    let ballast = disk.path.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 8 << 20]).unwrap();
+    let welcome = root().join("examples/welcome.yaml");
+    let unlimited = ["--rate-per-user", "0"];
+    let mut server = serve_args(&data, &welcome, &unlimited);
+    let padding = "x".repeat(1500);
+    let mut acked: Vec<Value> = Vec::new();
+    let mut refusal = None;
+    for i in 0..20_000 {
+        let batch: Vec<Value> = (0..50)
+            .map(|k| {
+                json!({"id": format!("f{i}-{k}"), "user": format!("fill{}", k % 7),
+                    "type": "page_view", "data": {"url": "/blog", "pad": padding}})
+            })
+            .collect();
+        match request(server.addr, "POST", "/v1/events", &json!(batch).to_string()) {
+            Some((200, _)) => acked.extend(batch),
+            other => {
+                refusal = Some(other);
+                break;
+            }
+        }
+    }
+    // The first refusal is a 503 that says why.
+    let (status, body) = refusal
+        .expect("the disk never filled up")
+        .expect("the request that hit the full disk was answered");
+    eprintln!("after {} acknowledged events: {status} {body}", acked.len());
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "log_stopped", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("No space left on device"), "{message}");
+    assert!(acked.len() > 1000, "only {} acknowledged", acked.len());
+    // Fail-stop: the process ends by itself, with status 1 and the reason in its log.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{}", server.log.lock().unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("No space left on device"),
+        "{}",
+        server.log.lock().unwrap()
+    );
+    drop(server);
+
+    // Space again: it starts from what is on disk, and every acknowledged event is there.
+    std::fs::remove_file(&ballast).unwrap();
+    let mut server = serve_args(&data, &welcome, &unlimited);
+    for chunk in acked.chunks(500) {
+        let (st, a) = request(server.addr, "POST", "/v1/events", &json!(chunk).to_string())
+            .expect("answered");
+        assert_eq!(st, 200, "{a}");
+        assert_eq!(a["duplicates"].as_u64(), Some(chunk.len() as u64), "{a}");
+    }
+    let log = server.log.clone();
+    let exit = terminate(&mut server.child, || log.lock().unwrap().clone());
+    assert_eq!(exit.code(), Some(0), "{}", log.lock().unwrap());
+    // The log it leaves checks out, record by record.
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["replay", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mismatches"], 0, "{r}");
+    assert!(r["events"].as_u64().unwrap() >= acked.len() as u64, "{r}");
 }
