@@ -231,9 +231,9 @@ impl Gate {
     }
 }
 
-/// One request on its own connection: status and JSON body; None if the connection
-/// failed (the server is down or was killed mid-request).
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
+/// One request on its own connection: status and JSON body (or Null); None if the
+/// connection failed (the server is down or was killed mid-request).
+pub fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
