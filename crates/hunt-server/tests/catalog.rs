@@ -360,6 +360,7 @@ async fn every_bad_input_gets_its_4xx_naming_the_problem_and_harms_nothing() {
     }
 
     let cases = catalog();
+    eprintln!("bad-input catalog: {} cases", cases.len());
     assert!(cases.len() >= 100, "{} cases", cases.len());
     let mut wrong = Vec::new();
     for c in &cases {
