@@ -74,8 +74,13 @@ impl<V> DedupeWindow<V> {
 
     /// The answer first given to `(user, id)`, if it was received within the window.
     pub fn get(&self, user: &str, id: &str, now: Timestamp) -> Option<&V> {
+        self.get_key(self.key(user, id), now)
+    }
+
+    /// [`get`](Self::get) by identity, as [`key`](Self::key) gave it.
+    pub fn get_key(&self, k: PairKey, now: Timestamp) -> Option<&V> {
         self.map
-            .get(&self.key(user, id))
+            .get(&k)
             .filter(|(at, _)| now.0 - at.0 <= self.window.0)
             .map(|(_, v)| v)
     }

@@ -225,7 +225,8 @@ impl Worker {
         let version = self.version.clone();
         let mut statuses = Vec::with_capacity(items.len());
         for (index, event) in items {
-            if let Some(first) = self.state.dedupe.get(&event.user, &event.id, received) {
+            let key = self.state.dedupe.key(&event.user, &event.id);
+            if let Some(first) = self.state.dedupe.get_key(key, received) {
                 statuses.push((index, event.id, Status::Duplicate(first.clone())));
                 continue;
             }
@@ -236,7 +237,7 @@ impl Worker {
             let mut alloc = Allocation::new(&version.pools);
             let answer = self
                 .state
-                .apply(&version.engine, &event, received, &mut alloc);
+                .apply_keyed(&version.engine, &event, key, received, &mut alloc);
             // Kept at once: if the append below fails, the log stops and so does the
             // process (fail-stop); codes allocated but never recorded are free again
             // when the pools are rebuilt from the log on restart.

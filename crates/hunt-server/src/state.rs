@@ -181,6 +181,20 @@ impl PartitionState {
         received: Timestamp,
         alloc: &mut dyn Allocator,
     ) -> Answer {
+        let key = self.dedupe.key(&event.user, &event.id);
+        self.apply_keyed(engine, event, key, received, alloc)
+    }
+
+    /// [`apply`](Self::apply) with the event's dedupe identity already computed (the
+    /// caller looked it up first).
+    pub fn apply_keyed(
+        &mut self,
+        engine: &Engine,
+        event: &Event,
+        key: hunt_core::dedupe::PairKey,
+        received: Timestamp,
+        alloc: &mut dyn Allocator,
+    ) -> Answer {
         let state = match self.users.get_mut(&event.user) {
             Some(s) => s,
             None => self.users.entry(event.user.clone()).or_default(),
@@ -216,7 +230,7 @@ impl PartitionState {
         // could be applied again later, so it is not ignored silently.
         if self
             .dedupe
-            .insert(&event.user, &event.id, received, answer.clone())
+            .insert_key(key, received, answer.clone())
             .is_err()
         {
             tracing::warn!(user = %event.user, id = %event.id, "dedupe window full while applying");
