@@ -292,7 +292,7 @@ pub struct Hunt {
     pub order: Order,
     pub steps: Vec<Step>,
     /// Step ids in order, as conditions see them in `progress.steps`.
-    pub step_ids: Vec<Arc<str>>,
+    pub step_ids: Arc<[Arc<str>]>,
     pub complete_after: u32,
     pub reward: Option<Reward>,
     pub max_winners: Option<u64>,

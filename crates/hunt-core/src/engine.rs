@@ -228,8 +228,10 @@ pub struct UserState {
     #[serde(skip)]
     bound_to: u64,
     /// Beside each entry of `hunts`: the hunt's index in the bound catalog
-    /// ([`SLOT_ABSENT`] if it has none), with [`SLOT_DONE`] set once completed. Scanning
-    /// these few bytes, not the progress records, is what keeps a lookup in cache.
+    /// ([`SLOT_ABSENT`] if it has none), with [`SLOT_DONE`] set once completed and
+    /// [`SLOT_PENDING`] while the customer's finds already meet a completion rule that a
+    /// new version lowered. Scanning these few bytes, not the progress records, is what
+    /// keeps a lookup in cache.
     #[serde(skip)]
     slots: Vec<u32>,
     pub traits: Traits,
@@ -240,16 +242,33 @@ pub struct UserState {
 
 /// A slot's flag: the hunt is completed.
 const SLOT_DONE: u32 = 1 << 31;
+/// A slot's flag: the customer completes the hunt at their next event while it is
+/// active (a new version lowered `complete_after` to finds they already have, or removed
+/// the steps they lacked).
+const SLOT_PENDING: u32 = 1 << 30;
+/// The bits of a slot that hold the hunt's index.
+const SLOT_INDEX: u32 = SLOT_PENDING - 1;
 /// A slot's index for progress in a hunt the bound catalog does not have.
-const SLOT_ABSENT: u32 = SLOT_DONE - 1;
+const SLOT_ABSENT: u32 = SLOT_INDEX;
+
+/// The ids of a hunt's steps in one version's order, shared by the catalog and every
+/// progress record laid out by it.
+pub type StepIds = Arc<[Arc<str>]>;
 
 /// A customer's progress in one hunt.
+///
+/// Progress belongs to steps by id: `counts` and `found` are by position in `steps`, the
+/// hunt's step ids in the version the record was last laid out by. When a new version
+/// changes the steps, [`UserState::bind`] lays the record out again by id (see
+/// `docs/engine.md`, "When the hunts file changes").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HuntProgress {
     pub hunt: Arc<str>,
-    /// Matching events seen per step (capped at the step's `count`).
+    /// The step ids `counts` and `found` are laid out by.
+    pub steps: StepIds,
+    /// Matching events seen per step.
     pub counts: Vec<u32>,
-    /// Found steps, as a bit set by step index.
+    /// Found steps, as a bit set by position in `steps`.
     pub found: u64,
     pub found_count: u32,
     /// When the most recent step was found (event time).
@@ -261,6 +280,11 @@ impl UserState {
     /// Binds progress to `catalog` by hunt id, so that lookups compare indexes. Done
     /// once per state and catalog: after a restore, or when a new hunts file is in
     /// force. Progress in hunts the catalog lacks is kept, and used again if they return.
+    ///
+    /// Binding lays each record out again by step id when the hunt's steps or order
+    /// changed ([`HuntProgress::rebind`]). It happens at the customer's first event under
+    /// a version, so live serving, replay and a restore from a snapshot all lay out the
+    /// same progress at the same event.
     pub fn bind(&mut self, catalog: &Catalog) {
         if self.bound_to == catalog.id {
             return;
@@ -269,8 +293,14 @@ impl UserState {
         for p in &mut self.hunts {
             let mut slot = match catalog.hunt_index(&p.hunt) {
                 Some(h) => {
-                    p.hunt = catalog.hunts[h].id.clone();
-                    h as u32
+                    let hunt = &catalog.hunts[h];
+                    p.hunt = hunt.id.clone();
+                    p.rebind(hunt);
+                    if p.completed_at.is_none() && p.found_count >= hunt.complete_after {
+                        h as u32 | SLOT_PENDING
+                    } else {
+                        h as u32
+                    }
                 }
                 None => SLOT_ABSENT,
             };
@@ -299,10 +329,11 @@ impl UserState {
 }
 
 impl HuntProgress {
-    fn new(hunt: Arc<str>, steps: usize) -> HuntProgress {
+    fn new(hunt: &crate::catalog::Hunt) -> HuntProgress {
         HuntProgress {
-            hunt,
-            counts: vec![0; steps],
+            hunt: hunt.id.clone(),
+            steps: hunt.step_ids.clone(),
+            counts: vec![0; hunt.steps.len()],
             found: 0,
             found_count: 0,
             last_found_at: None,
@@ -312,6 +343,69 @@ impl HuntProgress {
 
     pub fn is_found(&self, step: usize) -> bool {
         step < 64 && self.found & (1 << step) != 0
+    }
+
+    /// The ids of the steps found, in layout order.
+    pub fn found_ids(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| self.is_found(*s))
+            .map(|(_, id)| id)
+    }
+
+    /// Matching events seen for the step `id` (0 if the layout lacks it).
+    pub fn count_of(&self, id: &str) -> u32 {
+        self.steps
+            .iter()
+            .position(|s| &**s == id)
+            .and_then(|s| self.counts.get(s).copied())
+            .unwrap_or(0)
+    }
+
+    /// Lays the record out by `hunt`'s steps, keeping what belongs to each step id:
+    /// - a step still there keeps its count and its find, wherever it moved;
+    /// - a removed step's count and find are dropped; an added step starts at zero;
+    /// - in a sequence hunt not yet completed, the customer's place is the longest
+    ///   prefix of the new order they had found: finds past it are dropped, and only the
+    ///   step right after it keeps a count (a sequence counts the next step only). With
+    ///   no find left there is no previous step, so no `within` runs from one;
+    /// - a completed hunt stays completed, its finds as they were.
+    pub fn rebind(&mut self, hunt: &crate::catalog::Hunt) {
+        let n = hunt.steps.len();
+        if !Arc::ptr_eq(&self.steps, &hunt.step_ids) {
+            if *self.steps != *hunt.step_ids {
+                let mut counts = vec![0; n];
+                let mut found = 0u64;
+                for (old, id) in self.steps.iter().enumerate() {
+                    if let Some(new) = hunt.step_ids.iter().position(|s| s == id) {
+                        counts[new] = self.counts.get(old).copied().unwrap_or(0);
+                        if self.is_found(old) {
+                            found |= 1 << new;
+                        }
+                    }
+                }
+                self.counts = counts;
+                self.found = found;
+                self.found_count = found.count_ones();
+            }
+            self.steps = hunt.step_ids.clone();
+        }
+        if hunt.order == Order::Sequence && self.completed_at.is_none() {
+            let place = (!self.found).trailing_zeros().min(n as u32) as usize;
+            self.found = if place == 64 {
+                u64::MAX
+            } else {
+                (1u64 << place) - 1
+            };
+            self.found_count = place as u32;
+            for c in self.counts.iter_mut().skip(place + 1) {
+                *c = 0;
+            }
+            if place == 0 {
+                self.last_found_at = None;
+            }
+        }
     }
 }
 
@@ -382,6 +476,9 @@ impl Engine {
         let Some(t) = self.effective_time(event, received) else {
             return;
         };
+        if state.slots.iter().any(|s| s & SLOT_PENDING != 0) {
+            self.complete_pending(state, &event.user, t, alloc, out);
+        }
         let Some(mut found) = self.catalog.candidates(&event.kind, &event.data) else {
             return;
         };
@@ -406,6 +503,38 @@ impl Engine {
         }
     }
 
+    /// Completes, in file order, the active hunts whose completion rule a new version
+    /// lowered to finds the customer already has.
+    fn complete_pending(
+        &self,
+        state: &mut UserState,
+        user: &str,
+        t: Timestamp,
+        alloc: &mut dyn Allocator,
+        out: &mut Vec<Outcome>,
+    ) {
+        let mut pending: Vec<(usize, usize)> = state
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s & SLOT_PENDING != 0 && **s & SLOT_DONE == 0)
+            .map(|(p, s)| ((s & SLOT_INDEX) as usize, p))
+            .collect();
+        pending.sort_unstable();
+        for (h, p) in pending {
+            let hunt = &self.catalog.hunts[h];
+            if !hunt.is_active(t) {
+                continue;
+            }
+            state.hunts[p].completed_at = Some(t);
+            state.slots[p] = (state.slots[p] & !SLOT_PENDING) | SLOT_DONE;
+            out.push(Outcome::HuntCompleted {
+                hunt: hunt.id.clone(),
+            });
+            self.reward(state, user, t, h, alloc, out);
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn apply_hunt(
         &self,
@@ -421,7 +550,7 @@ impl Engine {
         if !hunt.is_active(t) {
             return;
         }
-        let existing = state.slots.iter().position(|s| s & !SLOT_DONE == h as u32);
+        let existing = state.slots.iter().position(|s| s & SLOT_INDEX == h as u32);
         if let Some(p) = existing
             && state.slots[p] & SLOT_DONE != 0
         {
@@ -514,7 +643,7 @@ impl Engine {
                 // doubling vector's spare room was a fifth of a customer's memory.
                 state.hunts.reserve_exact(1);
                 state.slots.reserve_exact(1);
-                state.hunts.push(HuntProgress::new(hunt.id.clone(), n));
+                state.hunts.push(HuntProgress::new(hunt));
                 state.slots.push(h as u32);
                 state.hunts.len() - 1
             }
@@ -534,7 +663,7 @@ impl Engine {
         let progress = &mut state.hunts[p];
         if progress.found_count > before && progress.found_count >= hunt.complete_after {
             progress.completed_at = Some(t);
-            state.slots[p] |= SLOT_DONE;
+            state.slots[p] = (state.slots[p] & !SLOT_PENDING) | SLOT_DONE;
             out.push(Outcome::HuntCompleted {
                 hunt: hunt.id.clone(),
             });
@@ -565,7 +694,7 @@ impl Engine {
                 hunt: hunt.id.clone(),
                 step: step.id.clone(),
             });
-            state.hunts[p] = HuntProgress::new(hunt.id.clone(), hunt.steps.len());
+            state.hunts[p] = HuntProgress::new(hunt);
             // The same event may start the trail afresh, judged on the reset progress.
             let view = ProgressView {
                 found: 0,
@@ -710,7 +839,15 @@ impl Engine {
             if !hunt.is_active(now) {
                 continue;
             }
-            let progress = state.hunts.iter().find(|p| p.hunt == hunt.id);
+            // Read as the customer's next event would lay it out.
+            let progress = state.hunts.iter().find(|p| p.hunt == hunt.id).map(|p| {
+                let mut p = std::borrow::Cow::Borrowed(p);
+                if !Arc::ptr_eq(&p.steps, &hunt.step_ids) {
+                    p.to_mut().rebind(hunt);
+                }
+                p
+            });
+            let progress = progress.as_deref();
             if progress.is_none() && !in_audience(hunt, user, &state.traits) {
                 continue;
             }

@@ -580,27 +580,30 @@ struct ProgressView {
 }
 
 fn progress_view(v: &Version, p: &HuntProgress) -> ProgressView {
+    // Laid out as the customer's next event will see it under the version in force; a
+    // hunt no longer in the file shows the steps it had.
     let hunt = v
         .catalog()
         .hunt_index(&p.hunt)
         .map(|h| &v.catalog().hunts[h]);
-    let step_id = |s: usize| -> Arc<str> {
-        hunt.and_then(|h| h.step_ids.get(s).cloned())
-            .unwrap_or_else(|| Arc::from(format!("#{s}")))
+    let mut p = std::borrow::Cow::Borrowed(p);
+    if let Some(h) = hunt {
+        p.to_mut().rebind(h);
+    }
+    let counted = |id: &str| {
+        hunt.and_then(|h| h.steps.iter().find(|s| &*s.id == id))
+            .is_some_and(|s| s.count > 1)
     };
     ProgressView {
         hunt: p.hunt.clone(),
-        found: (0..p.counts.len().min(64))
-            .filter(|s| p.is_found(*s))
-            .map(step_id)
-            .collect(),
+        found: p.found_ids().cloned().collect(),
         found_count: p.found_count,
         counts: p
-            .counts
+            .steps
             .iter()
-            .enumerate()
-            .filter(|(s, c)| **c > 0 && hunt.is_some_and(|h| h.steps[*s].count > 1))
-            .map(|(s, c)| (step_id(s).to_string(), json!(c)))
+            .zip(&p.counts)
+            .filter(|(id, c)| **c > 0 && counted(id))
+            .map(|(id, c)| (id.to_string(), json!(c)))
             .collect(),
         last_found_at: p.last_found_at,
         completed_at: p.completed_at,

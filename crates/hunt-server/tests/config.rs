@@ -136,3 +136,120 @@ async fn a_first_start_needs_a_hunts_file_and_a_good_one() {
     .unwrap();
     assert!(e.contains("error"), "{e}");
 }
+
+/// Hunt `two` with steps `a` and `b`; `extra` adds steps after them.
+fn two_steps(extra: &str) -> String {
+    format!(
+        r#"
+version: 1
+hunts:
+  - id: two
+    steps:
+      - {{ id: a, on: page_view, when: 'event.data.url == "/a"' }}
+      - {{ id: b, on: page_view, when: 'event.data.url == "/b"' }}
+{extra}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_added_to_a_hunt_in_progress_is_found_and_the_server_stays_up() {
+    let (_d, dir) = tempdir();
+    let opts = || Options {
+        hunts: Some(two_steps("")),
+        ..Options::default()
+    };
+    let s = Server::start(&dir, opts()).await;
+    let (_, a) = s
+        .post(ev("1", "u1", "page_view", json!({"url": "/a"})))
+        .await;
+    assert_eq!(kinds(&a, 0), ["step_found"], "{a}");
+    let v2 = two_steps("      - { id: c, on: page_view, when: 'event.data.url == \"/c\"' }\n");
+    let (st, r) = s.put_config(&v2).await;
+    assert_eq!(st, 200, "{r}");
+    // The step added after the customer joined: found, no crash, nothing completed yet.
+    let (st, a) = s
+        .post(ev("2", "u1", "page_view", json!({"url": "/c"})))
+        .await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(kinds(&a, 0), ["step_found"], "{a}");
+    assert_eq!(a["results"][0]["outcomes"][0]["step"], "c", "{a}");
+    assert_eq!(a["results"][0]["outcomes"][0]["found"], 2, "{a}");
+    let (_, u) = s.get("/v1/users/u1").await;
+    assert_eq!(u["hunts"][0]["found"], json!(["a", "c"]), "{u}");
+    s.stop().await.unwrap();
+
+    // Started again (the log replayed, no snapshot): the same progress, and b completes.
+    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: None,
+            ..opts()
+        },
+    )
+    .await;
+    let (_, u) = s.get("/v1/users/u1").await;
+    assert_eq!(u["hunts"][0]["found"], json!(["a", "c"]), "{u}");
+    let (st, a) = s
+        .post(ev("3", "u1", "page_view", json!({"url": "/b"})))
+        .await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(kinds(&a, 0), ["step_found", "hunt_completed"], "{a}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_follows_step_ids_when_steps_are_reordered_or_removed() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(&dir, Options::default()).await;
+    // ann finds shoes; bo finds shoes and blog.
+    let eggs = three_eggs("ann");
+    s.post(eggs[0].clone()).await;
+    let eggs = three_eggs("bo");
+    s.post(json!([eggs[0].clone(), eggs[1].clone()])).await;
+
+    // [shoes, blog, search] becomes [search, blog]: shoes is removed.
+    let v2 = EGGS.replace(
+        "      - { id: shoes, on: product_view, when: 'event.data.category == \"shoes\"', clue: Look at shoes. }\n",
+        "",
+    );
+    let v2 = v2.replace(
+        "      - { id: blog, on: page_view, when: 'event.data.url == \"/blog\"', clue: Read the blog. }\n      - { id: search, on: search, when: 'event.data.query.contains(\"egg\")', clue: Search for eggs. }",
+        "      - { id: search, on: search, when: 'event.data.query.contains(\"egg\")', clue: Search for eggs. }\n      - { id: blog, on: page_view, when: 'event.data.url == \"/blog\"', clue: Read the blog. }",
+    );
+    assert!(
+        !v2.contains("id: shoes") && v2.find("id: search") < v2.find("id: blog"),
+        "{v2}"
+    );
+    let (st, r) = s.put_config(&v2).await;
+    assert_eq!(st, 200, "{r}");
+
+    // ann's find of shoes is not a find of search: the blog does not complete the hunt.
+    let (_, u) = s.get("/v1/users/ann").await;
+    assert_eq!(u["hunts"][0]["found"], json!([]), "{u}");
+    let (_, a) = s
+        .post(ev("ann-b", "ann", "page_view", json!({"url": "/blog"})))
+        .await;
+    assert_eq!(kinds(&a, 0), ["step_found"], "{a}");
+    assert_eq!(a["results"][0]["outcomes"][0]["step"], "blog", "{a}");
+    assert_eq!(a["results"][0]["outcomes"][0]["found"], 1, "{a}");
+    // bo keeps blog; searching completes the hunt.
+    let (_, u) = s.get("/v1/users/bo").await;
+    assert_eq!(u["hunts"][0]["found"], json!(["blog"]), "{u}");
+    let (_, a) = s
+        .post(ev("bo-s", "bo", "search", json!({"query": "egg"})))
+        .await;
+    assert_eq!(
+        kinds(&a, 0),
+        ["step_found", "hunt_completed", "reward_granted"],
+        "{a}"
+    );
+
+    // A hunt removed from the file: the progress shows its steps by id, not by position.
+    let (st, r) = s.put_config(&two_steps("")).await;
+    assert_eq!(st, 200, "{r}");
+    let (_, u) = s.get("/v1/users/bo").await;
+    assert_eq!(u["hunts"][0]["hunt"], "eggs", "{u}");
+    assert_eq!(u["hunts"][0]["found"], json!(["search", "blog"]), "{u}");
+    s.stop().await.unwrap();
+}
