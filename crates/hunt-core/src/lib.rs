@@ -12,6 +12,7 @@ pub mod dedupe;
 pub mod diag;
 pub mod engine;
 pub mod ingest;
+pub mod plan;
 pub mod rewards;
 pub mod simulate;
 pub mod spec;

@@ -49,9 +49,49 @@ impl SharedPools {
         catalog: &Catalog,
         grants: impl IntoIterator<Item = (usize, usize, u64)>,
     ) -> Result<SharedPools, String> {
-        let mut used: Vec<Vec<u64>> = vec![Vec::new(); catalog.pools.len()];
+        let mut codes = Vec::new();
         let mut winners = vec![0u64; catalog.hunts.len()];
         for (h, p, i) in grants {
+            codes.push((p, i));
+            if let Some(w) = winners.get_mut(h) {
+                *w += 1;
+            }
+        }
+        SharedPools::restore_parts(catalog, codes, winners)
+    }
+
+    /// State rebuilt from the grants customers hold, by id: `(hunt, pool, code)`. A hunt
+    /// counts every winner it had, whatever pool their code came from; a code counts as
+    /// taken in the pool of the same id that holds it. A grant whose code its pool no
+    /// longer holds is not taken from it (see [`crate::plan::refusals`], which refuses
+    /// such a version before it is put in force).
+    pub fn from_grants<'a>(
+        catalog: &Catalog,
+        grants: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Result<SharedPools, String> {
+        let mut codes = Vec::new();
+        let mut winners = vec![0u64; catalog.hunts.len()];
+        for (hunt, pool, code) in grants {
+            if let Some(h) = catalog.hunt_index(hunt) {
+                winners[h] += 1;
+            }
+            let Some(p) = catalog.pools.iter().position(|p| &*p.id == pool) else {
+                continue;
+            };
+            if let Some(i) = catalog.pools[p].index_of(code) {
+                codes.push((p, i));
+            }
+        }
+        SharedPools::restore_parts(catalog, codes, winners)
+    }
+
+    fn restore_parts(
+        catalog: &Catalog,
+        codes: Vec<(usize, u64)>,
+        winners: Vec<u64>,
+    ) -> Result<SharedPools, String> {
+        let mut used: Vec<Vec<u64>> = vec![Vec::new(); catalog.pools.len()];
+        for (p, i) in codes {
             let pool = catalog
                 .pools
                 .get(p)
@@ -64,9 +104,6 @@ impl SharedPools {
                 ));
             }
             used[p].push(i);
-            if let Some(w) = winners.get_mut(h) {
-                *w += 1;
-            }
         }
         let pools = catalog
             .pools
@@ -180,6 +217,11 @@ impl LocalAllocator {
         LocalAllocator {
             pools: SharedPools::new(catalog),
         }
+    }
+
+    /// An allocator over pools already restored (a new version in force).
+    pub fn from_pools(pools: SharedPools) -> LocalAllocator {
+        LocalAllocator { pools }
     }
 
     /// Codes taken from `pool` so far.

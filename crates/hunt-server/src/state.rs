@@ -57,18 +57,7 @@ impl Version {
         &mut self,
         grants: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
     ) -> Result<(), String> {
-        let catalog = self.engine.catalog().clone();
-        let indexes: Vec<(usize, usize, u64)> = grants
-            .into_iter()
-            .filter_map(|(hunt, pool, code)| {
-                let p = catalog.pools.iter().position(|p| &*p.id == pool)?;
-                let i = catalog.pools[p].index_of(code)?;
-                // A grant by a hunt no longer in the file still holds its code.
-                let h = catalog.hunt_index(hunt).unwrap_or(usize::MAX);
-                Some((h, p, i))
-            })
-            .collect();
-        self.pools = Arc::new(SharedPools::restore(&catalog, indexes)?);
+        self.pools = Arc::new(SharedPools::from_grants(self.engine.catalog(), grants)?);
         Ok(())
     }
 }
