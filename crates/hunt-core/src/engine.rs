@@ -435,6 +435,67 @@ pub trait Allocator {
 /// The in-memory allocator for one process lives with the shared pools it uses.
 pub use crate::rewards::LocalAllocator;
 
+/// What applying one event changed in a customer's state, kept so that the state can be
+/// put back as it was if applying panicked half-way (a bug must not leave a customer's
+/// state different from what the log says). Each part is saved just before it is first
+/// changed: most events change only traits, or nothing, and then nothing is copied.
+#[derive(Debug, Default)]
+pub struct Undo {
+    /// The progress records as they were, once any of them was about to change.
+    hunts: Option<Vec<HuntProgress>>,
+    /// Traits the event set or removed, with their values before (`None`: absent).
+    traits: Vec<(Box<str>, Option<Json>)>,
+    /// Codes held before, once one was about to be added.
+    rewards_len: Option<usize>,
+}
+
+impl Undo {
+    fn save_hunts(&mut self, state: &UserState) {
+        if self.hunts.is_none() {
+            self.hunts = Some(state.hunts.clone());
+        }
+    }
+
+    fn save_traits(&mut self, profile: &Traits, traits: &Map<String, Json>) {
+        for k in traits.keys() {
+            self.traits
+                .push((k.as_str().into(), profile.get(k).cloned()));
+        }
+    }
+
+    fn save_rewards(&mut self, state: &UserState) {
+        self.rewards_len.get_or_insert(state.rewards.len());
+    }
+
+    /// Forgets what was saved (the event's changes stand).
+    pub fn clear(&mut self) {
+        self.hunts = None;
+        self.traits.clear();
+        self.rewards_len = None;
+    }
+
+    /// Puts `state` back as it was before the event, and forgets what was saved. The
+    /// state binds again at its next event.
+    pub fn restore(&mut self, state: &mut UserState) {
+        if let Some(h) = self.hunts.take() {
+            state.hunts = h;
+        }
+        for (k, v) in self.traits.drain(..).rev() {
+            match v {
+                Some(v) => state.traits.insert(&k, v),
+                None => {
+                    state.traits.remove(&k);
+                }
+            }
+        }
+        if let Some(n) = self.rewards_len.take() {
+            state.rewards.truncate(n);
+        }
+        state.bound_to = 0;
+        state.slots.clear();
+    }
+}
+
 /// Counts of a customer with no progress yet, borrowed instead of allocated.
 static ZERO_COUNTS: [u32; crate::catalog::STEPS_MAX] = [0; crate::catalog::STEPS_MAX];
 
@@ -471,12 +532,34 @@ impl Engine {
         alloc: &mut dyn Allocator,
         out: &mut Vec<Outcome>,
     ) {
+        self.apply_undoable(state, event, received, alloc, out, &mut Undo::default());
+    }
+
+    /// [`apply`](Self::apply), saving in `undo` what it changes first (`undo` must be
+    /// empty): if it panics, `undo.restore(state)` puts the state back as it was.
+    pub fn apply_undoable(
+        &self,
+        state: &mut UserState,
+        event: &Event,
+        received: Timestamp,
+        alloc: &mut dyn Allocator,
+        out: &mut Vec<Outcome>,
+        undo: &mut Undo,
+    ) {
+        if state.bound_to != self.catalog.id && !state.hunts.is_empty() {
+            undo.save_hunts(state);
+        }
         state.bind(&self.catalog);
-        merge_traits(&mut state.traits, &event.traits);
+        if !event.traits.is_empty() {
+            undo.save_traits(&state.traits, &event.traits);
+            merge_traits(&mut state.traits, &event.traits);
+        }
         let Some(t) = self.effective_time(event, received) else {
             return;
         };
         if state.slots.iter().any(|s| s & SLOT_PENDING != 0) {
+            undo.save_hunts(state);
+            undo.save_rewards(state);
             self.complete_pending(state, &event.user, t, alloc, out);
         }
         let Some(mut found) = self.catalog.candidates(&event.kind, &event.data) else {
@@ -498,6 +581,7 @@ impl Engine {
                 &candidates[i..j],
                 alloc,
                 out,
+                undo,
             );
             i = j;
         }
@@ -545,6 +629,7 @@ impl Engine {
         cands: &[Candidate],
         alloc: &mut dyn Allocator,
         out: &mut Vec<Outcome>,
+        undo: &mut Undo,
     ) {
         let hunt = &self.catalog.hunts[h];
         if !hunt.is_active(t) {
@@ -636,6 +721,8 @@ impl Engine {
         if matched == 0 {
             return;
         }
+        undo.save_hunts(state);
+        undo.save_rewards(state);
         let p = match existing {
             Some(p) => p,
             None => {
@@ -660,6 +747,13 @@ impl Engine {
             }
             Order::Sequence => self.step_sequence(state, p, event, ev, t, h, cands, out),
         }
+        // A bug half-way through a customer's change, on demand (tests of containment).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!(
+            "engine::apply_hunt",
+            event.user.starts_with("failpoint-"),
+            |_| { panic!("failpoint engine::apply_hunt for {}", event.user) }
+        );
         let progress = &mut state.hunts[p];
         if progress.found_count > before && progress.found_count >= hunt.complete_after {
             progress.completed_at = Some(t);

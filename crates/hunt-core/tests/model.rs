@@ -132,6 +132,17 @@ impl Model {
 
     fn apply(&mut self, e: &Event, received: Timestamp) -> Vec<String> {
         let mut out = Vec::new();
+        let catalog = self.catalog.clone();
+        // Every event lays the customer's progress out by the version in force, even one
+        // too late to count.
+        for hunt in &catalog.hunts {
+            if let Some(p) = self
+                .progress
+                .get_mut(&(e.user.clone(), hunt.id.to_string()))
+            {
+                p.lay_out(hunt);
+            }
+        }
         merge_traits(self.traits.entry(e.user.clone()).or_default(), &e.traits);
         let t = e
             .time
@@ -145,15 +156,12 @@ impl Model {
             time: t,
             data: &e.data,
         };
-        let catalog = self.catalog.clone();
-        // The customer's progress laid out by the version in force, and completions a
-        // lowered rule left waiting, in file order.
+        // Completions a lowered rule left waiting, in file order.
         for (h, hunt) in catalog.hunts.iter().enumerate() {
             let key = (e.user.clone(), hunt.id.to_string());
             let Some(p) = self.progress.get_mut(&key) else {
                 continue;
             };
-            p.lay_out(hunt);
             let active = hunt.from.is_none_or(|f| t >= f) && hunt.until.is_none_or(|u| t < u);
             if !p.done && p.found.len() as u32 >= hunt.complete_after && active {
                 p.done = true;

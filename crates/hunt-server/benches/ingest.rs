@@ -803,7 +803,9 @@ fn state_memory(n: u64) {
             // Unique ids across chunks; event times as generated (within the hunts).
             e.id = format!("c{done}-{}", e.id);
             let mut alloc = Allocation::new(&version.pools);
-            state.apply(&version.engine, e, received, &mut alloc);
+            state
+                .apply(&version.engine, e, received, &mut alloc)
+                .expect("the bench's events apply");
             alloc.commit();
         }
         done += take;

@@ -37,6 +37,8 @@ pub enum Condition {
         window: Duration,
         pool: Option<String>,
     },
+    /// An event whose applying panicked (a bug) within the last `within`.
+    ApplyPanics { within: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +78,12 @@ impl Rule {
                 d(within),
                 d(window)
             ),
+            Condition::ApplyPanics { within } => {
+                format!(
+                    "an event failed to apply (a bug) within the last {}",
+                    d(within)
+                )
+            }
         };
         if self.hold.is_zero() {
             base
@@ -118,7 +126,8 @@ pub struct AlertsConfig {
 impl AlertsConfig {
     /// The rules used without an alerts file: half the backlog bound for a minute, any
     /// dead letter, a breaker open for five minutes, a pool under 10 %, a pool running
-    /// out within the hour at the last quarter hour's rate.
+    /// out within the hour at the last quarter hour's rate, an event that failed to
+    /// apply within the last quarter hour.
     pub fn defaults(backlog_max: usize) -> AlertsConfig {
         let rule = |name: &str, condition, hold| Rule {
             name: name.into(),
@@ -164,6 +173,13 @@ impl AlertsConfig {
                         within: Duration::from_secs(3600),
                         window: Duration::from_secs(900),
                         pool: None,
+                    },
+                    Duration::ZERO,
+                ),
+                rule(
+                    "engine_panics",
+                    Condition::ApplyPanics {
+                        within: Duration::from_secs(900),
                     },
                     Duration::ZERO,
                 ),
@@ -239,8 +255,13 @@ impl AlertsConfig {
                     pool: r.pool.clone(),
                 });
             }
-            let kinds = "backlog_over, dead_letters_over, breaker_open_for, pool_below_percent \
-                         or pool_runs_out_within";
+            if let Some(t) = &r.apply_panics_within {
+                conditions.push(Condition::ApplyPanics {
+                    within: dur(t, &format!("{at}: `apply_panics_within`"))?,
+                });
+            }
+            let kinds = "backlog_over, dead_letters_over, breaker_open_for, pool_below_percent, \
+                         pool_runs_out_within or apply_panics_within";
             let condition = match conditions.len() {
                 1 => conditions.remove(0),
                 0 => return Err(format!("{at}: give one condition: {kinds}")),
@@ -341,6 +362,7 @@ struct RuleSpec {
     breaker_open_for: Option<String>,
     pool_below_percent: Option<f64>,
     pool_runs_out_within: Option<String>,
+    apply_panics_within: Option<String>,
     window: Option<String>,
     sink: Option<String>,
     pool: Option<String>,
@@ -388,6 +410,8 @@ pub struct Alerts {
     states: Mutex<BTreeMap<(String, String), AlertState>>,
     /// Remaining codes per pool over time, for the forecast.
     samples: Mutex<BTreeMap<String, VecDeque<(Instant, u64)>>>,
+    /// Events that failed to apply, as last seen, and when that count last grew.
+    panics_seen: Mutex<(u64, Option<Instant>)>,
     client: reqwest::Client,
 }
 
@@ -409,6 +433,7 @@ impl Alerts {
             config,
             states: Mutex::new(BTreeMap::new()),
             samples: Mutex::new(BTreeMap::new()),
+            panics_seen: Mutex::new((0, None)),
             client,
         })
     }
@@ -506,6 +531,23 @@ impl Alerts {
                         }
                     })
                     .collect()
+            }
+            Condition::ApplyPanics { within } => {
+                let n = service
+                    .metrics
+                    .apply_panics
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let mut seen = self.panics_seen.lock().unwrap_or_else(|e| e.into_inner());
+                if n > seen.0 {
+                    *seen = (n, Some(now));
+                }
+                vec![Reading {
+                    subject: String::new(),
+                    holds: seen
+                        .1
+                        .is_some_and(|t| now.saturating_duration_since(t) <= *within),
+                    value: n as f64,
+                }]
             }
         }
     }

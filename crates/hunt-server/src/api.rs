@@ -24,8 +24,9 @@ use serde_json::{Value, json};
 use crate::auth::{Denied, Keys, Role};
 use crate::metrics::RejectReason;
 use crate::partition::Status;
-use crate::service::{ConfigError, IngestError, Service, now};
+use crate::service::{ConfigAnswer, ConfigError, ConfigOptions, IngestError, Service, now};
 use crate::state::Version;
+use hunt_core::testing::DiffLine;
 
 /// The HTTP side of the configuration.
 #[derive(Debug, Clone)]
@@ -359,6 +360,9 @@ struct EventResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
     status: &'static str,
+    /// `internal` for an event the server failed to apply (a bug; retrying is safe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcomes: Option<Arc<[Outcome]>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -373,6 +377,7 @@ impl EventResult {
             index: r.index,
             id: r.id,
             status: "rejected",
+            code: None,
             outcomes: None,
             field: Some(r.field),
             reason: Some(r.reason),
@@ -479,6 +484,7 @@ async fn post_events(
                         index: i,
                         id: Some(e.id.clone()),
                         status: "rejected",
+                        code: None,
                         outcomes: None,
                         field: Some("user".into()),
                         reason: Some(format!(
@@ -494,7 +500,7 @@ async fn post_events(
         }
     }
     let statuses = service.ingest(valid).await.map_err(|e| refuse(e.into()))?;
-    let mut window_full = 0;
+    let (mut window_full, mut internal) = (0, 0);
     for (i, id, s) in statuses {
         let id = Some(id);
         results[i] = Some(match s {
@@ -502,6 +508,7 @@ async fn post_events(
                 index: i,
                 id,
                 status: "accepted",
+                code: None,
                 outcomes: Some(o),
                 field: None,
                 reason: None,
@@ -512,6 +519,7 @@ async fn post_events(
                     index: i,
                     id,
                     status: "duplicate",
+                    code: None,
                     outcomes: Some(o),
                     field: None,
                     reason: None,
@@ -524,9 +532,26 @@ async fn post_events(
                     index: i,
                     id,
                     status: "rejected",
+                    code: None,
                     outcomes: None,
                     field: None,
                     reason: Some("the dedupe window is full of recent events; retry later".into()),
+                }
+            }
+            Status::Internal(why) => {
+                internal += 1;
+                service.metrics.apply_panics.fetch_add(1, Ordering::Relaxed);
+                EventResult {
+                    index: i,
+                    id,
+                    status: "rejected",
+                    code: Some("internal"),
+                    outcomes: None,
+                    field: None,
+                    reason: Some(format!(
+                        "the server failed to apply this event ({why}); nothing of it was \
+                         recorded, and the failure is logged with its id"
+                    )),
                 }
             }
         });
@@ -547,6 +572,8 @@ async fn post_events(
         (StatusCode::TOO_MANY_REQUESTS, Some(retry_user.max(1)))
     } else if window_full > 0 && window_full == n {
         (StatusCode::SERVICE_UNAVAILABLE, Some(1))
+    } else if internal > 0 {
+        (StatusCode::INTERNAL_SERVER_ERROR, None)
     } else {
         (StatusCode::BAD_REQUEST, None)
     };
@@ -781,6 +808,23 @@ async fn get_config(
 #[derive(Deserialize)]
 struct ConfigQuery {
     name: Option<String>,
+    /// Say what the file would change, and to how many customers; switch nothing.
+    #[serde(default)]
+    dry_run: bool,
+    /// Put it in force even if its own test cases fail.
+    #[serde(default)]
+    skip_tests: bool,
+}
+
+/// A plan as JSON: its changes (with the customers each touches, when counted), one line
+/// per change for a person, and the refusals.
+fn plan_json(plan: &hunt_core::plan::Plan) -> Value {
+    json!({
+        "changes": plan.changes,
+        "summary": plan.changes.iter().map(|c| c.describe()).collect::<Vec<_>>(),
+        "refusals": plan.refusals,
+        "customers": plan.customers,
+    })
 }
 
 async fn put_config(
@@ -809,12 +853,30 @@ async fn put_config(
         )
     })?;
     let name = q.name.unwrap_or_else(|| "hunts.yaml".into());
-    match service.put_config(&name, text).await {
-        Ok(r) => Ok(Json(json!({
+    let options = ConfigOptions {
+        dry_run: q.dry_run,
+        skip_tests: q.skip_tests,
+    };
+    match service.put_config(&name, text, options).await {
+        Ok(ConfigAnswer::Unchanged(r)) => Ok(Json(json!({
             "version": r.version,
             "name": r.name,
             "in_force_since": hunt_core::time::Timestamp(r.at),
+            "unchanged": true,
         }))),
+        Ok(ConfigAnswer::Planned(plan)) => {
+            let mut body = plan_json(&plan);
+            body["dry_run"] = json!(true);
+            body["version_in_force"] = json!(service.version().record.version);
+            Ok(Json(body))
+        }
+        Ok(ConfigAnswer::Switched(r, plan)) => {
+            let mut body = plan_json(&plan);
+            body["version"] = json!(r.version);
+            body["name"] = json!(r.name);
+            body["in_force_since"] = json!(hunt_core::time::Timestamp(r.at));
+            Ok(Json(body))
+        }
         Err(ConfigError::Invalid(report)) => {
             let mut e = ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -826,6 +888,43 @@ async fn put_config(
                 ),
             );
             e.details = Some(report.to_json());
+            Err(e)
+        }
+        Err(ConfigError::TestsFailed(failed)) => {
+            let names: Vec<&str> = failed.iter().map(|f| f.name.as_str()).collect();
+            let mut e = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "tests_failed",
+                format!(
+                    "{} of the file's test cases failed ({}); nothing changed. \
+                     `?skip_tests=true` puts it in force anyway",
+                    failed.len(),
+                    names.join(", ")
+                ),
+            );
+            e.details = Some(json!({
+                "failures": failed.iter().map(|f| json!({
+                    "name": f.name,
+                    "diff": f.diff.iter().map(|d| match d {
+                        DiffLine::Same(x) => format!("  {x}"),
+                        DiffLine::Missing(x) => format!("- {x}"),
+                        DiffLine::Unexpected(x) => format!("+ {x}"),
+                    }).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }));
+            Err(e)
+        }
+        Err(ConfigError::Unsafe(plan)) => {
+            let reasons: Vec<&str> = plan.refusals.iter().map(|r| r.reason.as_str()).collect();
+            let mut e = ApiError::new(
+                StatusCode::CONFLICT,
+                "unsafe_change",
+                format!(
+                    "the new version cannot be put in force safely: {}; nothing changed",
+                    reasons.join("; ")
+                ),
+            );
+            e.details = Some(plan_json(&plan));
             Err(e)
         }
         Err(ConfigError::Stopped(why)) => Err(ApiError::new(

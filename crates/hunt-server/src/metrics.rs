@@ -98,6 +98,8 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     pub commits: AtomicU64,
     pub commit_bytes: AtomicU64,
+    /// Events refused because applying them panicked (a bug in the engine).
+    pub apply_panics: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -108,6 +110,7 @@ impl Default for Metrics {
             duplicate: AtomicU64::new(0),
             rejected: Default::default(),
             refused: Mutex::new(BTreeMap::new()),
+            apply_panics: AtomicU64::new(0),
             ack_seconds: Histogram::new(LATENCY_SECONDS),
             commit_records: Histogram::new(BATCH_RECORDS),
             fsync_seconds: Histogram::new(LATENCY_SECONDS),
@@ -213,6 +216,12 @@ impl Metrics {
             "hunt_commit_bytes_total",
             "Bytes written by group commits.",
             load(&self.commit_bytes),
+        );
+        c(
+            out,
+            "hunt_apply_panics_total",
+            "Events refused because applying them panicked (a bug; each is logged with its id and customer).",
+            load(&self.apply_panics),
         );
     }
 }

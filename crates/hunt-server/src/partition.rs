@@ -33,6 +33,9 @@ pub enum Status {
     Duplicate(Answer),
     /// The dedupe window is full of unexpired events: not applied, retry later.
     WindowFull,
+    /// Applying it panicked (a bug): nothing of it was recorded, and the customer's
+    /// state is what it was.
+    Internal(String),
 }
 
 /// Events of one request for this partition: `(index in the request, event)`.
@@ -56,11 +59,14 @@ pub struct UserView {
     pub state: UserState,
 }
 
+/// Grants held by a partition's customers: (hunt, pool, code).
+pub type Grants = Vec<(String, String, String)>;
+
 /// What a paused partition hands the coordinator.
 pub struct Paused {
     /// Grants held by its customers: (hunt, pool, code); only for a version switch,
     /// which rebuilds the pools from them (a snapshot does not need them).
-    pub grants: Vec<(String, String, String)>,
+    pub grants: Grants,
     /// A copy of its state for a snapshot, when one was asked for.
     pub snapshot: Option<PartitionState>,
     /// The ticket of its last submission.
@@ -82,6 +88,13 @@ pub enum Msg {
         /// Also the first `limit` winners of this hunt, in grant order.
         winners_of: Option<(Arc<str>, usize)>,
         reply: oneshot::Sender<PartitionStats>,
+    },
+    /// Count the customers each change of a new version touches, and hand over the
+    /// grants its pools must hold (a dry run of a version switch).
+    Plan {
+        new: Arc<hunt_core::catalog::Catalog>,
+        plan: hunt_core::plan::Plan,
+        reply: oneshot::Sender<(hunt_core::plan::Plan, Grants)>,
     },
     /// Stop between rounds, hand over what the coordinator needs, and wait for the
     /// version to go on with.
@@ -186,6 +199,22 @@ impl Worker {
                         }
                         let _ = reply.send((stats, first, total));
                     }
+                    Msg::Plan {
+                        new,
+                        mut plan,
+                        reply,
+                    } => {
+                        let old = self.version.catalog();
+                        for u in self.state.users.values() {
+                            plan.count(old, &new, u);
+                        }
+                        let grants = self
+                            .state
+                            .grants()
+                            .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
+                            .collect();
+                        let _ = reply.send((plan, grants));
+                    }
                     Msg::Pause {
                         snapshot,
                         reply,
@@ -235,9 +264,24 @@ impl Worker {
                 continue;
             }
             let mut alloc = Allocation::new(&version.pools);
-            let answer = self
-                .state
-                .apply_keyed(&version.engine, &event, key, received, &mut alloc);
+            let answer =
+                match self
+                    .state
+                    .apply_keyed(&version.engine, &event, key, received, &mut alloc)
+                {
+                    Ok(a) => a,
+                    Err(panicked) => {
+                        // The codes it took go back as `alloc` drops uncommitted.
+                        tracing::error!(
+                            user = %event.user,
+                            id = %event.id,
+                            error = %panicked,
+                            "an event could not be applied; it was refused and nothing of it kept"
+                        );
+                        statuses.push((index, event.id, Status::Internal(panicked.0)));
+                        continue;
+                    }
+                };
             // Kept at once: if the append below fails, the log stops and so does the
             // process (fail-stop); codes allocated but never recorded are free again
             // when the pools are rebuilt from the log on restart.

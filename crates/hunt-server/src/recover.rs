@@ -105,7 +105,24 @@ pub fn recover(
                 })?;
                 let state = &mut states[partition_of(&e.event.user, partitions)];
                 let mut alloc = ReplayAllocator::new(&e.outcomes);
-                let answer = state.apply(&v.engine, &e.event, e.received, &mut alloc);
+                let answer = match state.apply(&v.engine, &e.event, e.received, &mut alloc) {
+                    Ok(a) => a,
+                    Err(panicked) => {
+                        // A bug the event did not meet when it was accepted: the
+                        // customer misses its changes, its answer stays for duplicates,
+                        // and the rebuild goes on instead of failing every start.
+                        let key = state.dedupe.key(&e.event.user, &e.event.id);
+                        let _ = state.dedupe.insert_key(
+                            key,
+                            e.received,
+                            crate::state::answer_of(&e.outcomes),
+                        );
+                        report
+                            .warnings
+                            .push(format!("record {}: {panicked}", rec.lsn));
+                        crate::state::answer_of(&[])
+                    }
+                };
                 report.events += 1;
                 if notifies(v.catalog(), &e.outcomes) {
                     let origin = Origin::of(&e.event, e.received, e.outcomes.clone().into());

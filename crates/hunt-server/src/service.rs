@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use hunt_core::catalog::Catalog;
 use hunt_core::engine::{Event, HuntView};
+use hunt_core::plan::Plan;
 use hunt_core::time::Timestamp;
 use hunt_store::fs::RealFs;
 use hunt_store::{Durability, Log, LogConfig, Snapshots};
@@ -85,8 +86,32 @@ pub enum IngestError {
 pub enum ConfigError {
     #[error("the hunts file has errors")]
     Invalid(Box<hunt_core::diag::Report>),
+    #[error("{} of the file's test cases failed", .0.len())]
+    TestsFailed(Vec<hunt_core::testing::CaseResult>),
+    #[error("the new version cannot be put in force safely")]
+    Unsafe(Box<Plan>),
     #[error("the event log stopped ({0})")]
     Stopped(String),
+}
+
+/// How a new hunts file is to be taken.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConfigOptions {
+    /// Only say what it would change, and to how many customers; switch nothing.
+    pub dry_run: bool,
+    /// Do not run the file's own test cases first.
+    pub skip_tests: bool,
+}
+
+/// What taking a hunts file came to.
+#[derive(Debug)]
+pub enum ConfigAnswer {
+    /// The file is the version in force: nothing recorded.
+    Unchanged(ConfigRecord),
+    /// A dry run: the changes, with the customers each touches.
+    Planned(Box<Plan>),
+    /// Recorded and in force, with the changes it made.
+    Switched(ConfigRecord, Box<Plan>),
 }
 
 pub struct Service {
@@ -205,6 +230,19 @@ pub fn open(
                 at: now().0,
             };
             let mut v = Version::compile(record.clone())?;
+            let refusals = hunt_core::plan::refusals(
+                v.catalog(),
+                recovered.states.iter().flat_map(|s| s.grants()),
+            );
+            if !refusals.is_empty() {
+                let reasons: Vec<&str> = refusals.iter().map(|r| r.reason.as_str()).collect();
+                return Err(format!(
+                    "{} cannot be put in force safely: {}; start without --config to go on \
+                     with the version in force",
+                    record.name,
+                    reasons.join("; ")
+                ));
+            }
             v.restore_pools(recovered.states.iter().flat_map(|s| s.grants()))?;
             log.append(KIND_CONFIG, &encode_config(&record))
                 .map_err(|e| e.to_string())?;
@@ -508,12 +546,42 @@ impl Service {
         Ok((paused, resumes))
     }
 
-    /// Validates, records and puts in force a new hunts file; all partitions switch
-    /// between the same two records of the log.
-    pub async fn put_config(&self, name: &str, text: &str) -> Result<ConfigRecord, ConfigError> {
-        let report = Catalog::load(name, text).err();
-        if let Some(r) = report {
-            return Err(ConfigError::Invalid(Box::new(r)));
+    /// Validates a new hunts file, runs its test cases, and records and puts it in force
+    /// (or, in a dry run, says what it would change); all partitions switch between the
+    /// same two records of the log. A file identical to the version in force is not
+    /// recorded again.
+    pub async fn put_config(
+        &self,
+        name: &str,
+        text: &str,
+        options: ConfigOptions,
+    ) -> Result<ConfigAnswer, ConfigError> {
+        let catalog = match Catalog::load(name, text) {
+            Ok((c, _)) => Arc::new(c),
+            Err(r) => return Err(ConfigError::Invalid(Box::new(r))),
+        };
+        let current = self.version();
+        if current.record.text == text {
+            return Ok(if options.dry_run {
+                ConfigAnswer::Planned(Box::default())
+            } else {
+                ConfigAnswer::Unchanged(current.record.clone())
+            });
+        }
+        if !options.skip_tests && !catalog.tests.is_empty() {
+            let c = catalog.clone();
+            let failed: Vec<_> = tokio::task::spawn_blocking(move || {
+                c.tests
+                    .iter()
+                    .map(|case| hunt_core::testing::run_case(&c, case))
+                    .filter(|r| !r.passed)
+                    .collect()
+            })
+            .await
+            .map_err(|e| ConfigError::Stopped(format!("the test cases did not run: {e}")))?;
+            if !failed.is_empty() {
+                return Err(ConfigError::TestsFailed(failed));
+            }
         }
         // The switch runs on its own task: if the admin's request is dropped half-way
         // (its client went away), the partitions must still all resume on the version
@@ -522,12 +590,57 @@ impl Service {
             .self_arc()
             .ok_or_else(|| ConfigError::Stopped("the server is stopping".into()))?;
         let (name, text) = (name.to_string(), text.to_string());
-        tokio::spawn(async move { me.switch_version(&name, &text).await })
-            .await
-            .map_err(|e| ConfigError::Stopped(format!("the version switch failed: {e}")))?
+        tokio::spawn(async move {
+            if options.dry_run {
+                me.plan_version(catalog).await
+            } else {
+                me.switch_version(&name, &text).await
+            }
+        })
+        .await
+        .map_err(|e| ConfigError::Stopped(format!("the version switch failed: {e}")))?
     }
 
-    async fn switch_version(&self, name: &str, text: &str) -> Result<ConfigRecord, ConfigError> {
+    /// What `new` would change, with the customers each change touches, counted by each
+    /// partition between its rounds; refused if the codes granted do not fit it.
+    async fn plan_version(&self, new: Arc<Catalog>) -> Result<ConfigAnswer, ConfigError> {
+        let _one = self.coordinator.lock().await;
+        let old = self.version();
+        let template = Plan::new(old.catalog(), &new);
+        let mut waits = Vec::new();
+        for h in &self.partitions {
+            let (reply, rx) = oneshot::channel();
+            h.tx.send(Msg::Plan {
+                new: new.clone(),
+                plan: template.clone(),
+                reply,
+            })
+            .map_err(|_| ConfigError::Stopped("the partitions have stopped".into()))?;
+            waits.push(rx);
+        }
+        let mut plan = template.clone();
+        let mut grants = Vec::new();
+        for rx in waits {
+            let (part, g) = rx
+                .await
+                .map_err(|_| ConfigError::Stopped("a partition stopped".into()))?;
+            plan.add_counts(&part);
+            grants.extend(g);
+        }
+        plan.check_grants(
+            &new,
+            grants
+                .iter()
+                .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str())),
+        );
+        if plan.refusals.is_empty() {
+            Ok(ConfigAnswer::Planned(Box::new(plan)))
+        } else {
+            Err(ConfigError::Unsafe(Box::new(plan)))
+        }
+    }
+
+    async fn switch_version(&self, name: &str, text: &str) -> Result<ConfigAnswer, ConfigError> {
         let _one = self.coordinator.lock().await;
         let (paused, resumes) = self.pause_all(false).await.map_err(ConfigError::Stopped)?;
         let old = self.version();
@@ -539,13 +652,18 @@ impl Service {
         };
         let result = async {
             let mut v = Version::compile(record.clone()).map_err(ConfigError::Stopped)?;
-            v.restore_pools(
+            let grants = || {
                 paused
                     .iter()
                     .flat_map(|p| &p.grants)
-                    .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str())),
-            )
-            .map_err(ConfigError::Stopped)?;
+                    .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
+            };
+            let mut plan = Plan::new(old.catalog(), v.catalog());
+            plan.check_grants(v.catalog(), grants());
+            if !plan.refusals.is_empty() {
+                return Err(ConfigError::Unsafe(Box::new(plan)));
+            }
+            v.restore_pools(grants()).map_err(ConfigError::Stopped)?;
             let ticket = self
                 .log
                 .submit_async(vec![(KIND_CONFIG, encode_config(&record))])
@@ -554,11 +672,11 @@ impl Service {
             ticket
                 .await
                 .map_err(|e| ConfigError::Stopped(e.to_string()))?;
-            Ok(Arc::new(v))
+            Ok((Arc::new(v), plan))
         }
         .await;
         let next = match &result {
-            Ok(v) => v.clone(),
+            Ok((v, _)) => v.clone(),
             Err(_) => old,
         };
         *self.version.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
@@ -566,14 +684,15 @@ impl Service {
             let _ = r.send(next.clone());
         }
         match result {
-            Ok(_) => {
+            Ok((_, plan)) => {
                 tracing::info!(
                     version = record.version,
                     name,
+                    changes = plan.changes.len(),
                     "hunts file version in force"
                 );
                 self.notifier.configure(&self.version());
-                Ok(record)
+                Ok(ConfigAnswer::Switched(record, Box::new(plan)))
             }
             Err(e) => {
                 if let ConfigError::Stopped(why) = &e {

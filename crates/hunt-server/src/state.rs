@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hunt_core::catalog::Catalog;
 use hunt_core::dedupe::DedupeWindow;
-use hunt_core::engine::{Allocator, DenyReason, Engine, Event, Outcome, UserState};
+use hunt_core::engine::{Allocator, DenyReason, Engine, Event, Outcome, Undo, UserState};
 use hunt_core::rewards::SharedPools;
 use hunt_core::time::{Duration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -138,6 +138,28 @@ pub struct PartitionState {
     pub stats: HashMap<Arc<str>, HuntCounters>,
     pub winners: Vec<Winner>,
     scratch: Vec<Outcome>,
+    /// What the event being applied changed first, to put back if it panics.
+    undo: Undo,
+}
+
+/// Applying an event panicked (a bug): nothing of it was kept, and the customer's state
+/// is what it was before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panicked(pub String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "applying the event panicked: {}", self.0)
+    }
+}
+
+/// The message a panic carried.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// How the dedupe window is bounded.
@@ -157,19 +179,21 @@ impl PartitionState {
             stats: HashMap::new(),
             winners: Vec::new(),
             scratch: Vec::new(),
+            undo: Undo::default(),
         }
     }
 
     /// Applies an accepted event: the customer's state, the figures, the winners and
     /// the dedupe window. Returns its outcomes. The caller has checked it is not a
-    /// duplicate and that the window has room.
+    /// duplicate and that the window has room. If the engine panics, nothing of the event
+    /// is kept (the caller must not keep its allocations either).
     pub fn apply(
         &mut self,
         engine: &Engine,
         event: &Event,
         received: Timestamp,
         alloc: &mut dyn Allocator,
-    ) -> Answer {
+    ) -> Result<Answer, Panicked> {
         let key = self.dedupe.key(&event.user, &event.id);
         self.apply_keyed(engine, event, key, received, alloc)
     }
@@ -183,14 +207,31 @@ impl PartitionState {
         key: hunt_core::dedupe::PairKey,
         received: Timestamp,
         alloc: &mut dyn Allocator,
-    ) -> Answer {
-        let state = match self.users.get_mut(&event.user) {
-            Some(s) => s,
-            None => self.users.entry(event.user.clone()).or_default(),
+    ) -> Result<Answer, Panicked> {
+        let (state, new) = match self.users.get_mut(&event.user) {
+            Some(s) => (s, false),
+            None => (self.users.entry(event.user.clone()).or_default(), true),
         };
         let joined_before = state.hunts().len();
         self.scratch.clear();
-        engine.apply(state, event, received, alloc, &mut self.scratch);
+        self.undo.clear();
+        let (scratch, undo) = (&mut self.scratch, &mut self.undo);
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.apply_undoable(state, event, received, alloc, scratch, undo)
+        }));
+        if let Err(payload) = applied {
+            if new {
+                self.users.remove(&event.user);
+            } else if let Some(state) = self.users.get_mut(&event.user) {
+                self.undo.restore(state);
+            }
+            self.scratch.clear();
+            return Err(Panicked(panic_message(&*payload)));
+        }
+        let state = self
+            .users
+            .get(&event.user)
+            .expect("the customer was just applied to");
         for p in &state.hunts()[joined_before..] {
             self.stats.entry(p.hunt.clone()).or_default().participants += 1;
         }
@@ -224,7 +265,7 @@ impl PartitionState {
         {
             tracing::warn!(user = %event.user, id = %event.id, "dedupe window full while applying");
         }
-        answer
+        Ok(answer)
     }
 
     /// A copy of everything a snapshot holds, taken while the partition is paused and
@@ -236,6 +277,7 @@ impl PartitionState {
             stats: self.stats.clone(),
             winners: self.winners.clone(),
             scratch: Vec::new(),
+            undo: Undo::default(),
         }
     }
 

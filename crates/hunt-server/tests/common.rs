@@ -251,10 +251,15 @@ impl Server {
     }
 
     pub async fn put_config(&self, text: &str) -> (u16, Value) {
+        self.put_config_with(text, "").await
+    }
+
+    /// `PUT /v1/config?<query>`.
+    pub async fn put_config_with(&self, text: &str, query: &str) -> (u16, Value) {
         let r = self
             .with_key(
                 self.client
-                    .put(format!("{}/v1/config", self.url))
+                    .put(format!("{}/v1/config?{query}", self.url))
                     .body(text.to_string()),
             )
             .send()

@@ -253,3 +253,149 @@ async fn progress_follows_step_ids_when_steps_are_reordered_or_removed() {
     assert_eq!(u["hunts"][0]["found"], json!(["search", "blog"]), "{u}");
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_counts_the_customers_each_change_touches_and_switches_nothing() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(&dir, Options::default()).await;
+    // ann has shoes; bo has shoes and blog; cy completed the hunt (code W-1).
+    let eggs = three_eggs("ann");
+    s.post(eggs[0].clone()).await;
+    let eggs = three_eggs("bo");
+    s.post(json!([eggs[0].clone(), eggs[1].clone()])).await;
+    s.post(json!(three_eggs("cy"))).await;
+
+    // shoes removed, a step added, the pool grown.
+    let v2 = EGGS
+        .replace(
+            "      - { id: shoes, on: product_view, when: 'event.data.category == \"shoes\"', clue: Look at shoes. }\n",
+            "      - { id: cart, on: cart_add }\n",
+        )
+        .replace("codes: [W-1, W-2, W-3]", "codes: [W-1, W-2, W-3, W-4]");
+    let (st, plan) = s.put_config_with(&v2, "dry_run=true").await;
+    assert_eq!(st, 200, "{plan}");
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    assert_eq!(plan["customers"], 3, "{plan}");
+    let change = |kind: &str| {
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} in {plan}"))
+    };
+    let removed = change("step_removed");
+    assert_eq!(
+        (&removed["step"], &removed["customers"]),
+        (&json!("shoes"), &json!(2)),
+        "{plan}"
+    );
+    let added = change("step_added");
+    assert_eq!(
+        (&added["step"], &added["customers"]),
+        (&json!("cart"), &json!(2)),
+        "{plan}"
+    );
+    let pool = change("pool_changed");
+    assert_eq!(pool["customers"], 1, "cy holds a code: {plan}");
+    let summary = plan["summary"].to_string();
+    assert!(
+        summary.contains("step shoes removed from hunt eggs: 2 customers lose a find"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("step cart added to hunt eggs: 2 customers in progress now need it"),
+        "{summary}"
+    );
+    // Nothing switched.
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 1, "{c}");
+    let (_, u) = s.get("/v1/users/ann").await;
+    assert_eq!(u["hunts"][0]["found"], json!(["shoes"]), "{u}");
+
+    // The same file for real: the answer lists the changes.
+    let (st, r) = s.put_config(&v2).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["version"], 2, "{r}");
+    assert!(r["changes"].as_array().is_some_and(|c| c.len() == 3), "{r}");
+    // Again: identical to the version in force, so not recorded again.
+    let (st, r) = s.put_config(&v2).await;
+    assert_eq!(
+        (st, &r["version"], &r["unchanged"]),
+        (200, &json!(2), &json!(true)),
+        "{r}"
+    );
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 2, "{c}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_would_take_back_granted_codes_is_refused() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(&dir, Options::default()).await;
+    s.post(json!(three_eggs("ann"))).await; // W-1
+    s.post(json!(three_eggs("bo"))).await; // W-2
+    for (codes, words) in [
+        (
+            "codes: [W-1]",
+            "would hold 1 codes, but 2 are already granted",
+        ),
+        (
+            "codes: [W-1, W-3, W-4]",
+            "no longer holds 1 code(s) already granted (for example W-2)",
+        ),
+    ] {
+        let v2 = EGGS.replace("codes: [W-1, W-2, W-3]", codes);
+        for query in ["dry_run=true", ""] {
+            let (st, e) = s.put_config_with(&v2, query).await;
+            assert_eq!(st, 409, "{query} {codes}: {e}");
+            assert_eq!(e["error"]["code"], "unsafe_change", "{e}");
+            let msg = e["error"]["message"].as_str().unwrap();
+            assert!(msg.contains("pool welcome") && msg.contains(words), "{msg}");
+        }
+    }
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 1, "{c}");
+    // The server goes on under version 1: the last code is granted.
+    let (_, a) = s.post(json!(three_eggs("cy"))).await;
+    assert_eq!(a["results"][2]["outcomes"][2]["code"], "W-3", "{a}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_whose_own_test_cases_fail_is_refused_unless_told_to_skip_them() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(&dir, Options::default()).await;
+    let with_case = |expect: &str| {
+        format!(
+            "{EGGS}tests:\n  - name: shoes first\n    events:\n      - {{ user: t, type: product_view, at: '2026-11-27T10:00:00Z', data: {{ category: shoes }} }}\n    expect:\n      - \"{expect}\"\n"
+        )
+    };
+    let (st, e) = s.put_config(&with_case("t found eggs/blog")).await;
+    assert_eq!(st, 422, "{e}");
+    assert_eq!(e["error"]["code"], "tests_failed", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shoes first"),
+        "{e}"
+    );
+    let diff = e["error"]["details"]["failures"][0]["diff"].to_string();
+    assert!(
+        diff.contains("- t found eggs/blog") && diff.contains("+ t found eggs/shoes"),
+        "{diff}"
+    );
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 1, "{c}");
+
+    let (st, r) = s.put_config(&with_case("t found eggs/shoes")).await;
+    assert_eq!((st, &r["version"]), (200, &json!(2)), "{r}");
+    let (st, r) = s
+        .put_config_with(&with_case("t found eggs/blog"), "skip_tests=true")
+        .await;
+    assert_eq!((st, &r["version"]), (200, &json!(3)), "{r}");
+    s.stop().await.unwrap();
+}
