@@ -374,7 +374,9 @@ impl HuntProgress {
     pub fn rebind(&mut self, hunt: &crate::catalog::Hunt) {
         let n = hunt.steps.len();
         if !Arc::ptr_eq(&self.steps, &hunt.step_ids) {
-            if *self.steps != *hunt.step_ids {
+            // A record whose counts do not match its layout (never written by this
+            // engine) is laid out by id all the same, rather than trusted.
+            if *self.steps != *hunt.step_ids || self.counts.len() != n {
                 let mut counts = vec![0; n];
                 let mut found = 0u64;
                 for (old, id) in self.steps.iter().enumerate() {
@@ -387,9 +389,10 @@ impl HuntProgress {
                 }
                 self.counts = counts;
                 self.found = found;
-                self.found_count = found.count_ones();
             }
             self.steps = hunt.step_ids.clone();
+            self.found &= if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+            self.found_count = self.found.count_ones();
         }
         if hunt.order == Order::Sequence && self.completed_at.is_none() {
             let place = (!self.found).trailing_zeros().min(n as u32) as usize;

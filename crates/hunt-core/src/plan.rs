@@ -11,14 +11,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Codes, Hunt, Pool, Sink};
 use crate::engine::{HuntProgress, UserState};
 use crate::spec::Order;
 
 /// One difference between two versions.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub kind: ChangeKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,7 +39,7 @@ pub struct Change {
 }
 
 /// The kinds of change, and whom each counts in [`Change::customers`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     /// Customers whose progress, kept while the hunt was out of the file, resumes.
@@ -73,7 +73,7 @@ pub enum ChangeKind {
 }
 
 /// Why a version cannot be put in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<Arc<str>>,
@@ -81,7 +81,7 @@ pub struct Refusal {
 }
 
 /// Everything a new version changes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub changes: Vec<Change>,
     /// Why it cannot be put in force (empty when it can).
@@ -129,23 +129,35 @@ impl Change {
     pub fn describe(&self) -> String {
         let mut line = self.detail.clone();
         if let Some(n) = self.customers {
-            let who = match self.kind {
-                ChangeKind::HuntAdded => "customers resume the progress they kept",
-                ChangeKind::HuntRemoved => "customers in progress keep it, but it stops",
-                ChangeKind::StepAdded => "customers in progress now need it",
-                ChangeKind::StepRemoved => "customers lose a find",
-                ChangeKind::StepsReordered | ChangeKind::OrderChanged => {
-                    "customers lose finds past their place"
+            let (one, many) = match self.kind {
+                ChangeKind::HuntAdded => (
+                    "customer resumes the progress they kept",
+                    "customers resume the progress they kept",
+                ),
+                ChangeKind::HuntRemoved => (
+                    "customer in progress keeps it, but it stops",
+                    "customers in progress keep it, but it stops",
+                ),
+                ChangeKind::StepAdded => (
+                    "customer in progress now needs it",
+                    "customers in progress now need it",
+                ),
+                ChangeKind::StepRemoved => ("customer loses a find", "customers lose a find"),
+                ChangeKind::StepsReordered | ChangeKind::OrderChanged => (
+                    "customer loses finds past their place",
+                    "customers lose finds past their place",
+                ),
+                ChangeKind::StepChanged | ChangeKind::CompleteAfterChanged => {
+                    ("customer is affected", "customers are affected")
                 }
-                ChangeKind::StepChanged => "customers in progress are affected",
-                ChangeKind::CompleteAfterChanged => "customers are affected",
-                ChangeKind::HuntChanged => "customers in progress",
-                ChangeKind::PoolAdded | ChangeKind::PoolRemoved | ChangeKind::PoolChanged => {
-                    "customers hold codes from it (they keep them)"
-                }
-                _ => "customers",
+                ChangeKind::HuntChanged => ("customer in progress", "customers in progress"),
+                ChangeKind::PoolAdded | ChangeKind::PoolRemoved | ChangeKind::PoolChanged => (
+                    "customer holds codes from it (and keeps them)",
+                    "customers hold codes from it (and keep them)",
+                ),
+                _ => ("customer", "customers"),
             };
-            line += &format!(": {} {who}", thousands(n));
+            line += &format!(": {} {}", thousands(n), if n == 1 { one } else { many });
         }
         line
     }
@@ -199,8 +211,8 @@ impl Plan {
                     Change::new(
                         ChangeKind::HuntAdded,
                         format!("hunt {} added", h.id),
-                        "customers who took part before it was removed resume where they \
-                         were; others join as usual",
+                        "customers join as usual; progress kept from an earlier version \
+                         with this hunt id resumes",
                     )
                     .hunt(&h.id),
                 ),

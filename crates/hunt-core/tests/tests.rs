@@ -4,6 +4,7 @@ mod engine;
 mod examples;
 mod ingest;
 mod model;
+mod plan;
 mod rewards;
 mod validation;
 

@@ -63,6 +63,7 @@ pub fn document() -> String {
                     "responses": {
                         "200": ok("Per-event answers (some events may be rejected)."),
                         "400": ok("Every event was rejected, or the body is not JSON."),
+                        "500": ok("No event was taken, and applying one failed (a bug): its result's `code` is `internal`; nothing of it was recorded."),
                         "401": e("No or unknown API key."), "403": e("The key lacks the role."),
                         "413": e("Body or event count over the limit."),
                         "415": e("Unsupported Content-Type."),
@@ -81,12 +82,18 @@ pub fn document() -> String {
                 "/v1/config": {
                     "get": op("The hunts file version in force, with its text.", Some("admin"), json!({ "200": ok("The version.") })),
                     "put": {
-                        "summary": "Put a new hunts file in force: validated, recorded in the log, switched atomically.",
-                        "description": "Needs the `admin` role.",
+                        "summary": "Put a new hunts file in force: validated, its test cases run, recorded in the log, switched atomically.",
+                        "description": "Needs the `admin` role. A file identical to the version in force is not recorded again.",
                         "security": [{ "bearer": [] }, { "apiKey": [] }],
-                        "parameters": [{ "name": "name", "in": "query", "schema": { "type": "string" } }],
+                        "parameters": [
+                            { "name": "name", "in": "query", "schema": { "type": "string" } },
+                            { "name": "dry_run", "in": "query", "description": "Answer the plan (each change, with the customers it touches) and switch nothing.", "schema": { "type": "boolean", "default": false } },
+                            { "name": "skip_tests", "in": "query", "description": "Do not run the file's own test cases first.", "schema": { "type": "boolean", "default": false } }],
                         "requestBody": { "required": true, "content": { "application/yaml": {}, "application/json": {} } },
-                        "responses": { "200": ok("The new version."), "422": e("The file has errors: details hold every diagnostic, as `hunt check --json`.") } } },
+                        "responses": {
+                            "200": ok("The new version and its changes; the version in force with `unchanged` for an identical file; the plan for a dry run."),
+                            "409": e("Unsafe: the new pools would take back codes already granted; details hold the plan and its refusals."),
+                            "422": e("The file has errors (details hold every diagnostic, as `hunt check --json`), or its test cases fail (`tests_failed`, details hold each case's diff).") } } },
                 "/v1/dlq": { "get": op("Dead letters, oldest first, each with its error history.", Some("admin"),
                     json!({ "200": ok("`total` and `entries`."), "400": e("Bad filter or limit.") })),
                     "parameters": [

@@ -38,6 +38,8 @@ enum Command {
     Check(cmd::check::Args),
     /// Run the test cases written in a hunts file.
     Test(cmd::test::Args),
+    /// What a new hunts-file version changes, and how many customers each change touches.
+    Diff(cmd::diff::Args),
     /// Run recorded events (NDJSON) through the engine in memory and report per hunt.
     Simulate(cmd::simulate::Args),
     /// Write realistic, seeded shopper traffic as NDJSON.
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(a) => cmd::check::run(a),
         Command::Test(a) => cmd::test::run(a),
+        Command::Diff(a) => cmd::diff::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::GenTraffic(a) => cmd::gen_traffic::run(a),
         Command::Schema => cmd::schema::run(),

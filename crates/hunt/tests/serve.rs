@@ -689,3 +689,108 @@ fn a_full_disk_stops_acknowledging_and_loses_nothing_acknowledged() {
     // The log it leaves checks out, record by record.
     replays_with_at_least(&data, acked.len());
 }
+
+/// `examples/welcome.yaml` with its first step (`egg-shoes`) swapped for a cart step, its
+/// own test cases left out, and the pool's codes as given.
+fn welcome_edited(dir: &std::path::Path, codes: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root().join("examples/welcome.yaml")).unwrap();
+    let text = text[..text.find("tests:").unwrap()].to_string();
+    let text = text
+        .replace(
+            "      - id: egg-shoes\n        on: product_view\n        when: event.data.category == \"shoes\"\n        clue: An egg is hiding among the shoes.\n",
+            "      - id: egg-cart\n        on: cart_add\n",
+        )
+        .replace("codes: [WELCOME-A1, WELCOME-B2, WELCOME-C3]", codes);
+    assert!(
+        text.contains("egg-cart") && !text.contains("egg-shoes"),
+        "{text}"
+    );
+    let path = dir.join(format!("new-{}.yaml", codes.len()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn diff(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .arg("diff")
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn diff_counts_the_customers_each_change_touches_on_a_server_and_on_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = serve(&data);
+    // ann found the shoes egg; bob the shoes and blog eggs; cy won WELCOME-A1.
+    let post = |events: Value| {
+        let (st, a) = request(s.addr, "POST", "/v1/events", &events.to_string()).unwrap();
+        assert_eq!(st, 200, "{a}");
+    };
+    post(json!([event("ann", "a1", 0)]));
+    post(json!([event("bob", "b1", 0), event("bob", "b2", 1)]));
+    post(json!([
+        event("cy", "c1", 0),
+        event("cy", "c2", 1),
+        event("cy", "c3", 2)
+    ]));
+    let new = welcome_edited(
+        dir.path(),
+        "codes: [WELCOME-A1, WELCOME-B2, WELCOME-C3, WELCOME-D4]",
+    );
+    let old = "examples/welcome.yaml";
+    let new = new.to_str().unwrap();
+    let expected = [
+        "step egg-shoes removed from hunt three-eggs: 2 customers lose a find",
+        "step egg-cart added to hunt three-eggs: 2 customers in progress now need it",
+        "pool welcome-10: 3 listed codes → 4 listed codes: 1 customer holds codes from it (and keeps them)",
+        "(3 customers looked at)",
+    ];
+
+    // On the running server (a dry run: nothing switches).
+    let url = format!("http://{}", s.addr);
+    let (code, out, err) = diff(&[old, new, "--server", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in expected {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    let (_, c) = request(s.addr, "GET", "/v1/config", "").unwrap();
+    assert_eq!(c["version"], 1, "{c}");
+    let status = terminate(&mut s.child, || s.log.lock().unwrap().clone());
+    assert!(status.success());
+
+    // On the stopped server's data: the same counts.
+    let (code, out, err) = diff(&[old, new, "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in expected {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // Without customers: the changes only, as JSON too.
+    let (code, out, _) = diff(&[old, new, "--json"]);
+    assert_eq!(code, 0);
+    let plan: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["changes"].as_array().unwrap().len(), 3, "{plan}");
+    assert_eq!(plan["customers"], Value::Null, "{plan}");
+
+    // A version that would take back cy's code: refused, exit 1.
+    let unsafe_new = welcome_edited(dir.path(), "codes: [WELCOME-B2, WELCOME-C3]");
+    let (code, out, _) = diff(&[
+        old,
+        unsafe_new.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused: pool welcome-10 no longer holds 1 code(s) already granted (for example WELCOME-A1)"),
+        "{out}"
+    );
+}
