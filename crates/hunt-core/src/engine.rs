@@ -370,7 +370,7 @@ impl HuntProgress {
     ///   prefix of the new order they had found: finds past it are dropped, and only the
     ///   step right after it keeps a count (a sequence counts the next step only). With
     ///   no find left there is no previous step, so no `within` runs from one;
-    /// - a completed hunt stays completed, its finds as they were.
+    /// - a completed hunt stays completed; its finds of steps still there are kept.
     pub fn rebind(&mut self, hunt: &crate::catalog::Hunt) {
         let n = hunt.steps.len();
         if !Arc::ptr_eq(&self.steps, &hunt.step_ids) {
@@ -561,9 +561,7 @@ impl Engine {
             return;
         };
         if state.slots.iter().any(|s| s & SLOT_PENDING != 0) {
-            undo.save_hunts(state);
-            undo.save_rewards(state);
-            self.complete_pending(state, &event.user, t, alloc, out);
+            self.complete_pending(state, &event.user, t, alloc, out, undo);
         }
         let Some(mut found) = self.catalog.candidates(&event.kind, &event.data) else {
             return;
@@ -599,6 +597,7 @@ impl Engine {
         t: Timestamp,
         alloc: &mut dyn Allocator,
         out: &mut Vec<Outcome>,
+        undo: &mut Undo,
     ) {
         let mut pending: Vec<(usize, usize)> = state
             .slots
@@ -613,6 +612,8 @@ impl Engine {
             if !hunt.is_active(t) {
                 continue;
             }
+            undo.save_hunts(state);
+            undo.save_rewards(state);
             state.hunts[p].completed_at = Some(t);
             state.slots[p] = (state.slots[p] & !SLOT_PENDING) | SLOT_DONE;
             out.push(Outcome::HuntCompleted {

@@ -265,15 +265,18 @@ impl Plan {
                 }
             }
         }
-        for g in &state.rewards {
-            for c in &mut self.changes {
-                if matches!(
-                    c.kind,
-                    ChangeKind::PoolAdded | ChangeKind::PoolRemoved | ChangeKind::PoolChanged
-                ) && c.pool.as_deref() == Some(&*g.pool)
-                {
-                    *c.customers.get_or_insert(0) += 1;
-                }
+        for c in &mut self.changes {
+            let pooly = matches!(
+                c.kind,
+                ChangeKind::PoolAdded | ChangeKind::PoolRemoved | ChangeKind::PoolChanged
+            );
+            if pooly
+                && state
+                    .rewards
+                    .iter()
+                    .any(|g| c.pool.as_deref() == Some(&*g.pool))
+            {
+                *c.customers.get_or_insert(0) += 1;
             }
         }
     }
@@ -320,9 +323,9 @@ fn touches(
     let step = c.step.as_deref().unwrap_or("");
     match c.kind {
         ChangeKind::HuntAdded => p.completed_at.is_none(),
-        ChangeKind::HuntRemoved | ChangeKind::HuntChanged | ChangeKind::StepAdded => {
-            in_progress(before)
-        }
+        ChangeKind::HuntRemoved | ChangeKind::HuntChanged => in_progress(before),
+        // A step that comes back keeps the finds its records still hold.
+        ChangeKind::StepAdded => in_progress(before) && !after.is_some_and(|a| has_found(a, step)),
         ChangeKind::StepRemoved => {
             in_progress(before) && before.is_some_and(|b| has_found(b, step))
         }
@@ -337,7 +340,7 @@ fn touches(
                 }
         }
         ChangeKind::StepChanged => {
-            if !in_progress(before) || before.is_some_and(|b| has_found(b, step)) {
+            if !in_progress(before) || after.is_none_or(|a| has_found(a, step)) {
                 return false;
             }
             let (Some(o), Some(n)) = (
@@ -348,7 +351,7 @@ fn touches(
             };
             let count_of = |h: &Hunt| h.steps.iter().find(|s| &*s.id == step).map(|s| s.count);
             match (count_of(&old.hunts[o]), count_of(&new.hunts[n])) {
-                (Some(a), Some(b)) if b < a => p.count_of(step) >= b,
+                (Some(a), Some(b)) if b < a => after.is_some_and(|x| x.count_of(step) >= b),
                 (Some(a), Some(b)) if b > a => true,
                 _ => true,
             }
@@ -563,6 +566,32 @@ fn steps(old: &Hunt, new: &Hunt, out: &mut Vec<Change>) {
         .iter()
         .filter(|s| old.step_ids.contains(s))
         .collect();
+    // In a sequence, a step added before a step customers may have found moves their
+    // place back as surely as a reorder does.
+    let last_kept = new.step_ids.iter().rposition(|s| old.step_ids.contains(s));
+    let inserted_before: Vec<&Arc<str>> = new
+        .step_ids
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| !old.step_ids.contains(s) && last_kept.is_some_and(|l| *i < l))
+        .map(|(_, s)| s)
+        .collect();
+    if kept_old == kept_new && new.order == Order::Sequence && !inserted_before.is_empty() {
+        let list = inserted_before
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push(
+            Change::new(
+                ChangeKind::StepsReordered,
+                format!("sequence hunt {id}: step(s) {list} added before steps already there"),
+                "each customer's place is the longest prefix of the new order they had \
+                 found; finds past the new step are dropped",
+            )
+            .hunt(id),
+        );
+    }
     if kept_old != kept_new {
         let effect = match new.order {
             Order::Sequence => {

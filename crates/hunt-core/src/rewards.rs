@@ -62,7 +62,9 @@ impl SharedPools {
 
     /// State rebuilt from the grants customers hold, by id: `(hunt, pool, code)`. A hunt
     /// counts every winner it had, whatever pool their code came from; a code counts as
-    /// taken in the pool of the same id that holds it. A grant whose code its pool no
+    /// taken in the pool of the same id that holds it. A code from a pool the catalog no
+    /// longer has counts as taken in every pool that holds it, so a pool renamed in a new
+    /// version never hands a granted code out again. A grant whose code its own pool no
     /// longer holds is not taken from it (see [`crate::plan::refusals`], which refuses
     /// such a version before it is put in force).
     pub fn from_grants<'a>(
@@ -75,11 +77,19 @@ impl SharedPools {
             if let Some(h) = catalog.hunt_index(hunt) {
                 winners[h] += 1;
             }
-            let Some(p) = catalog.pools.iter().position(|p| &*p.id == pool) else {
-                continue;
-            };
-            if let Some(i) = catalog.pools[p].index_of(code) {
-                codes.push((p, i));
+            match catalog.pools.iter().position(|p| &*p.id == pool) {
+                Some(p) => {
+                    if let Some(i) = catalog.pools[p].index_of(code) {
+                        codes.push((p, i));
+                    }
+                }
+                None => {
+                    for (p, other) in catalog.pools.iter().enumerate() {
+                        if let Some(i) = other.index_of(code) {
+                            codes.push((p, i));
+                        }
+                    }
+                }
             }
         }
         SharedPools::restore_parts(catalog, codes, winners)

@@ -177,3 +177,40 @@ fn identical_files_change_nothing() {
     let plan = Plan::new(&crate::load(&f), &crate::load(&f));
     assert!(plan.changes.is_empty(), "{:#?}", plan.changes);
 }
+
+#[test]
+fn a_step_added_before_found_steps_of_a_sequence_counts_those_who_lose_their_place() {
+    let old = file("sequence", 3, &[("a", 1), ("b", 1), ("c", 1)], "X1");
+    let new = file(
+        "sequence",
+        4,
+        &[("x", 1), ("a", 1), ("b", 1), ("c", 1)],
+        "X1",
+    );
+    // ann found a and b; her place in [x, a, b, c] is 0: she loses both. cy's event
+    // counted for no step (c is not next), so she has no progress.
+    let users = customers(&old, &[("ann", &["a", "b"]), ("cy", &["c"])]);
+    let plan = counted(&old, &new, &users);
+    assert_eq!(
+        customers_of(&plan, ChangeKind::StepsReordered),
+        Some(1),
+        "{:#?}",
+        plan.changes
+    );
+    assert_eq!(customers_of(&plan, ChangeKind::StepAdded), Some(1));
+    // Added at the end, nobody loses anything.
+    let new = file(
+        "sequence",
+        4,
+        &[("a", 1), ("b", 1), ("c", 1), ("x", 1)],
+        "X1",
+    );
+    let plan = counted(&old, &new, &users);
+    assert!(
+        plan.changes
+            .iter()
+            .all(|c| c.kind != ChangeKind::StepsReordered),
+        "{:#?}",
+        plan.changes
+    );
+}

@@ -169,3 +169,27 @@ fn codes_map_back_to_their_index() {
     assert_eq!(catalog.pools[0].index_of("X-01"), None);
     assert_eq!(catalog.pools[1].index_of("Z"), None);
 }
+
+#[test]
+fn grants_by_id_keep_their_codes_taken_even_in_a_renamed_pool() {
+    let src = |pool: &str| {
+        format!(
+            "version: 1\npools:\n  - {{ id: {pool}, codes: [X1, X2, X3] }}\n  - {{ id: other, codes: [X2, Y1] }}\nhunts:\n  - id: h\n    reward: {{ pool: {pool}, per_user: 1 }}\n    max_winners: 2\n    steps: [{{ id: s, on: a }}]\n"
+        )
+    };
+    // Same pool id: X2 is taken there, not in `other`, which holds a code of that text.
+    let catalog = crate::load(&src("p"));
+    let pools = SharedPools::from_grants(&catalog, [("h", "p", "X2")]).unwrap();
+    assert_eq!((pools.taken(0), pools.taken(1)), (1, 0));
+    assert_eq!(pools.winners(0), 1);
+    // `p` renamed `q`: its granted codes stay taken wherever they are held, and the
+    // hunt's winners still count.
+    let catalog = crate::load(&src("q"));
+    let pools = SharedPools::from_grants(&catalog, [("h", "p", "X2"), ("h", "p", "X1")]).unwrap();
+    assert_eq!((pools.taken(0), pools.taken(1)), (2, 1));
+    assert_eq!(pools.winners(0), 2);
+    assert_eq!(
+        pools.allocate(0, 0),
+        Err(hunt_core::engine::DenyReason::WinnersCap)
+    );
+}

@@ -927,6 +927,11 @@ async fn put_config(
             e.details = Some(plan_json(&plan));
             Err(e)
         }
+        Err(ConfigError::Internal(why)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{why}; nothing changed"),
+        )),
         Err(ConfigError::Stopped(why)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "log_stopped",

@@ -94,7 +94,7 @@ pub enum Msg {
     Plan {
         new: Arc<hunt_core::catalog::Catalog>,
         plan: hunt_core::plan::Plan,
-        reply: oneshot::Sender<(hunt_core::plan::Plan, Grants)>,
+        reply: oneshot::Sender<Result<(hunt_core::plan::Plan, Grants), String>>,
     },
     /// Stop between rounds, hand over what the coordinator needs, and wait for the
     /// version to go on with.
@@ -204,16 +204,24 @@ impl Worker {
                         mut plan,
                         reply,
                     } => {
-                        let old = self.version.catalog();
-                        for u in self.state.users.values() {
-                            plan.count(old, &new, u);
-                        }
-                        let grants = self
-                            .state
-                            .grants()
-                            .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
-                            .collect();
-                        let _ = reply.send((plan, grants));
+                        // A bug in counting must not stop the partition.
+                        let counted =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                let old = self.version.catalog();
+                                for u in self.state.users.values() {
+                                    plan.count(old, &new, u);
+                                }
+                                let grants: Grants = self
+                                    .state
+                                    .grants()
+                                    .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
+                                    .collect();
+                                (plan, grants)
+                            }))
+                            .map_err(|_| {
+                                "counting the customers of a partition panicked".to_string()
+                            });
+                        let _ = reply.send(counted);
                     }
                     Msg::Pause {
                         snapshot,

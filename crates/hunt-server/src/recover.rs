@@ -109,8 +109,10 @@ pub fn recover(
                     Ok(a) => a,
                     Err(panicked) => {
                         // A bug the event did not meet when it was accepted: the
-                        // customer misses its changes, its answer stays for duplicates,
-                        // and the rebuild goes on instead of failing every start.
+                        // customer misses its progress, but keeps the codes it granted;
+                        // its answer stays for duplicates, and the rebuild goes on
+                        // instead of failing every start.
+                        state.keep_recorded_grants(&e.event, e.received, &e.outcomes);
                         let key = state.dedupe.key(&e.event.user, &e.event.id);
                         let _ = state.dedupe.insert_key(
                             key,

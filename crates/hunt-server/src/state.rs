@@ -268,6 +268,34 @@ impl PartitionState {
         Ok(answer)
     }
 
+    /// For an event in the log that could not be applied again (a panic on replay):
+    /// the codes its recorded answer granted stay with the customer and among the
+    /// winners, so that no code it granted is handed out again.
+    pub fn keep_recorded_grants(
+        &mut self,
+        event: &Event,
+        received: Timestamp,
+        recorded: &[Outcome],
+    ) {
+        for o in recorded {
+            if let Outcome::RewardGranted { hunt, pool, code } = o {
+                let state = self.users.entry(event.user.clone()).or_default();
+                state.rewards.push(hunt_core::engine::Grant {
+                    hunt: hunt.clone(),
+                    pool: pool.clone(),
+                    code: code.clone(),
+                    at: received,
+                });
+                self.winners.push(Winner {
+                    hunt: hunt.clone(),
+                    user: event.user.clone(),
+                    code: code.clone(),
+                    at: received,
+                });
+            }
+        }
+    }
+
     /// A copy of everything a snapshot holds, taken while the partition is paused and
     /// written out after it goes on (copying is much quicker than serializing).
     pub fn copy_for_snapshot(&self) -> PartitionState {

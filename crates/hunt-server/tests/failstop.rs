@@ -136,4 +136,23 @@ async fn a_panic_while_applying_one_event_is_contained() {
     assert_eq!(u["rewards"][0]["code"], "W-2", "{u}");
     assert_eq!(u["traits"]["tier"], "gold", "{u}");
     s.stop().await.unwrap();
+
+    // A bug that only a replay meets: the start goes on, and the customer keeps the code
+    // the recorded answer granted, so it is not handed out again.
+    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+    fail::cfg("engine::apply_hunt", "return").unwrap();
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: None,
+            ..Options::default()
+        },
+    )
+    .await;
+    fail::remove("engine::apply_hunt");
+    let (_, u) = s.get(&format!("/v1/users/{user}")).await;
+    assert_eq!(u["rewards"][0]["code"], "W-2", "{u}");
+    let (_, a) = s.post(json!(three_eggs("dee"))).await;
+    assert_eq!(a["results"][2]["outcomes"][2]["code"], "W-3", "{a}");
+    s.stop().await.unwrap();
 }

@@ -310,10 +310,12 @@ fn serve_without_keys_refuses_a_public_address() {
     );
 }
 
-fn dlq(addr: SocketAddr, args: &[&str]) -> (i32, String, String) {
+/// `hunt ARGS…` from the repository's root: exit code, standard output and error.
+fn hunt_cmd(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
-        .args(["dlq", "--server", &format!("http://{addr}")])
         .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
         .output()
         .unwrap();
     (
@@ -321,6 +323,11 @@ fn dlq(addr: SocketAddr, args: &[&str]) -> (i32, String, String) {
         text(&out.stdout),
         text(&out.stderr),
     )
+}
+
+fn dlq(addr: SocketAddr, args: &[&str]) -> (i32, String, String) {
+    let server = format!("http://{addr}");
+    hunt_cmd(&[&["dlq", "--server", &server], args].concat())
 }
 
 #[test]
@@ -711,18 +718,7 @@ fn welcome_edited(dir: &std::path::Path, codes: &str) -> std::path::PathBuf {
 }
 
 fn diff(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
-        .arg("diff")
-        .args(args)
-        .current_dir(root())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    hunt_cmd(&[&["diff"], args].concat())
 }
 
 #[test]

@@ -129,7 +129,8 @@ fn print_plan(plan: &Plan, args: &Args) -> anyhow::Result<()> {
                 out!("{}", c.describe());
             }
             if let Some(n) = plan.customers {
-                out!("({} customers looked at)", thousands(n));
+                let s = if n == 1 { "" } else { "s" };
+                out!("({} customer{s} looked at)", thousands(n));
             }
         }
     }
