@@ -20,9 +20,9 @@ fn catalog(bytes: &[u8]) -> Option<Arc<Catalog>> {
 /// Every record of a hunt in `catalog` is laid out by it after an event.
 fn check_layout(state: &UserState, catalog: &Catalog) {
     for p in state.hunts() {
-        if let Some(h) = catalog.hunt_index(&p.hunt) {
+        if let Some(h) = catalog.hunt_index(p.hunt()) {
             let hunt = &catalog.hunts[h];
-            assert_eq!(&*p.steps, &*hunt.step_ids, "laid out by the version in force");
+            assert_eq!(p.steps(), &*hunt.step_ids, "laid out by the version in force");
             assert_eq!(p.counts.len(), hunt.steps.len());
             assert_eq!(p.found_count, p.found.count_ones());
         }

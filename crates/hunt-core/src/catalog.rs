@@ -293,6 +293,8 @@ pub struct Hunt {
     pub steps: Vec<Step>,
     /// Step ids in order, as conditions see them in `progress.steps`.
     pub step_ids: Arc<[Arc<str>]>,
+    /// The hunt's id and step ids, shared with the progress records laid out by them.
+    pub layout: Arc<crate::engine::Layout>,
     pub complete_after: u32,
     pub reward: Option<Reward>,
     pub max_winners: Option<u64>,
@@ -985,14 +987,20 @@ fn compile_hunt(
     if errors_after > errors_before {
         return None;
     }
+    let id: Arc<str> = Arc::from(hid.as_str());
+    let step_ids: Arc<[Arc<str>]> = steps.iter().map(|s| s.id.clone()).collect();
     Some(Hunt {
-        id: Arc::from(hid.as_str()),
+        layout: Arc::new(crate::engine::Layout {
+            hunt: id.clone(),
+            steps: step_ids.clone(),
+        }),
+        id,
         title: h.title.clone(),
         from,
         until,
         audience,
         order: h.order,
-        step_ids: steps.iter().map(|s| s.id.clone()).collect(),
+        step_ids,
         steps,
         complete_after,
         reward,

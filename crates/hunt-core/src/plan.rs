@@ -257,7 +257,7 @@ impl Plan {
             let before = laid_out(old, p);
             let after = laid_out(new, p);
             for c in &mut self.changes {
-                if c.hunt.as_deref() != Some(&*p.hunt) {
+                if c.hunt.as_deref() != Some(&**p.hunt()) {
                     continue;
                 }
                 if touches(c, old, new, p, before.as_ref(), after.as_ref()) {
@@ -297,7 +297,7 @@ impl Plan {
 /// A progress record as the engine lays it out under `catalog` (`None` if the hunt is not
 /// in it).
 fn laid_out(catalog: &Catalog, p: &HuntProgress) -> Option<HuntProgress> {
-    let h = catalog.hunt_index(&p.hunt)?;
+    let h = catalog.hunt_index(p.hunt())?;
     let mut p = p.clone();
     p.rebind(&catalog.hunts[h]);
     Some(p)
@@ -335,7 +335,7 @@ fn touches(
                     // Finds of steps in both versions that the new layout drops.
                     (Some(b), Some(a)) => b
                         .found_ids()
-                        .any(|s| a.steps.contains(s) && !has_found(a, s)),
+                        .any(|s| a.steps().contains(s) && !has_found(a, s)),
                     _ => false,
                 }
         }

@@ -97,7 +97,7 @@ impl Simulation {
             .apply(state, event, received, &mut self.alloc, &mut self.scratch);
         let catalog = self.engine.catalog();
         for p in &state.hunts()[joined_before..] {
-            if let Some(h) = catalog.hunt_index(&p.hunt) {
+            if let Some(h) = catalog.hunt_index(p.hunt()) {
                 self.hunts[h].participants += 1;
             }
         }

@@ -611,7 +611,7 @@ fn progress_view(v: &Version, p: &HuntProgress) -> ProgressView {
     // hunt no longer in the file shows the steps it had.
     let hunt = v
         .catalog()
-        .hunt_index(&p.hunt)
+        .hunt_index(p.hunt())
         .map(|h| &v.catalog().hunts[h]);
     let mut p = std::borrow::Cow::Borrowed(p);
     if let Some(h) = hunt {
@@ -622,11 +622,11 @@ fn progress_view(v: &Version, p: &HuntProgress) -> ProgressView {
             .is_some_and(|s| s.count > 1)
     };
     ProgressView {
-        hunt: p.hunt.clone(),
+        hunt: p.hunt().clone(),
         found: p.found_ids().cloned().collect(),
         found_count: p.found_count,
         counts: p
-            .steps
+            .steps()
             .iter()
             .zip(&p.counts)
             .filter(|(id, c)| **c > 0 && counted(id))

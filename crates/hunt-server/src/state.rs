@@ -233,7 +233,7 @@ impl PartitionState {
             .get(&event.user)
             .expect("the customer was just applied to");
         for p in &state.hunts()[joined_before..] {
-            self.stats.entry(p.hunt.clone()).or_default().participants += 1;
+            self.stats.entry(p.hunt().clone()).or_default().participants += 1;
         }
         for o in &self.scratch {
             let c = self.stats.entry(o.hunt().clone()).or_default();

@@ -252,6 +252,33 @@ async fn progress_follows_step_ids_when_steps_are_reordered_or_removed() {
     assert_eq!(u["hunts"][0]["hunt"], "eggs", "{u}");
     assert_eq!(u["hunts"][0]["found"], json!(["search", "blog"]), "{u}");
     s.stop().await.unwrap();
+
+    // Started again from the snapshot the stop took: progress in the removed hunt keeps
+    // its own step ids, and when the hunt comes back ann resumes where she was.
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: None,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, u) = s.get("/v1/users/bo").await;
+    assert_eq!(u["hunts"][0]["found"], json!(["search", "blog"]), "{u}");
+    let (st, r) = s.put_config(&v2).await;
+    assert_eq!(st, 200, "{r}");
+    let (_, u) = s.get("/v1/users/ann").await;
+    assert_eq!(u["hunts"][0]["found"], json!(["blog"]), "{u}");
+    let (_, a) = s
+        .post(ev("ann-s", "ann", "search", json!({"query": "egg"})))
+        .await;
+    assert_eq!(
+        kinds(&a, 0),
+        ["step_found", "hunt_completed", "reward_granted"],
+        "{a}"
+    );
+    assert_eq!(a["results"][0]["outcomes"][2]["code"], "W-2", "{a}");
+    s.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
