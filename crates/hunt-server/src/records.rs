@@ -12,67 +12,68 @@ use hunt_core::engine::{DenyReason, Event, Outcome};
 use hunt_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
+/// The kinds of record the server writes: the byte the log stores beside each payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// An accepted event and its outcomes.
+    Event = 1,
+    /// A hunts-file version put in force.
+    Config = 2,
+    /// A change of a delivery's state (`notify::outbox`).
+    Delivery = 3,
+}
+
+impl RecordKind {
+    /// The kind of a stored byte, if it is one.
+    pub fn of(byte: u8) -> Option<RecordKind> {
+        [RecordKind::Event, RecordKind::Config, RecordKind::Delivery]
+            .into_iter()
+            .find(|k| *k as u8 == byte)
+    }
+}
+
 /// Record kind: an accepted event and its outcomes.
-pub const KIND_EVENT: u8 = 1;
+pub const KIND_EVENT: u8 = RecordKind::Event as u8;
 /// Record kind: a hunts-file version put in force.
-pub const KIND_CONFIG: u8 = 2;
+pub const KIND_CONFIG: u8 = RecordKind::Config as u8;
+/// Record kind: a change of a delivery's state.
+pub const KIND_DELIVERY: u8 = RecordKind::Delivery as u8;
 
-/// An outcome as written (borrowed, for encoding). Variant order is the format: it
-/// must match [`OutcomeOwned`].
-#[derive(Serialize)]
-pub(crate) enum OutcomeRef<'a> {
+/// An outcome as written: one definition for writing (borrowed strings) and reading
+/// (owned), so that the variant order, which is the format, cannot drift between the
+/// two. `S` holds ids, `C` codes and reasons.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum OutcomeRecord<S, C> {
     StepFound {
-        hunt: &'a str,
-        step: &'a str,
+        hunt: S,
+        step: S,
         found: u32,
-        next_clue: Option<&'a str>,
+        next_clue: Option<S>,
     },
     HuntCompleted {
-        hunt: &'a str,
+        hunt: S,
     },
     RewardGranted {
-        hunt: &'a str,
-        pool: &'a str,
-        code: &'a str,
+        hunt: S,
+        pool: S,
+        code: C,
     },
     RewardDenied {
-        hunt: &'a str,
-        pool: &'a str,
-        reason: &'a str,
+        hunt: S,
+        pool: S,
+        reason: C,
     },
     TrailCold {
-        hunt: &'a str,
-        step: &'a str,
+        hunt: S,
+        step: S,
     },
 }
 
+/// An outcome borrowed for encoding.
+pub(crate) type OutcomeRef<'a> = OutcomeRecord<&'a str, &'a str>;
 /// An outcome as read back.
-#[derive(Deserialize)]
-pub(crate) enum OutcomeOwned {
-    StepFound {
-        hunt: Arc<str>,
-        step: Arc<str>,
-        found: u32,
-        next_clue: Option<Arc<str>>,
-    },
-    HuntCompleted {
-        hunt: Arc<str>,
-    },
-    RewardGranted {
-        hunt: Arc<str>,
-        pool: Arc<str>,
-        code: String,
-    },
-    RewardDenied {
-        hunt: Arc<str>,
-        pool: Arc<str>,
-        reason: String,
-    },
-    TrailCold {
-        hunt: Arc<str>,
-        step: Arc<str>,
-    },
-}
+pub(crate) type OutcomeOwned = OutcomeRecord<Arc<str>, String>;
 
 #[derive(Serialize)]
 struct EventRef<'a> {
@@ -282,6 +283,65 @@ mod tests {
         assert_eq!(back.event, event);
         assert_eq!(back.received, Timestamp(1234));
         assert_eq!(back.outcomes, outcomes);
+    }
+
+    /// The bytes of every outcome and record kind are the log's and the snapshot's
+    /// format: a change here must be a new format, not an accident.
+    #[test]
+    fn outcome_records_and_kinds_keep_their_bytes() {
+        let h: Arc<str> = Arc::from("h");
+        let outcomes = [
+            Outcome::StepFound {
+                hunt: h.clone(),
+                step: "s".into(),
+                found: 2,
+                next_clue: Some("c".into()),
+            },
+            Outcome::HuntCompleted { hunt: h.clone() },
+            Outcome::RewardGranted {
+                hunt: h.clone(),
+                pool: "p".into(),
+                code: "X".into(),
+            },
+            Outcome::RewardDenied {
+                hunt: h.clone(),
+                pool: "p".into(),
+                reason: DenyReason::PoolEmpty,
+            },
+            Outcome::TrailCold {
+                hunt: h,
+                step: "s".into(),
+            },
+        ];
+        let hex = |o: &Outcome| {
+            postcard::to_allocvec(&outcome_ref(o))
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let got: Vec<String> = outcomes.iter().map(hex).collect();
+        assert_eq!(
+            got,
+            [
+                // variant, then each field: strings as length and bytes, `found` as a
+                // varint, an option as 0 or 1 and its value.
+                "000168017302010163",
+                "010168",
+                "02016801700158",
+                "03016801700a706f6f6c5f656d707479",
+                "0401680173",
+            ]
+            .map(|s| s.to_string()),
+        );
+        for o in &outcomes {
+            let bytes = postcard::to_allocvec(&outcome_ref(o)).unwrap();
+            let back: OutcomeOwned = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(&outcome_owned(back).unwrap(), o);
+        }
+        assert_eq!((KIND_EVENT, KIND_CONFIG, KIND_DELIVERY), (1, 2, 3));
+        assert_eq!(RecordKind::of(3), Some(RecordKind::Delivery));
+        assert_eq!(RecordKind::of(4), None);
     }
 
     #[test]

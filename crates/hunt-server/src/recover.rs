@@ -9,8 +9,8 @@ use hunt_core::engine::Outcome;
 use hunt_store::{Log, Lsn, Snapshots};
 
 use crate::notify::cloudevent::{Origin, deliveries_unbuilt, notifies};
-use crate::notify::outbox::{self, KIND_DELIVERY, Outbox};
-use crate::records::{KIND_CONFIG, KIND_EVENT, decode_config, decode_event};
+use crate::notify::outbox::{self, Outbox};
+use crate::records::{RecordKind, decode_config, decode_event};
 use crate::state::{DedupeConfig, PartitionState, ReplayAllocator, Version, partition_of};
 
 /// What a rebuild did.
@@ -96,8 +96,8 @@ pub fn recover(
         }
         report.records += 1;
         report.last_lsn = rec.lsn;
-        match rec.kind {
-            KIND_EVENT => {
+        match RecordKind::of(rec.kind) {
+            Some(RecordKind::Event) => {
                 let e =
                     decode_event(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
                 let v: &Version = version.as_ref().ok_or_else(|| {
@@ -141,14 +141,14 @@ pub fn recover(
                     }
                 }
             }
-            KIND_CONFIG => {
+            Some(RecordKind::Config) => {
                 let c =
                     decode_config(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
                 version =
                     Some(Version::compile(c).map_err(|e| format!("record {}: {e}", rec.lsn))?);
                 report.config_versions += 1;
             }
-            KIND_DELIVERY => {
+            Some(RecordKind::Delivery) => {
                 let d =
                     outbox::decode(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
                 report.delivery_changes += 1;
@@ -161,7 +161,7 @@ pub fn recover(
                     }
                 }
             }
-            k => return Err(format!("record {}: unknown kind {k}", rec.lsn)),
+            None => return Err(format!("record {}: unknown kind {}", rec.lsn, rec.kind)),
         }
         progress(rec.lsn);
     }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::cloudevent::Delivery;
 
 /// Record kind: a delivery's state change.
-pub const KIND_DELIVERY: u8 = 3;
+pub use crate::records::KIND_DELIVERY;
 
 /// What happened to a delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
