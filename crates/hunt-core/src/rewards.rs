@@ -3,10 +3,12 @@
 //!
 //! Each pool hands out codes by index with an atomic counter; each hunt counts its
 //! winners with an atomic compare-and-swap against `max_winners`. A code is only
-//! *granted* once the grant is recorded in the log: until then it is an allocation that
-//! [`Allocation::rollback`] returns (a failed append), and that a crash forgets — on
-//! restart, [`SharedPools::restore`] rebuilds the counters from the grants the log holds,
-//! and every index below the highest one that the log does not hold is free again.
+//! *granted* once the grant is recorded in the log: until then it is an allocation. One
+//! that is dropped uncommitted (a panic while applying its event) gives its code back
+//! at once; one committed whose record never reached the log (the append failed and the
+//! process stopped, or it crashed) is forgotten — on restart,
+//! [`SharedPools::from_grants`] rebuilds the counters from the grants the log holds, and
+//! every index below the highest one that the log does not hold is free again.
 //! Returned codes go to a small free list (a lock taken only when it is not empty).
 
 use std::sync::Mutex;
@@ -253,8 +255,10 @@ impl Allocator for LocalAllocator {
 }
 
 /// The allocations made while applying one event: the engine's [`Allocator`] over the
-/// shared pools. Commit once the event's records are durable; roll back if the append
-/// failed, so the codes are free again.
+/// shared pools. Commit to keep them; dropping it uncommitted (a rollback, or a panic
+/// while applying) gives the codes and winner slots back. The server commits as soon as
+/// the event is applied, before its record is durable: a failed append stops the
+/// process, and the pools rebuilt from the log on restart hold only recorded grants.
 pub struct Allocation<'a> {
     pools: &'a SharedPools,
     taken: Vec<(usize, usize, u64)>,

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hunt_core::engine::{Event, HuntView, UserState};
-use hunt_core::rewards::Allocation;
 use hunt_core::time::Timestamp;
 use hunt_store::{Log, Ticket};
 use serde::Serialize;
@@ -21,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::notify::cloudevent::{Origin, notifies};
 use crate::notify::deliver::{Dispatch, Round};
 use crate::records::{KIND_EVENT, encode_event};
-use crate::state::{Answer, HuntCounters, PartitionState, Version, Winner};
+use crate::state::{Admission, Answer, HuntCounters, PartitionState, Version, Winner};
 
 /// The most messages one round takes (bounds the latency a round adds).
 const ROUND_MESSAGES_MAX: usize = 256;
@@ -262,38 +261,27 @@ impl Worker {
         let version = self.version.clone();
         let mut statuses = Vec::with_capacity(items.len());
         for (index, event) in items {
-            let key = self.state.dedupe.key(&event.user, &event.id);
-            if let Some(first) = self.state.dedupe.get_key(key, received) {
-                statuses.push((index, event.id, Status::Duplicate(first.clone())));
-                continue;
-            }
-            if !self.state.dedupe.has_room(received) {
-                statuses.push((index, event.id, Status::WindowFull));
-                continue;
-            }
-            let mut alloc = Allocation::new(&version.pools);
-            let answer =
-                match self
-                    .state
-                    .apply_keyed(&version.engine, &event, key, received, &mut alloc)
-                {
-                    Ok(a) => a,
-                    Err(panicked) => {
-                        // The codes it took go back as `alloc` drops uncommitted.
-                        tracing::error!(
-                            user = %event.user,
-                            id = %event.id,
-                            error = %panicked,
-                            "an event could not be applied; it was refused and nothing of it kept"
-                        );
-                        statuses.push((index, event.id, Status::Internal(panicked.0)));
-                        continue;
-                    }
-                };
-            // Kept at once: if the append below fails, the log stops and so does the
-            // process (fail-stop); codes allocated but never recorded are free again
-            // when the pools are rebuilt from the log on restart.
-            alloc.commit();
+            let answer = match self.state.admit(&version, &event, received) {
+                Admission::Applied(answer) => answer,
+                Admission::Duplicate(first) => {
+                    statuses.push((index, event.id, Status::Duplicate(first)));
+                    continue;
+                }
+                Admission::WindowFull => {
+                    statuses.push((index, event.id, Status::WindowFull));
+                    continue;
+                }
+                Admission::Failed(panicked) => {
+                    tracing::error!(
+                        user = %event.user,
+                        id = %event.id,
+                        error = %panicked,
+                        "an event could not be applied; it was refused and nothing of it kept"
+                    );
+                    statuses.push((index, event.id, Status::Internal(panicked.0)));
+                    continue;
+                }
+            };
             records.push((KIND_EVENT, encode_event(&event, received, &answer)));
             if self.notify.is_some() && notifies(version.catalog(), &answer) {
                 self.notify_items.push((

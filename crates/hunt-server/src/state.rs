@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hunt_core::catalog::Catalog;
 use hunt_core::dedupe::DedupeWindow;
 use hunt_core::engine::{Allocator, DenyReason, Engine, Event, Outcome, Undo, UserState};
-use hunt_core::rewards::SharedPools;
+use hunt_core::rewards::{Allocation, SharedPools};
 use hunt_core::time::{Duration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +142,18 @@ pub struct PartitionState {
     undo: Undo,
 }
 
+/// What admitting one event came to ([`PartitionState::admit`]).
+pub enum Admission {
+    /// Seen within the window: its first answer.
+    Duplicate(Answer),
+    /// The dedupe window is full of unexpired events: not applied, retry later.
+    WindowFull,
+    /// Applied: its outcomes.
+    Applied(Answer),
+    /// Applying it panicked: nothing of it kept.
+    Failed(Panicked),
+}
+
 /// Applying an event panicked (a bug): nothing of it was kept, and the customer's state
 /// is what it was before.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +195,34 @@ impl PartitionState {
         }
     }
 
+    /// Admits one event, the one place that does: a duplicate within the window gets its
+    /// first answer; with the window full it is refused; otherwise it is applied (the
+    /// customer, the figures, the winners and the window) with codes from the version's
+    /// pools.
+    ///
+    /// The codes an applied event took are kept at once, before its record is appended:
+    /// if the append fails the log stops and so does the process (fail-stop), and codes
+    /// allocated but never recorded are free again when the pools are rebuilt from the
+    /// log on restart. If applying panics, they go back at once.
+    pub fn admit(&mut self, version: &Version, event: &Event, received: Timestamp) -> Admission {
+        let key = self.dedupe.key(&event.user, &event.id);
+        if let Some(first) = self.dedupe.get_key(key, received) {
+            return Admission::Duplicate(first.clone());
+        }
+        if !self.dedupe.has_room(received) {
+            return Admission::WindowFull;
+        }
+        let mut alloc = Allocation::new(&version.pools);
+        match self.apply_keyed(&version.engine, event, key, received, &mut alloc) {
+            Ok(answer) => {
+                alloc.commit();
+                Admission::Applied(answer)
+            }
+            // `alloc` drops uncommitted: its codes go back.
+            Err(panicked) => Admission::Failed(panicked),
+        }
+    }
+
     /// Applies an accepted event: the customer's state, the figures, the winners and
     /// the dedupe window. Returns its outcomes. The caller has checked it is not a
     /// duplicate and that the window has room. If the engine panics, nothing of the event
@@ -200,7 +240,7 @@ impl PartitionState {
 
     /// [`apply`](Self::apply) with the event's dedupe identity already computed (the
     /// caller looked it up first).
-    pub fn apply_keyed(
+    fn apply_keyed(
         &mut self,
         engine: &Engine,
         event: &Event,
