@@ -72,17 +72,6 @@ pub enum RequestError {
     UnsupportedMediaType(String),
 }
 
-impl RequestError {
-    /// The HTTP status this maps to.
-    pub fn status(&self) -> u16 {
-        match self {
-            RequestError::TooLarge { .. } | RequestError::TooManyEvents { .. } => 413,
-            RequestError::UnsupportedMediaType(_) => 415,
-            RequestError::Malformed(_) | RequestError::Empty => 400,
-        }
-    }
-}
-
 /// Why one event was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Rejection {

@@ -45,7 +45,7 @@ fn the_form_follows_the_content_type() {
         Form::CloudEventsBatch
     );
     let e = form_of(Some("text/plain"), false).unwrap_err();
-    assert_eq!(e.status(), 415);
+    assert!(matches!(e, RequestError::UnsupportedMediaType(_)), "{e:?}");
     assert!(e.to_string().contains("text/plain"));
 }
 
@@ -238,19 +238,19 @@ fn request_limits_refuse_the_whole_request() {
     let big = "x".repeat(200);
     let e = decode(Form::Json, big.as_bytes(), &no_headers, &small).unwrap_err();
     assert_eq!(
-        (e.status(), e.clone()),
-        (
-            413,
-            RequestError::TooLarge {
-                size: 200,
-                limit: 100
-            }
-        )
+        e,
+        RequestError::TooLarge {
+            size: 200,
+            limit: 100
+        }
     );
     let three = r#"[{"id":"1"},{"id":"2"},{"id":"3"}]"#;
     let e = decode(Form::Json, three.as_bytes(), &no_headers, &small).unwrap_err();
     assert_eq!(e, RequestError::TooManyEvents { count: 3, limit: 2 });
-    assert_eq!(run(Form::Json, "[1,").unwrap_err().status(), 400);
+    assert!(matches!(
+        run(Form::Json, "[1,").unwrap_err(),
+        RequestError::Malformed(_)
+    ));
     assert_eq!(run(Form::Json, "  \n").unwrap_err(), RequestError::Empty);
 }
 

@@ -423,11 +423,15 @@ async fn post_events(
         .and_then(|v| v.to_str().ok());
     let has_ce = headers.keys().any(|k| k.as_str().starts_with("ce-"));
     let request_error = |e: ingest::RequestError| {
-        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        let code = match e.status() {
-            413 => "too_large",
-            415 => "unsupported_media_type",
-            _ => "malformed",
+        use ingest::RequestError as R;
+        let (status, code) = match &e {
+            R::TooLarge { .. } | R::TooManyEvents { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+            }
+            R::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            R::Malformed(_) | R::Empty => (StatusCode::BAD_REQUEST, "malformed"),
         };
         refuse(ApiError::new(status, code, e.to_string()))
     };

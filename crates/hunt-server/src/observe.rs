@@ -152,7 +152,7 @@ fn sinks(service: &Service, out: &mut String) {
         (
             "hunt_sink_queue_depth",
             "Deliveries waiting for the sink, in flight included.",
-            (|_: &crate::notify::deliver::SinkRt, c: (usize, usize), _| c.0 as f64)
+            (|_: &crate::notify::deliver::LiveSink, c: (usize, usize), _| c.0 as f64)
                 as fn(&_, (usize, usize), std::time::Instant) -> f64,
         ),
         (

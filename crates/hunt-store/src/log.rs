@@ -175,12 +175,12 @@ struct TicketState {
 
 /// Where blocked producers wait: one condition for all of them, so that a commit wakes
 /// every waiter with one broadcast instead of one wake-up per producer.
-struct Notifier {
+struct Waiters {
     lock: Mutex<()>,
     cv: Condvar,
 }
 
-impl Notifier {
+impl Waiters {
     /// Wakes every blocked producer; call after resolving tickets.
     fn wake_all(&self) {
         drop(lock(&self.lock));
@@ -190,7 +190,7 @@ impl Notifier {
 
 struct TicketInner {
     state: Mutex<TicketState>,
-    notifier: Arc<Notifier>,
+    waiters: Arc<Waiters>,
 }
 
 /// A pending append: wait for it (threads) or await it (tasks). Resolves to the LSN of
@@ -199,18 +199,18 @@ struct TicketInner {
 pub struct Ticket(Arc<TicketInner>);
 
 impl Ticket {
-    fn new(notifier: Arc<Notifier>) -> Ticket {
+    fn new(waiters: Arc<Waiters>) -> Ticket {
         Ticket(Arc::new(TicketInner {
             state: Mutex::new(TicketState {
                 result: None,
                 wakers: Vec::new(),
             }),
-            notifier,
+            waiters,
         }))
     }
 
     /// Records the result and wakes an async waiter; blocked threads are woken by the
-    /// caller's [`Notifier::wake_all`].
+    /// caller's [`Waiters::wake_all`].
     fn resolve(&self, r: Result<Lsn, LogError>) {
         let mut s = lock(&self.0.state);
         if s.result.is_none() {
@@ -227,9 +227,9 @@ impl Ticket {
 
     /// Blocks until the records are durable (or the log failed).
     pub fn wait(&self) -> Result<Lsn, LogError> {
-        // Checked under the notifier's lock: a result set before the broadcast is seen,
+        // Checked under the waiters' lock: a result set before the broadcast is seen,
         // and a broadcast after the check wakes this wait.
-        let n = &self.0.notifier;
+        let n = &self.0.waiters;
         let mut g = lock(&n.lock);
         loop {
             if let Some(r) = self.result() {
@@ -290,7 +290,7 @@ struct Shared {
     /// Producers wait here for room.
     space: Condvar,
     durable_lsn: AtomicU64,
-    notifier: Arc<Notifier>,
+    waiters: Arc<Waiters>,
     /// Group commits made (one write and one sync each), for benchmarks and metrics.
     commits: AtomicU64,
     config: LogConfig,
@@ -406,7 +406,7 @@ impl Log {
             work: Condvar::new(),
             space: Condvar::new(),
             durable_lsn: AtomicU64::new(next_lsn - 1),
-            notifier: Arc::new(Notifier {
+            waiters: Arc::new(Waiters {
                 lock: Mutex::new(()),
                 cv: Condvar::new(),
             }),
@@ -475,7 +475,7 @@ impl Log {
     }
 
     fn enqueue(&self, q: &mut Queue, records: Vec<(u8, Vec<u8>)>, bytes: usize) -> Ticket {
-        let ticket = Ticket::new(self.shared.notifier.clone());
+        let ticket = Ticket::new(self.shared.waiters.clone());
         q.items.push_back(Pending {
             records,
             bytes,
@@ -753,7 +753,7 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let mut buf = Vec::with_capacity(self.shared.config.batch_bytes_max + (1 << 16));
-        let notifier = self.shared.notifier.clone();
+        let waiters = self.shared.waiters.clone();
         loop {
             let Some(batch) = self.take() else { return };
             // A panic in the write path (a bug, or a failpoint) stops the log like a
@@ -792,10 +792,10 @@ impl Writer {
             // Waking producers here, between commits, measured better than handing it to
             // a second thread (see the note): batches stay full.
             match stopped {
-                None => resolve_now(&batch, outcome, &notifier),
+                None => resolve_now(&batch, outcome, &waiters),
                 Some(e) => {
-                    resolve_now(&batch, Err(e.clone()), &notifier);
-                    resolve_now(&refused, Err(e), &notifier);
+                    resolve_now(&batch, Err(e.clone()), &waiters);
+                    resolve_now(&refused, Err(e), &waiters);
                     return;
                 }
             }
@@ -846,7 +846,7 @@ impl Writer {
             for (p, lsn) in batch.iter().zip(&lsns) {
                 p.ticket.resolve(Ok(*lsn));
             }
-            shared.notifier.wake_all();
+            shared.waiters.wake_all();
         }
         if self.segment_len > 0 && self.segment_len + buf.len() as u64 > config.segment_bytes {
             self.roll(first)?;
@@ -899,7 +899,7 @@ impl Writer {
 }
 
 /// Resolves a batch's tickets on this thread and wakes blocked producers.
-fn resolve_now(batch: &[Pending], outcome: Result<Vec<Lsn>, LogError>, notifier: &Notifier) {
+fn resolve_now(batch: &[Pending], outcome: Result<Vec<Lsn>, LogError>, waiters: &Waiters) {
     match outcome {
         Ok(lsns) => {
             for (p, lsn) in batch.iter().zip(lsns) {
@@ -912,7 +912,7 @@ fn resolve_now(batch: &[Pending], outcome: Result<Vec<Lsn>, LogError>, notifier:
             }
         }
     }
-    notifier.wake_all();
+    waiters.wake_all();
 }
 
 // ---------------------------------------------------------------------------------------

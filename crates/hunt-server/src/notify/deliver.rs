@@ -111,7 +111,7 @@ impl Default for SinkMetrics {
 }
 
 /// One sink at run time.
-pub struct SinkRt {
+pub struct LiveSink {
     pub id: Arc<str>,
     config: RwLock<Arc<SinkConfig>>,
     /// Set when the hunts file in force no longer has this sink (its version).
@@ -123,7 +123,7 @@ pub struct SinkRt {
     pub metrics: SinkMetrics,
 }
 
-impl SinkRt {
+impl LiveSink {
     pub fn config(&self) -> Arc<SinkConfig> {
         self.config
             .read()
@@ -183,7 +183,7 @@ pub enum Dispatch {
 }
 
 /// A change to record, and when to try again after a failed attempt.
-type Change1 = (String, Change, Option<Instant>);
+type PendingChange = (String, Change, Option<Instant>);
 
 pub struct Notifier {
     log: Arc<Log>,
@@ -193,7 +193,7 @@ pub struct Notifier {
     /// One operator action (retry, drop) at a time.
     ops: tokio::sync::Mutex<()>,
     outbox: Mutex<Outbox>,
-    sinks: RwLock<HashMap<Arc<str>, Arc<SinkRt>>>,
+    sinks: RwLock<HashMap<Arc<str>, Arc<LiveSink>>>,
     client: reqwest::Client,
     tx: mpsc::UnboundedSender<Dispatch>,
     recorder: mpsc::UnboundedSender<Recorded>,
@@ -332,8 +332,8 @@ impl Notifier {
         }
     }
 
-    fn new_sink(&self, id: &Arc<str>, cfg: SinkConfig) -> Arc<SinkRt> {
-        Arc::new(SinkRt {
+    fn new_sink(&self, id: &Arc<str>, cfg: SinkConfig) -> Arc<LiveSink> {
+        Arc::new(LiveSink {
             id: id.clone(),
             breaker: Mutex::new(Breaker::new(cfg.breaker)),
             config: RwLock::new(Arc::new(cfg)),
@@ -344,13 +344,13 @@ impl Notifier {
         })
     }
 
-    fn spawn_sender(&self, rt: Arc<SinkRt>) {
+    fn spawn_sender(&self, rt: Arc<LiveSink>) {
         let h = tokio::spawn(self.me().sender_loop(rt));
         lock(&self.tasks).push(h);
     }
 
     /// The sinks, by id.
-    pub fn sinks(&self) -> Vec<Arc<SinkRt>> {
+    pub fn sinks(&self) -> Vec<Arc<LiveSink>> {
         let mut v: Vec<_> = self
             .sinks
             .read()
@@ -529,7 +529,7 @@ impl Notifier {
     }
 
     /// Records changes (now), then applies them and schedules failed attempts again.
-    async fn record(&self, changes: Vec<Change1>) -> Result<(), String> {
+    async fn record(&self, changes: Vec<PendingChange>) -> Result<(), String> {
         let at = (self.clock)().0;
         self.record_at(changes.into_iter().map(|(k, c, a)| (k, c, a, at)).collect())
             .await
@@ -619,7 +619,7 @@ impl Notifier {
         Ok(())
     }
 
-    async fn sender_loop(self: Arc<Notifier>, rt: Arc<SinkRt>) {
+    async fn sender_loop(self: Arc<Notifier>, rt: Arc<LiveSink>) {
         let mut inflight = JoinSet::new();
         loop {
             while inflight.try_join_next().is_some() {}
@@ -676,7 +676,7 @@ impl Notifier {
         }
     }
 
-    async fn attempt(self: Arc<Notifier>, rt: Arc<SinkRt>, cfg: Arc<SinkConfig>, mut job: Job) {
+    async fn attempt(self: Arc<Notifier>, rt: Arc<LiveSink>, cfg: Arc<SinkConfig>, mut job: Job) {
         if job.body.is_none() {
             // Not expected (bodies are read back before a retry and on start), but
             // never send an empty body: read it back now.
