@@ -112,20 +112,25 @@ pub struct Handle {
 }
 
 pub struct Worker {
-    pub state: PartitionState,
-    pub version: Arc<Version>,
-    pub log: Arc<Log>,
-    pub backlog: Arc<AtomicUsize>,
-    pub rx: mpsc::UnboundedReceiver<Msg>,
+    state: PartitionState,
+    version: Arc<Version>,
+    log: Arc<Log>,
+    /// Events queued for this partition; the worker takes them off as it applies them.
+    backlog: Arc<AtomicUsize>,
+    rx: mpsc::UnboundedReceiver<Msg>,
     /// The ticket of the last submission: answers that add no record wait on it.
-    pub last_ticket: Option<Ticket>,
+    last_ticket: Option<Ticket>,
     /// The last receipt time given, so receipt times never go back within a partition.
-    pub last_received: Timestamp,
-    pub clock: fn() -> Timestamp,
+    last_received: Timestamp,
+    clock: fn() -> Timestamp,
     /// Where rounds whose outcomes go to sinks are handed over, once submitted.
-    pub notify: Option<mpsc::UnboundedSender<Dispatch>>,
+    notify: Option<mpsc::UnboundedSender<Dispatch>>,
     /// This round's events whose outcomes go to sinks: (record index, origin).
-    pub notify_items: Vec<(usize, Origin)>,
+    notify_items: Vec<(usize, Origin)>,
+    /// This round's records, submitted together.
+    records: Vec<(u8, Vec<u8>)>,
+    /// This round's replies, sent once its records are submitted.
+    replies: Vec<Reply>,
 }
 
 /// Replies waiting for this round's submission.
@@ -142,10 +147,36 @@ enum Reply {
 }
 
 impl Worker {
+    /// A worker for one partition's state, taking messages from `rx`, with receipt times
+    /// from `clock`, and handing rounds whose outcomes go to sinks to `notify`.
+    pub fn new(
+        state: PartitionState,
+        version: Arc<Version>,
+        log: Arc<Log>,
+        backlog: Arc<AtomicUsize>,
+        rx: mpsc::UnboundedReceiver<Msg>,
+        clock: fn() -> Timestamp,
+        notify: Option<mpsc::UnboundedSender<Dispatch>>,
+    ) -> Worker {
+        Worker {
+            state,
+            version,
+            log,
+            backlog,
+            rx,
+            last_ticket: None,
+            last_received: Timestamp(0),
+            clock,
+            notify,
+            notify_items: Vec::new(),
+            records: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    /// Takes rounds of messages until every sender is gone.
     pub async fn run(mut self) {
         let mut msgs = Vec::with_capacity(ROUND_MESSAGES_MAX);
-        let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
-        let mut replies: Vec<Reply> = Vec::new();
         loop {
             if self.rx.recv_many(&mut msgs, ROUND_MESSAGES_MAX).await == 0 {
                 return;
@@ -154,109 +185,130 @@ impl Worker {
             self.last_received = received;
             for msg in msgs.drain(..) {
                 match msg {
-                    Msg::Events(batch) => {
-                        let n = batch.items.len();
-                        let statuses = self.apply(batch.items, received, &mut records);
-                        self.backlog.fetch_sub(n, Ordering::AcqRel);
-                        replies.push(Reply::Batch(batch.reply, statuses));
-                    }
+                    Msg::Events(batch) => self.on_events(batch, received),
                     Msg::User {
                         user,
                         hunts_at,
                         reply,
-                    } => {
-                        let state = self.state.users.get(&user);
-                        let hunts = match hunts_at {
-                            Some(now) => self.version.engine.visible_hunts(
-                                state.unwrap_or(&UserState::default()),
-                                &user,
-                                now,
-                            ),
-                            None => Vec::new(),
-                        };
-                        let view = state.map(|s| UserView {
-                            user: user.clone(),
-                            state: s.clone(),
-                        });
-                        replies.push(Reply::User(reply, view, hunts));
-                    }
-                    Msg::Stats { winners_of, reply } => {
-                        let stats = self
-                            .state
-                            .stats
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
-                        let (mut first, mut total) = (Vec::new(), 0);
-                        if let Some((hunt, limit)) = winners_of {
-                            for w in self.state.winners.iter().filter(|w| w.hunt == hunt) {
-                                total += 1;
-                                if first.len() < limit {
-                                    first.push(w.clone());
-                                }
-                            }
-                        }
-                        let _ = reply.send((stats, first, total));
-                    }
-                    Msg::Plan {
-                        new,
-                        mut plan,
-                        reply,
-                    } => {
-                        // A bug in counting must not stop the partition.
-                        let counted =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                let old = self.version.catalog();
-                                for u in self.state.users.values() {
-                                    plan.count(old, &new, u);
-                                }
-                                let grants: Grants = self
-                                    .state
-                                    .grants()
-                                    .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
-                                    .collect();
-                                (plan, grants)
-                            }))
-                            .map_err(|_| {
-                                "counting the customers of a partition panicked".to_string()
-                            });
-                        let _ = reply.send(counted);
-                    }
+                    } => self.on_user(user, hunts_at, reply),
+                    Msg::Stats { winners_of, reply } => self.on_stats(winners_of, reply),
+                    Msg::Plan { new, plan, reply } => self.on_plan(&new, plan, reply),
                     Msg::Pause {
                         snapshot,
                         reply,
                         resume,
-                    } => {
-                        self.flush(&mut records, &mut replies).await;
-                        let paused = Paused {
-                            grants: if snapshot {
-                                Vec::new()
-                            } else {
-                                self.state
-                                    .grants()
-                                    .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
-                                    .collect()
-                            },
-                            snapshot: snapshot.then(|| self.state.copy_for_snapshot()),
-                            ticket: self.last_ticket.clone(),
-                        };
-                        let _ = reply.send(paused);
-                        if let Ok(v) = resume.await {
-                            self.version = v;
-                        }
-                    }
+                    } => self.on_pause(snapshot, reply, resume).await,
                 }
             }
-            self.flush(&mut records, &mut replies).await;
+            self.flush().await;
         }
     }
 
-    /// Applies the events of one request; their records go to `records`.
+    fn on_events(&mut self, batch: Batch, received: Timestamp) {
+        let n = batch.items.len();
+        let statuses = self.apply(batch.items, received);
+        self.backlog.fetch_sub(n, Ordering::AcqRel);
+        self.replies.push(Reply::Batch(batch.reply, statuses));
+    }
+
+    fn on_user(
+        &mut self,
+        user: String,
+        hunts_at: Option<Timestamp>,
+        reply: oneshot::Sender<(Option<UserView>, Vec<HuntView>, Option<Ticket>)>,
+    ) {
+        let state = self.state.users.get(&user);
+        let hunts = match hunts_at {
+            Some(now) => self.version.engine.visible_hunts(
+                state.unwrap_or(&UserState::default()),
+                &user,
+                now,
+            ),
+            None => Vec::new(),
+        };
+        let view = state.map(|s| UserView {
+            user: user.clone(),
+            state: s.clone(),
+        });
+        self.replies.push(Reply::User(reply, view, hunts));
+    }
+
+    fn on_stats(
+        &self,
+        winners_of: Option<(Arc<str>, usize)>,
+        reply: oneshot::Sender<PartitionStats>,
+    ) {
+        let stats = self
+            .state
+            .stats
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (mut first, mut total) = (Vec::new(), 0);
+        if let Some((hunt, limit)) = winners_of {
+            for w in self.state.winners.iter().filter(|w| w.hunt == hunt) {
+                total += 1;
+                if first.len() < limit {
+                    first.push(w.clone());
+                }
+            }
+        }
+        let _ = reply.send((stats, first, total));
+    }
+
+    fn on_plan(
+        &self,
+        new: &hunt_core::catalog::Catalog,
+        mut plan: hunt_core::plan::Plan,
+        reply: oneshot::Sender<Result<(hunt_core::plan::Plan, Grants), String>>,
+    ) {
+        // A bug in counting must not stop the partition.
+        let counted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let old = self.version.catalog();
+            for u in self.state.users.values() {
+                plan.count(old, new, u);
+            }
+            (plan, self.owned_grants())
+        }))
+        .map_err(|_| "counting the customers of a partition panicked".to_string());
+        let _ = reply.send(counted);
+    }
+
+    async fn on_pause(
+        &mut self,
+        snapshot: bool,
+        reply: oneshot::Sender<Paused>,
+        resume: oneshot::Receiver<Arc<Version>>,
+    ) {
+        self.flush().await;
+        let paused = Paused {
+            grants: if snapshot {
+                Vec::new()
+            } else {
+                self.owned_grants()
+            },
+            snapshot: snapshot.then(|| self.state.copy_for_snapshot()),
+            ticket: self.last_ticket.clone(),
+        };
+        let _ = reply.send(paused);
+        if let Ok(v) = resume.await {
+            self.version = v;
+        }
+    }
+
+    /// Every grant this partition's customers hold.
+    fn owned_grants(&self) -> Grants {
+        self.state
+            .grants()
+            .map(|(h, p, c)| (h.to_string(), p.to_string(), c.to_string()))
+            .collect()
+    }
+
+    /// Applies the events of one request; their records join the round's.
     fn apply(
         &mut self,
         items: Vec<(usize, Event)>,
         received: Timestamp,
-        records: &mut Vec<(u8, Vec<u8>)>,
     ) -> Vec<(usize, String, Status)> {
         let version = self.version.clone();
         let mut statuses = Vec::with_capacity(items.len());
@@ -282,10 +334,11 @@ impl Worker {
                     continue;
                 }
             };
-            records.push((KIND_EVENT, encode_event(&event, received, &answer)));
+            self.records
+                .push((KIND_EVENT, encode_event(&event, received, &answer)));
             if self.notify.is_some() && notifies(version.catalog(), &answer) {
                 self.notify_items.push((
-                    records.len() - 1,
+                    self.records.len() - 1,
                     Origin::of(&event, received, answer.clone()),
                 ));
             }
@@ -295,11 +348,15 @@ impl Worker {
     }
 
     /// Submits the round's records and sends its replies with the ticket.
-    async fn flush(&mut self, records: &mut Vec<(u8, Vec<u8>)>, replies: &mut Vec<Reply>) {
+    async fn flush(&mut self) {
         let mut failed = None;
-        if !records.is_empty() {
-            let n = records.len();
-            match self.log.submit_async(std::mem::take(records)).await {
+        if !self.records.is_empty() {
+            let n = self.records.len();
+            match self
+                .log
+                .submit_async(std::mem::take(&mut self.records))
+                .await
+            {
                 Ok(t) => {
                     if !self.notify_items.is_empty()
                         && let Some(tx) = &self.notify
@@ -317,6 +374,8 @@ impl Worker {
             }
             self.notify_items.clear();
         }
+        // Taken and put back, so that the vector keeps its room for the next round.
+        let mut replies = std::mem::take(&mut self.replies);
         for r in replies.drain(..) {
             match r {
                 Reply::Batch(tx, statuses) => {
@@ -334,5 +393,6 @@ impl Worker {
                 }
             }
         }
+        self.replies = replies;
     }
 }

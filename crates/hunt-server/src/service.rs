@@ -305,18 +305,15 @@ impl Service {
         for state in recovered.states {
             let (tx, rx) = mpsc::unbounded_channel();
             let backlog = Arc::new(AtomicUsize::new(0));
-            let w = Worker {
+            let w = Worker::new(
                 state,
-                version: version.clone(),
-                log: log.clone(),
-                backlog: backlog.clone(),
+                version.clone(),
+                log.clone(),
+                backlog.clone(),
                 rx,
-                last_ticket: None,
-                last_received: Timestamp(0),
-                clock: now,
-                notify: Some(notifier.sender()),
-                notify_items: Vec::new(),
-            };
+                now,
+                Some(notifier.sender()),
+            );
             workers.push(tokio::spawn(w.run()));
             partitions.push(Handle { tx, backlog });
         }
