@@ -21,6 +21,41 @@ pub struct ServeConfig {
     pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
+/// The most partitions a server runs.
+pub const PARTITIONS_MAX: usize = 1024;
+
+impl ServeConfig {
+    /// Checks the settings together, the one place that does; `hunt serve` calls it
+    /// before it binds, and errors name its flag at fault. `serve` itself checks only
+    /// the exposure, so that tests may run settings the command refuses (a backlog
+    /// smaller than one request, to see its 503).
+    pub fn validate(&self) -> Result<(), String> {
+        let e = &self.engine;
+        if e.partitions == 0 || e.partitions > PARTITIONS_MAX {
+            return Err(format!(
+                "--partitions must be 1-{PARTITIONS_MAX}, got {}",
+                e.partitions
+            ));
+        }
+        if e.backlog_events_max < self.http.limits.events_max {
+            return Err(format!(
+                "--backlog-max ({}) must be at least --max-events ({}): a full request must fit",
+                e.backlog_events_max, self.http.limits.events_max
+            ));
+        }
+        if e.snapshot_every_events == 0 {
+            return Err("--snapshot-every must be at least 1".into());
+        }
+        if e.sink_queue_max == 0 {
+            return Err("--sink-queue-max must be at least 1".into());
+        }
+        if e.sink_dlq_max == 0 {
+            return Err("--sink-dlq-max must be at least 1".into());
+        }
+        check_exposure(&self.listen, &self.http)
+    }
+}
+
 /// Refuses to open every endpoint, admin included, to a network without keys.
 pub fn check_exposure(listen: &SocketAddr, http: &HttpConfig) -> Result<(), String> {
     if http.keys.is_empty() && !listen.ip().is_loopback() {
@@ -205,5 +240,46 @@ pub async fn signals() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ServeConfig {
+        ServeConfig {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            engine: EngineConfig::new("data"),
+            http: HttpConfig {
+                limits: hunt_core::ingest::Limits::default(),
+                keys: crate::auth::Keys::default(),
+                rate_per_key: None,
+                rate_per_user: None,
+            },
+            hunts: None,
+            alerts: None,
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_together_and_name_the_flag() {
+        assert_eq!(config().validate(), Ok(()));
+        let mut c = config();
+        c.engine.partitions = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("--partitions must be 1-1024")
+        );
+        let mut c = config();
+        c.engine.backlog_events_max = c.http.limits.events_max - 1;
+        assert!(c.validate().unwrap_err().contains("--backlog-max"));
+        let mut c = config();
+        c.engine.sink_dlq_max = 0;
+        assert!(c.validate().unwrap_err().contains("--sink-dlq-max"));
+        let mut c = config();
+        c.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(c.validate().unwrap_err().contains("without API keys"));
     }
 }

@@ -9,7 +9,7 @@ use hunt_core::ingest::Limits;
 use hunt_core::time::Duration;
 use hunt_server::api::{HttpConfig, RATE_PER_USER_DEFAULT};
 use hunt_server::auth::Keys;
-use hunt_server::server::{ServeConfig, check_exposure, serve, signals};
+use hunt_server::server::{ServeConfig, serve, signals};
 use hunt_server::service::{
     BACKLOG_EVENTS_DEFAULT, DEDUPE_ENTRIES_DEFAULT, EngineConfig, PARTITIONS_DEFAULT,
     SNAPSHOT_EVERY_DEFAULT,
@@ -107,9 +107,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_logs(args.log_json);
     let window = Duration::parse(&args.dedupe_window)
         .map_err(|e| anyhow::anyhow!("--dedupe-window: {e}"))?;
-    if args.partitions == 0 || args.partitions > 1024 {
-        anyhow::bail!("--partitions must be 1-1024, got {}", args.partitions);
-    }
     let hunts = match &args.config {
         Some(p) => Some((p.display().to_string(), render::read_text(p)?)),
         None => None,
@@ -120,23 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         window,
         entries_max: args.dedupe_max,
     };
-    if args.backlog_max < args.max_events {
-        anyhow::bail!(
-            "--backlog-max ({}) must be at least --max-events ({}): a full request must fit",
-            args.backlog_max,
-            args.max_events
-        );
-    }
     engine.backlog_events_max = args.backlog_max;
     engine.snapshot_every_events = args.snapshot_every.max(1);
     engine.repair = args.repair;
-    if args.sink_queue_max == 0 {
-        anyhow::bail!("--sink-queue-max must be at least 1");
-    }
     engine.sink_queue_max = args.sink_queue_max;
-    if args.sink_dlq_max == 0 {
-        anyhow::bail!("--sink-dlq-max must be at least 1");
-    }
     engine.sink_dlq_max = args.sink_dlq_max;
     let alerts = match &args.alerts {
         Some(p) => Some(
@@ -157,7 +141,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rate_per_key: NonZeroU32::new(args.rate_per_key),
         rate_per_user: NonZeroU32::new(args.rate_per_user),
     };
-    check_exposure(&args.listen, &http).map_err(anyhow::Error::msg)?;
     let config = ServeConfig {
         listen: args.listen,
         engine,
@@ -165,6 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         hunts,
         alerts,
     };
+    config.validate().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
