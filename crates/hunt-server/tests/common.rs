@@ -78,6 +78,19 @@ impl Server {
         Server::try_start(dir, o).await.expect("server starts")
     }
 
+    /// Starts a server on `dir` again, with the hunts file its log holds.
+    #[allow(dead_code)]
+    pub async fn start_again(dir: &Path) -> Server {
+        Server::start(
+            dir,
+            Options {
+                hunts: None,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
     pub async fn try_start(dir: &Path, o: Options) -> Result<Server, String> {
         let mut engine = EngineConfig::new(dir);
         engine.partitions = o.partitions;

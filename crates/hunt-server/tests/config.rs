@@ -73,14 +73,7 @@ async fn a_new_hunts_file_is_validated_recorded_and_switched() {
 
     // The log replays each event under the version in force when it arrived.
     std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
-    let s = Server::start(
-        &dir,
-        Options {
-            hunts: None,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = Server::start_again(&dir).await;
     let (_, c) = s.get("/v1/config").await;
     assert_eq!(c["version"], 2);
     let after = (
@@ -255,14 +248,7 @@ async fn progress_follows_step_ids_when_steps_are_reordered_or_removed() {
 
     // Started again from the snapshot the stop took: progress in the removed hunt keeps
     // its own step ids, and when the hunt comes back ann resumes where she was.
-    let s = Server::start(
-        &dir,
-        Options {
-            hunts: None,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = Server::start_again(&dir).await;
     let (_, u) = s.get("/v1/users/bo").await;
     assert_eq!(u["hunts"][0]["found"], json!(["search", "blog"]), "{u}");
     let (st, r) = s.put_config(&v2).await;

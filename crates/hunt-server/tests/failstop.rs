@@ -124,14 +124,7 @@ async fn a_panic_while_applying_one_event_is_contained() {
 
     // A restart replays the log: nothing of the failed attempts is in it.
     std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
-    let s = Server::start(
-        &dir,
-        Options {
-            hunts: None,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = Server::start_again(&dir).await;
     let (_, u) = s.get(&format!("/v1/users/{user}")).await;
     assert_eq!(u["rewards"][0]["code"], "W-2", "{u}");
     assert_eq!(u["traits"]["tier"], "gold", "{u}");
@@ -141,14 +134,7 @@ async fn a_panic_while_applying_one_event_is_contained() {
     // the recorded answer granted, so it is not handed out again.
     std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
     fail::cfg("engine::apply_hunt", "return").unwrap();
-    let s = Server::start(
-        &dir,
-        Options {
-            hunts: None,
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = Server::start_again(&dir).await;
     fail::remove("engine::apply_hunt");
     let (_, u) = s.get(&format!("/v1/users/{user}")).await;
     assert_eq!(u["rewards"][0]["code"], "W-2", "{u}");
