@@ -64,9 +64,12 @@ async fn restart_gives_identical_answers_and_remembers_duplicates() {
 async fn graceful_shutdown_loses_nothing_answered() {
     let (_d, dir) = tempdir();
     let s = std::sync::Arc::new(Server::start(&dir, Options::default()).await);
+    // Answers so far, over every client: the stop comes once the load is under way.
+    let answered = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let mut tasks = Vec::new();
     for c in 0..16 {
         let s = s.clone();
+        let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for i in 0.. {
@@ -85,7 +88,10 @@ async fn graceful_shutdown_loses_nothing_answered() {
                     .send()
                     .await;
                 match r {
-                    Ok(r) if r.status() == 200 => acked.push((c, id)),
+                    Ok(r) if r.status() == 200 => {
+                        acked.push((c, id));
+                        answered.add_permits(1);
+                    }
                     // Refused or cut off while stopping: it was not acknowledged.
                     Ok(_) | Err(_) => break,
                 }
@@ -93,7 +99,15 @@ async fn graceful_shutdown_loses_nothing_answered() {
             acked
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // At least 100 answers (several rounds of every client) before the stop.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        answered.acquire_many(100),
+    )
+    .await
+    .expect("100 answers within 60 s")
+    .expect("the counter stays open")
+    .forget();
     s.stop().await.expect("a graceful stop ends cleanly");
     let mut acked = Vec::new();
     for t in tasks {
