@@ -17,6 +17,19 @@ struct Served {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The thread that reads the server's standard error into `log`; it ends at the
+    /// end of that stream, once the process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// Everything the server wrote to standard error, once it has exited.
+    fn log_after_exit(&mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.log.lock().unwrap().clone()
+    }
 }
 
 /// A test that fails half-way must not leave its server running.
@@ -52,7 +65,7 @@ fn serve_args(data: &std::path::Path, config: &std::path::Path, args: &[&str]) -
     let log = Arc::new(Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(at) = line.find("addr=") {
                 let addr: String = line[at + 5..]
@@ -78,7 +91,12 @@ fn serve_args(data: &std::path::Path, config: &std::path::Path, args: &[&str]) -
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    Served { child, addr, log }
+    Served {
+        child,
+        addr,
+        log,
+        reader: Some(reader),
+    }
 }
 
 /// SIGTERM, then a clean stop, not a hang: it gets a minute. `context` says what to
@@ -238,9 +256,9 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_grants_no_code_twice() {
     let mut server = server;
     let log = server.log.clone();
     let exit = terminate(&mut server.child, || log.lock().unwrap().clone());
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(exit.code(), Some(0), "{}", log.lock().unwrap());
-    assert!(log.lock().unwrap().contains("stopped cleanly"));
+    let log = server.log_after_exit();
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
 
     // The log it leaves replays with the same outcomes. Events written but cut off
     // before their answer may be there too.
@@ -668,17 +686,9 @@ fn a_full_disk_stops_acknowledging_and_loses_nothing_acknowledged() {
         assert!(t.elapsed() < Duration::from_secs(60), "still running");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(status.code(), Some(1), "{}", server.log.lock().unwrap());
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        server
-            .log
-            .lock()
-            .unwrap()
-            .contains("No space left on device"),
-        "{}",
-        server.log.lock().unwrap()
-    );
+    let log = server.log_after_exit();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("No space left on device"), "{}", log);
     drop(server);
 
     // Space again: it starts from what is on disk, and every acknowledged event is there.
