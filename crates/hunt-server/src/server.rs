@@ -187,6 +187,8 @@ pub async fn serve(
         _ = stop_rx.wait_for(|s| *s) => None,
         f = fatal.wait_for(|f| f.is_some()) => f.ok().and_then(|f| f.clone()),
     };
+    // A stop asked for after the log failed (both ready at once) is still a failure.
+    let failed = failed.or_else(|| fatal.borrow().clone());
     stop_tx.send_replace(true);
     let served = server.await.map_err(|e| e.to_string())?;
     trim.abort();
