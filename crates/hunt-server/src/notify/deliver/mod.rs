@@ -1,0 +1,354 @@
+//! Delivery: the outbox at run time and one sender per sink.
+//!
+//! The partitions hand each round's outcomes that go to sinks to the dispatcher with
+//! the round's log ticket; the dispatcher waits until those records are durable, then
+//! queues the deliveries (so nothing is sent that a crash could take back). Each sink
+//! has its own sender task and its own queue in the outbox: a sink that hangs fills its
+//! own queue and nothing else — the partitions never wait on the dispatcher, and the
+//! dispatcher never waits on a sink.
+//!
+//! Every change of a delivery's state is a record in the log, made durable before the
+//! outbox in memory changes: a restart rebuilds the outbox from the snapshot and the
+//! log and resumes every pending delivery. A snapshot takes the outbox while holding
+//! the `gate` for writing, so it sees every change written so far and no change is half
+//! done (written but not yet applied) at its LSN.
+//!
+//! Here: the `Notifier` that owns the outbox, its start, the sinks' configuration and
+//! its stop. `sink.rs`: one sink at run time. `dispatcher.rs`: rounds into deliveries.
+//! `recorder.rs`: changes into the log. `sender.rs`: attempts. `dead_letters.rs`: the
+//! operators' side of the dead-letter queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use hunt_core::catalog::Sink;
+use hunt_core::time::Timestamp;
+use hunt_store::{Log, Ticket};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::breaker::{Breaker, BreakerConfig, Permit, State};
+use super::cloudevent::{Origin, body_of, deliveries_unbuilt};
+use super::outbox::{Change, DeliveryRecord, Entry, Filter, Job, KIND_DELIVERY, Outbox, encode};
+use super::retry::RetryPolicy;
+use super::signature;
+use crate::metrics::Histogram;
+use crate::state::Version;
+
+/// The most deliveries one sink may have pending; past it, new ones go straight to the
+/// dead-letter queue (recorded, with the reason), so a dead sink's backlog stays bounded.
+pub const SINK_QUEUE_MAX_DEFAULT: usize = 100_000;
+/// The most dead letters one sink keeps; past it the oldest are evicted (recorded, with
+/// the reason). A dead letter holds no body: about 440 bytes each (measured with the
+/// ingest bench's HUNT_BENCH_DLQ), so up to ~440 MB per sink at this bound.
+pub const SINK_DLQ_MAX_DEFAULT: usize = 1_000_000;
+
+mod dead_letters;
+mod dispatcher;
+mod recorder;
+mod sender;
+mod sink;
+
+use sink::placeholder;
+pub use sink::{LiveSink, SinkConfig, SinkMetrics};
+
+/// What a partition hands over after a round: the round's ticket, how many records
+/// the round submitted, and the events among them whose outcomes go to sinks.
+pub struct Round {
+    pub ticket: Ticket,
+    pub records: usize,
+    pub version: Arc<Version>,
+    /// (index of the event's record in the round, what to tell).
+    pub items: Vec<(usize, Origin)>,
+}
+
+/// What the recorder is handed.
+enum Recorded {
+    /// A delivery's change, when to try again after a failure, and when it happened.
+    Change(String, Change, Option<Instant>, i64),
+    /// Answered once everything handed over before it is recorded.
+    Flush(oneshot::Sender<()>),
+}
+
+pub enum Dispatch {
+    Round(Round),
+    /// Answered once every round sent before it is queued.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// A change to record, and when to try again after a failed attempt.
+type PendingChange = (String, Change, Option<Instant>);
+
+pub struct Notifier {
+    log: Arc<Log>,
+    /// Held for reading while a change is written and applied; for writing by a
+    /// snapshot.
+    gate: tokio::sync::RwLock<()>,
+    /// One operator action (retry, drop) at a time.
+    ops: tokio::sync::Mutex<()>,
+    outbox: Mutex<Outbox>,
+    sinks: RwLock<HashMap<Arc<str>, Arc<LiveSink>>>,
+    client: reqwest::Client,
+    tx: mpsc::UnboundedSender<Dispatch>,
+    recorder: mpsc::UnboundedSender<Recorded>,
+    clock: fn() -> Timestamp,
+    rng: AtomicU64,
+    pub queue_max: usize,
+    /// The most dead letters one sink keeps.
+    pub dlq_max: usize,
+    closed: AtomicBool,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    recorder_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    me: std::sync::Weak<Notifier>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why an attempt failed.
+struct Failure {
+    error: String,
+    /// The receiver refused the delivery itself (a 4xx other than 408, 425 or 429):
+    /// trying again would not help, and the receiver is up.
+    permanent: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Notifier {
+    /// Starts the dispatcher and a sender per sink of `version`, resuming `outbox`.
+    pub fn start(
+        log: Arc<Log>,
+        outbox: Outbox,
+        version: &Version,
+        clock: fn() -> Timestamp,
+        queue_max: usize,
+        dlq_max: usize,
+    ) -> Result<Arc<Notifier>, String> {
+        super::install_tls_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("hunt/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build the webhook client: {e}"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (recorder, recorder_rx) = mpsc::unbounded_channel();
+        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) | 1;
+        let n = Arc::new_cyclic(|me| Notifier {
+            log,
+            gate: tokio::sync::RwLock::new(()),
+            ops: tokio::sync::Mutex::new(()),
+            outbox: Mutex::new(outbox),
+            sinks: RwLock::new(HashMap::new()),
+            client,
+            tx,
+            recorder,
+            clock,
+            rng: AtomicU64::new(seed),
+            queue_max,
+            dlq_max,
+            closed: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+            recorder_task: Mutex::new(None),
+            me: me.clone(),
+        });
+        let d = tokio::spawn(n.clone().dispatcher(rx));
+        *lock(&n.recorder_task) = Some(tokio::spawn(n.clone().recorder(recorder_rx)));
+        lock(&n.tasks).push(d);
+        n.configure(version);
+        Ok(n)
+    }
+
+    fn me(&self) -> Arc<Notifier> {
+        self.me.upgrade().expect("a notifier in use is held")
+    }
+
+    /// Where partitions send their rounds.
+    pub fn sender(&self) -> mpsc::UnboundedSender<Dispatch> {
+        self.tx.clone()
+    }
+
+    /// Puts a hunts file version's sinks in force: new sinks get a sender, changed ones
+    /// their new settings, and sinks it no longer has stop delivering (their pending
+    /// deliveries go to the dead-letter queue, saying so).
+    pub fn configure(&self, version: &Version) {
+        let v = version.record.version;
+        let catalog = version.catalog();
+        let mut wanted: Vec<Arc<str>> = catalog.sinks.iter().map(|s| s.id.clone()).collect();
+        // Sinks the outbox still holds deliveries for, though no longer in the file.
+        // (The outbox is locked before `sinks`, never while `sinks` is held for
+        // writing: the recorder takes them in the other order.)
+        wanted.extend(lock(&self.outbox).sinks().cloned());
+        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
+        for id in wanted {
+            let declared = catalog.sinks.iter().find(|s| s.id == id);
+            let rt = match sinks.get(&id) {
+                Some(rt) => rt.clone(),
+                None => {
+                    let Some(s) = declared else {
+                        // Only in the outbox: a sender that dead-letters them.
+                        let rt = self.new_sink(&id, placeholder(&id, v));
+                        *lock(&rt.removed) = Some(v);
+                        sinks.insert(id.clone(), rt.clone());
+                        self.spawn_sender(rt);
+                        continue;
+                    };
+                    let rt = self.new_sink(&id, SinkConfig::of(s, v));
+                    sinks.insert(id.clone(), rt.clone());
+                    self.spawn_sender(rt.clone());
+                    rt
+                }
+            };
+            match declared {
+                Some(s) => {
+                    let cfg = SinkConfig::of(s, v);
+                    if let Err(var) = &cfg.secret {
+                        tracing::error!(
+                            sink = %id,
+                            variable = %var,
+                            "the sink's signing secret is not set: its deliveries fail \
+                             (set the variable and restart, then retry the dead letters)"
+                        );
+                    }
+                    *rt.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+                    *lock(&rt.removed) = None;
+                }
+                None => *lock(&rt.removed) = Some(v),
+            }
+            rt.wake.notify_one();
+        }
+        for (id, rt) in sinks.iter() {
+            if !catalog.sinks.iter().any(|s| &s.id == id) {
+                *lock(&rt.removed) = Some(v);
+                rt.wake.notify_one();
+            }
+        }
+    }
+
+    fn new_sink(&self, id: &Arc<str>, cfg: SinkConfig) -> Arc<LiveSink> {
+        Arc::new(LiveSink {
+            id: id.clone(),
+            breaker: Mutex::new(Breaker::new(cfg.breaker)),
+            config: RwLock::new(Arc::new(cfg)),
+            removed: Mutex::new(None),
+            unhealthy_since: Mutex::new(None),
+            wake: Notify::new(),
+            metrics: SinkMetrics::default(),
+        })
+    }
+
+    fn spawn_sender(&self, rt: Arc<LiveSink>) {
+        let h = tokio::spawn(self.me().sender_loop(rt));
+        lock(&self.tasks).push(h);
+    }
+
+    /// The sinks, by id.
+    pub fn sinks(&self) -> Vec<Arc<LiveSink>> {
+        let mut v: Vec<_> = self
+            .sinks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// (pending, dead letters) of one sink.
+    pub fn counts(&self, sink: &str) -> (usize, usize) {
+        let o = lock(&self.outbox);
+        (o.pending_count(sink), o.dead_count(sink))
+    }
+
+    fn draw(&self) -> f64 {
+        // xorshift64*: jitter needs spread, not secrecy.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.store(x, Ordering::Relaxed);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Waits until every round sent so far is queued.
+    pub async fn barrier(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Dispatch::Barrier(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Every entry, with the outbox quiet: call with the partitions paused and after
+    /// [`Notifier::barrier`]; `at_lsn` is called inside, where the log holds exactly
+    /// what the copy shows.
+    pub async fn copy_for_snapshot<T>(&self, at_lsn: impl FnOnce() -> T) -> (Vec<Entry>, T) {
+        let _quiet = self.gate.write().await;
+        let t = at_lsn();
+        (lock(&self.outbox).entries().cloned().collect(), t)
+    }
+
+    /// Stops every sender (attempts in flight are made again after the restart), then
+    /// records what was handed over.
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.recorder.send(Recorded::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
+        }
+        let recorder = lock(&self.recorder_task).take();
+        if let Some(t) = recorder {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// A delivery's key and body.
+pub type Body = (String, Arc<[u8]>);
+
+/// Reads back the bodies of deliveries `(event LSN, outcome, key)` from their events'
+/// records, in one pass over the log; blocking. Keys whose record is not there (or is
+/// not an event) are left out.
+pub fn load_bodies(log: &Log, mut wanted: Vec<(u64, u32, String)>) -> Result<Vec<Body>, String> {
+    wanted.sort();
+    let Some(first) = wanted.first().map(|w| w.0) else {
+        return Ok(Vec::new());
+    };
+    let last = wanted.last().map_or(first, |w| w.0);
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut i = 0;
+    for rec in log.read_from(first).map_err(|e| e.to_string())? {
+        let rec = rec.map_err(|e| e.to_string())?;
+        if rec.lsn > last {
+            break;
+        }
+        while i < wanted.len() && wanted[i].0 < rec.lsn {
+            i += 1;
+        }
+        if i >= wanted.len() || wanted[i].0 != rec.lsn || rec.kind != crate::records::KIND_EVENT {
+            continue;
+        }
+        let e = crate::records::decode_event(&rec.payload)
+            .map_err(|e| format!("record {}: {e}", rec.lsn))?;
+        let origin = Origin::of(&e.event, e.received, e.outcomes.into());
+        while i < wanted.len() && wanted[i].0 == rec.lsn {
+            let (_, index, key) = &wanted[i];
+            if let Some(b) = super::cloudevent::body_of(key, &origin, *index) {
+                out.push((key.clone(), Arc::from(b)));
+            }
+            i += 1;
+        }
+    }
+    Ok(out)
+}
