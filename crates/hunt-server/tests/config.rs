@@ -412,3 +412,32 @@ async fn a_file_whose_own_test_cases_fail_is_refused_unless_told_to_skip_them() 
     assert_eq!((st, &r["version"]), (200, &json!(3)), "{r}");
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_with_a_file_that_would_take_back_granted_codes_is_refused() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(&dir, Options::default()).await;
+    s.post(json!(three_eggs("ann"))).await; // W-1
+    s.stop().await.unwrap();
+    let e = Server::try_start(
+        &dir,
+        Options {
+            hunts: Some(EGGS.replace("codes: [W-1, W-2, W-3]", "codes: [W-2, W-3]")),
+            ..Options::default()
+        },
+    )
+    .await
+    .err()
+    .expect("the start is refused");
+    assert!(
+        e.contains("cannot be put in force safely") && e.contains("W-1"),
+        "{e}"
+    );
+    // The data is untouched: it starts on the version it holds, ann's code intact.
+    let s = Server::start_again(&dir).await;
+    let (_, u) = s.get("/v1/users/ann").await;
+    assert_eq!(u["rewards"][0]["code"], "W-1", "{u}");
+    let (_, c) = s.get("/v1/config").await;
+    assert_eq!(c["version"], 1, "{c}");
+    s.stop().await.unwrap();
+}
