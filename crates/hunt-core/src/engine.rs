@@ -544,16 +544,29 @@ pub struct Undo {
     traits: Vec<(Box<str>, Option<Json>)>,
     /// Codes held before, once one was about to be added.
     rewards_len: Option<usize>,
+    /// Saves nothing: for callers that never put a state back (`Engine::apply`).
+    off: bool,
 }
 
 impl Undo {
+    /// An undo that saves nothing, so a caller that cannot restore pays nothing.
+    fn off() -> Undo {
+        Undo {
+            off: true,
+            ..Undo::default()
+        }
+    }
+
     fn save_hunts(&mut self, state: &UserState) {
-        if self.hunts.is_none() {
+        if !self.off && self.hunts.is_none() {
             self.hunts = Some(state.hunts.clone());
         }
     }
 
     fn save_traits(&mut self, profile: &Traits, traits: &Map<String, Json>) {
+        if self.off {
+            return;
+        }
         for k in traits.keys() {
             self.traits
                 .push((k.as_str().into(), profile.get(k).cloned()));
@@ -561,7 +574,9 @@ impl Undo {
     }
 
     fn save_rewards(&mut self, state: &UserState) {
-        self.rewards_len.get_or_insert(state.rewards.len());
+        if !self.off {
+            self.rewards_len.get_or_insert(state.rewards.len());
+        }
     }
 
     /// Forgets what was saved (the event's changes stand).
@@ -629,7 +644,7 @@ impl Engine {
         alloc: &mut dyn Allocator,
         out: &mut Vec<Outcome>,
     ) {
-        self.apply_undoable(state, event, received, alloc, out, &mut Undo::default());
+        self.apply_undoable(state, event, received, alloc, out, &mut Undo::off());
     }
 
     /// [`apply`](Self::apply), saving in `undo` what it changes first (`undo` must be
