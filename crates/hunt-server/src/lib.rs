@@ -8,14 +8,12 @@
 //! or go on after the log failed (it stops; the next start recovers from the log).
 //! The rules of the engine itself live in `hunt-core`; the log in `hunt-store`.
 
-mod admin;
 pub mod alerts;
-pub mod api;
 pub mod auth;
+pub mod http;
 pub mod metrics;
 pub mod notify;
 mod observe;
-mod openapi;
 pub mod partition;
 pub mod records;
 pub mod recover;

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::api::{App, HttpConfig, router};
+use crate::http::{App, HttpConfig, router};
 use crate::service::{EngineConfig, Service, open};
 
 /// Everything `hunt serve` needs.

@@ -82,7 +82,7 @@ async fn each_role_opens_its_endpoints_only() {
 
 #[test]
 fn without_keys_only_loopback_is_allowed() {
-    let http = hunt_server::api::HttpConfig {
+    let http = hunt_server::http::HttpConfig {
         limits: Default::default(),
         keys: Keys::default(),
         rate_per_key: None,
@@ -93,7 +93,7 @@ fn without_keys_only_loopback_is_allowed() {
     assert!(e.contains("without API keys"), "{e}");
     assert!(hunt_server::server::check_exposure(&"127.0.0.1:8080".parse().unwrap(), &http).is_ok());
     assert!(hunt_server::server::check_exposure(&"[::1]:8080".parse().unwrap(), &http).is_ok());
-    let with_keys = hunt_server::api::HttpConfig {
+    let with_keys = hunt_server::http::HttpConfig {
         keys: Keys::parse(KEYS, "k").unwrap(),
         ..http
     };

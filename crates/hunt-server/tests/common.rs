@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hunt_core::ingest::Limits;
-use hunt_server::api::HttpConfig;
 use hunt_server::auth::Keys;
+use hunt_server::http::HttpConfig;
 use hunt_server::server::{ServeConfig, serve};
 use hunt_server::service::EngineConfig;
 use serde_json::Value;

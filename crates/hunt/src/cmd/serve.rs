@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use hunt_core::ingest::Limits;
 use hunt_core::time::Duration;
-use hunt_server::api::{HttpConfig, RATE_PER_USER_DEFAULT};
 use hunt_server::auth::Keys;
+use hunt_server::http::{HttpConfig, RATE_PER_USER_DEFAULT};
 use hunt_server::server::{ServeConfig, serve, signals};
 use hunt_server::service::{
     BACKLOG_EVENTS_DEFAULT, DEDUPE_ENTRIES_DEFAULT, EngineConfig, PARTITIONS_DEFAULT,

@@ -1,0 +1,114 @@
+//! What a handler needs before it starts, as extractors: a key with a role, a server
+//! that is ready, a customer id that an event could have had, a query string that fits.
+//! Axum runs them in the order of the handler's arguments, so every handler checks
+//! the key first, then its inputs, then readiness.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, App};
+use crate::service::Service;
+
+/// The roles, as types, for [`Authorized`].
+pub mod role {
+    use crate::auth::Role;
+
+    /// A role an endpoint needs.
+    pub trait Needed: Send + Sync + 'static {
+        const ROLE: Role;
+    }
+    pub struct Ingest;
+    pub struct Read;
+    pub struct Admin;
+    impl Needed for Ingest {
+        const ROLE: Role = Role::Ingest;
+    }
+    impl Needed for Read {
+        const ROLE: Role = Role::Read;
+    }
+    impl Needed for Admin {
+        const ROLE: Role = Role::Admin;
+    }
+}
+
+/// A request whose key has role `R`; holds the key's name (`-` in development mode).
+pub struct Authorized<R> {
+    pub key: String,
+    role: PhantomData<R>,
+}
+
+impl<R: role::Needed> FromRequestParts<Arc<App>> for Authorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let key = app.authorize(&parts.headers, R::ROLE)?;
+        Ok(Authorized {
+            key,
+            role: PhantomData,
+        })
+    }
+}
+
+/// The service, once the log is replayed and while it is writable.
+pub struct Ready(pub Arc<Service>);
+
+impl FromRequestParts<Arc<App>> for Ready {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        app.ready().cloned().map(Ready)
+    }
+}
+
+/// The `{user}` of a path: a customer id some event could have had.
+pub struct Customer(pub String);
+
+impl FromRequestParts<Arc<App>> for Customer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Path(user) = Path::<String>::from_request_parts(parts, app)
+            .await
+            .map_err(|e| ApiError::Plain {
+                status: e.status(),
+                message: e.body_text(),
+            })?;
+        check_customer(&user)?;
+        Ok(Customer(user))
+    }
+}
+
+/// A customer id in a path that no event could have had.
+fn check_customer(user: &str) -> Result<(), ApiError> {
+    let max = hunt_core::engine::ID_BYTES_MAX;
+    if user.is_empty() || user.len() > max {
+        return Err(ApiError::BadUser(format!(
+            "a customer id is 1-{max} bytes, got {}",
+            user.len()
+        )));
+    }
+    if user.chars().any(char::is_control) {
+        return Err(ApiError::BadUser(
+            "a customer id has no control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A query string that fits `T`, or `bad_query`.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Arc<App>> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let Query(q) = Query::<T>::from_request_parts(parts, app)
+            .await
+            .map_err(|e| ApiError::BadQuery(e.body_text()))?;
+        Ok(Params(q))
+    }
+}

@@ -1,0 +1,113 @@
+//! The hunts in force: `GET /v1/hunts`, a hunt's stats and its winners.
+
+use axum::extract::Path;
+use hunt_core::spec::Order;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::{Authorized, Params, Ready, role};
+use super::{ApiError, Json, WINNERS_LIMIT_MAX};
+use crate::service::now;
+use crate::state::Version;
+
+pub(super) async fn get_hunts(
+    _: Authorized<role::Read>,
+    Ready(service): Ready,
+) -> Result<Json<Value>, ApiError> {
+    let v = service.version();
+    let t = now();
+    let hunts: Vec<Value> = v
+        .catalog()
+        .hunts
+        .iter()
+        .map(|h| {
+            json!({
+                "id": h.id,
+                "title": h.title,
+                "active_now": h.is_active(t),
+                "from": h.from,
+                "until": h.until,
+                "order": match h.order { Order::Any => "any", Order::Sequence => "sequence" },
+                "steps": h.step_ids,
+                "complete_after": h.complete_after,
+                "reward": h.reward.map(|r| json!({"pool": v.catalog().pools[r.pool].id, "per_user": r.per_user})),
+                "max_winners": h.max_winners,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "version": v.record.version, "hunts": hunts })))
+}
+
+/// The hunt's index in the version in force.
+fn hunt_index(v: &Version, id: &str) -> Result<usize, ApiError> {
+    v.catalog()
+        .hunt_index(id)
+        .ok_or_else(|| ApiError::UnknownHunt {
+            id: id.to_string(),
+            version: v.record.version,
+            hunts: v
+                .catalog()
+                .hunts
+                .iter()
+                .map(|h| &*h.id)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+pub(super) async fn get_hunt_stats(
+    _: Authorized<role::Read>,
+    Path(id): Path<String>,
+    Ready(service): Ready,
+) -> Result<Json<Value>, ApiError> {
+    let v = service.version();
+    let hunt = &v.catalog().hunts[hunt_index(&v, &id)?];
+    let (stats, _, _) = service.stats(None).await;
+    let c = stats.get(&*hunt.id).cloned().unwrap_or_default();
+    let reward = hunt.reward.map(|r| {
+        let pool = &v.catalog().pools[r.pool];
+        json!({
+            "pool": pool.id,
+            "size": pool.size(),
+            "remaining": pool.size().saturating_sub(v.pools.taken(r.pool)),
+        })
+    });
+    Ok(Json(json!({
+        "hunt": hunt.id,
+        "participants": c.participants,
+        "funnel": hunt.step_ids.iter().map(|s| json!({"step": s, "found": c.found.get(s).copied().unwrap_or(0)})).collect::<Vec<_>>(),
+        "completions": c.completions,
+        "rewards_granted": c.granted,
+        "rewards_denied": c.denied,
+        "trails_gone_cold": c.trails_gone_cold,
+        "reward": reward,
+    })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct WinnersQuery {
+    limit: Option<usize>,
+}
+
+pub(super) async fn get_hunt_winners(
+    _: Authorized<role::Read>,
+    Path(id): Path<String>,
+    Params(q): Params<WinnersQuery>,
+    Ready(service): Ready,
+) -> Result<Json<Value>, ApiError> {
+    let v = service.version();
+    hunt_index(&v, &id)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > WINNERS_LIMIT_MAX {
+        return Err(ApiError::BadLimit {
+            max: WINNERS_LIMIT_MAX,
+            got: limit,
+        });
+    }
+    let (_, winners, total) = service.stats(Some((&id, limit))).await;
+    let list: Vec<_> = winners
+        .into_iter()
+        .map(|w| json!({"user": w.user, "code": w.code, "at": w.at}))
+        .collect();
+    Ok(Json(json!({ "hunt": id, "total": total, "winners": list })))
+}

@@ -1,0 +1,261 @@
+//! `POST /v1/events`: read the body, decode it, apply the rate limits, ingest, answer
+//! each event.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use hunt_core::engine::{Event, Outcome};
+use hunt_core::ingest::{self, Decoded, Limits, Rejection};
+use serde::Serialize;
+
+use super::error::BatchTally;
+use super::extract::{Authorized, Ready, role};
+use super::{ApiError, App, Json};
+use crate::metrics::RejectReason;
+use crate::partition::Status;
+use crate::service::Service;
+
+/// One event's answer.
+#[derive(Serialize)]
+struct EventResult {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    status: &'static str,
+    /// `internal` for an event the server failed to apply (a bug; retrying is safe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcomes: Option<Arc<[Outcome]>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl EventResult {
+    fn new(index: usize, id: Option<String>, status: &'static str) -> EventResult {
+        EventResult {
+            index,
+            id,
+            status,
+            code: None,
+            outcomes: None,
+            field: None,
+            reason: None,
+        }
+    }
+
+    fn taken(index: usize, id: String, status: &'static str, o: Arc<[Outcome]>) -> EventResult {
+        EventResult {
+            outcomes: Some(o),
+            ..EventResult::new(index, Some(id), status)
+        }
+    }
+
+    fn refused(
+        index: usize,
+        id: Option<String>,
+        field: Option<&str>,
+        reason: String,
+    ) -> EventResult {
+        EventResult {
+            field: field.map(str::to_string),
+            reason: Some(reason),
+            ..EventResult::new(index, id, "rejected")
+        }
+    }
+
+    fn rejected(r: Rejection) -> EventResult {
+        EventResult::refused(r.index, r.id, Some(&r.field), r.reason)
+    }
+}
+
+#[derive(Serialize)]
+struct IngestAnswer {
+    accepted: usize,
+    duplicates: usize,
+    rejected: usize,
+    results: Vec<EventResult>,
+}
+
+pub(super) async fn post_events(
+    State(app): State<Arc<App>>,
+    Authorized { key, .. }: Authorized<role::Ingest>,
+    Ready(service): Ready,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t = Instant::now();
+    let refused = |e: ApiError| {
+        service.metrics.refuse(e.status().as_u16());
+        e
+    };
+    let limits = &app.http.limits;
+    let bytes = read_body(body, limits).await.map_err(refused)?;
+    let decoded = decode(&headers, &bytes, limits).map_err(refused)?;
+    let n = decoded.len();
+    service
+        .metrics
+        .received
+        .fetch_add(n as u64, Ordering::Relaxed);
+    limit_key(&app, &service, &key, n).map_err(refused)?;
+    let mut tally = BatchTally {
+        events: n,
+        ..BatchTally::default()
+    };
+    let (mut results, valid) = limit_customers(&app, &service, decoded, &mut tally);
+    let statuses = service.ingest(valid).await.map_err(|e| refused(e.into()))?;
+    for (i, id, s) in statuses {
+        results[i] = Some(answer_one(&service, i, id, s, &mut tally));
+    }
+    let results: Vec<EventResult> = results.into_iter().flatten().collect();
+    let count = |s: &str| results.iter().filter(|r| r.status == s).count();
+    let answer = IngestAnswer {
+        accepted: count("accepted"),
+        duplicates: count("duplicate"),
+        rejected: count("rejected"),
+        results,
+    };
+    tally.taken = answer.accepted + answer.duplicates;
+    let (status, retry) = tally.status();
+    if !status.is_success() {
+        service.metrics.refuse(status.as_u16());
+    }
+    let mut r = (status, Json(answer)).into_response();
+    if let Some(s) = retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    service
+        .metrics
+        .ack_seconds
+        .observe(t.elapsed().as_secs_f64());
+    Ok(r)
+}
+
+async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limits.body_bytes_max)
+        .await
+        .map_err(|_| ApiError::BodyTooLarge {
+            what: "the body",
+            limit: limits.body_bytes_max,
+        })
+}
+
+/// The events of the body, in the form its headers say, each decoded or rejected.
+fn decode(headers: &HeaderMap, bytes: &[u8], limits: &Limits) -> Result<Decoded, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let has_ce = headers.keys().any(|k| k.as_str().starts_with("ce-"));
+    let form = ingest::form_of(content_type, has_ce)?;
+    let header_fn = |name: &str| headers.get(name).map(|v| v.as_bytes().to_vec());
+    Ok(ingest::decode(form, bytes, &header_fn, limits)?)
+}
+
+/// The key's rate limit takes the whole request or none of it.
+fn limit_key(app: &App, service: &Service, key: &str, n: usize) -> Result<(), ApiError> {
+    let (Some(l), Some(k)) = (&app.key_limiter, NonZeroU32::new(n as u32)) else {
+        return Ok(());
+    };
+    let wait = match l.check_key_n(&key.to_string(), k) {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
+        Err(_) => Duration::from_secs(1),
+    };
+    service.metrics.reject(RejectReason::RateLimited, n as u64);
+    Err(ApiError::RateLimited {
+        key: key.to_string(),
+        rate: app.http.rate_per_key.map_or(0, |r| r.get()),
+        events: n,
+        retry_after: wait.as_secs_f64().ceil() as u64,
+    })
+}
+
+type Slots = Vec<Option<EventResult>>;
+
+/// Answers the events that were rejected or whose customer is over the rate limit, and
+/// hands back the rest, with their places in the request.
+fn limit_customers(
+    app: &App,
+    service: &Service,
+    decoded: Decoded,
+    tally: &mut BatchTally,
+) -> (Slots, Vec<(usize, Event)>) {
+    let mut results: Slots = (0..decoded.len()).map(|_| None).collect();
+    let mut valid = Vec::with_capacity(decoded.len());
+    for (i, d) in decoded.into_iter().enumerate() {
+        let e = match d {
+            Err(r) => {
+                service.metrics.reject(RejectReason::Invalid, 1);
+                results[i] = Some(EventResult::rejected(r));
+                continue;
+            }
+            Ok(e) => e,
+        };
+        if let Some(l) = &app.user_limiter
+            && let Err(not_until) = l.check_key(&e.user)
+        {
+            let w = not_until.wait_time_from(DefaultClock::default().now());
+            tally.retry_user = tally.retry_user.max(w.as_secs_f64().ceil() as u64);
+            tally.limited += 1;
+            service.metrics.reject(RejectReason::RateLimited, 1);
+            let reason = format!(
+                "customer `{}` is over the rate limit of {} events/s; retry later",
+                e.user,
+                app.http.rate_per_user.map_or(0, |r| r.get())
+            );
+            results[i] = Some(EventResult::refused(i, Some(e.id), Some("user"), reason));
+            continue;
+        }
+        valid.push((i, e));
+    }
+    (results, valid)
+}
+
+/// One ingested event's answer.
+fn answer_one(
+    service: &Service,
+    i: usize,
+    id: String,
+    s: Status,
+    tally: &mut BatchTally,
+) -> EventResult {
+    match s {
+        Status::Accepted(o) => EventResult::taken(i, id, "accepted", o),
+        Status::Duplicate(o) => {
+            service.metrics.duplicate.fetch_add(1, Ordering::Relaxed);
+            EventResult::taken(i, id, "duplicate", o)
+        }
+        Status::WindowFull => {
+            tally.window_full += 1;
+            service.metrics.reject(RejectReason::WindowFull, 1);
+            let reason = "the dedupe window is full of recent events; retry later".into();
+            EventResult::refused(i, Some(id), None, reason)
+        }
+        Status::Internal(why) => {
+            tally.internal += 1;
+            service.metrics.apply_panics.fetch_add(1, Ordering::Relaxed);
+            EventResult {
+                code: Some("internal"),
+                ..EventResult::refused(
+                    i,
+                    Some(id),
+                    None,
+                    format!(
+                        "the server failed to apply this event ({why}); nothing of it was \
+                         recorded, and the failure is logged with its id"
+                    ),
+                )
+            }
+        }
+    }
+}

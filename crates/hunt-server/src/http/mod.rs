@@ -1,0 +1,208 @@
+//! The HTTP API: the application's shared state, the routes and the middleware. One
+//! file per group of endpoints; errors and their statuses live in `error.rs` alone,
+//! and what every handler checks first (key, inputs, readiness) in `extract.rs`.
+
+mod config;
+mod dlq;
+mod error;
+mod extract;
+mod hunts;
+mod ingest;
+mod openapi;
+mod ops;
+mod users;
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hunt_core::ingest::Limits;
+use serde::Serialize;
+
+use crate::auth::{Keys, Role};
+use crate::service::Service;
+pub use error::ApiError;
+
+/// The HTTP side of the configuration.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub limits: Limits,
+    pub keys: Keys,
+    /// Events per second per API key (burst: one second's worth).
+    pub rate_per_key: Option<NonZeroU32>,
+    /// Events per second per customer (burst: one second's worth).
+    pub rate_per_user: Option<NonZeroU32>,
+}
+
+/// Default per-customer rate: far above what a person clicks, low enough that one
+/// runaway client cannot flood a partition.
+pub const RATE_PER_USER_DEFAULT: u32 = 100;
+/// The largest hunts file `PUT /v1/config` takes.
+pub const CONFIG_BYTES_MAX: usize = 4 << 20;
+/// The most winners one query returns.
+pub const WINNERS_LIMIT_MAX: usize = 10_000;
+/// The most dead letters one listing shows.
+pub const DLQ_LIMIT_MAX: usize = 10_000;
+
+pub struct App {
+    /// Set once the log is replayed; until then only health and readiness answer.
+    pub service: OnceLock<Arc<Service>>,
+    /// Set with the service.
+    pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
+    pub http: HttpConfig,
+    key_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    user_limiter: Option<DefaultKeyedRateLimiter<String>>,
+    request_ids: AtomicU64,
+    started: Instant,
+}
+
+impl App {
+    pub fn new(http: HttpConfig) -> Arc<App> {
+        let limiter = |r: Option<NonZeroU32>| r.map(|r| RateLimiter::keyed(Quota::per_second(r)));
+        Arc::new(App {
+            key_limiter: limiter(http.rate_per_key),
+            user_limiter: limiter(http.rate_per_user),
+            http,
+            service: OnceLock::new(),
+            alerts: OnceLock::new(),
+            request_ids: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// The service, once the log is replayed and while the log is writable.
+    pub(crate) fn ready(&self) -> Result<&Arc<Service>, ApiError> {
+        let s = self.service.get().ok_or(ApiError::Starting)?;
+        if let Some(why) = s.fatal().borrow().clone() {
+            return Err(ApiError::Stopping(why));
+        }
+        Ok(s)
+    }
+
+    /// The key's name (`-` in development mode without keys), if it has `role`.
+    pub(crate) fn authorize(&self, headers: &HeaderMap, role: Role) -> Result<String, ApiError> {
+        if self.http.keys.is_empty() {
+            return Ok("-".into());
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()));
+        Ok(self.http.keys.check(presented, role)?.to_string())
+    }
+
+    /// Forgets rate-limit state of keys and customers not seen lately (bounds memory).
+    pub fn trim_limiters(&self) {
+        for l in [&self.key_limiter, &self.user_limiter]
+            .into_iter()
+            .flatten()
+        {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+/// A JSON answer ending in a newline (so `curl` output ends its line).
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the answer could not be written as JSON: {e}\n"),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Every route.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/events", post(ingest::post_events))
+        .route("/v1/users/{user}", get(users::get_user))
+        .route("/v1/users/{user}/hunts", get(users::get_user_hunts))
+        .route("/v1/hunts", get(hunts::get_hunts))
+        .route("/v1/hunts/{id}/stats", get(hunts::get_hunt_stats))
+        .route("/v1/hunts/{id}/winners", get(hunts::get_hunt_winners))
+        .route(
+            "/v1/config",
+            get(config::get_config).put(config::put_config),
+        )
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/retry", post(dlq::retry))
+        .route("/v1/dlq/drop", post(dlq::drop))
+        .route("/v1/dlq/{id}", get(dlq::show))
+        .route("/v1/alerts", get(ops::alerts))
+        .route("/metrics", get(ops::get_metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            request_id,
+        ))
+        .with_state(app)
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+    }
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NoRoute {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+    }
+}
+
+/// Gives every request an id (the caller's `X-Request-Id` if sensible), answers with
+/// it, and logs the request with it.
+async fn request_id(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            format!(
+                "{:x}-{:x}",
+                app.started.elapsed().as_micros() as u64 ^ std::process::id() as u64,
+                app.request_ids.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let t = Instant::now();
+    let mut r = error::json_errors(next.run(req).await).await;
+    let status = r.status().as_u16();
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    if status >= 500 {
+        tracing::warn!(request_id = %id, %method, %path, status, ms, "request");
+    } else {
+        tracing::debug!(request_id = %id, %method, %path, status, ms, "request");
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
+}
