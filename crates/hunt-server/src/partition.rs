@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hunt_core::engine::{Event, HuntView, UserState};
 use hunt_core::time::Timestamp;
-use hunt_store::{Log, Ticket};
+use hunt_store::{PartitionLog, Ticket};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -111,10 +111,16 @@ pub struct Handle {
     pub backlog: Arc<AtomicUsize>,
 }
 
+/// A partition's place in the log: its number, and the log its rounds go to.
+pub struct Seat {
+    pub partition: u32,
+    pub log: Arc<dyn PartitionLog>,
+}
+
 pub struct Worker {
     state: PartitionState,
     version: Arc<Version>,
-    log: Arc<Log>,
+    log: Seat,
     /// Events queued for this partition; the worker takes them off as it applies them.
     backlog: Arc<AtomicUsize>,
     rx: mpsc::UnboundedReceiver<Msg>,
@@ -152,7 +158,7 @@ impl Worker {
     pub fn new(
         state: PartitionState,
         version: Arc<Version>,
-        log: Arc<Log>,
+        log: Seat,
         backlog: Arc<AtomicUsize>,
         rx: mpsc::UnboundedReceiver<Msg>,
         clock: fn() -> Timestamp,
@@ -351,10 +357,10 @@ impl Worker {
     async fn flush(&mut self) {
         let mut failed = None;
         if !self.records.is_empty() {
-            let n = self.records.len();
             match self
                 .log
-                .submit_async(std::mem::take(&mut self.records))
+                .log
+                .submit(self.log.partition, std::mem::take(&mut self.records))
                 .await
             {
                 Ok(t) => {
@@ -363,7 +369,6 @@ impl Worker {
                     {
                         let _ = tx.send(Dispatch::Round(Round {
                             ticket: t.clone(),
-                            records: n,
                             version: self.version.clone(),
                             items: std::mem::take(&mut self.notify_items),
                         }));

@@ -6,7 +6,7 @@
 //! recorded ones: a difference means the log and this build disagree, and is reported.
 
 use hunt_core::engine::Outcome;
-use hunt_store::{Log, Lsn, Snapshots};
+use hunt_store::{Lsn, PartitionLog, Partitions, Snapshots};
 
 use crate::notify::cloudevent::{Origin, deliveries_unbuilt, notifies};
 use crate::notify::outbox::{self, Outbox};
@@ -45,7 +45,7 @@ pub struct Recovered {
 /// Rebuilds from `snapshots` (if given) and `log`. `progress` is called with each LSN
 /// read. Errors name the record.
 pub fn recover(
-    log: &Log,
+    log: &dyn PartitionLog,
     snapshots: Option<&Snapshots>,
     partitions: usize,
     dedupe: DedupeConfig,
@@ -84,7 +84,7 @@ pub fn recover(
             }
         }
     }
-    let reader = log.read_from(from).map_err(|e| e.to_string())?;
+    let reader = log.read(Partitions::All, from).map_err(|e| e.to_string())?;
     for rec in reader {
         let rec = rec.map_err(|e| e.to_string())?;
         if report.records == 0 && rec.lsn > from {

@@ -12,12 +12,13 @@ use hunt_core::engine::{Event, HuntView};
 use hunt_core::plan::Plan;
 use hunt_core::time::Timestamp;
 use hunt_store::fs::RealFs;
-use hunt_store::{Durability, Log, LogConfig, Snapshots};
+use hunt_store::partition_log::NODE;
+use hunt_store::{Durability, Log, LogConfig, PartitionLog, Snapshots};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::notify::deliver::{Notifier, SINK_DLQ_MAX_DEFAULT, SINK_QUEUE_MAX_DEFAULT};
-use crate::partition::{Batch, Handle, Msg, Paused, Status, UserView, Worker};
+use crate::partition::{Batch, Handle, Msg, Paused, Seat, Status, UserView, Worker};
 use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
 use crate::recover;
 use crate::state::{DedupeConfig, HuntCounters, Version, Winner, partition_of};
@@ -120,7 +121,7 @@ pub enum ConfigAnswer {
 pub struct Service {
     pub config: EngineConfig,
     partitions: Vec<Handle>,
-    log: Arc<Log>,
+    log: Arc<dyn PartitionLog>,
     snapshots: Arc<Snapshots>,
     version: RwLock<Arc<Version>>,
     /// One pause of all partitions at a time (version switches, snapshots).
@@ -290,7 +291,7 @@ impl Service {
     ) -> Result<Arc<Service>, String> {
         let metrics = Arc::new(Metrics::default());
         log.set_observer(metrics.clone());
-        let log = Arc::new(log);
+        let log: Arc<dyn PartitionLog> = Arc::new(log);
         let version = Arc::new(recovered.version.expect("open() ensures a version"));
         let notifier = Notifier::start(
             log.clone(),
@@ -302,13 +303,16 @@ impl Service {
         )?;
         let mut partitions = Vec::new();
         let mut workers = Vec::new();
-        for state in recovered.states {
+        for (p, state) in recovered.states.into_iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             let backlog = Arc::new(AtomicUsize::new(0));
             let w = Worker::new(
                 state,
                 version.clone(),
-                log.clone(),
+                Seat {
+                    partition: p as u32,
+                    log: log.clone(),
+                },
                 backlog.clone(),
                 rx,
                 now,
@@ -685,7 +689,7 @@ impl Service {
             v.restore_pools(grants()).map_err(ConfigError::Stopped)?;
             let ticket = self
                 .log
-                .submit_async(vec![(KIND_CONFIG, encode_config(&record))])
+                .submit(NODE, vec![(KIND_CONFIG, encode_config(&record))])
                 .await
                 .map_err(|e| ConfigError::Stopped(e.to_string()))?;
             ticket
@@ -740,10 +744,7 @@ impl Service {
         // Every delivery owed by the events so far queued, no delivery change half
         // done: the outbox is then exactly what the log holds up to `lsn`.
         self.notifier.barrier().await;
-        let (outbox, lsn) = self
-            .notifier
-            .copy_for_snapshot(|| self.log.durable_lsn())
-            .await;
+        let (outbox, lsn) = self.notifier.copy_for_snapshot(|| self.log.durable()).await;
         for r in resumes {
             let _ = r.send(version.clone());
         }
@@ -796,13 +797,13 @@ impl Service {
     }
 
     /// The log, weakly: to see that it closed once the server is done with it.
-    pub fn log_weak(&self) -> std::sync::Weak<Log> {
+    pub fn log_weak(&self) -> std::sync::Weak<dyn PartitionLog> {
         Arc::downgrade(&self.log)
     }
 
     /// The log's durable LSN.
     pub fn durable_lsn(&self) -> u64 {
-        self.log.durable_lsn()
+        self.log.durable()
     }
 
     /// Remaining codes per pool of the version in force: (pool, size, remaining).

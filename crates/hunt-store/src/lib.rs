@@ -12,9 +12,13 @@
 
 pub mod fs;
 pub mod log;
+pub mod partition_log;
 pub mod record;
 pub mod snapshot;
 
-pub use log::{CommitObserver, Durability, Log, LogConfig, LogError, OpenReport, Reader, Ticket};
+pub use log::{
+    CommitObserver, Durability, Log, LogConfig, LogError, OpenReport, Reader, Span, Ticket,
+};
+pub use partition_log::{PartitionLog, Partitions};
 pub use record::{Lsn, Record};
 pub use snapshot::{Snapshot, Snapshots};

@@ -62,7 +62,8 @@ fn a_batch_gets_consecutive_lsns() {
         ])
         .unwrap()
         .wait()
-        .unwrap();
+        .unwrap()
+        .last;
     assert_eq!(last, 3);
     assert_eq!(
         all(&log).iter().map(|r| r.kind).collect::<Vec<_>>(),
@@ -93,6 +94,7 @@ fn many_threads_and_tasks_share_group_commits() {
                     .unwrap()
                     .await
                     .unwrap()
+                    .last
             })
         })
         .collect();

@@ -23,7 +23,7 @@ impl Notifier {
             let log = self.log.clone();
             let wanted = vec![(e.lsn, e.outcome, e.key.clone())];
             if let Ok(Ok(mut b)) =
-                tokio::task::spawn_blocking(move || load_bodies(&log, wanted)).await
+                tokio::task::spawn_blocking(move || load_bodies(&*log, wanted)).await
                 && !b.is_empty()
             {
                 e.body = Some(b.remove(0).1);
@@ -55,7 +55,7 @@ impl Notifier {
                     .collect()
             };
             let log = self.log.clone();
-            let bodies = tokio::task::spawn_blocking(move || load_bodies(&log, wanted))
+            let bodies = tokio::task::spawn_blocking(move || load_bodies(&*log, wanted))
                 .await
                 .map_err(|e| e.to_string())??;
             let mut o = lock(&self.outbox);

@@ -11,8 +11,8 @@ impl Notifier {
                 }
                 Dispatch::Round(r) => {
                     // A failed log stops the server (fail-stop); nothing to queue.
-                    let Ok(last) = r.ticket.await else { continue };
-                    self.queue_round(last, r.records, &r.version, r.items).await;
+                    let Ok(span) = r.ticket.await else { continue };
+                    self.queue_round(span, &r.version, r.items).await;
                 }
             }
         }
@@ -20,8 +20,7 @@ impl Notifier {
 
     pub(super) async fn queue_round(
         &self,
-        last: u64,
-        records: usize,
+        span: Span,
         version: &Version,
         items: Vec<(usize, Origin)>,
     ) {
@@ -43,7 +42,7 @@ impl Notifier {
         let mut overflow = Vec::new();
         let mut touched: Vec<Arc<str>> = Vec::new();
         for (i, origin) in items {
-            let lsn = last - (records - 1 - i) as u64;
+            let lsn = span.at(i);
             for mut d in deliveries_unbuilt(version.catalog(), lsn, &origin) {
                 let size = sizes.entry(d.sink_id.clone()).or_default();
                 if *size >= self.queue_max {

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use hunt_core::catalog::Sink;
 use hunt_core::time::Timestamp;
-use hunt_store::{Log, Ticket};
+use hunt_store::partition_log::{NODE, Partitions};
+use hunt_store::{PartitionLog, Span, Ticket};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -54,11 +55,10 @@ mod sink;
 use sink::placeholder;
 pub use sink::{LiveSink, SinkConfig, SinkMetrics};
 
-/// What a partition hands over after a round: the round's ticket, how many records
-/// the round submitted, and the events among them whose outcomes go to sinks.
+/// What a partition hands over after a round: the round's ticket (which says where its
+/// records are), and the events among them whose outcomes go to sinks.
 pub struct Round {
     pub ticket: Ticket,
-    pub records: usize,
     pub version: Arc<Version>,
     /// (index of the event's record in the round, what to tell).
     pub items: Vec<(usize, Origin)>,
@@ -82,7 +82,7 @@ pub enum Dispatch {
 type PendingChange = (String, Change, Option<Instant>);
 
 pub struct Notifier {
-    log: Arc<Log>,
+    log: Arc<dyn PartitionLog>,
     /// Held for reading while a change is written and applied; for writing by a
     /// snapshot.
     gate: tokio::sync::RwLock<()>,
@@ -120,7 +120,7 @@ struct Failure {
 impl Notifier {
     /// Starts the dispatcher and a sender per sink of `version`, resuming `outbox`.
     pub fn start(
-        log: Arc<Log>,
+        log: Arc<dyn PartitionLog>,
         outbox: Outbox,
         version: &Version,
         clock: fn() -> Timestamp,
@@ -320,7 +320,10 @@ pub type Body = (String, Arc<[u8]>);
 /// Reads back the bodies of deliveries `(event LSN, outcome, key)` from their events'
 /// records, in one pass over the log; blocking. Keys whose record is not there (or is
 /// not an event) are left out.
-pub fn load_bodies(log: &Log, mut wanted: Vec<(u64, u32, String)>) -> Result<Vec<Body>, String> {
+pub fn load_bodies(
+    log: &dyn PartitionLog,
+    mut wanted: Vec<(u64, u32, String)>,
+) -> Result<Vec<Body>, String> {
     wanted.sort();
     let Some(first) = wanted.first().map(|w| w.0) else {
         return Ok(Vec::new());
@@ -328,7 +331,10 @@ pub fn load_bodies(log: &Log, mut wanted: Vec<(u64, u32, String)>) -> Result<Vec
     let last = wanted.last().map_or(first, |w| w.0);
     let mut out = Vec::with_capacity(wanted.len());
     let mut i = 0;
-    for rec in log.read_from(first).map_err(|e| e.to_string())? {
+    for rec in log
+        .read(Partitions::All, first)
+        .map_err(|e| e.to_string())?
+    {
         let rec = rec.map_err(|e| e.to_string())?;
         if rec.lsn > last {
             break;

@@ -38,7 +38,7 @@ impl Notifier {
         let payloads = records.iter().map(|r| (KIND_DELIVERY, encode(r))).collect();
         let ticket = self
             .log
-            .submit_async(payloads)
+            .submit(NODE, payloads)
             .await
             .map_err(|e| e.to_string())?;
         ticket.await.map_err(|e| e.to_string())?;

@@ -71,7 +71,7 @@ impl Notifier {
             // never send an empty body: read it back now.
             let log = self.log.clone();
             let wanted = vec![(job.lsn, job.outcome, job.key.clone())];
-            let got = tokio::task::spawn_blocking(move || load_bodies(&log, wanted)).await;
+            let got = tokio::task::spawn_blocking(move || load_bodies(&*log, wanted)).await;
             match got {
                 Ok(Ok(mut b)) if !b.is_empty() => {
                     let body = b.remove(0).1;
