@@ -1,7 +1,7 @@
 //! Applying one event to one customer's state: conditions judged, steps counted and
 //! found, hunts completed and rewarded, outcomes in a fixed order.
 
-use crate::catalog::Candidate;
+use crate::catalog::{Candidate, Hunt};
 use crate::cond::{EventView, Input, ProgressView};
 use crate::spec::Order;
 use crate::time::Timestamp;
@@ -161,65 +161,8 @@ impl Engine {
             traits: &state.traits,
             progress: None,
         };
-        let (mut holds, mut failed, mut pending) = (0u64, 0u64, 0u64);
-        for c in cands {
-            let bit = 1u64 << c.step;
-            let when = &hunt.steps[c.step as usize].when;
-            if when.uses_progress() {
-                pending |= bit;
-                continue;
-            }
-            match when.eval_checked(&bare) {
-                Ok(true) => holds |= bit,
-                Ok(false) => {}
-                Err(_) => failed |= bit,
-            }
-        }
-        if holds | failed | pending == 0 {
-            return;
-        }
-        let n = hunt.steps.len();
-        let (found_count, found, counts, last) = match existing {
-            Some(p) => {
-                let p = &state.hunts[p];
-                (p.found_count, p.found, &p.counts[..], p.last_found_at)
-            }
-            None => (0, 0, &ZERO_COUNTS[..n], None),
-        };
-        // The steps this event may count for: unfound ones, or in a sequence the next.
-        let eligible: u64 = match hunt.order {
-            Order::Any => !found,
-            Order::Sequence if (found_count as usize) < n => 1 << found_count,
-            Order::Sequence => 0,
-        };
-        // Failures count only for conditions the rules needed evaluated.
-        for s in 0..n {
-            if failed & eligible & (1 << s) != 0 {
-                hunt.steps[s].when.count_failure();
-            }
-        }
-        if pending & eligible != 0 {
-            let view = ProgressView {
-                found: found_count,
-                step_ids: &hunt.step_ids,
-                counts,
-            };
-            let input = Input {
-                progress: Some(view),
-                ..bare
-            };
-            for s in 0..n {
-                if pending & eligible & (1 << s) != 0 && hunt.steps[s].when.eval(&input) {
-                    holds |= 1 << s;
-                }
-            }
-        }
-        let mut matched = holds & eligible;
-        // In a sequence, an event that happened before the previous step was found is
-        // not after it.
-        if hunt.order == Order::Sequence && last.is_some_and(|l| t < l) {
-            matched = 0;
-        }
+        let progress = existing.map(|p| &state.hunts[p]);
+        let matched = matched_steps(hunt, cands, bare, progress, t);
         if matched == 0 {
             return;
         }
@@ -238,6 +181,7 @@ impl Engine {
             }
         };
         let before = state.hunts[p].found_count;
+        let n = hunt.steps.len();
         match hunt.order {
             Order::Any => {
                 let progress = &mut state.hunts[p];
@@ -386,6 +330,83 @@ impl Engine {
             Err(reason) => out.push(deny(reason)),
         }
     }
+}
+
+/// The steps of `hunt` among `cands` that the event matches, a bit per step (0: none):
+/// judged on the event alone first, then, only for the steps the rules let it count
+/// for, with the customer's `progress` in the hunt.
+fn matched_steps(
+    hunt: &Hunt,
+    cands: &[Candidate],
+    bare: Input,
+    progress: Option<&HuntProgress>,
+    t: Timestamp,
+) -> u64 {
+    let (mut holds, failed, pending) = judge_on_event(hunt, cands, &bare);
+    if holds | failed | pending == 0 {
+        return 0;
+    }
+    let n = hunt.steps.len();
+    let (found_count, found, counts, last) = match progress {
+        Some(p) => (p.found_count, p.found, &p.counts[..], p.last_found_at),
+        None => (0, 0, &ZERO_COUNTS[..n], None),
+    };
+    // The steps this event may count for: unfound ones, or in a sequence the next.
+    let eligible: u64 = match hunt.order {
+        Order::Any => !found,
+        Order::Sequence if (found_count as usize) < n => 1 << found_count,
+        Order::Sequence => 0,
+    };
+    // Failures count only for conditions the rules needed evaluated.
+    for s in 0..n {
+        if failed & eligible & (1 << s) != 0 {
+            hunt.steps[s].when.count_failure();
+        }
+    }
+    if pending & eligible != 0 {
+        let view = ProgressView {
+            found: found_count,
+            step_ids: &hunt.step_ids,
+            counts,
+        };
+        let input = Input {
+            progress: Some(view),
+            ..bare
+        };
+        for s in 0..n {
+            if pending & eligible & (1 << s) != 0 && hunt.steps[s].when.eval(&input) {
+                holds |= 1 << s;
+            }
+        }
+    }
+    let mut matched = holds & eligible;
+    // In a sequence, an event that happened before the previous step was found is
+    // not after it.
+    if hunt.order == Order::Sequence && last.is_some_and(|l| t < l) {
+        matched = 0;
+    }
+    matched
+}
+
+/// Judges the candidates' conditions that do not read progress on the event alone: the
+/// steps whose condition holds, failed, or is left pending (it reads progress), a bit
+/// per step each.
+fn judge_on_event(hunt: &Hunt, cands: &[Candidate], bare: &Input) -> (u64, u64, u64) {
+    let (mut holds, mut failed, mut pending) = (0u64, 0u64, 0u64);
+    for c in cands {
+        let bit = 1u64 << c.step;
+        let when = &hunt.steps[c.step as usize].when;
+        if when.uses_progress() {
+            pending |= bit;
+            continue;
+        }
+        match when.eval_checked(bare) {
+            Ok(true) => holds |= bit,
+            Ok(false) => {}
+            Err(_) => failed |= bit,
+        }
+    }
+    (holds, failed, pending)
 }
 
 /// Whether a customer with these traits is in the hunt's audience (everyone, without

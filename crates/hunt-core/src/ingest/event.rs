@@ -1,7 +1,7 @@
 //! One event, field by field: the shape's own fields, then `id`, `type`, the user,
 //! `time`, `data` and `traits`, each rejected with the field named.
 
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 use super::limits::{json_bytes, object};
 use super::{Limits, Rejection, kind, reject};
@@ -45,49 +45,7 @@ pub(super) fn event(
     let id = m.get("id").and_then(Json::as_str).map(str::to_string);
     let id_ref = id.as_deref();
     let r = |field: &str, reason: String| reject(index, id_ref, field, reason);
-    let (user_field, user) = match shape {
-        Shape::Native => {
-            if let Some(k) = m.keys().find(|k| !NATIVE_FIELDS.contains(&k.as_str())) {
-                let hint = crate::diag::did_you_mean(k, NATIVE_FIELDS.iter().copied())
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                return Err(r(k, format!("unknown field `{k}`{hint}")));
-            }
-            ("user", m.remove("user"))
-        }
-        Shape::CloudEvent => {
-            match m.get("specversion").and_then(Json::as_str) {
-                Some("1.0") => {}
-                Some(v) => {
-                    return Err(r(
-                        "specversion",
-                        format!("CloudEvents `specversion` must be \"1.0\", got {v:?}"),
-                    ));
-                }
-                None => {
-                    return Err(r(
-                        "specversion",
-                        "CloudEvents `specversion` is required (\"1.0\")".into(),
-                    ));
-                }
-            }
-            if m.get("source")
-                .and_then(Json::as_str)
-                .is_none_or(str::is_empty)
-            {
-                return Err(r("source", "CloudEvents `source` is required".into()));
-            }
-            if let Some(ct) = m.get("datacontenttype").and_then(Json::as_str)
-                && !ct.starts_with("application/json")
-            {
-                return Err(r(
-                    "datacontenttype",
-                    format!("`data` must be JSON, got {ct:?}"),
-                ));
-            }
-            ("subject", m.remove("subject"))
-        }
-    };
+    let (user_field, user) = user_by_shape(&mut m, shape, &r)?;
     let id = required_str(m.remove("id"), "id", ID_BYTES_MAX)
         .and_then(|id| no_controls(&id, "id").map(|()| id))
         .map_err(|e| r("id", e))?;
@@ -140,6 +98,59 @@ pub(super) fn event(
         time,
         data,
         traits,
+    })
+}
+
+/// Checks what the shape adds (a native event's field names; a CloudEvent's
+/// `specversion`, `source` and `datacontenttype`) and takes out the user: the field it
+/// is in, and its value. `r` makes a rejection of the event.
+fn user_by_shape(
+    m: &mut Map<String, Json>,
+    shape: Shape,
+    r: &impl Fn(&str, String) -> Rejection,
+) -> Result<(&'static str, Option<Json>), Rejection> {
+    Ok(match shape {
+        Shape::Native => {
+            if let Some(k) = m.keys().find(|k| !NATIVE_FIELDS.contains(&k.as_str())) {
+                let hint = crate::diag::did_you_mean(k, NATIVE_FIELDS.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                return Err(r(k, format!("unknown field `{k}`{hint}")));
+            }
+            ("user", m.remove("user"))
+        }
+        Shape::CloudEvent => {
+            match m.get("specversion").and_then(Json::as_str) {
+                Some("1.0") => {}
+                Some(v) => {
+                    return Err(r(
+                        "specversion",
+                        format!("CloudEvents `specversion` must be \"1.0\", got {v:?}"),
+                    ));
+                }
+                None => {
+                    return Err(r(
+                        "specversion",
+                        "CloudEvents `specversion` is required (\"1.0\")".into(),
+                    ));
+                }
+            }
+            if m.get("source")
+                .and_then(Json::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(r("source", "CloudEvents `source` is required".into()));
+            }
+            if let Some(ct) = m.get("datacontenttype").and_then(Json::as_str)
+                && !ct.starts_with("application/json")
+            {
+                return Err(r(
+                    "datacontenttype",
+                    format!("`data` must be JSON, got {ct:?}"),
+                ));
+            }
+            ("subject", m.remove("subject"))
+        }
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, Hunt};
+use crate::catalog::{Catalog, Hunt, Step};
 use crate::spec::Order;
 
 use super::{Change, ChangeKind};
@@ -26,23 +26,36 @@ pub(super) fn hunt(
     new: &Hunt,
     out: &mut Vec<Change>,
 ) {
+    title_window_audience(old, new, out);
+    order(old, new, out);
+    complete_after(old, new, out);
+    reward_and_notify(old_cat, old, new_cat, new, out);
+    steps(old, new, out);
+}
+
+/// A change to one of hunt `id`'s own fields.
+fn changed(id: &Arc<str>, what: String, effect: &str) -> Change {
+    Change::new(
+        ChangeKind::HuntChanged,
+        format!("hunt {id}: {what}"),
+        effect,
+    )
+    .hunt(id)
+}
+
+/// The hunt's title, active window and audience.
+fn title_window_audience(old: &Hunt, new: &Hunt, out: &mut Vec<Change>) {
     let id = &new.id;
-    let changed = |what: String, effect: &str| {
-        Change::new(
-            ChangeKind::HuntChanged,
-            format!("hunt {id}: {what}"),
-            effect,
-        )
-        .hunt(id)
-    };
     if old.title != new.title {
         out.push(changed(
+            id,
             format!("title {} → {}", opt(&old.title), opt(&new.title)),
             "shown from now on",
         ));
     }
     if old.from != new.from || old.until != new.until {
         out.push(changed(
+            id,
             format!(
                 "active {}..{} → {}..{}",
                 opt(&old.from),
@@ -56,11 +69,17 @@ pub(super) fn hunt(
     let aud = |h: &Hunt| h.audience.as_ref().map(|a| a.source().to_string());
     if aud(old) != aud(new) {
         out.push(changed(
+            id,
             format!("audience {} → {}", opt(&aud(old)), opt(&aud(new))),
             "customers already taking part go on; the new audience decides who joins \
              and who is rewarded at completion",
         ));
     }
+}
+
+/// The order its steps must be found in.
+fn order(old: &Hunt, new: &Hunt, out: &mut Vec<Change>) {
+    let id = &new.id;
     if old.order != new.order {
         let effect = match new.order {
             Order::Sequence => {
@@ -82,6 +101,11 @@ pub(super) fn hunt(
             .hunt(id),
         );
     }
+}
+
+/// How many steps complete it.
+fn complete_after(old: &Hunt, new: &Hunt, out: &mut Vec<Change>) {
+    let id = &new.id;
     if old.complete_after != new.complete_after {
         let (word, effect) = if new.complete_after < old.complete_after {
             (
@@ -104,12 +128,24 @@ pub(super) fn hunt(
             .hunt(id),
         );
     }
+}
+
+/// Its reward, cap on winners and sinks.
+fn reward_and_notify(
+    old_cat: &Catalog,
+    old: &Hunt,
+    new_cat: &Catalog,
+    new: &Hunt,
+    out: &mut Vec<Change>,
+) {
+    let id = &new.id;
     let reward = |c: &Catalog, h: &Hunt| {
         h.reward
             .map(|r| format!("{} (per_user {})", c.pools[r.pool].id, r.per_user))
     };
     if reward(old_cat, old) != reward(new_cat, new) {
         out.push(changed(
+            id,
             format!(
                 "reward {} → {}",
                 opt(&reward(old_cat, old)),
@@ -120,6 +156,7 @@ pub(super) fn hunt(
     }
     if old.max_winners != new.max_winners {
         out.push(changed(
+            id,
             format!(
                 "max_winners {} → {}",
                 opt(&old.max_winners),
@@ -136,6 +173,7 @@ pub(super) fn hunt(
     };
     if notify(old_cat, old) != notify(new_cat, new) {
         out.push(changed(
+            id,
             format!(
                 "notify [{}] → [{}]",
                 notify(old_cat, old).join(", "),
@@ -144,9 +182,9 @@ pub(super) fn hunt(
             "outcomes from now on go to the new sinks",
         ));
     }
-    steps(old, new, out);
 }
 
+/// Its steps: added, changed, removed, reordered.
 fn steps(old: &Hunt, new: &Hunt, out: &mut Vec<Change>) {
     let id = &new.id;
     for s in &new.steps {
@@ -162,43 +200,7 @@ fn steps(old: &Hunt, new: &Hunt, out: &mut Vec<Change>) {
             );
             continue;
         };
-        let mut what = Vec::new();
-        if o.on != s.on {
-            what.push(format!("on {} → {}", o.on, s.on));
-        }
-        if o.when.source() != s.when.source() {
-            what.push(format!(
-                "when {:?} → {:?}",
-                o.when.source(),
-                s.when.source()
-            ));
-        }
-        if o.count != s.count {
-            what.push(format!("count {} → {}", o.count, s.count));
-        }
-        if o.within != s.within {
-            what.push(format!("within {} → {}", opt(&o.within), opt(&s.within)));
-        }
-        if o.clue != s.clue {
-            what.push("clue changed".to_string());
-        }
-        if !what.is_empty() {
-            let effect = if o.count > s.count {
-                "finds are kept; a customer whose count reaches the new one finds the step at \
-                 their next matching event"
-            } else {
-                "finds are kept; the new rule judges events from now on, counts so far stay"
-            };
-            out.push(
-                Change::new(
-                    ChangeKind::StepChanged,
-                    format!("step {} of hunt {id}: {}", s.id, what.join(", ")),
-                    effect,
-                )
-                .hunt(id)
-                .step(&s.id),
-            );
-        }
+        step(id, o, s, out);
     }
     for o in &old.steps {
         if !new.steps.iter().any(|s| s.id == o.id) {
@@ -213,6 +215,54 @@ fn steps(old: &Hunt, new: &Hunt, out: &mut Vec<Change>) {
             );
         }
     }
+    reordered(old, new, out);
+}
+
+/// What changed in step `s` (`o` in the old version) of hunt `id`.
+fn step(id: &Arc<str>, o: &Step, s: &Step, out: &mut Vec<Change>) {
+    let mut what = Vec::new();
+    if o.on != s.on {
+        what.push(format!("on {} → {}", o.on, s.on));
+    }
+    if o.when.source() != s.when.source() {
+        what.push(format!(
+            "when {:?} → {:?}",
+            o.when.source(),
+            s.when.source()
+        ));
+    }
+    if o.count != s.count {
+        what.push(format!("count {} → {}", o.count, s.count));
+    }
+    if o.within != s.within {
+        what.push(format!("within {} → {}", opt(&o.within), opt(&s.within)));
+    }
+    if o.clue != s.clue {
+        what.push("clue changed".to_string());
+    }
+    if !what.is_empty() {
+        let effect = if o.count > s.count {
+            "finds are kept; a customer whose count reaches the new one finds the step at \
+             their next matching event"
+        } else {
+            "finds are kept; the new rule judges events from now on, counts so far stay"
+        };
+        out.push(
+            Change::new(
+                ChangeKind::StepChanged,
+                format!("step {} of hunt {id}: {}", s.id, what.join(", ")),
+                effect,
+            )
+            .hunt(id)
+            .step(&s.id),
+        );
+    }
+}
+
+/// Steps kept in both versions that now come in another order, or, in a sequence, steps
+/// added before steps already there.
+fn reordered(old: &Hunt, new: &Hunt, out: &mut Vec<Change>) {
+    let id = &new.id;
     let kept_old: Vec<&Arc<str>> = old
         .step_ids
         .iter()
