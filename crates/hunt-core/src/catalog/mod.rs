@@ -6,7 +6,7 @@
 //! with it. Events are routed by an index from event type to candidate steps.
 //!
 //! Here: the model (catalog, pools, sinks, hunts, steps). `index.rs`: the index from
-//! event type to candidate steps. `compile.rs`: building a catalog from a read file.
+//! event type to candidate steps. `compile/`: building a catalog from a read file.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,163 @@
+//! Tests of conditions: the fast path against the CEL interpreter, compile errors and
+//! run-time failures.
+
+use super::*;
+use proptest::prelude::*;
+
+fn input<'a>(
+    data: &'a serde_json::Map<String, Json>,
+    traits: &'a crate::engine::Traits,
+) -> Input<'a> {
+    Input {
+        event: Some(EventView {
+            id: "e-1",
+            kind: "product_view",
+            time: Timestamp(0),
+            data,
+        }),
+        user_id: "u-1",
+        traits,
+        progress: Some(ProgressView {
+            found: 2,
+            step_ids: &[],
+            counts: &[],
+        }),
+    }
+}
+
+/// Conditions in the fast path's shapes, over the fields the generator fills.
+const SHAPES: &[&str] = &[
+    "event.data.x == 5",
+    "event.data.x == 5.0",
+    "event.data.x != 'a'",
+    "event.data.x > 3",
+    "event.data.x >= 2.5",
+    "event.data.x < 'm'",
+    "3 <= event.data.x",
+    "event.data.x == null",
+    "event.data.x == true",
+    "event.data.x in ['a', 'b', 5]",
+    "event.data.x in [1, 2.0, 3]",
+    "event.data.x.contains('b')",
+    "event.data.x.startsWith('a')",
+    "event.data.x.endsWith('c')",
+    "has(event.data.x)",
+    "has(event.data.o.y)",
+    "event.data.o.y == 'a'",
+    "event.data['x'] == 'a'",
+    "event.data.x",
+    "!(event.data.x == 'a')",
+    "event.data.x == 'a' && user.traits.t == 'gold'",
+    "event.data.x == 'a' || user.traits.t == 'gold'",
+    "user.traits.t != 'gold' && event.data.x > 1",
+    "user.traits.t > 2 || event.data.x < 1",
+    "event.type == 'product_view' && event.id.startsWith('e-')",
+    "user.id == 'u-1' && progress.found >= 2",
+    "event.data.x == -3",
+    "event.data.x < 18446744073709551615u",
+];
+
+fn json_value() -> impl Strategy<Value = Json> {
+    prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::Bool),
+        (-5i64..10).prop_map(Json::from),
+        prop_oneof![Just(2.5f64), Just(5.0), Just(-0.5), Just(1e300)].prop_map(Json::from),
+        Just(Json::from(u64::MAX)),
+        prop_oneof![
+            Just("a"),
+            Just("abc"),
+            Just("b"),
+            Just("m"),
+            Just("zz"),
+            Just("")
+        ]
+        .prop_map(Json::from),
+        Just(serde_json::json!([1, "a"])),
+        Just(serde_json::json!({"y": "a"})),
+    ]
+}
+
+fn map_of(v: Option<Json>, key: &str) -> serde_json::Map<String, Json> {
+    let mut m = serde_json::Map::new();
+    if let Some(v) = v {
+        m.insert(key.to_string(), v);
+    }
+    m
+}
+
+#[test]
+fn every_shape_runs_on_the_fast_path() {
+    for s in SHAPES {
+        let c = Condition::compile(s, Scope::Step).unwrap();
+        assert!(c.is_fast(), "{s} should use the fast path");
+    }
+    let slow = Condition::compile("size(event.data.x) > 2", Scope::Step).unwrap();
+    assert!(!slow.is_fast());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    /// The fast path and the CEL interpreter agree on value and on failure.
+    #[test]
+    fn fast_path_agrees_with_cel(
+        shape in 0..SHAPES.len(),
+        x in proptest::option::of(json_value()),
+        o in proptest::option::of(json_value()),
+        t in proptest::option::of(json_value()),
+    ) {
+        let mut data = map_of(x, "x");
+        if let Some(o) = o {
+            data.insert("o".into(), o);
+        }
+        let traits = crate::engine::Traits::from(map_of(t, "t"));
+        let c = Condition::compile(SHAPES[shape], Scope::Step).unwrap();
+        let inp = input(&data, &traits);
+        let fast = c.eval_checked(&inp).is_ok_and(|b| b);
+        let fast_err = c.eval_checked(&inp).is_err();
+        let slow = c.eval_interpreted(&inp);
+        prop_assert_eq!(fast, slow.as_ref().is_ok_and(|b| *b), "{} on {:?}: cel says {:?}", SHAPES[shape], data, slow);
+        prop_assert_eq!(fast_err, slow.is_err(), "{} on {:?}: cel says {:?}", SHAPES[shape], data, slow);
+    }
+}
+
+#[test]
+fn unknown_variables_are_named_with_a_suggestion() {
+    let errs = Condition::compile("evnt.data.x == 1", Scope::Step).unwrap_err();
+    assert_eq!(errs[0].message, "unknown variable `evnt`");
+    assert_eq!(errs[0].help.as_deref(), Some("did you mean `event`?"));
+    assert_eq!(errs[0].offset, 0);
+    let errs =
+        Condition::compile("user.traits.x == 1 && event.type == 'a'", Scope::Audience).unwrap_err();
+    assert_eq!(errs[0].message, "unknown variable `event`");
+    assert_eq!(errs[0].offset, 22);
+    // Comprehension variables are bound, not unknown.
+    Condition::compile("event.data.items.exists(i, i.sku == 'x')", Scope::Step).unwrap();
+}
+
+#[test]
+fn syntax_errors_point_inside_the_expression() {
+    let errs = Condition::compile("event.data.x == == 2", Scope::Step).unwrap_err();
+    assert!(
+        errs[0].message.starts_with("invalid condition"),
+        "{:?}",
+        errs
+    );
+    assert!(errs[0].offset >= 13 && errs[0].offset <= 16, "{:?}", errs);
+}
+
+#[test]
+fn runtime_failures_are_false_and_counted() {
+    let data = serde_json::Map::new();
+    let traits = crate::engine::Traits::default();
+    let c = Condition::compile("event.data.missing == 'x'", Scope::Step).unwrap();
+    assert!(!c.eval(&input(&data, &traits)));
+    let c2 = Condition::compile("size(event.data.missing) > 1", Scope::Step).unwrap();
+    assert!(!c2.eval(&input(&data, &traits)));
+    let c3 = Condition::compile("event.type", Scope::Step).unwrap();
+    assert!(!c3.eval(&input(&data, &traits)));
+    assert_eq!(
+        (c.error_count(), c2.error_count(), c3.error_count()),
+        (1, 1, 1)
+    );
+}
