@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hunt_core::engine::{Event, HuntView, UserState};
 use hunt_core::time::Timestamp;
-use hunt_store::{PartitionLog, Ticket};
+use hunt_store::{LogError, PartitionLog, Ticket};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,7 +40,7 @@ pub enum Status {
 /// Events of one request for this partition: `(index in the request, event)`.
 pub struct Batch {
     pub items: Vec<(usize, Event)>,
-    pub reply: oneshot::Sender<Result<BatchAnswer, String>>,
+    pub reply: oneshot::Sender<Result<BatchAnswer, LogError>>,
 }
 
 pub struct BatchAnswer {
@@ -142,7 +142,7 @@ pub struct Worker {
 /// Replies waiting for this round's submission.
 enum Reply {
     Batch(
-        oneshot::Sender<Result<BatchAnswer, String>>,
+        oneshot::Sender<Result<BatchAnswer, LogError>>,
         Vec<(usize, String, Status)>,
     ),
     User(
@@ -375,7 +375,7 @@ impl Worker {
                     }
                     self.last_ticket = Some(t)
                 }
-                Err(e) => failed = Some(e.to_string()),
+                Err(e) => failed = Some(e),
             }
             self.notify_items.clear();
         }

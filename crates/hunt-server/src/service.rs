@@ -13,7 +13,7 @@ use hunt_core::plan::Plan;
 use hunt_core::time::Timestamp;
 use hunt_store::fs::RealFs;
 use hunt_store::partition_log::NODE;
-use hunt_store::{Durability, Log, LogConfig, PartitionLog, Snapshots};
+use hunt_store::{Durability, Log, LogConfig, LogError, PartitionLog, Snapshots};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -73,13 +73,32 @@ impl EngineConfig {
     }
 }
 
+/// Why the service stopped taking events and changes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Stopped {
+    /// The log refused a round (a failed write or sync, or a closed log).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the partitions have stopped")]
+    Partitions,
+    #[error("a partition stopped")]
+    Partition,
+    #[error("the server is stopping")]
+    Stopping,
+    #[error("the version switch failed: {0}")]
+    Switch(String),
+    /// The new version could not be built from what the partitions handed over.
+    #[error("{0}")]
+    Version(String),
+}
+
 /// Why events of a request were not taken.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
     #[error("the backlog holds {queued} events, over its limit of {limit}; retry later")]
     Backlog { queued: usize, limit: usize },
     #[error("the event log stopped ({0}); the server is shutting down to recover")]
-    Stopped(String),
+    Stopped(Stopped),
 }
 
 /// Why a new hunts file was not put in force.
@@ -95,7 +114,7 @@ pub enum ConfigError {
     #[error("{0}")]
     Internal(String),
     #[error("the event log stopped ({0})")]
-    Stopped(String),
+    Stopped(Stopped),
 }
 
 /// How a new hunts file is to be taken.
@@ -405,7 +424,7 @@ impl Service {
             let k = items.len();
             if h.tx.send(Msg::Events(Batch { items, reply })).is_err() {
                 h.backlog.fetch_sub(k, Ordering::AcqRel);
-                return Err(IngestError::Stopped("the partitions have stopped".into()));
+                return Err(IngestError::Stopped(Stopped::Partitions));
             }
             waits.push(rx);
         }
@@ -418,21 +437,20 @@ impl Service {
                     statuses.extend(a.statuses);
                     tickets.extend(a.ticket);
                 }
-                Ok(Err(e)) => failure = Some(e),
-                Err(_) => failure = Some("a partition stopped".into()),
+                Ok(Err(e)) => failure = Some(Stopped::Log(e)),
+                Err(_) => failure = Some(Stopped::Partition),
             }
         }
         // Applied (or failed): no longer queued.
         drop(admitted);
         if let Some(e) = failure {
-            self.fail(&e);
+            self.fail(&e.to_string());
             return Err(IngestError::Stopped(e));
         }
         for t in tickets {
             if let Err(e) = t.await {
-                let e = e.to_string();
-                self.fail(&e);
-                return Err(IngestError::Stopped(e));
+                self.fail(&e.to_string());
+                return Err(IngestError::Stopped(e.into()));
             }
         }
         let accepted = statuses
@@ -483,12 +501,12 @@ impl Service {
                 hunts_at,
                 reply,
             })
-            .map_err(|_| IngestError::Stopped("the partitions have stopped".into()))?;
+            .map_err(|_| IngestError::Stopped(Stopped::Partitions))?;
         let (view, hunts, ticket) = rx
             .await
-            .map_err(|_| IngestError::Stopped("a partition stopped".into()))?;
+            .map_err(|_| IngestError::Stopped(Stopped::Partition))?;
         if let Some(t) = ticket {
-            t.await.map_err(|e| IngestError::Stopped(e.to_string()))?;
+            t.await.map_err(|e| IngestError::Stopped(e.into()))?;
         }
         Ok((view, hunts))
     }
@@ -528,7 +546,7 @@ impl Service {
     async fn pause_all(
         &self,
         snapshot: bool,
-    ) -> Result<(Vec<Paused>, Vec<oneshot::Sender<Arc<Version>>>), String> {
+    ) -> Result<(Vec<Paused>, Vec<oneshot::Sender<Arc<Version>>>), Stopped> {
         let mut waits = Vec::new();
         let mut resumes = Vec::new();
         for h in &self.partitions {
@@ -539,13 +557,13 @@ impl Service {
                 reply,
                 resume,
             })
-            .map_err(|_| "the partitions have stopped".to_string())?;
+            .map_err(|_| Stopped::Partitions)?;
             waits.push(rx);
             resumes.push(resume_tx);
         }
         let mut paused = Vec::new();
         for rx in waits {
-            paused.push(rx.await.map_err(|_| "a partition stopped".to_string())?);
+            paused.push(rx.await.map_err(|_| Stopped::Partition)?);
         }
         Ok((paused, resumes))
     }
@@ -588,7 +606,7 @@ impl Service {
         // the log records.
         let me = self
             .self_arc()
-            .ok_or_else(|| ConfigError::Stopped("the server is stopping".into()))?;
+            .ok_or(ConfigError::Stopped(Stopped::Stopping))?;
         let (name, text) = (name.to_string(), text.to_string());
         tokio::spawn(async move {
             if options.dry_run {
@@ -598,7 +616,7 @@ impl Service {
             }
         })
         .await
-        .map_err(|e| ConfigError::Stopped(format!("the version switch failed: {e}")))?
+        .map_err(|e| ConfigError::Stopped(Stopped::Switch(e.to_string())))?
     }
 
     /// The answer for a file identical to the version in force.
@@ -634,7 +652,7 @@ impl Service {
                 plan: template.clone(),
                 reply,
             })
-            .map_err(|_| ConfigError::Stopped("the partitions have stopped".into()))?;
+            .map_err(|_| ConfigError::Stopped(Stopped::Partitions))?;
             waits.push(rx);
         }
         let mut plan = template.clone();
@@ -642,7 +660,7 @@ impl Service {
         for rx in waits {
             let (part, g) = rx
                 .await
-                .map_err(|_| ConfigError::Stopped("a partition stopped".into()))?
+                .map_err(|_| ConfigError::Stopped(Stopped::Partition))?
                 .map_err(ConfigError::Internal)?;
             plan.add_counts(&part);
             grants.extend(g);
@@ -674,7 +692,8 @@ impl Service {
             at: now().0,
         };
         let result = async {
-            let mut v = Version::compile(record.clone()).map_err(ConfigError::Stopped)?;
+            let mut v = Version::compile(record.clone())
+                .map_err(|e| ConfigError::Stopped(Stopped::Version(e)))?;
             let grants = || {
                 paused
                     .iter()
@@ -686,15 +705,14 @@ impl Service {
             if !plan.refusals.is_empty() {
                 return Err(ConfigError::Unsafe(Box::new(plan)));
             }
-            v.restore_pools(grants()).map_err(ConfigError::Stopped)?;
+            v.restore_pools(grants())
+                .map_err(|e| ConfigError::Stopped(Stopped::Version(e)))?;
             let ticket = self
                 .log
                 .submit(NODE, vec![(KIND_CONFIG, encode_config(&record))])
                 .await
-                .map_err(|e| ConfigError::Stopped(e.to_string()))?;
-            ticket
-                .await
-                .map_err(|e| ConfigError::Stopped(e.to_string()))?;
+                .map_err(|e| ConfigError::Stopped(e.into()))?;
+            ticket.await.map_err(|e| ConfigError::Stopped(e.into()))?;
             Ok((Arc::new(v), plan))
         }
         .await;
@@ -719,7 +737,7 @@ impl Service {
             }
             Err(e) => {
                 if let ConfigError::Stopped(why) = &e {
-                    self.fail(why);
+                    self.fail(&why.to_string());
                 }
                 Err(e)
             }
@@ -730,7 +748,7 @@ impl Service {
     pub async fn snapshot(&self) -> Result<u64, String> {
         let _one = self.coordinator.lock().await;
         let started = std::time::Instant::now();
-        let (paused, resumes) = self.pause_all(true).await?;
+        let (paused, resumes) = self.pause_all(true).await.map_err(|e| e.to_string())?;
         let version = self.version();
         // Everything applied so far must be durable before the snapshot claims it.
         let mut wait_err = None;

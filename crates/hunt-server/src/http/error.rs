@@ -194,7 +194,7 @@ fn config_message(e: &ConfigError) -> String {
             )
         }
         ConfigError::Internal(why) => format!("{why}; nothing changed"),
-        ConfigError::Stopped(why) => why.clone(),
+        ConfigError::Stopped(why) => why.to_string(),
     }
 }
 
@@ -279,6 +279,8 @@ pub(super) async fn json_errors(r: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::Stopped;
+    use hunt_store::LogError;
 
     /// Every 503 tells the client when to come back.
     #[test]
@@ -291,8 +293,8 @@ mod tests {
                 queued: 10,
                 limit: 5,
             }),
-            ApiError::Ingest(IngestError::Stopped("disk full".into())),
-            ApiError::Config(ConfigError::Stopped("disk full".into())),
+            ApiError::Ingest(IngestError::Stopped(Stopped::Partitions)),
+            ApiError::Config(ConfigError::Stopped(Stopped::Log(LogError::Closed))),
             ApiError::LogStopped("disk full".into()),
             ApiError::Plain {
                 status: StatusCode::SERVICE_UNAVAILABLE,
