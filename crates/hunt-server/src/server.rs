@@ -6,8 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+
 use crate::http::{App, HttpConfig, router};
-use crate::service::{EngineConfig, Service, open};
+use crate::service::{EngineConfig, Service, Started, open};
 
 /// Everything `hunt serve` needs.
 #[derive(Debug, Clone)]
@@ -67,22 +71,170 @@ pub fn check_exposure(listen: &SocketAddr, http: &HttpConfig) -> Result<(), Stri
     Ok(())
 }
 
-/// Serves until `shutdown` resolves or the log fails. `on_ready` is told the bound
-/// address as soon as the listener is up (before the rebuild finishes).
+/// A started server. It owns every task it runs (the HTTP server, the rebuild, the
+/// partition workers, the notifier, the alerts, the trimming): [`Running::run_until`]
+/// stops them gracefully, [`Running::kill`] at once, and dropping it aborts them all.
+pub struct Running {
+    addr: SocketAddr,
+    /// Weakly: the server's own stop lets go of the service before it waits for the
+    /// log to close.
+    app: std::sync::Weak<App>,
+    stop: watch::Sender<bool>,
+    /// The rebuild, then the watch over the running server; ends with how it stopped.
+    main: JoinHandle<Result<(), String>>,
+    /// The tasks `main` starts: aborted with it.
+    tasks: Tasks,
+    /// Told once the log is closed and the data directory let go.
+    closed: watch::Receiver<bool>,
+}
+
+/// Tasks aborted together.
+#[derive(Clone, Default)]
+struct Tasks(Arc<std::sync::Mutex<Vec<AbortHandle>>>);
+
+impl Tasks {
+    fn spawn<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> JoinHandle<T> {
+        let h = tokio::spawn(f);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(h.abort_handle());
+        h
+    }
+
+    fn abort_all(&self) {
+        for t in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Binds the API at once (answering `/readyz` with 503) and rebuilds the state from the
+/// log in the background; ready when `/readyz` answers 200.
+pub async fn start(config: ServeConfig, listener: TcpListener) -> Result<Running, String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    check_exposure(&addr, &config.http)?;
+    let (stop, _) = watch::channel(false);
+    let (closed_tx, closed) = watch::channel(false);
+    let tasks = Tasks::default();
+    let app = App::new(config.http.clone());
+    let main = tokio::spawn(run(
+        config,
+        listener,
+        app.clone(),
+        stop.clone(),
+        tasks.clone(),
+        closed_tx,
+    ));
+    Ok(Running {
+        addr,
+        app: Arc::downgrade(&app),
+        stop,
+        main,
+        tasks,
+        closed,
+    })
+}
+
+/// Serves until `shutdown` resolves or the log fails.
 pub async fn serve(
     config: ServeConfig,
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    check_exposure(
-        &listener.local_addr().map_err(|e| e.to_string())?,
-        &config.http,
-    )?;
-    let app = App::new(config.http.clone());
+    start(config, listener).await?.run_until(shutdown).await
+}
+
+impl Running {
+    /// Where the API listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether it has stopped by itself (a start that failed, or a failed log).
+    pub fn is_finished(&self) -> bool {
+        self.main.is_finished()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes the requests
+    /// in flight, takes a snapshot and closes the log; or until the log fails, with
+    /// the failure.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), String> {
+        let ended = tokio::select! {
+            r = &mut self.main => Some(r),
+            () = shutdown => None,
+        };
+        let r = match ended {
+            Some(r) => r,
+            None => {
+                tracing::info!("shutting down: no new requests; finishing those in flight");
+                self.stop.send_replace(true);
+                (&mut self.main).await
+            }
+        };
+        r.map_err(|e| e.to_string())?
+    }
+
+    /// Stops at once, as a crash of the process would: the partitions and the notifier
+    /// stop where they are, no final snapshot is taken, requests in flight are answered
+    /// 503 (what the log was given is written, as the process would leave it). Waits
+    /// until the log is closed and the data directory let go.
+    pub async fn kill(mut self) {
+        let service = self.app.upgrade().and_then(|a| a.service.get().cloned());
+        match service {
+            Some(s) => {
+                s.kill();
+                self.stop.send_replace(true);
+            }
+            // Still rebuilding: the rebuild's thread closes the log when it is done.
+            None => self.abort(),
+        }
+        let _ = (&mut self.main).await;
+        let closing = self.closed.wait_for(|c| *c);
+        if tokio::time::timeout(LOG_CLOSE_WAIT, closing).await.is_err() {
+            tracing::warn!("the event log is still open {LOG_CLOSE_WAIT:?} after a kill");
+        }
+    }
+
+    fn abort(&self) {
+        self.main.abort();
+        self.tasks.abort_all();
+    }
+}
+
+/// Aborts every task. The log closes when the last connection holding the service
+/// closes; [`Running::kill`] waits for that.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.app.upgrade().and_then(|a| a.service.get().cloned()) {
+            s.kill();
+        }
+        self.stop.send_replace(true);
+        self.abort();
+    }
+}
+
+/// How long a stop waits for the log to close before it says so.
+const LOG_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The server's life after `start`: the rebuild, serving, and the stop.
+async fn run(
+    config: ServeConfig,
+    listener: TcpListener,
+    app: Arc<App>,
+    stop: watch::Sender<bool>,
+    tasks: Tasks,
+    closed: watch::Sender<bool>,
+) -> Result<(), String> {
     let routes = router(app.clone());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn({
-        let mut stop_rx = stop_rx.clone();
+    let server = tasks.spawn({
+        let mut stop_rx = stop.subscribe();
         async move {
             axum::serve(listener, routes)
                 .with_graceful_shutdown(async move {
@@ -91,20 +243,74 @@ pub async fn serve(
                 .await
         }
     });
-    // Stop on the caller's signal.
-    tokio::spawn({
-        let stop_tx = stop_tx.clone();
+    let mut closed_rx = closed.subscribe();
+    let service = match rebuild(&config, closed).await {
+        Ok(s) => s,
+        Err(e) => {
+            stop.send_replace(true);
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    // The alerts first: the service being set is what makes the server ready.
+    let alerts = crate::alerts::Alerts::new(config.alerts.clone().unwrap_or_else(|| {
+        crate::alerts::AlertsConfig::defaults(config.engine.backlog_events_max)
+    }));
+    let _ = app.alerts.set(alerts.clone());
+    let _ = app.service.set(service.clone());
+    tasks.spawn(alerts.run(service.clone()));
+    tracing::info!(version = service.version().record.version, "ready");
+    // Rate-limit state of idle keys and customers is let go once a minute.
+    tasks.spawn({
+        let app = app.clone();
         async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new requests; finishing those in flight");
-            stop_tx.send_replace(true);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                app.trim_limiters();
+            }
         }
     });
+    // A failed log stops the server.
+    let mut stop_rx = stop.subscribe();
+    let mut fatal = service.fatal();
+    let failed = tokio::select! {
+        _ = stop_rx.wait_for(|s| *s) => None,
+        f = fatal.wait_for(|f| f.is_some()) => f.ok().and_then(|f| f.clone()),
+    };
+    // A stop asked for after the log failed (both ready at once) is still a failure.
+    let failed = failed.or_else(|| fatal.borrow().clone());
+    stop.send_replace(true);
+    let served = server.await.map_err(|e| e.to_string())?;
+    tasks.abort_all();
+    service.shutdown().await;
+    // Every task that held the service is gone: the log closes (syncing what is
+    // queued), then the data directory is let go.
+    drop(app);
+    drop(service);
+    if tokio::time::timeout(LOG_CLOSE_WAIT, closed_rx.wait_for(|c| *c))
+        .await
+        .is_err()
+    {
+        tracing::warn!("the event log is still open at the end of shutdown");
+    }
+    served.map_err(|e| e.to_string())?;
+    match failed {
+        Some(why) => Err(format!("stopped after a log failure: {why}")),
+        None => Ok(()),
+    }
+}
+
+/// Opens the log, rebuilds the state from it (blocking, on its own thread) and starts
+/// the service on it. `closed` is told when the log has closed.
+async fn rebuild(
+    config: &ServeConfig,
+    closed: watch::Sender<bool>,
+) -> Result<Arc<Service>, String> {
     let engine = config.engine.clone();
     let hunts = config.hunts.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let mut last = std::time::Instant::now();
-        open(&engine, hunts, &mut |lsn| {
+        open(&engine, hunts, closed, &mut |lsn| {
             if last.elapsed().as_secs() >= 5 {
                 tracing::info!(lsn, "replaying the log");
                 last = std::time::Instant::now();
@@ -112,15 +318,14 @@ pub async fn serve(
         })
     })
     .await
-    .map_err(|e| e.to_string())?;
-    let (log, snapshots, recovered, started) = match opened {
-        Ok(o) => o,
-        Err(e) => {
-            stop_tx.send_replace(true);
-            let _ = server.await;
-            return Err(e);
-        }
-    };
+    .map_err(|e| e.to_string())??;
+    let (log, snapshots, recovered, started) = opened;
+    log_rebuild(&recovered, &started);
+    Service::start(config.engine.clone(), log, snapshots, recovered)
+}
+
+/// What the rebuild found, said once.
+fn log_rebuild(recovered: &crate::recover::Recovered, started: &Started) {
     if let Some(t) = &started.log_report.torn_tail {
         tracing::warn!(segment = %t.0, offset = t.1, bytes = t.2, "cut a torn tail off the log");
     }
@@ -133,6 +338,8 @@ pub async fn serve(
         records = r.records,
         events = r.events,
         last_lsn = r.last_lsn,
+        deliveries_pending = recovered.outbox.pending().count(),
+        dead_letters = recovered.outbox.dead_letters().len(),
         "state rebuilt from the log"
     );
     if r.mismatches > 0 {
@@ -147,77 +354,6 @@ pub async fn serve(
             version = v,
             "recorded the given hunts file as a new version"
         );
-    }
-    let pending = recovered.outbox.pending().count();
-    let dead = recovered.outbox.dead_letters().len();
-    let service = match Service::start(config.engine.clone(), log, snapshots, recovered) {
-        Ok(s) => s,
-        Err(e) => {
-            stop_tx.send_replace(true);
-            let _ = server.await;
-            return Err(e);
-        }
-    };
-    // The alerts first: the service being set is what makes the server ready.
-    let alerts = crate::alerts::Alerts::new(config.alerts.clone().unwrap_or_else(|| {
-        crate::alerts::AlertsConfig::defaults(config.engine.backlog_events_max)
-    }));
-    let _ = app.alerts.set(alerts.clone());
-    let _ = app.service.set(service.clone());
-    let alerting = tokio::spawn(alerts.run(service.clone()));
-    tracing::info!(
-        version = service.version().record.version,
-        deliveries_pending = pending,
-        dead_letters = dead,
-        "ready"
-    );
-    // Rate-limit state of idle keys and customers is let go once a minute.
-    let trim = tokio::spawn({
-        let app = app.clone();
-        async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-                app.trim_limiters();
-            }
-        }
-    });
-    // A failed log stops the server.
-    let mut fatal = service.fatal();
-    let failed = tokio::select! {
-        _ = stop_rx.wait_for(|s| *s) => None,
-        f = fatal.wait_for(|f| f.is_some()) => f.ok().and_then(|f| f.clone()),
-    };
-    // A stop asked for after the log failed (both ready at once) is still a failure.
-    let failed = failed.or_else(|| fatal.borrow().clone());
-    stop_tx.send_replace(true);
-    let served = server.await.map_err(|e| e.to_string())?;
-    trim.abort();
-    let _ = trim.await;
-    alerting.abort();
-    let _ = alerting.await;
-    service.shutdown().await;
-    // Every partition worker is gone; the log closes (syncing what is queued) when
-    // the last reference is dropped, which must happen before the data directory's
-    // lock is let go.
-    let log = service.log_weak();
-    drop(app);
-    let service: Arc<Service> = service;
-    drop(service);
-    for _ in 0..500 {
-        if log.upgrade().is_none() {
-            break;
-        }
-        // A background snapshot may still hold it for a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    if log.upgrade().is_some() {
-        tracing::warn!("the event log is still open at the end of shutdown");
-    }
-    drop(started.lock);
-    served.map_err(|e| e.to_string())?;
-    match failed {
-        Some(why) => Err(format!("stopped after a log failure: {why}")),
-        None => Ok(()),
     }
 }
 

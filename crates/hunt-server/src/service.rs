@@ -158,6 +158,14 @@ pub struct Service {
     me: std::sync::Weak<Service>,
 }
 
+/// The service's tasks go with it: dropped without a graceful shutdown (a killed
+/// server), its workers and the notifier stop at once.
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Events admitted to the backlog: given back when the request no longer waits for the
 /// partitions, also when it is dropped mid-way because its client went away, which
 /// would otherwise leave the count too high for good.
@@ -177,8 +185,6 @@ pub struct Started {
     pub log_report: hunt_store::OpenReport,
     /// The version recorded at start, if the given file differed from the one in force.
     pub recorded_version: Option<u64>,
-    /// Held while the server runs.
-    pub lock: std::fs::File,
 }
 
 /// The wall clock in milliseconds.
@@ -217,8 +223,9 @@ pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
 pub fn open(
     config: &EngineConfig,
     hunts: Option<(String, String)>,
+    closed: tokio::sync::watch::Sender<bool>,
     progress: &mut dyn FnMut(u64),
-) -> Result<(Log, Snapshots, recover::Recovered, Started), String> {
+) -> Result<(LocalLog, Snapshots, recover::Recovered, Started), String> {
     let lock = lock_data_dir(&config.data_dir)?;
     let fs = Arc::new(RealFs);
     let mut lc = LogConfig::new(&config.data_dir);
@@ -279,13 +286,12 @@ pub fn open(
         );
     }
     Ok((
-        log,
+        LocalLog::new(log, lock, closed),
         snapshots,
         recovered,
         Started {
             log_report,
             recorded_version,
-            lock,
         },
     ))
 }
@@ -300,16 +306,78 @@ pub fn render_report(report: &hunt_core::diag::Report) -> String {
     s
 }
 
+/// The local log as the service holds it, with the data directory's lock. When the
+/// last reference goes, the log closes (writing what it was given), then the directory
+/// is let go, then `closed` is told: in that order, so a next start on the directory
+/// can wait for the signal instead of a timer.
+pub struct LocalLog {
+    log: Option<Log>,
+    lock: Option<std::fs::File>,
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl LocalLog {
+    pub fn new(
+        log: Log,
+        lock: std::fs::File,
+        closed: tokio::sync::watch::Sender<bool>,
+    ) -> LocalLog {
+        LocalLog {
+            log: Some(log),
+            lock: Some(lock),
+            closed,
+        }
+    }
+
+    fn log(&self) -> &Log {
+        self.log.as_ref().expect("open until dropped")
+    }
+}
+
+impl PartitionLog for LocalLog {
+    fn submit(
+        &self,
+        partition: u32,
+        records: Vec<(u8, Vec<u8>)>,
+    ) -> hunt_store::partition_log::Submitting<'_> {
+        PartitionLog::submit(self.log(), partition, records)
+    }
+
+    fn read(
+        &self,
+        partitions: hunt_store::Partitions,
+        from: hunt_store::Lsn,
+    ) -> Result<hunt_store::partition_log::Records, LogError> {
+        PartitionLog::read(self.log(), partitions, from)
+    }
+
+    fn durable(&self) -> hunt_store::Lsn {
+        PartitionLog::durable(self.log())
+    }
+
+    fn stopped(&self) -> Option<LogError> {
+        PartitionLog::stopped(self.log())
+    }
+}
+
+impl Drop for LocalLog {
+    fn drop(&mut self) {
+        drop(self.log.take());
+        drop(self.lock.take());
+        self.closed.send_replace(true);
+    }
+}
+
 impl Service {
     /// Starts the partition workers on the current runtime.
     pub fn start(
         config: EngineConfig,
-        log: Log,
+        log: LocalLog,
         snapshots: Snapshots,
         recovered: recover::Recovered,
     ) -> Result<Arc<Service>, String> {
         let metrics = Arc::new(Metrics::default());
-        log.set_observer(metrics.clone());
+        log.log().set_observer(metrics.clone());
         let log: Arc<dyn PartitionLog> = Arc::new(log);
         let version = Arc::new(recovered.version.expect("open() ensures a version"));
         let notifier = Notifier::start(
@@ -791,6 +859,21 @@ impl Service {
         Ok(lsn)
     }
 
+    /// Stops the workers and the notifier where they are, as a crash would: no final
+    /// snapshot, nothing more recorded; a later [`Service::shutdown`] does nothing.
+    pub fn kill(&self) {
+        self.closed.store(true, Ordering::Release);
+        for w in self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            w.abort();
+        }
+        self.notifier.abort();
+    }
+
     /// Takes a last snapshot and stops the workers; the log is closed when the last
     /// reference to it goes.
     pub async fn shutdown(&self) {
@@ -812,11 +895,6 @@ impl Service {
         for w in workers {
             let _ = w.await;
         }
-    }
-
-    /// The log, weakly: to see that it closed once the server is done with it.
-    pub fn log_weak(&self) -> std::sync::Weak<dyn PartitionLog> {
-        Arc::downgrade(&self.log)
     }
 
     /// The log's durable LSN.

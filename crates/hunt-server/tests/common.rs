@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use hunt_core::ingest::Limits;
 use hunt_server::auth::Keys;
 use hunt_server::http::HttpConfig;
-use hunt_server::server::{ServeConfig, serve};
+use hunt_server::server::{Running, ServeConfig, start};
 use hunt_server::service::EngineConfig;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 /// Three eggs in any order; a pool of 3 codes.
 pub const EGGS: &str = r#"
@@ -67,8 +66,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub url: String,
     pub client: reqwest::Client,
-    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
-    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), String>>>>,
+    running: tokio::sync::Mutex<Option<Running>>,
     pub key: Option<String>,
 }
 
@@ -114,10 +112,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         hunt_server::notify::install_tls_provider();
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(config, listener, async move {
-            let _ = rx.await;
-        }));
+        let running = start(config, listener).await?;
         let s = Server {
             addr,
             url: format!("http://{addr}"),
@@ -126,8 +121,7 @@ impl Server {
                 .timeout(std::time::Duration::from_secs(30))
                 .build()
                 .unwrap(),
-            stop: std::sync::Mutex::new(Some(stop)),
-            task: tokio::sync::Mutex::new(Some(task)),
+            running: tokio::sync::Mutex::new(Some(running)),
             key: None,
         };
         // Ready once the log is replayed, or the start failed.
@@ -137,12 +131,13 @@ impl Server {
             {
                 return Ok(s);
             }
-            let mut task = s.task.lock().await;
-            if task.as_ref().is_some_and(|t| t.is_finished()) {
-                let r = task.take().unwrap().await.unwrap();
-                return Err(r.err().unwrap_or_else(|| "stopped at once".into()));
+            let mut running = s.running.lock().await;
+            if running.as_ref().is_some_and(|r| r.is_finished()) {
+                let r = running.take().unwrap();
+                let ended = r.run_until(std::future::pending()).await;
+                return Err(ended.err().unwrap_or_else(|| "stopped at once".into()));
             }
-            drop(task);
+            drop(running);
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("server not ready after 5 s");
@@ -150,15 +145,13 @@ impl Server {
 
     /// Graceful stop (as on SIGTERM); returns how it ended.
     pub async fn stop(&self) -> Result<(), String> {
-        if let Some(s) = self.stop.lock().unwrap().take() {
-            let _ = s.send(());
-        }
-        let task = self.task.lock().await.take();
-        match task {
-            Some(t) => tokio::time::timeout(std::time::Duration::from_secs(60), t)
-                .await
-                .expect("the server did not stop within 60 s")
-                .unwrap(),
+        let running = self.running.lock().await.take();
+        match running {
+            Some(r) => {
+                tokio::time::timeout(std::time::Duration::from_secs(60), r.run_until(async {}))
+                    .await
+                    .expect("the server did not stop within 60 s")
+            }
             None => Ok(()),
         }
     }
@@ -167,13 +160,9 @@ impl Server {
     /// process; the log itself is closed as the process would leave it).
     #[allow(dead_code)]
     pub async fn abort(&self) {
-        self.stop.lock().unwrap().take();
-        if let Some(t) = self.task.lock().await.take() {
-            t.abort();
-            let _ = t.await;
+        if let Some(r) = self.running.lock().await.take() {
+            r.kill().await;
         }
-        // Let the workers' last references to the log go.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
     fn with_key(&self, b: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -283,14 +272,6 @@ impl Server {
             status,
             serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
         )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.lock().unwrap().take() {
-            let _ = s.send(());
-        }
     }
 }
 

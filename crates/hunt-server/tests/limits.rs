@@ -229,7 +229,12 @@ async fn a_request_dropped_half_way_gives_its_backlog_back() {
     config.backlog_events_max = 10;
     let c = config.clone();
     let (log, snaps, recovered, started) = tokio::task::spawn_blocking(move || {
-        hunt_server::service::open(&c, Some(("h.yaml".into(), EGGS.into())), &mut |_| {})
+        hunt_server::service::open(
+            &c,
+            Some(("h.yaml".into(), EGGS.into())),
+            tokio::sync::watch::channel(false).0,
+            &mut |_| {},
+        )
     })
     .await
     .unwrap()

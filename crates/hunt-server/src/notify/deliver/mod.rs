@@ -312,6 +312,17 @@ impl Notifier {
             let _ = t.await;
         }
     }
+
+    /// Stops every task at once, recording nothing more (as a crash would).
+    pub fn abort(&self) {
+        self.closed.store(true, Ordering::Release);
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        if let Some(t) = lock(&self.recorder_task).take() {
+            t.abort();
+        }
+    }
 }
 
 /// A delivery's key and body.
