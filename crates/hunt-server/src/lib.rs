@@ -10,6 +10,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod backlog;
 pub mod http;
 pub mod metrics;
 pub mod notify;

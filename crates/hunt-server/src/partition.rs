@@ -9,7 +9,6 @@
 //! answered on top of an event that could still be lost.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hunt_core::engine::{Event, HuntView, UserState};
 use hunt_core::time::Timestamp;
@@ -17,6 +16,7 @@ use hunt_store::{LogError, PartitionLog, Ticket};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backlog::Backlog;
 use crate::notify::cloudevent::{Origin, notifies};
 use crate::notify::deliver::{Dispatch, Round};
 use crate::records::{KIND_EVENT, encode_event};
@@ -104,12 +104,16 @@ pub enum Msg {
     },
 }
 
-/// The sending side, with the count of queued events (the backlog).
+/// The sending side of a partition's queue. Its events are counted in the backlog;
+/// the queue holds room for all of them and for the messages that are not events.
 #[derive(Clone)]
 pub struct Handle {
-    pub tx: mpsc::UnboundedSender<Msg>,
-    pub backlog: Arc<AtomicUsize>,
+    pub tx: mpsc::Sender<Msg>,
 }
+
+/// Room in a partition's queue beyond the backlog's events: queries, pauses and plans
+/// (a sender waits for room when these fill it).
+pub const QUEUE_MESSAGES_MORE: usize = 4096;
 
 /// A partition's place in the log: its number, and the log its rounds go to.
 pub struct Seat {
@@ -121,9 +125,10 @@ pub struct Worker {
     state: PartitionState,
     version: Arc<Version>,
     log: Seat,
-    /// Events queued for this partition; the worker takes them off as it applies them.
-    backlog: Arc<AtomicUsize>,
-    rx: mpsc::UnboundedReceiver<Msg>,
+    /// Events queued for this partition are counted here; the worker takes them off as
+    /// it applies them.
+    backlog: Arc<Backlog>,
+    rx: mpsc::Receiver<Msg>,
     /// The ticket of the last submission: answers that add no record wait on it.
     last_ticket: Option<Ticket>,
     /// The last receipt time given, so receipt times never go back within a partition.
@@ -159,8 +164,8 @@ impl Worker {
         state: PartitionState,
         version: Arc<Version>,
         log: Seat,
-        backlog: Arc<AtomicUsize>,
-        rx: mpsc::UnboundedReceiver<Msg>,
+        backlog: Arc<Backlog>,
+        rx: mpsc::Receiver<Msg>,
         clock: fn() -> Timestamp,
         notify: Option<mpsc::UnboundedSender<Dispatch>>,
     ) -> Worker {
@@ -213,7 +218,7 @@ impl Worker {
     fn on_events(&mut self, batch: Batch, received: Timestamp) {
         let n = batch.items.len();
         let statuses = self.apply(batch.items, received);
-        self.backlog.fetch_sub(n, Ordering::AcqRel);
+        self.backlog.applied(self.log.partition as usize, n);
         self.replies.push(Reply::Batch(batch.reply, statuses));
     }
 

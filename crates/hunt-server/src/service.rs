@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hunt_core::catalog::Catalog;
@@ -16,9 +16,12 @@ use hunt_store::partition_log::NODE;
 use hunt_store::{Durability, Log, LogConfig, LogError, PartitionLog, Snapshots};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backlog::Backlog;
 use crate::metrics::Metrics;
 use crate::notify::deliver::{Notifier, SINK_DLQ_MAX_DEFAULT, SINK_QUEUE_MAX_DEFAULT};
-use crate::partition::{Batch, Handle, Msg, Paused, Seat, Status, UserView, Worker};
+use crate::partition::{
+    Batch, Handle, Msg, Paused, QUEUE_MESSAGES_MORE, Seat, Status, UserView, Worker,
+};
 use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
 use crate::recover;
 use crate::state::{DedupeConfig, HuntCounters, Version, Winner, partition_of};
@@ -148,7 +151,7 @@ pub struct Service {
     pub metrics: Arc<Metrics>,
     /// Deliveries to the sinks.
     pub notifier: Arc<Notifier>,
-    backlog: AtomicUsize,
+    backlog: Arc<Backlog>,
     accepted_since_snapshot: AtomicU64,
     /// Set when the log failed: the server stops (fail-stop).
     fatal: tokio::sync::watch::Sender<Option<String>>,
@@ -163,20 +166,6 @@ pub struct Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Events admitted to the backlog: given back when the request no longer waits for the
-/// partitions, also when it is dropped mid-way because its client went away, which
-/// would otherwise leave the count too high for good.
-struct Admitted<'a> {
-    backlog: &'a AtomicUsize,
-    n: usize,
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.backlog.fetch_sub(self.n, Ordering::AcqRel);
     }
 }
 
@@ -390,9 +379,12 @@ impl Service {
         )?;
         let mut partitions = Vec::new();
         let mut workers = Vec::new();
+        let backlog = Arc::new(Backlog::new(
+            recovered.states.len(),
+            config.backlog_events_max,
+        ));
         for (p, state) in recovered.states.into_iter().enumerate() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let backlog = Arc::new(AtomicUsize::new(0));
+            let (tx, rx) = mpsc::channel(config.backlog_events_max + QUEUE_MESSAGES_MORE);
             let w = Worker::new(
                 state,
                 version.clone(),
@@ -406,7 +398,7 @@ impl Service {
                 Some(notifier.sender()),
             );
             workers.push(tokio::spawn(w.run()));
-            partitions.push(Handle { tx, backlog });
+            partitions.push(Handle { tx });
         }
         let (fatal, _) = tokio::sync::watch::channel(None);
         Ok(Arc::new_cyclic(|me| Service {
@@ -418,7 +410,7 @@ impl Service {
             version: RwLock::new(version),
             coordinator: tokio::sync::Mutex::new(()),
             metrics,
-            backlog: AtomicUsize::new(0),
+            backlog,
             accepted_since_snapshot: AtomicU64::new(0),
             fatal,
             closed: AtomicBool::new(false),
@@ -446,15 +438,12 @@ impl Service {
 
     /// Events admitted and not yet applied, over all partitions.
     pub fn backlog_total(&self) -> usize {
-        self.backlog.load(Ordering::Acquire)
+        self.backlog.total()
     }
 
     /// Queued events per partition.
     pub fn backlog(&self) -> Vec<usize> {
-        self.partitions
-            .iter()
-            .map(|p| p.backlog.load(Ordering::Relaxed))
-            .collect()
+        self.backlog.per_partition()
     }
 
     /// Applies `events` (each with its index in the request) and waits until every
@@ -467,15 +456,10 @@ impl Service {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let limit = self.config.backlog_events_max;
-        let queued = self.backlog.fetch_add(n, Ordering::AcqRel);
-        let admitted = Admitted {
-            backlog: &self.backlog,
-            n,
-        };
-        if queued + n > limit {
-            return Err(IngestError::Backlog { queued, limit });
-        }
+        let admitted = self.backlog.admit(n).map_err(|f| IngestError::Backlog {
+            queued: f.queued,
+            limit: f.limit,
+        })?;
         let parts = self.partitions.len();
         let mut groups: Vec<Vec<(usize, Event)>> = (0..parts).map(|_| Vec::new()).collect();
         for (i, e) in events {
@@ -487,11 +471,11 @@ impl Service {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            let h = &self.partitions[p];
-            h.backlog.fetch_add(items.len(), Ordering::AcqRel);
             let k = items.len();
-            if h.tx.send(Msg::Events(Batch { items, reply })).is_err() {
-                h.backlog.fetch_sub(k, Ordering::AcqRel);
+            self.backlog.queued(p, k);
+            let msg = Msg::Events(Batch { items, reply });
+            if self.partitions[p].tx.send(msg).await.is_err() {
+                self.backlog.applied(p, k);
                 return Err(IngestError::Stopped(Stopped::Partitions));
             }
             waits.push(rx);
@@ -569,6 +553,7 @@ impl Service {
                 hunts_at,
                 reply,
             })
+            .await
             .map_err(|_| IngestError::Stopped(Stopped::Partitions))?;
         let (view, hunts, ticket) = rx
             .await
@@ -589,7 +574,7 @@ impl Service {
         for h in &self.partitions {
             let (reply, rx) = oneshot::channel();
             let winners_of = winners_of.map(|(h, l)| (Arc::from(h), l));
-            if h.tx.send(Msg::Stats { winners_of, reply }).is_ok() {
+            if h.tx.send(Msg::Stats { winners_of, reply }).await.is_ok() {
                 waits.push(rx);
             }
         }
@@ -625,6 +610,7 @@ impl Service {
                 reply,
                 resume,
             })
+            .await
             .map_err(|_| Stopped::Partitions)?;
             waits.push(rx);
             resumes.push(resume_tx);
@@ -720,6 +706,7 @@ impl Service {
                 plan: template.clone(),
                 reply,
             })
+            .await
             .map_err(|_| ConfigError::Stopped(Stopped::Partitions))?;
             waits.push(rx);
         }
