@@ -1,0 +1,463 @@
+//! The running engine behind the HTTP API: the log, the partition workers, the version
+//! in force, and the coordinator that pauses every partition to switch versions or
+//! take a snapshot.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use hunt_core::catalog::Catalog;
+use hunt_core::engine::{Event, HuntView};
+use hunt_core::plan::Plan;
+use hunt_core::time::Timestamp;
+use hunt_store::fs::RealFs;
+use hunt_store::partition_log::NODE;
+use hunt_store::{Durability, Log, LogConfig, LogError, PartitionLog, Snapshots};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backlog::Backlog;
+use crate::metrics::Metrics;
+use crate::notify::deliver::{Notifier, SINK_DLQ_MAX_DEFAULT, SINK_QUEUE_MAX_DEFAULT};
+use crate::partition::{
+    Batch, Handle, Msg, Paused, QUEUE_MESSAGES_MORE, Seat, Status, UserView, Worker,
+};
+use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
+use crate::recover;
+use crate::state::{DedupeConfig, HuntCounters, Version, Winner, partition_of};
+
+mod config;
+mod open;
+mod snapshot;
+
+pub use config::{ConfigAnswer, ConfigError, ConfigOptions};
+pub use open::{LocalLog, Started, lock_data_dir, open, render_report};
+
+/// Where the engine keeps its data and how it runs (not the HTTP side).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub partitions: usize,
+    pub dedupe: DedupeConfig,
+    /// Events admitted but not yet applied, over all partitions; beyond it, 503.
+    pub backlog_events_max: usize,
+    /// A snapshot after this many accepted events (and at shutdown).
+    pub snapshot_every_events: u64,
+    pub durability: Durability,
+    /// Open a damaged log by moving the damage aside (see the log's guarantees).
+    pub repair: bool,
+    /// The most deliveries one sink may have waiting.
+    pub sink_queue_max: usize,
+    /// The most dead letters one sink keeps.
+    pub sink_dlq_max: usize,
+}
+
+/// Default partitions: one per core is enough; more keeps a hot customer's partition
+/// from holding up others.
+pub const PARTITIONS_DEFAULT: usize = 8;
+/// Default backlog bound.
+pub const BACKLOG_EVENTS_DEFAULT: usize = 200_000;
+/// Default dedupe window bound, over all partitions.
+pub const DEDUPE_ENTRIES_DEFAULT: usize = 10_000_000;
+/// Default snapshot interval. Each snapshot pauses every partition while it copies its
+/// state (about 0.3-0.5 s under load with ~1 M events of state on two cores), so not
+/// too often; each restart replays the log after the last one (about 250 k events/s).
+pub const SNAPSHOT_EVERY_DEFAULT: u64 = 5_000_000;
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            partitions: PARTITIONS_DEFAULT,
+            dedupe: DedupeConfig {
+                window: hunt_core::dedupe::WINDOW_DEFAULT,
+                entries_max: DEDUPE_ENTRIES_DEFAULT,
+            },
+            backlog_events_max: BACKLOG_EVENTS_DEFAULT,
+            snapshot_every_events: SNAPSHOT_EVERY_DEFAULT,
+            durability: Durability::Fsync,
+            repair: false,
+            sink_queue_max: SINK_QUEUE_MAX_DEFAULT,
+            sink_dlq_max: SINK_DLQ_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Why the service stopped taking events and changes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Stopped {
+    /// The log refused a round (a failed write or sync, or a closed log).
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the partitions have stopped")]
+    Partitions,
+    #[error("a partition stopped")]
+    Partition,
+    #[error("the server is stopping")]
+    Stopping,
+    #[error("the version switch failed: {0}")]
+    Switch(String),
+    /// The new version could not be built from what the partitions handed over.
+    #[error("{0}")]
+    Version(String),
+}
+
+/// Why events of a request were not taken.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    #[error("the backlog holds {queued} events, over its limit of {limit}; retry later")]
+    Backlog { queued: usize, limit: usize },
+    #[error("the event log stopped ({0}); the server is shutting down to recover")]
+    Stopped(Stopped),
+}
+
+pub struct Service {
+    pub config: EngineConfig,
+    partitions: Vec<Handle>,
+    log: Arc<dyn PartitionLog>,
+    snapshots: Arc<Snapshots>,
+    version: RwLock<Arc<Version>>,
+    /// One pause of all partitions at a time (version switches, snapshots).
+    coordinator: tokio::sync::Mutex<()>,
+    pub metrics: Arc<Metrics>,
+    /// Deliveries to the sinks.
+    pub notifier: Arc<Notifier>,
+    backlog: Arc<Backlog>,
+    accepted_since_snapshot: AtomicU64,
+    /// Set when the log failed: the server stops (fail-stop).
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+    closed: AtomicBool,
+    workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Itself, for work it starts in the background.
+    me: std::sync::Weak<Service>,
+}
+
+/// The service's tasks go with it: dropped without a graceful shutdown (a killed
+/// server), its workers and the notifier stop at once.
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The wall clock in milliseconds.
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_millis() as i64)
+}
+
+impl Service {
+    /// Starts the partition workers on the current runtime.
+    pub fn start(
+        config: EngineConfig,
+        log: LocalLog,
+        snapshots: Snapshots,
+        recovered: recover::Recovered,
+    ) -> Result<Arc<Service>, String> {
+        let metrics = Arc::new(Metrics::default());
+        log.log().set_observer(metrics.clone());
+        let log: Arc<dyn PartitionLog> = Arc::new(log);
+        let version = Arc::new(recovered.version.expect("open() ensures a version"));
+        let notifier = Notifier::start(
+            log.clone(),
+            recovered.outbox,
+            &version,
+            now,
+            config.sink_queue_max,
+            config.sink_dlq_max,
+        )?;
+        let mut partitions = Vec::new();
+        let mut workers = Vec::new();
+        let backlog = Arc::new(Backlog::new(
+            recovered.states.len(),
+            config.backlog_events_max,
+        ));
+        for (p, state) in recovered.states.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel(config.backlog_events_max + QUEUE_MESSAGES_MORE);
+            let w = Worker::new(
+                state,
+                version.clone(),
+                Seat {
+                    partition: p as u32,
+                    log: log.clone(),
+                },
+                backlog.clone(),
+                rx,
+                now,
+                Some(notifier.sender()),
+            );
+            workers.push(tokio::spawn(w.run()));
+            partitions.push(Handle { tx });
+        }
+        let (fatal, _) = tokio::sync::watch::channel(None);
+        Ok(Arc::new_cyclic(|me| Service {
+            me: me.clone(),
+            config,
+            partitions,
+            log,
+            snapshots: Arc::new(snapshots),
+            version: RwLock::new(version),
+            coordinator: tokio::sync::Mutex::new(()),
+            metrics,
+            backlog,
+            accepted_since_snapshot: AtomicU64::new(0),
+            fatal,
+            closed: AtomicBool::new(false),
+            workers: std::sync::Mutex::new(workers),
+            notifier,
+        }))
+    }
+
+    pub fn version(&self) -> Arc<Version> {
+        self.version
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Resolves when the log has failed, with why.
+    pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
+    }
+
+    fn fail(&self, why: &str) {
+        tracing::error!(error = why, "the event log failed: stopping (fail-stop)");
+        self.fatal.send_replace(Some(why.to_string()));
+    }
+
+    /// Events admitted and not yet applied, over all partitions.
+    pub fn backlog_total(&self) -> usize {
+        self.backlog.total()
+    }
+
+    /// Queued events per partition.
+    pub fn backlog(&self) -> Vec<usize> {
+        self.backlog.per_partition()
+    }
+
+    /// Applies `events` (each with its index in the request) and waits until every
+    /// record behind the answers is durable.
+    pub async fn ingest(
+        &self,
+        events: Vec<(usize, Event)>,
+    ) -> Result<Vec<(usize, String, Status)>, IngestError> {
+        let n = events.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let admitted = self.backlog.admit(n).map_err(|f| IngestError::Backlog {
+            queued: f.queued,
+            limit: f.limit,
+        })?;
+        let parts = self.partitions.len();
+        let mut groups: Vec<Vec<(usize, Event)>> = (0..parts).map(|_| Vec::new()).collect();
+        for (i, e) in events {
+            groups[partition_of(&e.user, parts)].push((i, e));
+        }
+        let mut waits = Vec::new();
+        for (p, items) in groups.into_iter().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let k = items.len();
+            self.backlog.queued(p, k);
+            let msg = Msg::Events(Batch { items, reply });
+            if self.partitions[p].tx.send(msg).await.is_err() {
+                self.backlog.applied(p, k);
+                return Err(IngestError::Stopped(Stopped::Partitions));
+            }
+            waits.push(rx);
+        }
+        let mut statuses = Vec::with_capacity(n);
+        let mut tickets = Vec::new();
+        let mut failure = None;
+        for rx in waits {
+            match rx.await {
+                Ok(Ok(a)) => {
+                    statuses.extend(a.statuses);
+                    tickets.extend(a.ticket);
+                }
+                Ok(Err(e)) => failure = Some(Stopped::Log(e)),
+                Err(_) => failure = Some(Stopped::Partition),
+            }
+        }
+        // Applied (or failed): no longer queued.
+        drop(admitted);
+        if let Some(e) = failure {
+            self.fail(&e.to_string());
+            return Err(IngestError::Stopped(e));
+        }
+        for t in tickets {
+            if let Err(e) = t.await {
+                self.fail(&e.to_string());
+                return Err(IngestError::Stopped(e.into()));
+            }
+        }
+        let accepted = statuses
+            .iter()
+            .filter(|(_, _, s)| matches!(s, Status::Accepted(_)))
+            .count() as u64;
+        self.metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
+        let since = self
+            .accepted_since_snapshot
+            .fetch_add(accepted, Ordering::Relaxed);
+        if since + accepted >= self.config.snapshot_every_events
+            && since < self.config.snapshot_every_events
+        {
+            self.snapshot_in_background();
+        }
+        statuses.sort_by_key(|(i, _, _)| *i);
+        Ok(statuses)
+    }
+
+    fn self_arc(&self) -> Option<Arc<Service>> {
+        self.me.upgrade()
+    }
+
+    /// One customer, as durable: waits until what the view shows is in the log.
+    pub async fn user(
+        &self,
+        user: &str,
+        hunts_at: Option<Timestamp>,
+    ) -> Result<(Option<UserView>, Vec<HuntView>), IngestError> {
+        let p = partition_of(user, self.partitions.len());
+        let (reply, rx) = oneshot::channel();
+        self.partitions[p]
+            .tx
+            .send(Msg::User {
+                user: user.to_string(),
+                hunts_at,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped(Stopped::Partitions))?;
+        let (view, hunts, ticket) = rx
+            .await
+            .map_err(|_| IngestError::Stopped(Stopped::Partition))?;
+        if let Some(t) = ticket {
+            t.await.map_err(|e| IngestError::Stopped(e.into()))?;
+        }
+        Ok((view, hunts))
+    }
+
+    /// Figures per hunt, summed over partitions; with `winners_of`, also that hunt's
+    /// first `limit` winners in grant order and how many it has.
+    pub async fn stats(
+        &self,
+        winners_of: Option<(&str, usize)>,
+    ) -> (BTreeMap<Arc<str>, HuntCounters>, Vec<Winner>, u64) {
+        let mut waits = Vec::new();
+        for h in &self.partitions {
+            let (reply, rx) = oneshot::channel();
+            let winners_of = winners_of.map(|(h, l)| (Arc::from(h), l));
+            if h.tx.send(Msg::Stats { winners_of, reply }).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        let mut total: BTreeMap<Arc<str>, HuntCounters> = BTreeMap::new();
+        let (mut winners, mut count) = (Vec::new(), 0);
+        for rx in waits {
+            if let Ok((stats, w, n)) = rx.await {
+                for (hunt, c) in stats {
+                    total.entry(hunt).or_default().add(&c);
+                }
+                winners.extend(w);
+                count += n;
+            }
+        }
+        winners.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.user.cmp(&b.user)));
+        winners.truncate(winners_of.map_or(0, |(_, l)| l));
+        (total, winners, count)
+    }
+
+    /// Pauses every partition between rounds; each hands over its grants (and its
+    /// snapshot part). Send the version to go on with through the returned senders.
+    async fn pause_all(
+        &self,
+        snapshot: bool,
+    ) -> Result<(Vec<Paused>, Vec<oneshot::Sender<Arc<Version>>>), Stopped> {
+        let mut waits = Vec::new();
+        let mut resumes = Vec::new();
+        for h in &self.partitions {
+            let (reply, rx) = oneshot::channel();
+            let (resume_tx, resume) = oneshot::channel();
+            h.tx.send(Msg::Pause {
+                snapshot,
+                reply,
+                resume,
+            })
+            .await
+            .map_err(|_| Stopped::Partitions)?;
+            waits.push(rx);
+            resumes.push(resume_tx);
+        }
+        let mut paused = Vec::new();
+        for rx in waits {
+            paused.push(rx.await.map_err(|_| Stopped::Partition)?);
+        }
+        Ok((paused, resumes))
+    }
+
+    /// Stops the workers and the notifier where they are, as a crash would: no final
+    /// snapshot, nothing more recorded; a later [`Service::shutdown`] does nothing.
+    pub fn kill(&self) {
+        self.closed.store(true, Ordering::Release);
+        for w in self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            w.abort();
+        }
+        self.notifier.abort();
+    }
+
+    /// Takes a last snapshot and stops the workers; the log is closed when the last
+    /// reference to it goes.
+    pub async fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.fatal.borrow().is_none()
+            && let Err(e) = self.snapshot().await
+        {
+            tracing::warn!(error = %e, "final snapshot failed; the next start replays the log");
+        }
+        self.notifier.shutdown().await;
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in &workers {
+            w.abort();
+        }
+        // Wait until they are gone: each holds the log, which must be closed before the
+        // data directory's lock is let go.
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    /// The log's durable LSN.
+    pub fn durable_lsn(&self) -> u64 {
+        self.log.durable()
+    }
+
+    /// Remaining codes per pool of the version in force: (pool, size, remaining).
+    pub fn pools(&self) -> Vec<(Arc<str>, u64, u64)> {
+        let v = self.version();
+        v.catalog()
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.id.clone(),
+                    p.size(),
+                    p.size().saturating_sub(v.pools.taken(i)),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,184 @@
+//! Starting: the data directory taken, the log opened, the state rebuilt, the hunts
+//! file given at start recorded; and the local log as the service holds it.
+
+use super::*;
+
+/// What starting found.
+pub struct Started {
+    pub log_report: hunt_store::OpenReport,
+    /// The version recorded at start, if the given file differed from the one in force.
+    pub recorded_version: Option<u64>,
+}
+
+/// Takes the data directory for this process alone (created if missing): a second
+/// server, or `hunt replay`, on the same directory is refused instead of both writing.
+/// The lock lasts as long as the returned file is open.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "{} is in use by another hunt process (a running server?); stop it first",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// Opens the log and rebuilds the projections; blocking. `hunts` is the hunts file
+/// given at start (name, text): recorded as a new version when it differs from the one
+/// in force.
+pub fn open(
+    config: &EngineConfig,
+    hunts: Option<(String, String)>,
+    closed: tokio::sync::watch::Sender<bool>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(LocalLog, Snapshots, recover::Recovered, Started), String> {
+    let lock = lock_data_dir(&config.data_dir)?;
+    let fs = Arc::new(RealFs);
+    let mut lc = LogConfig::new(&config.data_dir);
+    lc.durability = config.durability;
+    lc.repair = config.repair;
+    let (log, log_report) = Log::open(fs.clone(), lc).map_err(|e| e.to_string())?;
+    let snapshots = Snapshots::open(fs, &config.data_dir).map_err(|e| e.to_string())?;
+    let mut recovered = recover::recover(
+        &log,
+        Some(&snapshots),
+        config.partitions.max(1),
+        config.dedupe,
+        progress,
+    )?;
+    let mut recorded_version = None;
+    if let Some((name, text)) = hunts {
+        let same = recovered
+            .version
+            .as_ref()
+            .is_some_and(|v| v.record.text == text);
+        if !same {
+            if let Err(report) = Catalog::load(&name, &text) {
+                return Err(render_report(&report));
+            }
+            let record = ConfigRecord {
+                version: recovered
+                    .version
+                    .as_ref()
+                    .map_or(1, |v| v.record.version + 1),
+                name,
+                text,
+                at: now().0,
+            };
+            let mut v = Version::compile(record.clone())?;
+            let refusals = hunt_core::plan::refusals(
+                v.catalog(),
+                recovered.states.iter().flat_map(|s| s.grants()),
+            );
+            if !refusals.is_empty() {
+                let reasons: Vec<&str> = refusals.iter().map(|r| r.reason.as_str()).collect();
+                return Err(format!(
+                    "{} cannot be put in force safely: {}; start without --config to go on \
+                     with the version in force",
+                    record.name,
+                    reasons.join("; ")
+                ));
+            }
+            v.restore_pools(recovered.states.iter().flat_map(|s| s.grants()))?;
+            log.append(KIND_CONFIG, &encode_config(&record))
+                .map_err(|e| e.to_string())?;
+            recorded_version = Some(record.version);
+            recovered.version = Some(v);
+        }
+    }
+    if recovered.version.is_none() {
+        return Err(
+            "no hunts file: the log holds no version yet, so start with --config FILE".into(),
+        );
+    }
+    Ok((
+        LocalLog::new(log, lock, closed),
+        snapshots,
+        recovered,
+        Started {
+            log_report,
+            recorded_version,
+        },
+    ))
+}
+
+/// A hunts file's errors as text, for a start that cannot go on.
+pub fn render_report(report: &hunt_core::diag::Report) -> String {
+    let mut s = format!("{} has {} error(s):", report.name, report.errors());
+    for d in report.diagnostics() {
+        s.push_str("\n  ");
+        s.push_str(&d.to_string());
+    }
+    s
+}
+
+/// The local log as the service holds it, with the data directory's lock. When the
+/// last reference goes, the log closes (writing what it was given), then the directory
+/// is let go, then `closed` is told: in that order, so a next start on the directory
+/// can wait for the signal instead of a timer.
+pub struct LocalLog {
+    log: Option<Log>,
+    lock: Option<std::fs::File>,
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl LocalLog {
+    pub fn new(
+        log: Log,
+        lock: std::fs::File,
+        closed: tokio::sync::watch::Sender<bool>,
+    ) -> LocalLog {
+        LocalLog {
+            log: Some(log),
+            lock: Some(lock),
+            closed,
+        }
+    }
+
+    pub(super) fn log(&self) -> &Log {
+        self.log.as_ref().expect("open until dropped")
+    }
+}
+
+impl PartitionLog for LocalLog {
+    fn submit(
+        &self,
+        partition: u32,
+        records: Vec<(u8, Vec<u8>)>,
+    ) -> hunt_store::partition_log::Submitting<'_> {
+        PartitionLog::submit(self.log(), partition, records)
+    }
+
+    fn read(
+        &self,
+        partitions: hunt_store::Partitions,
+        from: hunt_store::Lsn,
+    ) -> Result<hunt_store::partition_log::Records, LogError> {
+        PartitionLog::read(self.log(), partitions, from)
+    }
+
+    fn durable(&self) -> hunt_store::Lsn {
+        PartitionLog::durable(self.log())
+    }
+
+    fn stopped(&self) -> Option<LogError> {
+        PartitionLog::stopped(self.log())
+    }
+}
+
+impl Drop for LocalLog {
+    fn drop(&mut self) {
+        drop(self.log.take());
+        drop(self.lock.take());
+        self.closed.send_replace(true);
+    }
+}
