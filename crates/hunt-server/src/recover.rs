@@ -51,137 +51,175 @@ pub fn recover(
     dedupe: DedupeConfig,
     progress: &mut dyn FnMut(Lsn),
 ) -> Result<Recovered, String> {
-    let mut report = Report::default();
-    let mut version = None;
-    // A start without a snapshot picks a new secret for the dedupe window's
-    // identities; a snapshot brings back the one its entries were made with.
-    let secret = crate::state::dedupe_secret();
-    let mut states: Vec<PartitionState> = (0..partitions)
-        .map(|_| PartitionState::new(dedupe, secret))
-        .collect();
-    let mut from = 1;
-    let mut outbox = Outbox::default();
-    if let Some(snaps) = snapshots {
-        let (latest, warnings) = snaps.latest().map_err(|e| e.to_string())?;
-        report.warnings.extend(warnings);
-        if let Some(snap) = latest {
-            match crate::snapshot::decode(&snap.payload, partitions, dedupe) {
-                Ok(d) => {
-                    version = Some(Version::compile(d.version)?);
-                    states = d.states;
-                    for e in d.outbox {
-                        outbox.restore(e);
-                    }
-                    from = snap.lsn + 1;
-                    report.snapshot_lsn = Some(snap.lsn);
-                    report.last_lsn = snap.lsn;
-                }
-                // The log is the truth: without a readable snapshot, replay all of it.
-                Err(e) => report.warnings.push(format!(
-                    "the snapshot at LSN {} cannot be read ({e}); rebuilding from the whole log",
-                    snap.lsn
-                )),
-            }
-        }
-    }
+    let mut r = Rebuild::new(partitions, dedupe);
+    let from = match snapshots {
+        Some(snaps) => r.load_snapshot(snaps, dedupe)?,
+        None => 1,
+    };
     let reader = log.read(Partitions::All, from).map_err(|e| e.to_string())?;
     for rec in reader {
         let rec = rec.map_err(|e| e.to_string())?;
-        if report.records == 0 && rec.lsn > from {
+        if r.report.records == 0 && rec.lsn > from {
             return Err(format!(
                 "the log starts at LSN {} but the rebuild needs LSN {from}: older segments \
                  were removed and no readable snapshot covers them",
                 rec.lsn
             ));
         }
-        report.records += 1;
-        report.last_lsn = rec.lsn;
+        r.report.records += 1;
+        r.report.last_lsn = rec.lsn;
+        let at = |e: String| format!("record {}: {e}", rec.lsn);
         match RecordKind::of(rec.kind) {
-            Some(RecordKind::Event) => {
-                let e =
-                    decode_event(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
-                let v: &Version = version.as_ref().ok_or_else(|| {
-                    format!("record {}: an event before any hunts file version", rec.lsn)
-                })?;
-                let state = &mut states[partition_of(&e.event.user, partitions)];
-                let mut alloc = ReplayAllocator::new(&e.outcomes);
-                let answer = match state.apply(&v.engine, &e.event, e.received, &mut alloc) {
-                    Ok(a) => a,
-                    Err(panicked) => {
-                        // A bug the event did not meet when it was accepted: the
-                        // customer misses its progress, but keeps the codes it granted;
-                        // its answer stays for duplicates, and the rebuild goes on
-                        // instead of failing every start.
-                        state.keep_recorded_grants(&e.event, e.received, &e.outcomes);
-                        let key = state.dedupe.key(&e.event.user, &e.event.id);
-                        let _ = state.dedupe.insert_key(
-                            key,
-                            e.received,
-                            crate::state::answer_of(&e.outcomes),
-                        );
-                        report
-                            .warnings
-                            .push(format!("record {}: {panicked}", rec.lsn));
-                        crate::state::answer_of(&[])
-                    }
-                };
-                report.events += 1;
-                if notifies(v.catalog(), &e.outcomes) {
-                    let origin = Origin::of(&e.event, e.received, e.outcomes.clone().into());
-                    // Most are delivered further on: bodies are built at the end,
-                    // for those still waiting.
-                    for d in deliveries_unbuilt(v.catalog(), rec.lsn, &origin) {
-                        outbox.queue(d, e.received);
-                    }
-                }
-                if alloc.unanswered > 0 || answer[..] != e.outcomes[..] {
-                    report.mismatches += 1;
-                    if report.first_mismatch.is_none() {
-                        report.first_mismatch = Some(describe(rec.lsn, &e.outcomes, &answer));
-                    }
-                }
-            }
-            Some(RecordKind::Config) => {
-                let c =
-                    decode_config(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
-                version =
-                    Some(Version::compile(c).map_err(|e| format!("record {}: {e}", rec.lsn))?);
-                report.config_versions += 1;
-            }
-            Some(RecordKind::Delivery) => {
-                let d =
-                    outbox::decode(&rec.payload).map_err(|e| format!("record {}: {e}", rec.lsn))?;
-                report.delivery_changes += 1;
-                // A change that does not fit (two operators retrying one dead letter
-                // at once, say) changes nothing; it must not stop a restart.
-                if let Err(e) = outbox.apply(&d) {
-                    report.delivery_misfits += 1;
-                    if report.delivery_misfits <= 3 {
-                        report.warnings.push(format!("record {}: {e}", rec.lsn));
-                    }
-                }
-            }
-            None => return Err(format!("record {}: unknown kind {}", rec.lsn, rec.kind)),
+            Some(RecordKind::Event) => r.event(rec.lsn, &rec.payload).map_err(at)?,
+            Some(RecordKind::Config) => r.config(&rec.payload).map_err(at)?,
+            Some(RecordKind::Delivery) => r.delivery(rec.lsn, &rec.payload).map_err(at)?,
+            None => return Err(at(format!("unknown kind {}", rec.kind))),
         }
         progress(rec.lsn);
     }
-    // Deliveries still waiting get their bodies, read back from their events' records.
-    let missing = outbox.missing_bodies();
-    if !missing.is_empty() {
-        for (key, body) in crate::notify::deliver::load_bodies(log, missing)? {
-            outbox.set_body(&key, body);
+    r.finish(log)
+}
+
+/// A rebuild in progress: what has been read so far.
+struct Rebuild {
+    partitions: usize,
+    version: Option<Version>,
+    states: Vec<PartitionState>,
+    outbox: Outbox,
+    report: Report,
+}
+
+impl Rebuild {
+    fn new(partitions: usize, dedupe: DedupeConfig) -> Rebuild {
+        // A start without a snapshot picks a new secret for the dedupe window's
+        // identities; a snapshot brings back the one its entries were made with.
+        let secret = crate::state::dedupe_secret();
+        Rebuild {
+            partitions,
+            version: None,
+            states: (0..partitions)
+                .map(|_| PartitionState::new(dedupe, secret))
+                .collect(),
+            outbox: Outbox::default(),
+            report: Report::default(),
         }
     }
-    if let Some(v) = &mut version {
-        v.restore_pools(states.iter().flat_map(|s| s.grants()))
-            .map_err(|e| format!("rebuilding reward pools: {e}"))?;
+
+    /// Starts from the newest readable snapshot; returns the LSN to read the log from.
+    fn load_snapshot(&mut self, snaps: &Snapshots, dedupe: DedupeConfig) -> Result<Lsn, String> {
+        let (latest, warnings) = snaps.latest().map_err(|e| e.to_string())?;
+        self.report.warnings.extend(warnings);
+        let Some(snap) = latest else { return Ok(1) };
+        match crate::snapshot::decode(&snap.payload, self.partitions, dedupe) {
+            Ok(d) => {
+                self.version = Some(Version::compile(d.version)?);
+                self.states = d.states;
+                for e in d.outbox {
+                    self.outbox.restore(e);
+                }
+                self.report.snapshot_lsn = Some(snap.lsn);
+                self.report.last_lsn = snap.lsn;
+                Ok(snap.lsn + 1)
+            }
+            // The log is the truth: without a readable snapshot, replay all of it.
+            Err(e) => {
+                self.report.warnings.push(format!(
+                    "the snapshot at LSN {} cannot be read ({e}); rebuilding from the whole log",
+                    snap.lsn
+                ));
+                Ok(1)
+            }
+        }
     }
-    Ok(Recovered {
-        version,
-        states,
-        outbox,
-        report,
-    })
+
+    /// Applies an event again, with the reward answers its record holds, and compares.
+    fn event(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
+        let e = decode_event(payload)?;
+        let v: &Version = self
+            .version
+            .as_ref()
+            .ok_or("an event before any hunts file version")?;
+        let state = &mut self.states[partition_of(&e.event.user, self.partitions)];
+        let mut alloc = ReplayAllocator::new(&e.outcomes);
+        let answer = match state.apply(&v.engine, &e.event, e.received, &mut alloc) {
+            Ok(a) => a,
+            Err(panicked) => {
+                // A bug the event did not meet when it was accepted: the customer misses
+                // its progress, but keeps the codes it granted; its answer stays for
+                // duplicates, and the rebuild goes on instead of failing every start.
+                state.keep_recorded_grants(&e.event, e.received, &e.outcomes);
+                let key = state.dedupe.key(&e.event.user, &e.event.id);
+                let _ =
+                    state
+                        .dedupe
+                        .insert_key(key, e.received, crate::state::answer_of(&e.outcomes));
+                self.report
+                    .warnings
+                    .push(format!("record {lsn}: {panicked}"));
+                crate::state::answer_of(&[])
+            }
+        };
+        self.report.events += 1;
+        if notifies(v.catalog(), &e.outcomes) {
+            let origin = Origin::of(&e.event, e.received, e.outcomes.clone().into());
+            // Most are delivered further on: bodies are built at the end, for those
+            // still waiting.
+            for d in deliveries_unbuilt(v.catalog(), lsn, &origin) {
+                self.outbox.queue(d, e.received);
+            }
+        }
+        if alloc.unanswered > 0 || answer[..] != e.outcomes[..] {
+            self.report.mismatches += 1;
+            if self.report.first_mismatch.is_none() {
+                self.report.first_mismatch = Some(describe(lsn, &e.outcomes, &answer));
+            }
+        }
+        Ok(())
+    }
+
+    /// A new version of the hunts file: in force from here on.
+    fn config(&mut self, payload: &[u8]) -> Result<(), String> {
+        let c = decode_config(payload)?;
+        self.version = Some(Version::compile(c)?);
+        self.report.config_versions += 1;
+        Ok(())
+    }
+
+    /// A delivery's change of state.
+    fn delivery(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
+        let d = outbox::decode(payload)?;
+        self.report.delivery_changes += 1;
+        // A change that does not fit (two operators retrying one dead letter at once,
+        // say) changes nothing; it must not stop a restart.
+        if let Err(e) = self.outbox.apply(&d) {
+            self.report.delivery_misfits += 1;
+            if self.report.delivery_misfits <= 3 {
+                self.report.warnings.push(format!("record {lsn}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deliveries still waiting get their bodies, read back from their events' records;
+    /// the pools take back every code granted.
+    fn finish(mut self, log: &dyn PartitionLog) -> Result<Recovered, String> {
+        let missing = self.outbox.missing_bodies();
+        if !missing.is_empty() {
+            for (key, body) in crate::notify::deliver::load_bodies(log, missing)? {
+                self.outbox.set_body(&key, body);
+            }
+        }
+        if let Some(v) = &mut self.version {
+            v.restore_pools(self.states.iter().flat_map(|s| s.grants()))
+                .map_err(|e| format!("rebuilding reward pools: {e}"))?;
+        }
+        Ok(Recovered {
+            version: self.version,
+            states: self.states,
+            outbox: self.outbox,
+            report: self.report,
+        })
+    }
 }
 
 fn describe(lsn: Lsn, recorded: &[Outcome], produced: &[Outcome]) -> String {
