@@ -157,40 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (status, v) = rt.block_on(async {
-        match &args.command {
-            Command::List { filter, limit } => {
-                let mut q: Vec<String> = filter_json(filter)
-                    .into_iter()
-                    .map(|(k, v)| format!("{k}={}", percent(&text(&v))))
-                    .collect();
-                q.push(format!("limit={limit}"));
-                let path = format!("/v1/dlq?{}", q.join("&"));
-                client.call(client.http.get(client.url(&path))).await
-            }
-            Command::Show { id } => {
-                let path = format!("/v1/dlq/{}", percent(id));
-                client.call(client.http.get(client.url(&path))).await
-            }
-            Command::Retry(s) | Command::Drop(s) => {
-                let verb = if matches!(args.command, Command::Retry(_)) {
-                    "retry"
-                } else {
-                    "drop"
-                };
-                let body = selection(s)?;
-                client
-                    .call(
-                        client
-                            .http
-                            .post(client.url(&format!("/v1/dlq/{verb}")))
-                            .header("content-type", "application/json")
-                            .body(body.to_string()),
-                    )
-                    .await
-            }
-        }
-    })?;
+    let (status, v) = rt.block_on(request(&client, &args.command))?;
     if !(200..300).contains(&status) {
         let msg = v["error"]["message"]
             .as_str()
@@ -203,7 +170,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    match &args.command {
+    show(&args.command, &v)
+}
+
+/// Percent-encodes what a path segment cannot hold as is.
+fn percent(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The request a command makes: the status and the JSON answered.
+async fn request(client: &Client, command: &Command) -> anyhow::Result<(u16, Value)> {
+    match command {
+        Command::List { filter, limit } => {
+            let mut q: Vec<String> = filter_json(filter)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", percent(&text(&v))))
+                .collect();
+            q.push(format!("limit={limit}"));
+            let path = format!("/v1/dlq?{}", q.join("&"));
+            client.call(client.http.get(client.url(&path))).await
+        }
+        Command::Show { id } => {
+            let path = format!("/v1/dlq/{}", percent(id));
+            client.call(client.http.get(client.url(&path))).await
+        }
+        Command::Retry(s) | Command::Drop(s) => {
+            let verb = if matches!(command, Command::Retry(_)) {
+                "retry"
+            } else {
+                "drop"
+            };
+            let body = selection(s)?;
+            client
+                .call(
+                    client
+                        .http
+                        .post(client.url(&format!("/v1/dlq/{verb}")))
+                        .header("content-type", "application/json")
+                        .body(body.to_string()),
+                )
+                .await
+        }
+    }
+}
+
+/// A successful answer, for a person.
+fn show(command: &Command, v: &Value) -> anyhow::Result<ExitCode> {
+    match command {
         Command::List { .. } => {
             let entries = v["entries"].as_array().cloned().unwrap_or_default();
             if entries.is_empty() {
@@ -250,17 +271,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Drop(_) => println!("dropped {}", text(&v["dropped"])),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Percent-encodes what a path segment cannot hold as is.
-fn percent(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

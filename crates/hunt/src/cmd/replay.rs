@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use comfy_table::Table;
+use hunt_server::recover::Recovered;
 use hunt_server::service::{DEDUPE_ENTRIES_DEFAULT, PARTITIONS_DEFAULT, lock_data_dir};
 use hunt_server::state::{DedupeConfig, HuntCounters};
 use hunt_store::fs::RealFs;
@@ -80,90 +81,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             stats.entry(h.clone()).or_default().add(c);
         }
     }
-    let version = recovered.version.as_ref();
-    let waiting = recovered.outbox.pending().count();
-    let dead = recovered.outbox.dead_letters().len();
     if args.json {
-        let out = serde_json::json!({
-            "records": r.records,
-            "events": r.events,
-            "config_versions": r.config_versions,
-            "snapshot_lsn": r.snapshot_lsn,
-            "last_lsn": r.last_lsn,
-            "version_in_force": version.map(|v| v.record.version),
-            "customers": customers,
-            "mismatches": r.mismatches,
-            "first_mismatch": r.first_mismatch,
-            "hunts": stats,
-            "deliveries_waiting": waiting,
-            "dead_letters": dead,
-            "delivery_changes": r.delivery_changes,
-            "delivery_misfits": r.delivery_misfits,
-            "seconds": elapsed.as_secs_f64(),
-        });
-        out!("{}", serde_json::to_string_pretty(&out)?);
+        print_json(&recovered, &stats, customers, elapsed)?;
     } else {
-        out!(
-            "replayed {} records ({} events, {} hunts-file versions) in {:.2}s; last LSN {}{}",
-            r.records,
-            r.events,
-            r.config_versions,
-            elapsed.as_secs_f64(),
-            r.last_lsn,
-            r.snapshot_lsn
-                .map(|l| format!(", from the snapshot at LSN {l}"))
-                .unwrap_or_default()
-        );
-        if let Some(v) = version {
-            out!(
-                "version in force: {} ({}); customers: {customers}",
-                v.record.version,
-                v.record.name
-            );
-            out!(
-                "notifications: {waiting} deliveries waiting, {dead} dead letters ({} delivery changes read{})",
-                r.delivery_changes,
-                if r.delivery_misfits > 0 {
-                    format!(", {} that did not fit", r.delivery_misfits)
-                } else {
-                    String::new()
-                }
-            );
-        }
-        let mut t = Table::new();
-        t.set_header(vec![
-            "hunt",
-            "participants",
-            "completions",
-            "granted",
-            "denied",
-            "trails cold",
-        ]);
-        for (h, c) in &stats {
-            t.add_row(vec![
-                h.to_string(),
-                c.participants.to_string(),
-                c.completions.to_string(),
-                c.granted.to_string(),
-                c.denied.values().sum::<u64>().to_string(),
-                c.trails_gone_cold.to_string(),
-            ]);
-        }
-        out!("{t}");
-        if let Some(v) = version {
-            let mut t = Table::new();
-            t.set_header(vec!["pool", "size", "granted", "remaining"]);
-            for (i, p) in v.catalog().pools.iter().enumerate() {
-                let taken = v.pools.taken(i);
-                t.add_row(vec![
-                    p.id.to_string(),
-                    p.size().to_string(),
-                    taken.to_string(),
-                    p.size().saturating_sub(taken).to_string(),
-                ]);
-            }
-            out!("{t}");
-        }
+        print_text(&recovered, &stats, customers, elapsed)?;
     }
     for w in &r.warnings {
         eprintln!("warning: {w}");
@@ -177,4 +98,111 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+type Stats = std::collections::BTreeMap<Arc<str>, HuntCounters>;
+
+fn print_json(
+    recovered: &Recovered,
+    stats: &Stats,
+    customers: usize,
+    elapsed: std::time::Duration,
+) -> anyhow::Result<()> {
+    let r = &recovered.report;
+    let version = recovered.version.as_ref();
+    let waiting = recovered.outbox.pending().count();
+    let dead = recovered.outbox.dead_letters().len();
+    let out = serde_json::json!({
+        "records": r.records,
+        "events": r.events,
+        "config_versions": r.config_versions,
+        "snapshot_lsn": r.snapshot_lsn,
+        "last_lsn": r.last_lsn,
+        "version_in_force": version.map(|v| v.record.version),
+        "customers": customers,
+        "mismatches": r.mismatches,
+        "first_mismatch": r.first_mismatch,
+        "hunts": stats,
+        "deliveries_waiting": waiting,
+        "dead_letters": dead,
+        "delivery_changes": r.delivery_changes,
+        "delivery_misfits": r.delivery_misfits,
+        "seconds": elapsed.as_secs_f64(),
+    });
+    out!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn print_text(
+    recovered: &Recovered,
+    stats: &Stats,
+    customers: usize,
+    elapsed: std::time::Duration,
+) -> anyhow::Result<()> {
+    let r = &recovered.report;
+    let version = recovered.version.as_ref();
+    let waiting = recovered.outbox.pending().count();
+    let dead = recovered.outbox.dead_letters().len();
+    out!(
+        "replayed {} records ({} events, {} hunts-file versions) in {:.2}s; last LSN {}{}",
+        r.records,
+        r.events,
+        r.config_versions,
+        elapsed.as_secs_f64(),
+        r.last_lsn,
+        r.snapshot_lsn
+            .map(|l| format!(", from the snapshot at LSN {l}"))
+            .unwrap_or_default()
+    );
+    if let Some(v) = version {
+        out!(
+            "version in force: {} ({}); customers: {customers}",
+            v.record.version,
+            v.record.name
+        );
+        out!(
+            "notifications: {waiting} deliveries waiting, {dead} dead letters ({} delivery changes read{})",
+            r.delivery_changes,
+            if r.delivery_misfits > 0 {
+                format!(", {} that did not fit", r.delivery_misfits)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let mut t = Table::new();
+    t.set_header(vec![
+        "hunt",
+        "participants",
+        "completions",
+        "granted",
+        "denied",
+        "trails cold",
+    ]);
+    for (h, c) in stats {
+        t.add_row(vec![
+            h.to_string(),
+            c.participants.to_string(),
+            c.completions.to_string(),
+            c.granted.to_string(),
+            c.denied.values().sum::<u64>().to_string(),
+            c.trails_gone_cold.to_string(),
+        ]);
+    }
+    out!("{t}");
+    if let Some(v) = version {
+        let mut t = Table::new();
+        t.set_header(vec!["pool", "size", "granted", "remaining"]);
+        for (i, p) in v.catalog().pools.iter().enumerate() {
+            let taken = v.pools.taken(i);
+            t.add_row(vec![
+                p.id.to_string(),
+                p.size().to_string(),
+                taken.to_string(),
+                p.size().saturating_sub(taken).to_string(),
+            ]);
+        }
+        out!("{t}");
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `hunt simulate FILE --events F.ndjson`: a recorded stream through the engine.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,14 +43,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let (input, len): (Box<dyn Read>, u64) = if args.events.as_os_str() == "-" {
-        (Box::new(std::io::stdin().lock()), 0)
-    } else {
-        let f = std::fs::File::open(&args.events)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.events.display()))?;
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        (Box::new(f), len)
-    };
+    let mut sim = Simulation::new(catalog.clone());
+    let started = Instant::now();
+    let bad = feed(&args.events, &mut sim)?;
+    let elapsed = started.elapsed();
+    if args.json {
+        print_json(&sim, bad, &catalog)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!(
+        "{} events ({} bad lines skipped), {} customers, {} outcomes in {:.2?} ({:.0} events/s)",
+        sim.events,
+        bad,
+        sim.customers(),
+        sim.outcomes,
+        elapsed,
+        sim.events as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    print_tables(&sim, &catalog)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The recorded events (`-`: standard input) and their size, when known.
+fn open_events(events: &Path) -> anyhow::Result<(Box<dyn Read>, u64)> {
+    if events.as_os_str() == "-" {
+        return Ok((Box::new(std::io::stdin().lock()), 0));
+    }
+    let f = std::fs::File::open(events)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", events.display()))?;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((Box::new(f), len))
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
     let bar = if len > 0 {
         indicatif::ProgressBar::new(len)
     } else {
@@ -62,12 +87,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut sim = Simulation::new(catalog.clone());
+    bar
+}
+
+/// Applies every good line of `events`; returns how many lines were bad (each said,
+/// up to a few).
+fn feed(events: &Path, sim: &mut Simulation) -> anyhow::Result<u64> {
+    let (input, len) = open_events(events)?;
+    let bar = progress_bar(len);
     let limits = ingest::Limits::default();
     let mut reader = BufReader::with_capacity(1 << 20, input);
     let mut line = String::new();
     let (mut line_no, mut bad, mut read_bytes) = (0u64, 0u64, 0u64);
-    let started = Instant::now();
     loop {
         line.clear();
         let n = reader
@@ -103,43 +134,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(msg) => {
                 bad += 1;
                 if bad <= BAD_LINES_SHOWN_MAX {
-                    bar.suspend(|| {
-                        eprintln!("{}:{line_no}: skipped: {msg}", args.events.display())
-                    });
+                    bar.suspend(|| eprintln!("{}:{line_no}: skipped: {msg}", events.display()));
                 }
             }
         }
     }
     bar.finish_and_clear();
-    let elapsed = started.elapsed();
     if bad > BAD_LINES_SHOWN_MAX {
         eprintln!("… {} more bad line(s) skipped", bad - BAD_LINES_SHOWN_MAX);
     }
+    Ok(bad)
+}
+
+fn print_json(sim: &Simulation, bad: u64, catalog: &Catalog) -> anyhow::Result<()> {
+    let report = serde_json::json!({
+        "events": sim.events,
+        "bad_lines": bad,
+        "customers": sim.customers(),
+        "outcomes": sim.outcomes,
+        "hunts": sim.hunt_stats(),
+        "pools": sim.pool_stats(),
+        "condition_errors": catalog.condition_errors().iter()
+            .map(|(h, c, n)| serde_json::json!({"hunt": h, "condition": c, "errors": n})).collect::<Vec<_>>(),
+    });
+    out!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The hunts, their funnels, the pools and the conditions that failed, as tables.
+fn print_tables(sim: &Simulation, catalog: &Catalog) -> anyhow::Result<()> {
     let hunts = sim.hunt_stats();
-    let pools = sim.pool_stats();
-    if args.json {
-        let report = serde_json::json!({
-            "events": sim.events,
-            "bad_lines": bad,
-            "customers": sim.customers(),
-            "outcomes": sim.outcomes,
-            "hunts": hunts,
-            "pools": pools,
-            "condition_errors": catalog.condition_errors().iter()
-                .map(|(h, c, n)| serde_json::json!({"hunt": h, "condition": c, "errors": n})).collect::<Vec<_>>(),
-        });
-        out!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    out!(
-        "{} events ({} bad lines skipped), {} customers, {} outcomes in {:.2?} ({:.0} events/s)",
-        sim.events,
-        bad,
-        sim.customers(),
-        sim.outcomes,
-        elapsed,
-        sim.events as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
     let mut t = render::table(&[
         "Hunt",
         "Participants",
@@ -186,7 +210,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     out!("{f}");
     let mut p = render::table(&["Pool", "Size", "Granted", "Ran out at"]);
-    for pool in &pools {
+    for pool in &sim.pool_stats() {
         p.add_row(vec![
             pool.pool.to_string(),
             pool.size.to_string(),
@@ -203,5 +227,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         out!("{e}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
