@@ -180,142 +180,12 @@ impl AlertsConfig {
     pub fn parse(text: &str) -> Result<AlertsConfig, String> {
         let file: FileSpec =
             serde_saphyr::from_str(text).map_err(|e| format!("not an alerts file: {e}"))?;
-        let dur = |v: &str, what: &str| -> Result<Duration, String> {
-            let d = hunt_core::time::Duration::parse(v).map_err(|e| format!("{what}: {e}"))?;
-            Ok(Duration::from_millis(d.0.max(0) as u64))
-        };
-        let mut rules = Vec::new();
+        let mut rules: Vec<Rule> = Vec::new();
         for (i, r) in file.rules.into_iter().enumerate() {
-            let name = r.name.clone().unwrap_or_default();
-            let at = if name.is_empty() {
-                format!("rule {}", i + 1)
-            } else {
-                format!("rule `{name}`")
-            };
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
-                return Err(format!(
-                    "{at}: `name` is required: letters, digits, `_` or `-`"
-                ));
-            }
-            if rules.iter().any(|x: &Rule| x.name == name) {
-                return Err(format!("{at}: the name is used twice"));
-            }
-            let mut conditions = Vec::new();
-            if let Some(over) = r.backlog_over {
-                conditions.push(Condition::Backlog { over });
-            }
-            if let Some(over) = r.dead_letters_over {
-                conditions.push(Condition::DeadLetters {
-                    over,
-                    sink: r.sink.clone(),
-                });
-            }
-            if let Some(t) = &r.breaker_open_for {
-                conditions.push(Condition::BreakerOpen {
-                    at_least: dur(t, &format!("{at}: `breaker_open_for`"))?,
-                    sink: r.sink.clone(),
-                });
-            }
-            if let Some(percent) = r.pool_below_percent {
-                if !(0.0..=100.0).contains(&percent) {
-                    return Err(format!(
-                        "{at}: `pool_below_percent` must be 0 to 100, got {percent}"
-                    ));
-                }
-                conditions.push(Condition::PoolBelow {
-                    percent,
-                    pool: r.pool.clone(),
-                });
-            }
-            if let Some(t) = &r.pool_runs_out_within {
-                let window = match &r.window {
-                    Some(w) => dur(w, &format!("{at}: `window`"))?,
-                    None => Duration::from_secs(900),
-                };
-                conditions.push(Condition::PoolRunsOut {
-                    within: dur(t, &format!("{at}: `pool_runs_out_within`"))?,
-                    window,
-                    pool: r.pool.clone(),
-                });
-            }
-            if let Some(t) = &r.apply_panics_within {
-                conditions.push(Condition::ApplyPanics {
-                    within: dur(t, &format!("{at}: `apply_panics_within`"))?,
-                });
-            }
-            let kinds = "backlog_over, dead_letters_over, breaker_open_for, pool_below_percent, \
-                         pool_runs_out_within or apply_panics_within";
-            let condition = match conditions.len() {
-                1 => conditions.remove(0),
-                0 => return Err(format!("{at}: give one condition: {kinds}")),
-                _ => return Err(format!("{at}: give one condition, not several: {kinds}")),
-            };
-            let sinky = matches!(
-                condition,
-                Condition::DeadLetters { .. } | Condition::BreakerOpen { .. }
-            );
-            let pooly = matches!(
-                condition,
-                Condition::PoolBelow { .. } | Condition::PoolRunsOut { .. }
-            );
-            if r.sink.is_some() && !sinky {
-                return Err(format!(
-                    "{at}: `sink` only scopes dead-letter and breaker rules"
-                ));
-            }
-            if r.pool.is_some() && !pooly {
-                return Err(format!("{at}: `pool` only scopes pool rules"));
-            }
-            if r.window.is_some() && !matches!(condition, Condition::PoolRunsOut { .. }) {
-                return Err(format!(
-                    "{at}: `window` only goes with `pool_runs_out_within`"
-                ));
-            }
-            let hold = match &r.hold {
-                Some(t) => dur(t, &format!("{at}: `for`"))?,
-                None => Duration::ZERO,
-            };
-            rules.push(Rule {
-                name,
-                condition,
-                hold,
-            });
+            let rule = rule(i, r, &rules)?;
+            rules.push(rule);
         }
-        let webhook = match file.webhook {
-            None => None,
-            Some(w) => {
-                if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                    return Err(format!(
-                        "webhook: `url` must be an http:// or https:// URL, got `{}`",
-                        w.url
-                    ));
-                }
-                let secret = match &w.secret_env {
-                    None => None,
-                    Some(var) => Some(
-                        std::env::var(var)
-                            .ok()
-                            .filter(|v| !v.is_empty())
-                            .ok_or_else(|| {
-                                format!("webhook: the variable {var} (`secret_env`) is not set")
-                            })?
-                            .into_bytes(),
-                    ),
-                };
-                Some(AlertWebhook {
-                    url: w.url,
-                    secret,
-                    timeout: match &w.timeout {
-                        Some(t) => dur(t, "webhook: `timeout`")?,
-                        None => Duration::from_secs(5),
-                    },
-                })
-            }
-        };
+        let webhook = file.webhook.map(webhook).transpose()?;
         let every = match &file.every {
             Some(t) => dur(t, "`every`")?,
             None => Duration::from_secs(1),
@@ -329,6 +199,153 @@ impl AlertsConfig {
             every,
         })
     }
+}
+
+/// A duration of the file (`30s`, `5m`); `what` names it in the error.
+fn dur(v: &str, what: &str) -> Result<Duration, String> {
+    let d = hunt_core::time::Duration::parse(v).map_err(|e| format!("{what}: {e}"))?;
+    Ok(Duration::from_millis(d.0.max(0) as u64))
+}
+
+/// The `i`-th rule of the file, checked (its name against the rules `before` it).
+fn rule(i: usize, r: RuleSpec, before: &[Rule]) -> Result<Rule, String> {
+    let name = r.name.clone().unwrap_or_default();
+    let at = if name.is_empty() {
+        format!("rule {}", i + 1)
+    } else {
+        format!("rule `{name}`")
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "{at}: `name` is required: letters, digits, `_` or `-`"
+        ));
+    }
+    if before.iter().any(|x| x.name == name) {
+        return Err(format!("{at}: the name is used twice"));
+    }
+    let condition = condition(&at, &r)?;
+    check_scopes(&at, &r, &condition)?;
+    let hold = match &r.hold {
+        Some(t) => dur(t, &format!("{at}: `for`"))?,
+        None => Duration::ZERO,
+    };
+    Ok(Rule {
+        name,
+        condition,
+        hold,
+    })
+}
+
+/// The one condition a rule gives.
+fn condition(at: &str, r: &RuleSpec) -> Result<Condition, String> {
+    let mut conditions = Vec::new();
+    if let Some(over) = r.backlog_over {
+        conditions.push(Condition::Backlog { over });
+    }
+    if let Some(over) = r.dead_letters_over {
+        conditions.push(Condition::DeadLetters {
+            over,
+            sink: r.sink.clone(),
+        });
+    }
+    if let Some(t) = &r.breaker_open_for {
+        conditions.push(Condition::BreakerOpen {
+            at_least: dur(t, &format!("{at}: `breaker_open_for`"))?,
+            sink: r.sink.clone(),
+        });
+    }
+    if let Some(percent) = r.pool_below_percent {
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(format!(
+                "{at}: `pool_below_percent` must be 0 to 100, got {percent}"
+            ));
+        }
+        conditions.push(Condition::PoolBelow {
+            percent,
+            pool: r.pool.clone(),
+        });
+    }
+    if let Some(t) = &r.pool_runs_out_within {
+        let window = match &r.window {
+            Some(w) => dur(w, &format!("{at}: `window`"))?,
+            None => Duration::from_secs(900),
+        };
+        conditions.push(Condition::PoolRunsOut {
+            within: dur(t, &format!("{at}: `pool_runs_out_within`"))?,
+            window,
+            pool: r.pool.clone(),
+        });
+    }
+    if let Some(t) = &r.apply_panics_within {
+        conditions.push(Condition::ApplyPanics {
+            within: dur(t, &format!("{at}: `apply_panics_within`"))?,
+        });
+    }
+    let kinds = "backlog_over, dead_letters_over, breaker_open_for, pool_below_percent, \
+                 pool_runs_out_within or apply_panics_within";
+    match conditions.len() {
+        1 => Ok(conditions.remove(0)),
+        0 => Err(format!("{at}: give one condition: {kinds}")),
+        _ => Err(format!("{at}: give one condition, not several: {kinds}")),
+    }
+}
+
+/// `sink`, `pool` and `window` only go with the conditions they scope.
+fn check_scopes(at: &str, r: &RuleSpec, condition: &Condition) -> Result<(), String> {
+    let sinky = matches!(
+        condition,
+        Condition::DeadLetters { .. } | Condition::BreakerOpen { .. }
+    );
+    let pooly = matches!(
+        condition,
+        Condition::PoolBelow { .. } | Condition::PoolRunsOut { .. }
+    );
+    if r.sink.is_some() && !sinky {
+        return Err(format!(
+            "{at}: `sink` only scopes dead-letter and breaker rules"
+        ));
+    }
+    if r.pool.is_some() && !pooly {
+        return Err(format!("{at}: `pool` only scopes pool rules"));
+    }
+    if r.window.is_some() && !matches!(condition, Condition::PoolRunsOut { .. }) {
+        return Err(format!(
+            "{at}: `window` only goes with `pool_runs_out_within`"
+        ));
+    }
+    Ok(())
+}
+
+/// Where alerts are sent, checked.
+fn webhook(w: WebhookSpec) -> Result<AlertWebhook, String> {
+    if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+        return Err(format!(
+            "webhook: `url` must be an http:// or https:// URL, got `{}`",
+            w.url
+        ));
+    }
+    let secret = match &w.secret_env {
+        None => None,
+        Some(var) => Some(
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("webhook: the variable {var} (`secret_env`) is not set"))?
+                .into_bytes(),
+        ),
+    };
+    Ok(AlertWebhook {
+        url: w.url,
+        secret,
+        timeout: match &w.timeout {
+            Some(t) => dur(t, "webhook: `timeout`")?,
+            None => Duration::from_secs(5),
+        },
+    })
 }
 
 #[derive(Deserialize)]
