@@ -248,7 +248,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     let tally = Arc::new(Tally::default());
     let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(std::sync::Mutex::new(Errors::default()));
+    let errors = Arc::new(parking_lot::Mutex::new(Errors::default()));
     let (latencies, seconds) = rt.block_on(async {
         // Fail early and clearly when nothing listens there.
         connect(addr).await.map_err(anyhow::Error::msg)?;
@@ -296,7 +296,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         match connect(addr).await {
                             Ok(c) => conn = Some(c),
                             Err(_) => {
-                                errors.lock().unwrap_or_else(|e| e.into_inner()).transport += 1;
+                                errors.lock().transport += 1;
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                                 continue;
                             }
@@ -343,25 +343,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                                 .rejected
                                 .fetch_add(count("rejected"), Ordering::Relaxed);
                             if status == 400 && v.get("accepted").is_none() {
-                                *errors
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .status
-                                    .entry(status)
-                                    .or_default() += 1;
+                                *errors.lock().status.entry(status).or_default() += 1;
                             }
                         }
                         Ok((status, _)) => {
                             lat.push(intended.elapsed());
-                            *errors
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .status
-                                .entry(status)
-                                .or_default() += 1;
+                            *errors.lock().status.entry(status).or_default() += 1;
                         }
                         Err(_) => {
-                            errors.lock().unwrap_or_else(|e| e.into_inner()).transport += 1;
+                            errors.lock().transport += 1;
                             conn = None;
                         }
                     }
@@ -397,7 +387,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let t = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let answered = t(&tally.accepted) + t(&tally.duplicates) + t(&tally.rejected);
-    let errors = std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner()));
+    let errors = std::mem::take(&mut *errors.lock());
     let report = Report {
         server: args.server.clone(),
         mode: if args.rate.is_some() {
