@@ -16,6 +16,7 @@ pub mod plan;
 pub mod rewards;
 pub mod simulate;
 pub mod spec;
+pub mod stats;
 pub mod testing;
 pub mod time;
 pub mod traffic;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hunt_core::engine::Event;
+use hunt_core::stats::percentile;
 use hunt_core::traffic::{TrafficSpec, generate};
 use hyper::body::Bytes;
 use serde::Serialize;
@@ -113,13 +114,6 @@ struct Report {
     /// Request latency: send (or, open loop, intended send) to the whole answer.
     ack_latency: Latency,
     errors: Errors,
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3
 }
 
 fn address(server: &str) -> anyhow::Result<(SocketAddr, String)> {
@@ -388,6 +382,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let answered = t(&tally.accepted) + t(&tally.duplicates) + t(&tally.rejected);
     let errors = std::mem::take(&mut *errors.lock());
+    let ms = |q| percentile(&latencies, q).as_secs_f64() * 1e3;
     let report = Report {
         server: args.server.clone(),
         mode: if args.rate.is_some() {
@@ -407,11 +402,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         events_rejected: t(&tally.rejected),
         events_per_s: answered as f64 / seconds,
         ack_latency: Latency {
-            p50_ms: percentile(&latencies, 0.5),
-            p90_ms: percentile(&latencies, 0.9),
-            p99_ms: percentile(&latencies, 0.99),
-            p999_ms: percentile(&latencies, 0.999),
-            max_ms: percentile(&latencies, 1.0),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: ms(1.0),
         },
         errors,
     };
