@@ -11,6 +11,7 @@ pub mod cond;
 pub mod dedupe;
 pub mod diag;
 pub mod engine;
+pub mod ids;
 pub mod ingest;
 pub mod plan;
 pub mod rewards;
