@@ -7,7 +7,7 @@
 //! this process on its own runtime (2 threads), the clients on another (2 threads). 20
 //! hunts of 5 steps; generated shopper traffic over 1 M customers; durability fsync.
 //!
-//! `cargo bench -p hunt-server --bench ingest` (HUNT_BENCH_ROUNDS, default 3;
+//! `cargo bench -p hunt-bench --bench ingest` (HUNT_BENCH_ROUNDS, default 3;
 //! HUNT_BENCH_SECS, default 5; HUNT_BENCH_BATCH_CLIENTS, default 4;
 //! HUNT_BENCH_PARTITIONS, default 8; HUNT_BENCH_SNAPSHOT_EVERY, default none: a
 //! snapshot every so many events, to see what one costs under load). HUNT_BENCH_NO_FSYNC=1 runs the server without
