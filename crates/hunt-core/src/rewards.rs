@@ -11,8 +11,9 @@
 //! every index below the highest one that the log does not hold is free again.
 //! Returned codes go to a small free list (a lock taken only when it is not empty).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use crate::catalog::Catalog;
 use crate::engine::{Allocator, DenyReason};
@@ -174,7 +175,7 @@ impl SharedPools {
     fn take_code(&self, pool: usize) -> Option<u64> {
         let p = &self.pools[pool];
         if p.free_len.load(Ordering::Acquire) > 0 {
-            let mut free = p.free.lock().unwrap_or_else(|e| e.into_inner());
+            let mut free = p.free.lock();
             if let Some(i) = free.pop() {
                 p.free_len.store(free.len(), Ordering::Release);
                 return Some(i);
@@ -187,7 +188,7 @@ impl SharedPools {
         }
         p.next.fetch_sub(1, Ordering::AcqRel);
         // A rollback may have freed one meanwhile.
-        let mut free = p.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = p.free.lock();
         let got = free.pop();
         p.free_len.store(free.len(), Ordering::Release);
         got
@@ -197,7 +198,7 @@ impl SharedPools {
     pub fn release(&self, hunt: usize, pool: usize, index: u64) {
         self.winners[hunt].fetch_sub(1, Ordering::AcqRel);
         let p = &self.pools[pool];
-        let mut free = p.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = p.free.lock();
         // Smallest last, so the lowest code goes out first.
         let at = free.partition_point(|x| *x > index);
         free.insert(at, index);

@@ -8,9 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 /// A histogram with fixed upper bounds.
 pub struct Histogram {
@@ -126,12 +127,7 @@ impl Metrics {
     }
 
     pub fn refuse(&self, status: u16) {
-        *self
-            .refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(status)
-            .or_default() += 1;
+        *self.refused.lock().entry(status).or_default() += 1;
     }
 
     /// The ingest path's figures.
@@ -179,12 +175,7 @@ impl Metrics {
             out,
             "# HELP hunt_requests_refused_total Requests refused whole, by status.\n# TYPE hunt_requests_refused_total counter"
         );
-        for (status, n) in self
-            .refused
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for (status, n) in self.refused.lock().iter() {
             let _ = writeln!(
                 out,
                 "hunt_requests_refused_total{{status=\"{status}\"}} {n}"

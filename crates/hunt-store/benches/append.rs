@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hunt_core::stats::percentile;
 use hunt_store::fs::RealFs;
 use hunt_store::{Durability, Log, LogConfig};
 
@@ -26,23 +27,16 @@ struct Run {
     batch: f64,
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
-}
-
 /// A run's figures from its latencies, start and record count.
 fn summarize(mut lat: Vec<Duration>, started: Instant, records: f64, batch: f64) -> Run {
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
+    let us = |q| percentile(&lat, q).as_secs_f64() * 1e6;
     Run {
         records_per_s: records / elapsed,
-        p50: percentile(&lat, 0.5),
-        p99: percentile(&lat, 0.99),
-        p999: percentile(&lat, 0.999),
+        p50: us(0.5),
+        p99: us(0.99),
+        p999: us(0.999),
         batch,
     }
 }

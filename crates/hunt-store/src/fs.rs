@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// File operations used by the log and snapshots.
 pub trait Fs: Send + Sync + 'static {
@@ -142,20 +144,16 @@ impl SimFs {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, SimState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// After `n` more writes or syncs, every write and sync fails with an I/O error.
     pub fn fail_after(&self, n: u64) {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         s.fail_after_ops = Some(s.ops + n);
     }
 
     /// Power loss after `n` more writes or syncs: that one and everything after fail,
     /// as if the process died there.
     pub fn crash_after(&self, n: u64) {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         s.crash_at_op = Some(s.ops + n);
     }
 
@@ -163,7 +161,7 @@ impl SimFs {
     /// block-aligned part of what was not; directory changes not synced are undone.
     /// Files opened before the crash can no longer be used.
     pub fn crash(&self) {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         Self::crash_locked(&mut s);
     }
 
@@ -209,12 +207,12 @@ impl SimFs {
 
     /// Crashes seen so far.
     pub fn crashes(&self) -> u64 {
-        self.lock().crashes
+        self.state.lock().crashes
     }
 
     /// Flips one byte of a file, durably (to simulate bit rot).
     pub fn corrupt(&self, path: &Path, offset: usize) {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         let Some(id) = s.files.get(path).copied() else {
             return;
         };
@@ -277,13 +275,13 @@ impl SimHandle {
 
 impl FsFile for SimHandle {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        let mut s = self.fs.lock();
+        let mut s = self.fs.state.lock();
         SimFs::op(&mut s)?;
         self.blob(&mut s)?.data.extend_from_slice(buf);
         Ok(())
     }
     fn sync_data(&mut self) -> io::Result<()> {
-        let mut s = self.fs.lock();
+        let mut s = self.fs.state.lock();
         SimFs::op(&mut s)?;
         let f = self.blob(&mut s)?;
         f.synced = f.data.clone();
@@ -293,14 +291,14 @@ impl FsFile for SimHandle {
 
 impl Fs for SimFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         if !s.dirs.iter().any(|d| d == dir) {
             s.dirs.push(dir.to_path_buf());
         }
         Ok(())
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let s = self.lock();
+        let s = self.state.lock();
         Ok(s.files
             .keys()
             .filter(|p| p.parent() == Some(dir))
@@ -308,7 +306,7 @@ impl Fs for SimFs {
             .collect())
     }
     fn open_append(&self, path: &Path, create: bool) -> io::Result<Box<dyn FsFile>> {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         let id = match s.files.get(path) {
             Some(id) => *id,
             None if create => {
@@ -328,12 +326,12 @@ impl Fs for SimFs {
         }))
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let s = self.lock();
+        let s = self.state.lock();
         let id = s.files.get(path).ok_or_else(|| not_found(path))?;
         Ok(s.blobs[id].data.clone())
     }
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         SimFs::op(&mut s)?;
         let id = *s.files.get(path).ok_or_else(|| not_found(path))?;
         let f = s.blobs.get_mut(&id).ok_or_else(|| not_found(path))?;
@@ -342,18 +340,18 @@ impl Fs for SimFs {
         Ok(())
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         let id = s.files.remove(from).ok_or_else(|| not_found(from))?;
         s.files.insert(to.to_path_buf(), id);
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         s.files.remove(path).ok_or_else(|| not_found(path))?;
         Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut s = self.lock();
+        let mut s = self.state.lock();
         SimFs::op(&mut s)?;
         // The directory's entries become what a reader sees now.
         s.durable_entries.retain(|p, _| p.parent() != Some(dir));

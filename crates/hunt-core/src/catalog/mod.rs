@@ -256,9 +256,4 @@ pub fn is_valid_event_type(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(&b))
 }
 
-/// Ids of pools, sinks, hunts and steps: `[A-Za-z0-9_.-]{1,64}` (they appear in URLs).
-pub fn is_valid_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-}
+pub use crate::ids::is_valid_id;

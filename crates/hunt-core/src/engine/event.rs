@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
+use crate::ids::ID_BYTES_MAX;
 use crate::time::Timestamp;
 
 /// A customer's action, as posted by the shop.
@@ -27,9 +28,6 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub traits: Map<String, Json>,
 }
-
-/// Longest `id` and `user`, in bytes.
-pub const ID_BYTES_MAX: usize = 128;
 
 impl Event {
     /// Checks the fields the contract constrains; the error names the field.

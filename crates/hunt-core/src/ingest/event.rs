@@ -5,20 +5,9 @@ use serde_json::{Map, Value as Json};
 
 use super::limits::{json_bytes, object};
 use super::{Limits, Rejection, kind, reject};
-use crate::engine::{Event, ID_BYTES_MAX};
+use crate::engine::Event;
+use crate::ids;
 use crate::time::Timestamp;
-
-/// Identifiers are shown in logs, dashboards and terminals: control characters (C0, DEL,
-/// C1) in them could forge lines or escape sequences, and are refused.
-fn no_controls(s: &str, name: &str) -> Result<(), String> {
-    match s.char_indices().find(|(_, c)| c.is_control()) {
-        Some((at, c)) => Err(format!(
-            "`{name}` must not contain control characters; found U+{:04X} at byte {at}",
-            c as u32
-        )),
-        None => Ok(()),
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Shape {
@@ -46,8 +35,12 @@ pub(super) fn event(
     let id_ref = id.as_deref();
     let r = |field: &str, reason: String| reject(index, id_ref, field, reason);
     let (user_field, user) = user_by_shape(&mut m, shape, &r)?;
-    let id = required_str(m.remove("id"), "id", ID_BYTES_MAX)
-        .and_then(|id| no_controls(&id, "id").map(|()| id))
+    let id = required_string(m.remove("id"), "id")
+        .and_then(|id| {
+            ids::check_event_id(&id)
+                .map(|()| id)
+                .map_err(|e| e.in_field("id"))
+        })
         .map_err(|e| r("id", e))?;
     let event_type = required_str(m.remove("type"), "type", 64).map_err(|e| r("type", e))?;
     if !crate::catalog::is_valid_event_type(&event_type) {
@@ -56,8 +49,12 @@ pub(super) fn event(
             format!("`type` must match [a-z0-9_.:-]{{1,64}}, got {event_type:?}"),
         ));
     }
-    let user = required_str(user, user_field, ID_BYTES_MAX)
-        .and_then(|u| no_controls(&u, user_field).map(|()| u))
+    let user = required_string(user, user_field)
+        .and_then(|u| {
+            ids::check_customer(&u)
+                .map(|()| u)
+                .map_err(|e| e.in_field(user_field))
+        })
         .map_err(|e| r(user_field, e))?;
     let time = match m.remove("time") {
         None | Some(Json::Null) => None,
@@ -154,15 +151,26 @@ fn user_by_shape(
     })
 }
 
-fn required_str(v: Option<Json>, name: &str, max: usize) -> Result<String, String> {
+/// A field that must be a string.
+fn required_string(v: Option<Json>, name: &str) -> Result<String, String> {
     match v {
-        Some(Json::String(s)) if !s.is_empty() && s.len() <= max => Ok(s),
-        Some(Json::String(s)) if s.is_empty() => Err(format!("`{name}` must not be empty")),
-        Some(Json::String(s)) => Err(format!(
-            "`{name}` is {} bytes, over the limit of {max}",
-            s.len()
-        )),
+        Some(Json::String(s)) => Ok(s),
         None | Some(Json::Null) => Err(format!("`{name}` is required")),
         Some(other) => Err(format!("`{name}` must be a string, found {}", kind(&other))),
     }
+}
+
+/// A field that must be a string of 1 to `max` bytes.
+fn required_str(v: Option<Json>, name: &str, max: usize) -> Result<String, String> {
+    let s = required_string(v, name)?;
+    if s.is_empty() {
+        return Err(format!("`{name}` must not be empty"));
+    }
+    if s.len() > max {
+        return Err(format!(
+            "`{name}` is {} bytes, over the limit of {max}",
+            s.len()
+        ));
+    }
+    Ok(s)
 }

@@ -65,7 +65,7 @@ impl Alerts {
                 window,
                 pool,
             } => {
-                let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+                let samples = self.samples.lock();
                 service
                     .pools()
                     .into_iter()
@@ -87,7 +87,7 @@ impl Alerts {
                     .metrics
                     .apply_panics
                     .load(std::sync::atomic::Ordering::Relaxed);
-                let mut seen = self.panics_seen.lock().unwrap_or_else(|e| e.into_inner());
+                let mut seen = self.panics_seen.lock();
                 if n > seen.0 {
                     *seen = (n, Some(now));
                 }
@@ -115,7 +115,7 @@ impl Alerts {
             })
             .max();
         if let Some(longest) = longest {
-            let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+            let mut samples = self.samples.lock();
             for (id, _, left) in service.pools() {
                 let s = samples.entry(id.to_string()).or_default();
                 s.push_back((now, left));
@@ -129,7 +129,7 @@ impl Alerts {
         }
         let wall = crate::service::now();
         let mut changes = Vec::new();
-        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut states = self.states.lock();
         let mut seen = std::collections::BTreeSet::new();
         for rule in &self.config.rules {
             for r in self.readings(service, rule, now) {

@@ -12,10 +12,11 @@
 //! the alerts file. `evaluate.rs`: readings, state changes, the forecast, the webhook.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hunt_core::time::Timestamp;
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::json;
 
@@ -81,13 +82,7 @@ impl Alerts {
 
     /// Every alert known so far, firing first.
     pub fn states(&self) -> Vec<AlertState> {
-        let mut v: Vec<AlertState> = self
-            .states
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<AlertState> = self.states.lock().values().cloned().collect();
         v.sort_by_key(|a| (a.state != Phase::Firing, a.alert.clone(), a.subject.clone()));
         v
     }

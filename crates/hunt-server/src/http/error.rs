@@ -5,6 +5,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hunt_core::ids::IdError;
 use hunt_core::ingest::RequestError;
 use hunt_core::testing::DiffLine;
 use serde_json::{Value, json};
@@ -24,8 +25,9 @@ pub enum ApiError {
     AlertsStarting,
     #[error("the event log failed ({0}); the server is stopping")]
     Stopping(String),
-    #[error("{0}")]
-    BadUser(String),
+    /// A customer id in a path that no event could have had.
+    #[error(transparent)]
+    BadUser(#[from] IdError),
     #[error("the query string does not fit: {0}")]
     BadQuery(String),
     #[error("`limit` must be 1-{max}, got {got}")]

@@ -77,26 +77,9 @@ impl FromRequestParts<Arc<App>> for Customer {
                 status: e.status(),
                 message: e.body_text(),
             })?;
-        check_customer(&user)?;
+        hunt_core::ids::check_customer(&user)?;
         Ok(Customer(user))
     }
-}
-
-/// A customer id in a path that no event could have had.
-fn check_customer(user: &str) -> Result<(), ApiError> {
-    let max = hunt_core::engine::ID_BYTES_MAX;
-    if user.is_empty() || user.len() > max {
-        return Err(ApiError::BadUser(format!(
-            "a customer id is 1-{max} bytes, got {}",
-            user.len()
-        )));
-    }
-    if user.chars().any(char::is_control) {
-        return Err(ApiError::BadUser(
-            "a customer id has no control characters".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// A query string that fits `T`, or `bad_query`.

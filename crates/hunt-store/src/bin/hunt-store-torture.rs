@@ -4,10 +4,11 @@
 //! Usage: `hunt-store-torture DIR RUN`
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hunt_store::fs::RealFs;
 use hunt_store::{Log, LogConfig};
+use parking_lot::Mutex;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -35,7 +36,7 @@ fn main() {
                     let payload = format!("r{run}-t{t}-{i}-{}", "x".repeat((i % 200) as usize));
                     match log.append(1, payload.as_bytes()) {
                         Ok(lsn) => {
-                            let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut o = out.lock();
                             // Printed only after the record is durable.
                             let _ = writeln!(o, "ACK {lsn} {payload}");
                             let _ = o.flush();

@@ -11,10 +11,12 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
 
 use crate::fs::{Fs, FsFile};
 use crate::record::{self, DecodeError, FLAG_BATCH_CONTINUES, Lsn, PAYLOAD_BYTES_MAX, Record};
@@ -173,10 +175,6 @@ use ticket::*;
 pub use ticket::{Span, Ticket};
 use writer::*;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Told of every group commit by the writer thread: keep it short and never block.
 pub trait CommitObserver: Send + Sync {
     /// One group commit: `records` records in `bytes` bytes, written and synced, with
@@ -263,13 +261,13 @@ impl Log {
     /// while the queue is full. The ticket resolves to where the records are.
     pub fn submit(&self, records: Vec<(u8, Vec<u8>)>) -> Result<Ticket, LogError> {
         let bytes = check(&records)?;
-        let mut q = lock(&self.shared.queue);
+        let mut q = self.shared.queue.lock();
         loop {
             refuse(&q)?;
             if has_room(&q, bytes, &self.shared.config) {
                 return Ok(self.enqueue(&mut q, records, bytes));
             }
-            q = self.shared.space.wait(q).unwrap_or_else(|e| e.into_inner());
+            self.shared.space.wait(&mut q);
         }
     }
 
@@ -278,7 +276,7 @@ impl Log {
         let bytes = check(&records)?;
         let mut records = Some(records);
         std::future::poll_fn(|cx| {
-            let mut q = lock(&self.shared.queue);
+            let mut q = self.shared.queue.lock();
             if let Err(e) = refuse(&q) {
                 return Poll::Ready(Err(e));
             }
@@ -362,7 +360,7 @@ impl Log {
 
     /// Why the log stopped, if it did.
     pub fn stopped(&self) -> Option<String> {
-        lock(&self.shared.queue).stopped.clone()
+        self.shared.queue.lock().stopped.clone()
     }
 
     /// Writes what is queued, then stops the writer.
@@ -372,7 +370,7 @@ impl Log {
 
     fn shutdown(&mut self) {
         {
-            let mut q = lock(&self.shared.queue);
+            let mut q = self.shared.queue.lock();
             q.closing = true;
             self.shared.work.notify_all();
         }

@@ -43,7 +43,7 @@ pub(super) struct Waiters {
 impl Waiters {
     /// Wakes every blocked producer; call after resolving tickets.
     pub(super) fn wake_all(&self) {
-        drop(lock(&self.lock));
+        drop(self.lock.lock());
         self.cv.notify_all();
     }
 }
@@ -72,7 +72,7 @@ impl Ticket {
     /// Records the result and wakes an async waiter; blocked threads are woken by the
     /// caller's [`Waiters::wake_all`].
     pub(super) fn resolve(&self, r: Result<Span, LogError>) {
-        let mut s = lock(&self.0.state);
+        let mut s = self.0.state.lock();
         if s.result.is_none() {
             s.result = Some(r);
         }
@@ -82,7 +82,7 @@ impl Ticket {
     }
 
     pub(super) fn result(&self) -> Option<Result<Span, LogError>> {
-        lock(&self.0.state).result.clone()
+        self.0.state.lock().result.clone()
     }
 
     /// Blocks until the records are durable (or the log failed).
@@ -90,12 +90,12 @@ impl Ticket {
         // Checked under the waiters' lock: a result set before the broadcast is seen,
         // and a broadcast after the check wakes this wait.
         let n = &self.0.waiters;
-        let mut g = lock(&n.lock);
+        let mut g = n.lock.lock();
         loop {
             if let Some(r) = self.result() {
                 return r;
             }
-            g = n.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            n.cv.wait(&mut g);
         }
     }
 }
@@ -103,7 +103,7 @@ impl Ticket {
 impl Future for Ticket {
     type Output = Result<Span, LogError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut s = lock(&self.0.state);
+        let mut s = self.0.state.lock();
         match &s.result {
             Some(r) => Poll::Ready(r.clone()),
             None => {

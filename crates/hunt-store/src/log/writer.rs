@@ -24,7 +24,7 @@ impl Writer {
             }))
             .unwrap_or_else(|_| Err(LogError::Stopped("the log writer panicked".into())));
             let freed: usize = batch.iter().map(|p| p.bytes).sum();
-            let mut q = lock(&self.shared.queue);
+            let mut q = self.shared.queue.lock();
             q.bytes -= freed;
             // The first failure's own words, said once (not wrapped again on every later
             // refusal).
@@ -66,13 +66,13 @@ impl Writer {
     /// Everything pending up to the batch limit (at least one request), or `None` when
     /// closing with nothing left.
     pub(super) fn take(&self) -> Option<Vec<Pending>> {
-        let mut q = lock(&self.shared.queue);
+        let mut q = self.shared.queue.lock();
         while q.items.is_empty() {
             if q.closing {
                 return None;
             }
             q.writer_idle = true;
-            q = self.shared.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            self.shared.work.wait(&mut q);
             q.writer_idle = false;
         }
         let mut batch = Vec::new();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hunt_core::engine::Event;
+use hunt_core::stats::percentile;
 use hunt_core::traffic::{TrafficSpec, generate};
 use hyper::body::Bytes;
 use serde::Serialize;
@@ -113,13 +114,6 @@ struct Report {
     /// Request latency: send (or, open loop, intended send) to the whole answer.
     ack_latency: Latency,
     errors: Errors,
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3
 }
 
 fn address(server: &str) -> anyhow::Result<(SocketAddr, String)> {
@@ -248,7 +242,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     let tally = Arc::new(Tally::default());
     let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(std::sync::Mutex::new(Errors::default()));
+    let errors = Arc::new(parking_lot::Mutex::new(Errors::default()));
     let (latencies, seconds) = rt.block_on(async {
         // Fail early and clearly when nothing listens there.
         connect(addr).await.map_err(anyhow::Error::msg)?;
@@ -296,7 +290,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         match connect(addr).await {
                             Ok(c) => conn = Some(c),
                             Err(_) => {
-                                errors.lock().unwrap_or_else(|e| e.into_inner()).transport += 1;
+                                errors.lock().transport += 1;
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                                 continue;
                             }
@@ -343,25 +337,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                                 .rejected
                                 .fetch_add(count("rejected"), Ordering::Relaxed);
                             if status == 400 && v.get("accepted").is_none() {
-                                *errors
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .status
-                                    .entry(status)
-                                    .or_default() += 1;
+                                *errors.lock().status.entry(status).or_default() += 1;
                             }
                         }
                         Ok((status, _)) => {
                             lat.push(intended.elapsed());
-                            *errors
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .status
-                                .entry(status)
-                                .or_default() += 1;
+                            *errors.lock().status.entry(status).or_default() += 1;
                         }
                         Err(_) => {
-                            errors.lock().unwrap_or_else(|e| e.into_inner()).transport += 1;
+                            errors.lock().transport += 1;
                             conn = None;
                         }
                     }
@@ -397,7 +381,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let t = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let answered = t(&tally.accepted) + t(&tally.duplicates) + t(&tally.rejected);
-    let errors = std::mem::take(&mut *errors.lock().unwrap_or_else(|e| e.into_inner()));
+    let errors = std::mem::take(&mut *errors.lock());
+    let ms = |q| percentile(&latencies, q).as_secs_f64() * 1e3;
     let report = Report {
         server: args.server.clone(),
         mode: if args.rate.is_some() {
@@ -417,11 +402,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         events_rejected: t(&tally.rejected),
         events_per_s: answered as f64 / seconds,
         ack_latency: Latency {
-            p50_ms: percentile(&latencies, 0.5),
-            p90_ms: percentile(&latencies, 0.9),
-            p99_ms: percentile(&latencies, 0.99),
-            p999_ms: percentile(&latencies, 0.999),
-            max_ms: percentile(&latencies, 1.0),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: ms(1.0),
         },
         errors,
     };

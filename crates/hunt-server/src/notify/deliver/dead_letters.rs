@@ -5,7 +5,7 @@ use super::*;
 impl Notifier {
     /// Dead letters matching `filter`, oldest first, at most `limit`; and how many match.
     pub fn dead_letters(&self, filter: &Filter, limit: usize) -> (Vec<Entry>, usize) {
-        let o = lock(&self.outbox);
+        let o = self.outbox.lock();
         let all: Vec<&Entry> = o
             .dead_letters()
             .into_iter()
@@ -18,7 +18,7 @@ impl Notifier {
     /// A delivery, pending or dead-lettered, with its body (read back from the log for
     /// a dead letter).
     pub async fn get(&self, key: &str) -> Option<Entry> {
-        let mut e = lock(&self.outbox).get(key).cloned()?;
+        let mut e = self.outbox.lock().get(key).cloned()?;
         if e.body.is_none() {
             let log = self.log.clone();
             let wanted = vec![(e.lsn, e.outcome, e.key.clone())];
@@ -37,7 +37,7 @@ impl Notifier {
     pub async fn operate(&self, filter: &Filter, retry: bool) -> Result<Vec<String>, String> {
         let _one = self.ops.lock().await;
         let keys: Vec<String> = {
-            let o = lock(&self.outbox);
+            let o = self.outbox.lock();
             o.dead_letters()
                 .into_iter()
                 .filter(|e| filter.matches(e))
@@ -47,7 +47,7 @@ impl Notifier {
         if retry {
             // Bodies back first, so a retried delivery is ready to send.
             let wanted: Vec<(u64, u32, String)> = {
-                let o = lock(&self.outbox);
+                let o = self.outbox.lock();
                 keys.iter()
                     .filter_map(|k| o.get(k))
                     .filter(|e| e.body.is_none())
@@ -58,7 +58,7 @@ impl Notifier {
             let bodies = tokio::task::spawn_blocking(move || load_bodies(&*log, wanted))
                 .await
                 .map_err(|e| e.to_string())??;
-            let mut o = lock(&self.outbox);
+            let mut o = self.outbox.lock();
             for (k, b) in bodies {
                 o.set_body(&k, b);
             }

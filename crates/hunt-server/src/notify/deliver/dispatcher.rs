@@ -30,7 +30,7 @@ impl Notifier {
         // bodies built outside the lock, inserted in short spans: the senders and the
         // recorder, on the same runtime threads, never wait long for the outbox.
         let mut sizes: HashMap<Arc<str>, usize> = {
-            let o = lock(&self.outbox);
+            let o = self.outbox.lock();
             version
                 .catalog()
                 .sinks
@@ -68,7 +68,7 @@ impl Notifier {
         }
         let mut planned = planned.into_iter().peekable();
         while planned.peek().is_some() {
-            let mut o = lock(&self.outbox);
+            let mut o = self.outbox.lock();
             for (d, received, held) in planned.by_ref().take(512) {
                 if held {
                     o.queue_held(d, received);
@@ -85,7 +85,7 @@ impl Notifier {
                 at,
             ));
         }
-        let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
+        let sinks = self.sinks.read();
         for id in touched {
             if let Some(rt) = sinks.get(&id) {
                 rt.wake.notify_one();

@@ -19,14 +19,15 @@
 //! operators' side of the dead-letter queue.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use hunt_core::catalog::Sink;
 use hunt_core::time::Timestamp;
 use hunt_store::partition_log::{NODE, Partitions};
 use hunt_store::{PartitionLog, Span, Ticket};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -104,10 +105,6 @@ pub struct Notifier {
     me: std::sync::Weak<Notifier>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Why an attempt failed.
 struct Failure {
     error: String,
@@ -156,8 +153,8 @@ impl Notifier {
             me: me.clone(),
         });
         let d = tokio::spawn(n.clone().dispatcher(rx));
-        *lock(&n.recorder_task) = Some(tokio::spawn(n.clone().recorder(recorder_rx)));
-        lock(&n.tasks).push(d);
+        *n.recorder_task.lock() = Some(tokio::spawn(n.clone().recorder(recorder_rx)));
+        n.tasks.lock().push(d);
         n.configure(version);
         Ok(n)
     }
@@ -181,8 +178,8 @@ impl Notifier {
         // Sinks the outbox still holds deliveries for, though no longer in the file.
         // (The outbox is locked before `sinks`, never while `sinks` is held for
         // writing: the recorder takes them in the other order.)
-        wanted.extend(lock(&self.outbox).sinks().cloned());
-        let mut sinks = self.sinks.write().unwrap_or_else(|e| e.into_inner());
+        wanted.extend(self.outbox.lock().sinks().cloned());
+        let mut sinks = self.sinks.write();
         for id in wanted {
             let declared = catalog.sinks.iter().find(|s| s.id == id);
             let rt = match sinks.get(&id) {
@@ -191,7 +188,7 @@ impl Notifier {
                     let Some(s) = declared else {
                         // Only in the outbox: a sender that dead-letters them.
                         let rt = self.new_sink(&id, placeholder(&id, v));
-                        *lock(&rt.removed) = Some(v);
+                        *rt.removed.lock() = Some(v);
                         sinks.insert(id.clone(), rt.clone());
                         self.spawn_sender(rt);
                         continue;
@@ -213,16 +210,16 @@ impl Notifier {
                              (set the variable and restart, then retry the dead letters)"
                         );
                     }
-                    *rt.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
-                    *lock(&rt.removed) = None;
+                    *rt.config.write() = Arc::new(cfg);
+                    *rt.removed.lock() = None;
                 }
-                None => *lock(&rt.removed) = Some(v),
+                None => *rt.removed.lock() = Some(v),
             }
             rt.wake.notify_one();
         }
         for (id, rt) in sinks.iter() {
             if !catalog.sinks.iter().any(|s| &s.id == id) {
-                *lock(&rt.removed) = Some(v);
+                *rt.removed.lock() = Some(v);
                 rt.wake.notify_one();
             }
         }
@@ -242,25 +239,19 @@ impl Notifier {
 
     fn spawn_sender(&self, rt: Arc<LiveSink>) {
         let h = tokio::spawn(self.me().sender_loop(rt));
-        lock(&self.tasks).push(h);
+        self.tasks.lock().push(h);
     }
 
     /// The sinks, by id.
     pub fn sinks(&self) -> Vec<Arc<LiveSink>> {
-        let mut v: Vec<_> = self
-            .sinks
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = self.sinks.read().values().cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
     /// (pending, dead letters) of one sink.
     pub fn counts(&self, sink: &str) -> (usize, usize) {
-        let o = lock(&self.outbox);
+        let o = self.outbox.lock();
         (o.pending_count(sink), o.dead_count(sink))
     }
 
@@ -288,14 +279,14 @@ impl Notifier {
     pub async fn copy_for_snapshot<T>(&self, at_lsn: impl FnOnce() -> T) -> (Vec<Entry>, T) {
         let _quiet = self.gate.write().await;
         let t = at_lsn();
-        (lock(&self.outbox).entries().cloned().collect(), t)
+        (self.outbox.lock().entries().cloned().collect(), t)
     }
 
     /// Stops every sender (attempts in flight are made again after the restart), then
     /// records what was handed over.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
-        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        let tasks = std::mem::take(&mut *self.tasks.lock());
         for t in &tasks {
             t.abort();
         }
@@ -306,7 +297,7 @@ impl Notifier {
         if self.recorder.send(Recorded::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
-        let recorder = lock(&self.recorder_task).take();
+        let recorder = self.recorder_task.lock().take();
         if let Some(t) = recorder {
             t.abort();
             let _ = t.await;

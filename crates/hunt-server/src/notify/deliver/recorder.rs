@@ -69,7 +69,7 @@ impl Notifier {
         let mut woken: Vec<Arc<str>> = Vec::new();
         // Applied in short spans of the outbox's lock.
         for (records, changes) in records.chunks(512).zip(changes.chunks(512)) {
-            let mut o = lock(&self.outbox);
+            let mut o = self.outbox.lock();
             for (r, (key, _, again, _)) in records.iter().zip(changes) {
                 let sink = o.get(key).map(|e| e.sink.clone());
                 if let Err(e) = o.apply(r) {
@@ -83,7 +83,7 @@ impl Notifier {
                     if !woken.contains(&s) {
                         woken.push(s.clone());
                     }
-                    if let Some(rt) = self.sinks.read().unwrap_or_else(|e| e.into_inner()).get(&s) {
+                    if let Some(rt) = self.sinks.read().get(&s) {
                         let m = &rt.metrics;
                         match r.change {
                             Change::Delivered => m.delivered.fetch_add(1, Ordering::Relaxed),
@@ -102,7 +102,7 @@ impl Notifier {
         // dead for long must not take the process's memory with it.
         let mut evict = Vec::new();
         {
-            let o = lock(&self.outbox);
+            let o = self.outbox.lock();
             for s in &woken {
                 let dead = o.dead_count(s);
                 if dead > self.dlq_max {
@@ -127,7 +127,7 @@ impl Notifier {
                 .recorder
                 .send(Recorded::Change(key, Change::Evicted { reason }, None, at));
         }
-        let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
+        let sinks = self.sinks.read();
         for s in woken {
             if let Some(rt) = sinks.get(&s) {
                 rt.wake.notify_one();

@@ -16,9 +16,9 @@ impl Notifier {
                 continue;
             }
             let now = Instant::now();
-            let job = lock(&self.outbox).take(&rt.id, now);
+            let job = self.outbox.lock().take(&rt.id, now);
             let Some(job) = job else {
-                let due = lock(&self.outbox).next_due(&rt.id);
+                let due = self.outbox.lock().next_due(&rt.id);
                 let sleep =
                     tokio::time::sleep_until(due.unwrap_or(now + Duration::from_secs(3600)).into());
                 tokio::select! {
@@ -28,7 +28,7 @@ impl Notifier {
                 }
                 continue;
             };
-            if let Some(v) = *lock(&rt.removed) {
+            if let Some(v) = *rt.removed.lock() {
                 let error = format!(
                     "not sent: sink `{}` is not in the hunts file in force (version {v})",
                     rt.id
@@ -42,11 +42,11 @@ impl Notifier {
                 ));
                 continue;
             }
-            let permit = lock(&rt.breaker).permit(now);
+            let permit = rt.breaker.lock().permit(now);
             match permit {
                 Permit::WaitUntil(t) => {
                     // Waiting spends no attempt: the delivery goes back as it was.
-                    lock(&self.outbox).put_back(&job.key, None);
+                    self.outbox.lock().put_back(&job.key, None);
                     let sleep = tokio::time::sleep_until(t.into());
                     tokio::select! {
                         _ = sleep => {}
@@ -75,7 +75,7 @@ impl Notifier {
             match got {
                 Ok(Ok(mut b)) if !b.is_empty() => {
                     let body = b.remove(0).1;
-                    lock(&self.outbox).set_body(&job.key, body.clone());
+                    self.outbox.lock().set_body(&job.key, body.clone());
                     job.body = Some(body);
                 }
                 _ => {

@@ -87,31 +87,30 @@ pub struct LiveSink {
 
 impl LiveSink {
     pub fn config(&self) -> Arc<SinkConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.config.read().clone()
     }
 
     pub fn breaker_state(&self) -> State {
-        lock(&self.breaker).state()
+        self.breaker.lock().state()
     }
 
     /// How long the breaker has been open (or probing) without closing.
     pub fn open_for(&self, now: Instant) -> Option<Duration> {
-        lock(&self.unhealthy_since).map(|t| now.saturating_duration_since(t))
+        self.unhealthy_since
+            .lock()
+            .map(|t| now.saturating_duration_since(t))
     }
 
     pub(super) fn success(&self) {
-        lock(&self.breaker).success();
-        *lock(&self.unhealthy_since) = None;
+        self.breaker.lock().success();
+        *self.unhealthy_since.lock() = None;
     }
 
     pub(super) fn failure(&self, now: Instant) {
-        let mut b = lock(&self.breaker);
+        let mut b = self.breaker.lock();
         b.failure(now);
         if b.state() != State::Closed {
-            let mut since = lock(&self.unhealthy_since);
+            let mut since = self.unhealthy_since.lock();
             if since.is_none() {
                 *since = Some(now);
                 tracing::warn!(sink = %self.id, "circuit breaker opened: deliveries wait");

@@ -7,7 +7,7 @@
 //! this process on its own runtime (2 threads), the clients on another (2 threads). 20
 //! hunts of 5 steps; generated shopper traffic over 1 M customers; durability fsync.
 //!
-//! `cargo bench -p hunt-server --bench ingest` (HUNT_BENCH_ROUNDS, default 3;
+//! `cargo bench -p hunt-bench --bench ingest` (HUNT_BENCH_ROUNDS, default 3;
 //! HUNT_BENCH_SECS, default 5; HUNT_BENCH_BATCH_CLIENTS, default 4;
 //! HUNT_BENCH_PARTITIONS, default 8; HUNT_BENCH_SNAPSHOT_EVERY, default none: a
 //! snapshot every so many events, to see what one costs under load). HUNT_BENCH_NO_FSYNC=1 runs the server without
@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hunt_core::ingest::Limits;
+use hunt_core::stats::percentile;
 use hunt_core::traffic::{TrafficSpec, bench_hunts_file, generate};
 use hunt_server::auth::Keys;
 use hunt_server::http::HttpConfig;
@@ -115,14 +116,6 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The `q` quantile of sorted latencies, in ms.
-fn percentile(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1e3
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -376,12 +369,13 @@ fn scenario(
     let stop_secs = t.elapsed().as_secs_f64();
     let mut lat = lat;
     lat.sort();
+    let ms = |q| percentile(&lat, q).as_secs_f64() * 1e3;
     Run {
         per_s: (lat.len() * events_per_request) as f64 / elapsed,
-        p50_ms: percentile(&lat, 0.5),
-        p99_ms: percentile(&lat, 0.99),
-        p999_ms: percentile(&lat, 0.999),
-        max_ms: percentile(&lat, 1.0),
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: ms(1.0),
         records_per_commit: records_per_commit(&metrics),
         stop_secs,
         metrics,
@@ -481,7 +475,10 @@ where
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort();
-    (events as f64 / elapsed, percentile(&lat, 0.99))
+    (
+        events as f64 / elapsed,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+    )
 }
 
 fn client_runtime() -> tokio::runtime::Runtime {
@@ -605,7 +602,10 @@ fn postgres(
 /// group commit), counted as `records` events each.
 fn raw_commits(base: &Path, secs: f64, bytes: usize, records: f64) -> Peer {
     let lat = raw_loop(base, "raw-commits", secs, bytes);
-    (lat.len() as f64 * records / secs, percentile(&lat, 0.99))
+    (
+        lat.len() as f64 * records / secs,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+    )
 }
 
 /// The engine against its peers: see the module's comment.
@@ -1006,7 +1006,10 @@ fn main() {
             continue;
         }
         let r = raw_fsync(&base, secs.min(3.0));
-        let raw = (percentile(&r, 0.5), percentile(&r, 0.99));
+        let raw = (
+            percentile(&r, 0.5).as_secs_f64() * 1e3,
+            percentile(&r, 0.99).as_secs_f64() * 1e3,
+        );
         raw_p99.push(raw.1);
         let l = scenario(
             &base,
