@@ -90,7 +90,7 @@ pub struct Running {
 
 /// Tasks aborted together.
 #[derive(Clone, Default)]
-struct Tasks(Arc<std::sync::Mutex<Vec<AbortHandle>>>);
+struct Tasks(Arc<parking_lot::Mutex<Vec<AbortHandle>>>);
 
 impl Tasks {
     fn spawn<T: Send + 'static>(
@@ -98,15 +98,12 @@ impl Tasks {
         f: impl std::future::Future<Output = T> + Send + 'static,
     ) -> JoinHandle<T> {
         let h = tokio::spawn(f);
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(h.abort_handle());
+        self.0.lock().push(h.abort_handle());
         h
     }
 
     fn abort_all(&self) {
-        for t in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for t in self.0.lock().drain(..) {
             t.abort();
         }
     }

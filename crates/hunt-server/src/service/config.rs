@@ -193,7 +193,7 @@ impl Service {
             Ok((v, _)) => v.clone(),
             Err(_) => old,
         };
-        *self.version.write().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        *self.version.write() = next.clone();
         for r in resumes {
             let _ = r.send(next.clone());
         }

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+
+use parking_lot::RwLock;
 
 use hunt_core::catalog::Catalog;
 use hunt_core::engine::{Event, HuntView};
@@ -127,7 +129,7 @@ pub struct Service {
     /// Set when the log failed: the server stops (fail-stop).
     fatal: tokio::sync::watch::Sender<Option<String>>,
     closed: AtomicBool,
-    workers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    workers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Itself, for work it starts in the background.
     me: std::sync::Weak<Service>,
 }
@@ -205,16 +207,13 @@ impl Service {
             accepted_since_snapshot: AtomicU64::new(0),
             fatal,
             closed: AtomicBool::new(false),
-            workers: std::sync::Mutex::new(workers),
+            workers: parking_lot::Mutex::new(workers),
             notifier,
         }))
     }
 
     pub fn version(&self) -> Arc<Version> {
-        self.version
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.version.read().clone()
     }
 
     /// Resolves when the log has failed, with why.
@@ -405,12 +404,7 @@ impl Service {
     /// snapshot, nothing more recorded; a later [`Service::shutdown`] does nothing.
     pub fn kill(&self) {
         self.closed.store(true, Ordering::Release);
-        for w in self
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for w in self.workers.lock().drain(..) {
             w.abort();
         }
         self.notifier.abort();
@@ -428,7 +422,7 @@ impl Service {
             tracing::warn!(error = %e, "final snapshot failed; the next start replays the log");
         }
         self.notifier.shutdown().await;
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let workers = std::mem::take(&mut *self.workers.lock());
         for w in &workers {
             w.abort();
         }

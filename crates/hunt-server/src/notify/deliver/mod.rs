@@ -307,10 +307,10 @@ impl Notifier {
     /// Stops every task at once, recording nothing more (as a crash would).
     pub fn abort(&self) {
         self.closed.store(true, Ordering::Release);
-        for t in lock(&self.tasks).drain(..) {
+        for t in self.tasks.lock().drain(..) {
             t.abort();
         }
-        if let Some(t) = lock(&self.recorder_task).take() {
+        if let Some(t) = self.recorder_task.lock().take() {
             t.abort();
         }
     }
