@@ -135,7 +135,7 @@ pub struct Worker {
     last_received: Timestamp,
     clock: fn() -> Timestamp,
     /// Where rounds whose outcomes go to sinks are handed over, once submitted.
-    notify: Option<mpsc::UnboundedSender<Dispatch>>,
+    notify: Option<mpsc::Sender<Dispatch>>,
     /// This round's events whose outcomes go to sinks: (record index, origin).
     notify_items: Vec<(usize, Origin)>,
     /// This round's records, submitted together.
@@ -167,7 +167,7 @@ impl Worker {
         backlog: Arc<Backlog>,
         rx: mpsc::Receiver<Msg>,
         clock: fn() -> Timestamp,
-        notify: Option<mpsc::UnboundedSender<Dispatch>>,
+        notify: Option<mpsc::Sender<Dispatch>>,
     ) -> Worker {
         Worker {
             state,
@@ -372,11 +372,12 @@ impl Worker {
                     if !self.notify_items.is_empty()
                         && let Some(tx) = &self.notify
                     {
-                        let _ = tx.send(Dispatch::Round(Round {
+                        let round = Round {
                             ticket: t.clone(),
                             version: self.version.clone(),
                             items: std::mem::take(&mut self.notify_items),
-                        }));
+                        };
+                        let _ = tx.send(Dispatch::Round(round)).await;
                     }
                     self.last_ticket = Some(t)
                 }

@@ -3,7 +3,7 @@
 use super::*;
 
 impl Notifier {
-    pub(super) async fn dispatcher(self: Arc<Notifier>, mut rx: mpsc::UnboundedReceiver<Dispatch>) {
+    pub(super) async fn dispatcher(self: Arc<Notifier>, mut rx: mpsc::Receiver<Dispatch>) {
         while let Some(msg) = rx.recv().await {
             match msg {
                 Dispatch::Barrier(tx) => {
@@ -24,7 +24,7 @@ impl Notifier {
         version: &Version,
         items: Vec<(usize, Origin)>,
     ) {
-        let _g = self.gate.read().await;
+        let gate = self.gate.read().await;
         let at = (self.clock)().0;
         // Decided against the queues' sizes at the start (only this task adds to them),
         // bodies built outside the lock, inserted in short spans: the senders and the
@@ -77,13 +77,19 @@ impl Notifier {
                 }
             }
         }
+        // Let go of the gate before waiting for room at the recorder: the recorder
+        // takes the gate too, and a snapshot waiting for it would stop both.
+        drop(gate);
         for (key, error) in overflow {
-            let _ = self.recorder.send(Recorded::Change(
-                key,
-                Change::DeadLettered { error },
-                None,
-                at,
-            ));
+            let _ = self
+                .recorder
+                .send(Recorded::Change(
+                    key,
+                    Change::DeadLettered { error },
+                    None,
+                    at,
+                ))
+                .await;
         }
         let sinks = self.sinks.read();
         for id in touched {

@@ -56,6 +56,12 @@ mod sink;
 use sink::placeholder;
 pub use sink::{LiveSink, SinkConfig, SinkMetrics};
 
+/// Rounds handed over by the partitions and not yet queued as deliveries: past this a
+/// partition waits for the dispatcher (which waits only for the log, never for a sink).
+pub const DISPATCH_ROUNDS_MAX: usize = 1024;
+/// Delivery changes waiting to be recorded: past this a sender waits for the recorder.
+pub const RECORDER_CHANGES_MAX: usize = 65_536;
+
 /// What a partition hands over after a round: the round's ticket (which says where its
 /// records are), and the events among them whose outcomes go to sinks.
 pub struct Round {
@@ -92,8 +98,8 @@ pub struct Notifier {
     outbox: Mutex<Outbox>,
     sinks: RwLock<HashMap<Arc<str>, Arc<LiveSink>>>,
     client: reqwest::Client,
-    tx: mpsc::UnboundedSender<Dispatch>,
-    recorder: mpsc::UnboundedSender<Recorded>,
+    tx: mpsc::Sender<Dispatch>,
+    recorder: mpsc::Sender<Recorded>,
     clock: fn() -> Timestamp,
     rng: AtomicU64,
     pub queue_max: usize,
@@ -131,8 +137,8 @@ impl Notifier {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("cannot build the webhook client: {e}"))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (recorder, recorder_rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(DISPATCH_ROUNDS_MAX);
+        let (recorder, recorder_rx) = mpsc::channel(RECORDER_CHANGES_MAX);
         let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) | 1;
         let n = Arc::new_cyclic(|me| Notifier {
             log,
@@ -164,7 +170,7 @@ impl Notifier {
     }
 
     /// Where partitions send their rounds.
-    pub fn sender(&self) -> mpsc::UnboundedSender<Dispatch> {
+    pub fn sender(&self) -> mpsc::Sender<Dispatch> {
         self.tx.clone()
     }
 
@@ -268,7 +274,7 @@ impl Notifier {
     /// Waits until every round sent so far is queued.
     pub async fn barrier(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Dispatch::Barrier(tx)).is_ok() {
+        if self.tx.send(Dispatch::Barrier(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -294,7 +300,7 @@ impl Notifier {
             let _ = t.await;
         }
         let (tx, rx) = oneshot::channel();
-        if self.recorder.send(Recorded::Flush(tx)).is_ok() {
+        if self.recorder.send(Recorded::Flush(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
         let recorder = self.recorder_task.lock().take();

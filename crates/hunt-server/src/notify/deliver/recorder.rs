@@ -6,7 +6,7 @@ impl Notifier {
     /// Writes the changes senders hand over, many to one submission, and applies them
     /// once durable. A sender does not wait for this: its slot is free as soon as the
     /// receiver answered, and the delivery stays taken until its change is applied.
-    pub(super) async fn recorder(self: Arc<Notifier>, mut rx: mpsc::UnboundedReceiver<Recorded>) {
+    pub(super) async fn recorder(self: Arc<Notifier>, mut rx: mpsc::Receiver<Recorded>) {
         let mut buf = Vec::new();
         loop {
             if rx.recv_many(&mut buf, 4096).await == 0 {
@@ -123,9 +123,11 @@ impl Notifier {
                 "evicted: the dead-letter queue of its sink held more than {} entries",
                 self.dlq_max
             );
-            let _ = self
-                .recorder
-                .send(Recorded::Change(key, Change::Evicted { reason }, None, at));
+            // Not awaited: this may run on the recorder's own task. A change that does
+            // not fit now is made again the next time the queue is over its bound.
+            let _ =
+                self.recorder
+                    .try_send(Recorded::Change(key, Change::Evicted { reason }, None, at));
         }
         let sinks = self.sinks.read();
         for s in woken {

@@ -28,18 +28,22 @@ impl Notifier {
                 }
                 continue;
             };
-            if let Some(v) = *rt.removed.lock() {
+            let removed = *rt.removed.lock();
+            if let Some(v) = removed {
                 let error = format!(
                     "not sent: sink `{}` is not in the hunts file in force (version {v})",
                     rt.id
                 );
                 let at = (self.clock)().0;
-                let _ = self.recorder.send(Recorded::Change(
-                    job.key,
-                    Change::DeadLettered { error },
-                    None,
-                    at,
-                ));
+                let _ = self
+                    .recorder
+                    .send(Recorded::Change(
+                        job.key,
+                        Change::DeadLettered { error },
+                        None,
+                        at,
+                    ))
+                    .await;
                 continue;
             }
             let permit = rt.breaker.lock().permit(now);
@@ -81,12 +85,15 @@ impl Notifier {
                 _ => {
                     let error =
                         "not sent: its event's record cannot be read back from the log".to_string();
-                    let _ = self.recorder.send(Recorded::Change(
-                        job.key,
-                        Change::DeadLettered { error },
-                        None,
-                        (self.clock)().0,
-                    ));
+                    let _ = self
+                        .recorder
+                        .send(Recorded::Change(
+                            job.key,
+                            Change::DeadLettered { error },
+                            None,
+                            (self.clock)().0,
+                        ))
+                        .await;
                     return;
                 }
             }
@@ -155,7 +162,8 @@ impl Notifier {
         let (key, change, again) = change;
         let _ = self
             .recorder
-            .send(Recorded::Change(key, change, again, (self.clock)().0));
+            .send(Recorded::Change(key, change, again, (self.clock)().0))
+            .await;
         rt.wake.notify_one();
     }
 }
