@@ -168,6 +168,62 @@ fn body(pool: &[Event], run: &str, i: u64, batch: usize, n: u64) -> Bytes {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    check(&args)?;
+    let (addr, host) = address(&args.server)?;
+    let duration = match (args.duration, args.events) {
+        (Some(d), _) => Some(Duration::from_millis(d.0.max(1) as u64)),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(10)),
+    };
+    let job = Arc::new(Job {
+        addr,
+        host,
+        key: args
+            .key
+            .clone()
+            .or_else(|| std::env::var("HUNT_API_KEY").ok()),
+        pool: traffic(&args),
+        run_id: format!(
+            "bench{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+        ),
+        batch: args.batch,
+        events_total: args.events,
+        requests_max: args
+            .events
+            .map(|e| e.div_ceil(args.batch as u64))
+            .unwrap_or(u64::MAX),
+        interval: args
+            .rate
+            .map(|r| Duration::from_secs_f64(args.batch as f64 / r)),
+        tally: Tally::default(),
+        next: AtomicU64::new(0),
+        errors: parking_lot::Mutex::new(Errors::default()),
+    });
+    let bar = progress_bar(&args, duration);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (latencies, seconds) = rt.block_on(drive(job.clone(), args.concurrency, duration, bar))?;
+    let report = report(&args, &job, &latencies, seconds);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    let failed = report.errors.transport > 0 || !report.errors.status.is_empty();
+    let answered = report.events_accepted + report.events_duplicate + report.events_rejected;
+    Ok(if failed && answered == 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=4096).contains(&args.concurrency),
         "--concurrency must be 1-4096"
@@ -187,16 +243,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(e) = args.events {
         anyhow::ensure!(e >= 1, "--events must be at least 1");
     }
-    let (addr, host) = address(&args.server)?;
-    let duration = match (args.duration, args.events) {
-        (Some(d), _) => Some(Duration::from_millis(d.0.max(1) as u64)),
-        (None, Some(_)) => None,
-        (None, None) => Some(Duration::from_secs(10)),
-    };
-    let requests_max = args
-        .events
-        .map(|e| e.div_ceil(args.batch as u64))
-        .unwrap_or(u64::MAX);
+    Ok(())
+}
+
+/// The events requests are made of, generated up front.
+fn traffic(args: &Args) -> Vec<Event> {
     let pool_size = args.events.unwrap_or(POOL_MAX).min(POOL_MAX);
     let mut pool = generate(&TrafficSpec {
         users: args.users,
@@ -209,181 +260,195 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Received now: the generator's times lie in its own window.
         e.time = None;
     }
-    let pool = Arc::new(pool);
-    let run_id = format!(
-        "bench{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-    );
-    let key = args
-        .key
-        .clone()
-        .or_else(|| std::env::var("HUNT_API_KEY").ok());
-    let interval = args
-        .rate
-        .map(|r| Duration::from_secs_f64(args.batch as f64 / r));
-    let bar = if args.quiet || args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = match duration {
-            Some(d) => indicatif::ProgressBar::new(d.as_secs().max(1)),
-            None => indicatif::ProgressBar::new(args.events.unwrap_or(0)),
-        };
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
-                .expect("a valid template"),
-        );
-        b
+    pool
+}
+
+fn progress_bar(args: &Args, duration: Option<Duration>) -> indicatif::ProgressBar {
+    if args.quiet || args.json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = match duration {
+        Some(d) => indicatif::ProgressBar::new(d.as_secs().max(1)),
+        None => indicatif::ProgressBar::new(args.events.unwrap_or(0)),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let tally = Arc::new(Tally::default());
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(parking_lot::Mutex::new(Errors::default()));
-    let (latencies, seconds) = rt.block_on(async {
-        // Fail early and clearly when nothing listens there.
-        connect(addr).await.map_err(anyhow::Error::msg)?;
-        let started = Instant::now();
-        let deadline = duration.map(|d| started + d);
-        let mut tasks = Vec::new();
-        for _ in 0..args.concurrency {
-            let (pool, run_id, host, key) =
-                (pool.clone(), run_id.clone(), host.clone(), key.clone());
-            let (tally, next, errors) = (tally.clone(), next.clone(), errors.clone());
-            let (batch, events_total) = (args.batch, args.events);
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut conn: Option<Conn> = None;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= requests_max {
-                        break;
-                    }
-                    // Open loop: wait for the request's turn; its clock starts then.
-                    let intended = match interval {
-                        Some(iv) => {
-                            let due = started + iv.mul_f64(i as f64);
-                            if deadline.is_some_and(|d| due >= d) {
-                                break;
-                            }
-                            tokio::time::sleep_until(due.into()).await;
-                            due
-                        }
-                        None => {
-                            let now = Instant::now();
-                            if deadline.is_some_and(|d| now >= d) {
-                                break;
-                            }
-                            now
-                        }
-                    };
-                    // The last request of an --events run carries the rest.
-                    let n = match events_total {
-                        Some(total) => (total - i * batch as u64).min(batch as u64),
-                        None => batch as u64,
-                    };
-                    let body = body(&pool, &run_id, i, batch, n);
-                    if conn.is_none() {
-                        match connect(addr).await {
-                            Ok(c) => conn = Some(c),
-                            Err(_) => {
-                                errors.lock().transport += 1;
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                continue;
-                            }
-                        }
-                    }
-                    let c = conn.as_mut().expect("connected above");
-                    let mut req = hyper::Request::builder()
-                        .method("POST")
-                        .uri("/v1/events")
-                        .header("host", &host)
-                        .header("content-type", "application/json");
-                    if let Some(k) = &key {
-                        req = req.header("authorization", format!("Bearer {k}"));
-                    }
-                    let req = req.body(Body::new(body)).expect("a valid request");
-                    let answer = async {
-                        c.ready().await.map_err(|e| e.to_string())?;
-                        let r = c.send_request(req).await.map_err(|e| e.to_string())?;
-                        let status = r.status().as_u16();
-                        let bytes = r
-                            .into_body()
-                            .collect()
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .to_bytes();
-                        Ok::<_, String>((status, bytes))
-                    }
-                    .await;
-                    tally.requests.fetch_add(1, Ordering::Relaxed);
-                    tally.events_sent.fetch_add(n, Ordering::Relaxed);
-                    match answer {
-                        Ok((status @ (200 | 400), bytes)) => {
-                            lat.push(intended.elapsed());
-                            let v: serde_json::Value =
-                                serde_json::from_slice(&bytes).unwrap_or_default();
-                            let count = |k: &str| v[k].as_u64().unwrap_or(0);
-                            tally
-                                .accepted
-                                .fetch_add(count("accepted"), Ordering::Relaxed);
-                            tally
-                                .duplicates
-                                .fetch_add(count("duplicates"), Ordering::Relaxed);
-                            tally
-                                .rejected
-                                .fetch_add(count("rejected"), Ordering::Relaxed);
-                            if status == 400 && v.get("accepted").is_none() {
-                                *errors.lock().status.entry(status).or_default() += 1;
-                            }
-                        }
-                        Ok((status, _)) => {
-                            lat.push(intended.elapsed());
-                            *errors.lock().status.entry(status).or_default() += 1;
-                        }
-                        Err(_) => {
-                            errors.lock().transport += 1;
-                            conn = None;
-                        }
-                    }
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .expect("a valid template"),
+    );
+    b
+}
+
+/// What every client shares: where to send, what, how fast, and the counts.
+struct Job {
+    addr: SocketAddr,
+    host: String,
+    key: Option<String>,
+    pool: Vec<Event>,
+    run_id: String,
+    batch: usize,
+    events_total: Option<u64>,
+    requests_max: u64,
+    /// Open loop: the time between two requests' turns.
+    interval: Option<Duration>,
+    tally: Tally,
+    /// The next request's number, over all clients.
+    next: AtomicU64,
+    errors: parking_lot::Mutex<Errors>,
+}
+
+/// Runs `concurrency` clients until the deadline or the last request; returns every
+/// request's latency, sorted, and the seconds it took.
+async fn drive(
+    job: Arc<Job>,
+    concurrency: usize,
+    duration: Option<Duration>,
+    bar: indicatif::ProgressBar,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
+    // Fail early and clearly when nothing listens there.
+    connect(job.addr).await.map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let deadline = duration.map(|d| started + d);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| tokio::spawn(client(job.clone(), started, deadline)))
+        .collect();
+    // The progress bar, until every client is done.
+    let progress = {
+        let (bar, job) = (bar.clone(), job.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let sent = job.tally.events_sent.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                match duration {
+                    Some(_) => bar.set_position(secs as u64),
+                    None => bar.set_position(sent),
                 }
-                lat
-            }));
+                bar.set_message(format!("{:.0} events/s", sent as f64 / secs.max(1e-3)));
+            }
+        })
+    };
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.abort();
+    bar.finish_and_clear();
+    all.sort();
+    Ok((all, seconds))
+}
+
+/// One client on its own connection: requests until the deadline or the last one;
+/// returns each answered request's latency.
+async fn client(job: Arc<Job>, started: Instant, deadline: Option<Instant>) -> Vec<Duration> {
+    let mut lat = Vec::new();
+    let mut conn: Option<Conn> = None;
+    loop {
+        let i = job.next.fetch_add(1, Ordering::Relaxed);
+        if i >= job.requests_max {
+            break;
         }
-        // The progress bar, until every client is done.
-        let progress = {
-            let (bar, tally) = (bar.clone(), tally.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    let sent = tally.events_sent.load(Ordering::Relaxed);
-                    let secs = started.elapsed().as_secs_f64();
-                    match duration {
-                        Some(_) => bar.set_position(secs as u64),
-                        None => bar.set_position(sent),
-                    }
-                    bar.set_message(format!("{:.0} events/s", sent as f64 / secs.max(1e-3)));
+        // Open loop: wait for the request's turn; its clock starts then.
+        let intended = match job.interval {
+            Some(iv) => {
+                let due = started + iv.mul_f64(i as f64);
+                if deadline.is_some_and(|d| due >= d) {
+                    break;
                 }
-            })
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    break;
+                }
+                now
+            }
         };
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap_or_default());
+        // The last request of an --events run carries the rest.
+        let n = match job.events_total {
+            Some(total) => (total - i * job.batch as u64).min(job.batch as u64),
+            None => job.batch as u64,
+        };
+        let body = body(&job.pool, &job.run_id, i, job.batch, n);
+        if conn.is_none() {
+            match connect(job.addr).await {
+                Ok(c) => conn = Some(c),
+                Err(_) => {
+                    job.errors.lock().transport += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
         }
-        let seconds = started.elapsed().as_secs_f64();
-        progress.abort();
-        bar.finish_and_clear();
-        all.sort();
-        Ok::<_, anyhow::Error>((all, seconds))
-    })?;
+        let c = conn.as_mut().expect("connected above");
+        let answer = post(c, &job, body).await;
+        job.tally.requests.fetch_add(1, Ordering::Relaxed);
+        job.tally.events_sent.fetch_add(n, Ordering::Relaxed);
+        match answer {
+            Ok((status, bytes)) => {
+                lat.push(intended.elapsed());
+                job.count(status, &bytes);
+            }
+            Err(_) => {
+                job.errors.lock().transport += 1;
+                conn = None;
+            }
+        }
+    }
+    lat
+}
+
+/// One request: its status and whole body.
+async fn post(c: &mut Conn, job: &Job, body: Bytes) -> Result<(u16, Bytes), String> {
+    let mut req = hyper::Request::builder()
+        .method("POST")
+        .uri("/v1/events")
+        .header("host", &job.host)
+        .header("content-type", "application/json");
+    if let Some(k) = &job.key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let req = req.body(Body::new(body)).expect("a valid request");
+    c.ready().await.map_err(|e| e.to_string())?;
+    let r = c.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let bytes = r
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, bytes))
+}
+
+impl Job {
+    /// Counts an answer: its events by status, or the request's status as an error.
+    fn count(&self, status: u16, bytes: &[u8]) {
+        if !matches!(status, 200 | 400) {
+            *self.errors.lock().status.entry(status).or_default() += 1;
+            return;
+        }
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+        let count = |k: &str| v[k].as_u64().unwrap_or(0);
+        let t = &self.tally;
+        t.accepted.fetch_add(count("accepted"), Ordering::Relaxed);
+        t.duplicates
+            .fetch_add(count("duplicates"), Ordering::Relaxed);
+        t.rejected.fetch_add(count("rejected"), Ordering::Relaxed);
+        if status == 400 && v.get("accepted").is_none() {
+            *self.errors.lock().status.entry(status).or_default() += 1;
+        }
+    }
+}
+
+fn report(args: &Args, job: &Job, latencies: &[Duration], seconds: f64) -> Report {
     let t = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let tally = &job.tally;
     let answered = t(&tally.accepted) + t(&tally.duplicates) + t(&tally.rejected);
-    let errors = std::mem::take(&mut *errors.lock());
-    let ms = |q| percentile(&latencies, q).as_secs_f64() * 1e3;
-    let report = Report {
+    let ms = |q| percentile(latencies, q).as_secs_f64() * 1e3;
+    Report {
         server: args.server.clone(),
         mode: if args.rate.is_some() {
             "open loop"
@@ -408,19 +473,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             p999_ms: ms(0.999),
             max_ms: ms(1.0),
         },
-        errors,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report);
+        errors: std::mem::take(&mut *job.errors.lock()),
     }
-    let failed = report.errors.transport > 0 || !report.errors.status.is_empty();
-    Ok(if failed && answered == 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 fn print_report(r: &Report) {
