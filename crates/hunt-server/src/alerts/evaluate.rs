@@ -104,29 +104,7 @@ impl Alerts {
 
     /// One evaluation at `now`.
     pub fn evaluate(&self, service: &Service, now: Instant) {
-        // Pool samples for the forecasts, kept for the longest window asked.
-        let longest = self
-            .config
-            .rules
-            .iter()
-            .filter_map(|r| match r.condition {
-                Condition::PoolRunsOut { window, .. } => Some(window),
-                _ => None,
-            })
-            .max();
-        if let Some(longest) = longest {
-            let mut samples = self.samples.lock();
-            for (id, _, left) in service.pools() {
-                let s = samples.entry(id.to_string()).or_default();
-                s.push_back((now, left));
-                while s
-                    .front()
-                    .is_some_and(|(t, _)| now.duration_since(*t) > longest)
-                {
-                    s.pop_front();
-                }
-            }
-        }
+        self.sample_pools(service, now);
         let wall = crate::service::now();
         let mut changes = Vec::new();
         let mut states = self.states.lock();
@@ -145,23 +123,8 @@ impl Alerts {
                         since: None,
                         holds_since: None,
                     });
-                st.value = r.value;
                 let before = st.state;
-                if r.holds {
-                    let since = *st.holds_since.get_or_insert(now);
-                    if st.since.is_none() {
-                        st.since = Some(wall);
-                    }
-                    st.state = if now.duration_since(since) >= rule.hold {
-                        Phase::Firing
-                    } else {
-                        Phase::Pending
-                    };
-                } else {
-                    st.state = Phase::Ok;
-                    st.holds_since = None;
-                    st.since = None;
-                }
+                st.read(&r, rule.hold, now, wall);
                 if (before == Phase::Firing) != (st.state == Phase::Firing) {
                     changes.push(st.clone());
                 }
@@ -179,30 +142,89 @@ impl Alerts {
         });
         drop(states);
         for c in changes {
-            let firing = c.state == Phase::Firing;
-            if firing {
-                tracing::warn!(
-                    alert = %c.alert,
-                    subject = %c.subject,
-                    value = c.value,
-                    "alert firing: {}",
-                    c.description
-                );
+            self.tell(c, wall);
+        }
+    }
+
+    /// Pool samples for the forecasts, kept for the longest window asked.
+    fn sample_pools(&self, service: &Service, now: Instant) {
+        let longest = self
+            .config
+            .rules
+            .iter()
+            .filter_map(|r| match r.condition {
+                Condition::PoolRunsOut { window, .. } => Some(window),
+                _ => None,
+            })
+            .max();
+        let Some(longest) = longest else { return };
+        let mut samples = self.samples.lock();
+        for (id, _, left) in service.pools() {
+            let s = samples.entry(id.to_string()).or_default();
+            s.push_back((now, left));
+            while s
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > longest)
+            {
+                s.pop_front();
+            }
+        }
+    }
+
+    /// An alert that started or stopped firing: logged, and sent to the webhook.
+    fn tell(&self, c: AlertState, wall: hunt_core::time::Timestamp) {
+        let firing = c.state == Phase::Firing;
+        if firing {
+            tracing::warn!(
+                alert = %c.alert,
+                subject = %c.subject,
+                value = c.value,
+                "alert firing: {}",
+                c.description
+            );
+        } else {
+            tracing::info!(alert = %c.alert, subject = %c.subject, value = c.value, "alert resolved");
+        }
+        if let Some(w) = &self.config.webhook {
+            let body = json!({
+                "alert": c.alert,
+                "subject": c.subject,
+                "status": if firing { "firing" } else { "resolved" },
+                "description": c.description,
+                "value": c.value,
+                "since": c.since,
+                "at": wall,
+            });
+            tokio::spawn(post_alert(self.client.clone(), w.clone(), body));
+        }
+    }
+}
+
+impl AlertState {
+    /// Takes a reading: pending while the condition holds, firing once it has held for
+    /// `hold`, ok as soon as it does not.
+    fn read(
+        &mut self,
+        r: &Reading,
+        hold: Duration,
+        now: Instant,
+        wall: hunt_core::time::Timestamp,
+    ) {
+        self.value = r.value;
+        if r.holds {
+            let since = *self.holds_since.get_or_insert(now);
+            if self.since.is_none() {
+                self.since = Some(wall);
+            }
+            self.state = if now.duration_since(since) >= hold {
+                Phase::Firing
             } else {
-                tracing::info!(alert = %c.alert, subject = %c.subject, value = c.value, "alert resolved");
-            }
-            if let Some(w) = &self.config.webhook {
-                let body = json!({
-                    "alert": c.alert,
-                    "subject": c.subject,
-                    "status": if firing { "firing" } else { "resolved" },
-                    "description": c.description,
-                    "value": c.value,
-                    "since": c.since,
-                    "at": wall,
-                });
-                tokio::spawn(post_alert(self.client.clone(), w.clone(), body));
-            }
+                Phase::Pending
+            };
+        } else {
+            self.state = Phase::Ok;
+            self.holds_since = None;
+            self.since = None;
         }
     }
 }
