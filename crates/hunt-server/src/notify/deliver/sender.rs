@@ -70,33 +70,8 @@ impl Notifier {
         cfg: Arc<SinkConfig>,
         mut job: Job,
     ) {
-        if job.body.is_none() {
-            // Not expected (bodies are read back before a retry and on start), but
-            // never send an empty body: read it back now.
-            let log = self.log.clone();
-            let wanted = vec![(job.lsn, job.outcome, job.key.clone())];
-            let got = tokio::task::spawn_blocking(move || load_bodies(&*log, wanted)).await;
-            match got {
-                Ok(Ok(mut b)) if !b.is_empty() => {
-                    let body = b.remove(0).1;
-                    self.outbox.lock().set_body(&job.key, body.clone());
-                    job.body = Some(body);
-                }
-                _ => {
-                    let error =
-                        "not sent: its event's record cannot be read back from the log".to_string();
-                    let _ = self
-                        .recorder
-                        .send(Recorded::Change(
-                            job.key,
-                            Change::DeadLettered { error },
-                            None,
-                            (self.clock)().0,
-                        ))
-                        .await;
-                    return;
-                }
-            }
+        if job.body.is_none() && !self.read_back_body(&mut job).await {
+            return;
         }
         rt.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -165,6 +140,33 @@ impl Notifier {
             .send(Recorded::Change(key, change, again, (self.clock)().0))
             .await;
         rt.wake.notify_one();
+    }
+
+    /// Not expected (bodies are read back before a retry and on start), but never send
+    /// an empty body: reads it back now; without it the delivery is dead-lettered.
+    async fn read_back_body(&self, job: &mut Job) -> bool {
+        let log = self.log.clone();
+        let wanted = vec![(job.lsn, job.outcome, job.key.clone())];
+        let got = tokio::task::spawn_blocking(move || load_bodies(&*log, wanted)).await;
+        match got {
+            Ok(Ok(mut b)) if !b.is_empty() => {
+                let body = b.remove(0).1;
+                self.outbox.lock().set_body(&job.key, body.clone());
+                job.body = Some(body);
+                true
+            }
+            _ => {
+                let error =
+                    "not sent: its event's record cannot be read back from the log".to_string();
+                let change = Change::DeadLettered { error };
+                let at = (self.clock)().0;
+                let _ = self
+                    .recorder
+                    .send(Recorded::Change(job.key.clone(), change, None, at))
+                    .await;
+                false
+            }
+        }
     }
 }
 
