@@ -7,6 +7,21 @@
 //! partitions on the ingest path, grant a code twice or more codes than a pool holds,
 //! or go on after the log failed (it stops; the next start recovers from the log).
 //! The rules of the engine itself live in `hunt-core`; the log in `hunt-store`.
+//!
+//! What it owns, module by module:
+//! - [`server`]: starting and stopping (`start` gives a `Running` that owns every task);
+//! - [`http`]: the API — one file per group of endpoints, every error answer in
+//!   `error.rs`, the key's role and readiness checked in `extract.rs`; [`auth`]: keys;
+//! - [`service`]: the running engine — ingest and queries (`mod.rs`), starting and the
+//!   local log (`open.rs`), new hunts-file versions (`config.rs`), snapshots;
+//! - [`backlog`]: what is admitted and not yet answered, the one count that bounds it;
+//! - [`partition`]: a partition's worker, one method per message;
+//! - [`state`]: one partition's projections and the admission of one event;
+//! - [`records`]: what is written to the log; [`recover`]: rebuilding from it;
+//!   [`snapshot`]: the snapshot payload;
+//! - [`notify`]: notifications — the outbox, deliveries to sinks, the dead letters;
+//! - [`alerts`]: rules over the server's figures; [`metrics`]: the ingest path's
+//!   counters, written out with the figures read at scrape time (`observe.rs`).
 
 pub mod alerts;
 pub mod auth;

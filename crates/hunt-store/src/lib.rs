@@ -9,6 +9,15 @@
 //!
 //! All file access goes through [`fs::Fs`], so crash tests can run the same code on a
 //! simulated disk that loses what was not synced.
+//!
+//! What it owns, module by module:
+//! - [`partition_log`]: the seam partitions use ([`PartitionLog`]), with its contract;
+//! - [`log`]: the local log — `queue.rs` (producers to the writer, bounded),
+//!   `writer.rs` (group commit), `ticket.rs` (when and where a submission is durable),
+//!   `recovery.rs` (opening: a torn tail cut, damage reported), `reader.rs`;
+//! - [`record`]: one record's framing and checksum;
+//! - [`snapshot`]: snapshots saved atomically and loaded only when valid;
+//! - [`fs`]: the file operations, real or simulated for crash tests.
 
 pub mod fs;
 pub mod log;

@@ -9,7 +9,7 @@
 //!
 //! **Positions.** Every record has a position ([`Lsn`]). Positions are one order over
 //! the whole log: a partition's records have increasing positions, and the records of
-//! one submission have consecutive ones ([`Span`]). They need not be consecutive across
+//! one submission have consecutive ones ([`Span`](crate::Span)). They need not be consecutive across
 //! submissions (other partitions' records may lie between).
 //!
 //! **Submit.** [`PartitionLog::submit`] takes one round of one partition: its records in

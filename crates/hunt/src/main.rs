@@ -2,6 +2,10 @@
 //! generate traffic, serve the engine over HTTP and replay its log. Owns argument
 //! parsing and presentation only; every decision is made by `hunt-core` and
 //! `hunt-server`.
+//!
+//! What it owns: `cmd/`, one module per subcommand (check, test, simulate, diff,
+//! schema, gen-traffic, serve, replay, dlq, bench), and `render.rs`, how diagnostics
+//! and tables are shown.
 
 use std::process::ExitCode;
 

@@ -69,7 +69,7 @@ impl UserState {
     /// force. Progress in hunts the catalog lacks is kept, and used again if they return.
     ///
     /// Binding lays each record out again by step id when the hunt's steps or order
-    /// changed ([`HuntProgress::rebind`]). It happens at the customer's first event under
+    /// changed ([`HuntProgress::rebind`](progress::HuntProgress::rebind)). It happens at the customer's first event under
     /// a version, so live serving, replay and a restore from a snapshot all lay out the
     /// same progress at the same event.
     pub fn bind(&mut self, catalog: &Catalog) {

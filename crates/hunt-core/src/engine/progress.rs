@@ -20,7 +20,7 @@ pub struct Layout {
 ///
 /// Progress belongs to steps by id: `counts` and `found` are by position in the record's
 /// layout, the hunt's step ids in the version the record was last laid out by. When a
-/// new version changes the steps, [`UserState::bind`] lays the record out again by id
+/// new version changes the steps, [`UserState::bind`](super::UserState::bind) lays the record out again by id
 /// (see `docs/engine.md`, "When the hunts file changes").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(into = "ProgressWire", try_from = "ProgressWire")]
