@@ -3,7 +3,7 @@
 //!
 //! [`Plan::new`] compares two catalogs. [`Plan::count`] then takes customers one at a
 //! time and adds up whom each change touches, by laying their progress out under both
-//! versions exactly as the engine will ([`HuntProgress::rebind`]). [`Plan::check_grants`]
+//! versions exactly as the engine will ([`HuntProgress::rebind`](crate::engine::HuntProgress::rebind)). [`Plan::check_grants`]
 //! refuses what cannot be made safely: a pool shrunk below the codes already granted, or
 //! a granted code no longer in its pool. The rules themselves are in `docs/engine.md`,
 //! "When the hunts file changes".
