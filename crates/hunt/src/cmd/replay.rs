@@ -81,10 +81,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             stats.entry(h.clone()).or_default().add(c);
         }
     }
+    let summary = Summary::of(&recovered, &stats, customers, elapsed);
     if args.json {
-        print_json(&recovered, &stats, customers, elapsed)?;
+        print_json(&summary)?;
     } else {
-        print_text(&recovered, &stats, customers, elapsed)?;
+        print_text(&summary)?;
     }
     for w in &r.warnings {
         eprintln!("warning: {w}");
@@ -102,47 +103,68 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 type Stats = std::collections::BTreeMap<Arc<str>, HuntCounters>;
 
-fn print_json(
-    recovered: &Recovered,
-    stats: &Stats,
+/// What a replay found, for both of its forms.
+struct Summary<'a> {
+    r: &'a hunt_server::recover::Report,
+    version: Option<&'a hunt_server::state::Version>,
+    waiting: usize,
+    dead: usize,
+    stats: &'a Stats,
     customers: usize,
     elapsed: std::time::Duration,
-) -> anyhow::Result<()> {
-    let r = &recovered.report;
-    let version = recovered.version.as_ref();
-    let waiting = recovered.outbox.pending().count();
-    let dead = recovered.outbox.dead_letters().len();
+}
+
+impl<'a> Summary<'a> {
+    fn of(
+        recovered: &'a Recovered,
+        stats: &'a Stats,
+        customers: usize,
+        elapsed: std::time::Duration,
+    ) -> Summary<'a> {
+        Summary {
+            r: &recovered.report,
+            version: recovered.version.as_ref(),
+            waiting: recovered.outbox.pending().count(),
+            dead: recovered.outbox.dead_letters().len(),
+            stats,
+            customers,
+            elapsed,
+        }
+    }
+}
+
+fn print_json(s: &Summary) -> anyhow::Result<()> {
     let out = serde_json::json!({
-        "records": r.records,
-        "events": r.events,
-        "config_versions": r.config_versions,
-        "snapshot_lsn": r.snapshot_lsn,
-        "last_lsn": r.last_lsn,
-        "version_in_force": version.map(|v| v.record.version),
-        "customers": customers,
-        "mismatches": r.mismatches,
-        "first_mismatch": r.first_mismatch,
-        "hunts": stats,
-        "deliveries_waiting": waiting,
-        "dead_letters": dead,
-        "delivery_changes": r.delivery_changes,
-        "delivery_misfits": r.delivery_misfits,
-        "seconds": elapsed.as_secs_f64(),
+        "records": s.r.records,
+        "events": s.r.events,
+        "config_versions": s.r.config_versions,
+        "snapshot_lsn": s.r.snapshot_lsn,
+        "last_lsn": s.r.last_lsn,
+        "version_in_force": s.version.map(|v| v.record.version),
+        "customers": s.customers,
+        "mismatches": s.r.mismatches,
+        "first_mismatch": s.r.first_mismatch,
+        "hunts": s.stats,
+        "deliveries_waiting": s.waiting,
+        "dead_letters": s.dead,
+        "delivery_changes": s.r.delivery_changes,
+        "delivery_misfits": s.r.delivery_misfits,
+        "seconds": s.elapsed.as_secs_f64(),
     });
     out!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
-fn print_text(
-    recovered: &Recovered,
-    stats: &Stats,
-    customers: usize,
-    elapsed: std::time::Duration,
-) -> anyhow::Result<()> {
-    let r = &recovered.report;
-    let version = recovered.version.as_ref();
-    let waiting = recovered.outbox.pending().count();
-    let dead = recovered.outbox.dead_letters().len();
+fn print_text(s: &Summary) -> anyhow::Result<()> {
+    let Summary {
+        r,
+        version,
+        waiting,
+        dead,
+        stats,
+        customers,
+        elapsed,
+    } = *s;
     out!(
         "replayed {} records ({} events, {} hunts-file versions) in {:.2}s; last LSN {}{}",
         r.records,
