@@ -196,7 +196,7 @@ async fn request_id(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
     let mut r = error::json_errors(next.run(req).await).await;
     let status = r.status().as_u16();
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    if status >= 500 {
+    if worth_a_warning(status, app.service.get().is_none()) {
         tracing::warn!(request_id = %id, %method, %path, status, ms, "request");
     } else {
         tracing::debug!(request_id = %id, %method, %path, status, ms, "request");
@@ -205,4 +205,31 @@ async fn request_id(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
         r.headers_mut().insert("x-request-id", v);
     }
     r
+}
+
+/// A server-side failure is logged as a warning; a 503 while the server is still
+/// rebuilding its state is expected (`/readyz` is polled for exactly that) and is not,
+/// or a start on a long log would write a warning per poll.
+fn worth_a_warning(status: u16, starting: bool) -> bool {
+    status >= 500 && !(status == 503 && starting)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_a_warning;
+
+    #[test]
+    fn only_unexpected_failures_are_warnings() {
+        assert!(
+            !worth_a_warning(503, true),
+            "polling /readyz while starting"
+        );
+        assert!(
+            worth_a_warning(503, false),
+            "a full backlog or a stopped log"
+        );
+        assert!(worth_a_warning(500, true));
+        assert!(worth_a_warning(500, false));
+        assert!(!worth_a_warning(404, false));
+    }
 }
