@@ -508,6 +508,43 @@ fn bench_loads_a_running_server_closed_and_open_loop() {
     assert_eq!(r["events_accepted"], r["events_sent"], "{r}");
     // Ids are fresh each run: nothing was answered as a duplicate.
     assert_eq!(r["events_duplicate"], 0, "{r}");
+    // Reported as it goes: every answered request in exactly one interval, each
+    // interval's figures in order, the intervals in time order.
+    let (code, r, err) = bench(
+        s.addr,
+        &[
+            "--rate",
+            "1000",
+            "--batch",
+            "10",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "4",
+            "--report-every",
+            "200ms",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let intervals = r["intervals"].as_array().expect("intervals").clone();
+    assert!(intervals.len() >= 4, "{r}");
+    let counted: u64 = intervals
+        .iter()
+        .map(|i| i["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(Some(counted), r["requests"].as_u64(), "{r}");
+    let at: Vec<f64> = intervals
+        .iter()
+        .map(|i| i["at_s"].as_f64().unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+    for i in &intervals {
+        let ms = |k: &str| i[k].as_f64().unwrap();
+        assert!(
+            ms("p50_ms") <= ms("p99_ms") && ms("p99_ms") <= ms("max_ms"),
+            "{i}"
+        );
+    }
     s.child.kill().unwrap();
     let _ = s.child.wait();
     // Nothing listening, or not a URL it can use: a clear error, exit 2.

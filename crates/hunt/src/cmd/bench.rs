@@ -55,6 +55,10 @@ pub struct Args {
     /// Seed of the traffic.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Every so often (e.g. 1s), the latency of the requests answered in that interval,
+    /// as the run goes: a stall shows when it happened.
+    #[arg(long, value_parser = hunt_core::time::Duration::parse)]
+    report_every: Option<hunt_core::time::Duration>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -114,6 +118,35 @@ struct Report {
     /// Request latency: send (or, open loop, intended send) to the whole answer.
     ack_latency: Latency,
     errors: Errors,
+    /// With `--report-every`: each interval's answered requests and their latency.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    intervals: Vec<Interval>,
+}
+
+/// The requests answered in one interval of a run.
+#[derive(Serialize)]
+struct Interval {
+    /// Seconds from the start to the interval's end.
+    at_s: f64,
+    requests: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Interval {
+    /// The interval ending at `at_s`, of these latencies (in any order).
+    fn of(at_s: f64, mut lat: Vec<Duration>) -> Interval {
+        lat.sort();
+        let ms = |q| percentile(&lat, q).as_secs_f64() * 1e3;
+        Interval {
+            at_s,
+            requests: lat.len() as u64,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            max_ms: ms(1.0),
+        }
+    }
 }
 
 fn address(server: &str) -> anyhow::Result<(SocketAddr, String)> {
@@ -202,13 +235,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tally: Tally::default(),
         next: AtomicU64::new(0),
         errors: parking_lot::Mutex::new(Errors::default()),
+        answered: args
+            .report_every
+            .map(|_| parking_lot::Mutex::new(Vec::new())),
     });
     let bar = progress_bar(&args, duration);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (latencies, seconds) = rt.block_on(drive(job.clone(), args.concurrency, duration, bar))?;
-    let report = report(&args, &job, &latencies, seconds);
+    let every = args
+        .report_every
+        .map(|d| Duration::from_millis(d.0.max(1) as u64));
+    let text = !args.json;
+    let (latencies, seconds, intervals) = rt.block_on(drive(
+        job.clone(),
+        args.concurrency,
+        duration,
+        bar,
+        every.map(|e| (e, text)),
+    ))?;
+    let mut report = report(&args, &job, &latencies, seconds);
+    report.intervals = intervals;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -294,16 +341,20 @@ struct Job {
     /// The next request's number, over all clients.
     next: AtomicU64,
     errors: parking_lot::Mutex<Errors>,
+    /// With `--report-every`: latencies answered in the current interval.
+    answered: Option<parking_lot::Mutex<Vec<Duration>>>,
 }
 
 /// Runs `concurrency` clients until the deadline or the last request; returns every
-/// request's latency, sorted, and the seconds it took.
+/// request's latency, sorted, the seconds it took, and with `report` (how often, and
+/// whether to print each as it ends) the intervals.
 async fn drive(
     job: Arc<Job>,
     concurrency: usize,
     duration: Option<Duration>,
     bar: indicatif::ProgressBar,
-) -> anyhow::Result<(Vec<Duration>, f64)> {
+    report: Option<(Duration, bool)>,
+) -> anyhow::Result<(Vec<Duration>, f64, Vec<Interval>)> {
     // Fail early and clearly when nothing listens there.
     connect(job.addr).await.map_err(anyhow::Error::msg)?;
     let started = Instant::now();
@@ -327,15 +378,46 @@ async fn drive(
             }
         })
     };
+    // Each interval's figures, taken (and printed) as it ends.
+    let intervals = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let reporter = report.map(|(every, print)| {
+        let (bar, job, intervals) = (bar.clone(), job.clone(), intervals.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at((started + every).into(), every);
+            loop {
+                tick.tick().await;
+                let i = job.take_interval(started);
+                if print {
+                    bar.suspend(|| print_interval(&i));
+                }
+                intervals.lock().push(i);
+            }
+        })
+    });
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap_or_default());
     }
     let seconds = started.elapsed().as_secs_f64();
     progress.abort();
+    if let Some((_, print)) = report {
+        if let Some(r) = reporter {
+            r.abort();
+            let _ = r.await;
+        }
+        // The last, shorter interval: whatever was answered since the last tick.
+        let last = job.take_interval(started);
+        if last.requests > 0 {
+            if print {
+                bar.suspend(|| print_interval(&last));
+            }
+            intervals.lock().push(last);
+        }
+    }
+    let intervals = std::mem::take(&mut *intervals.lock());
     bar.finish_and_clear();
     all.sort();
-    Ok((all, seconds))
+    Ok((all, seconds, intervals))
 }
 
 /// One client on its own connection: requests until the deadline or the last one;
@@ -388,7 +470,11 @@ async fn client(job: Arc<Job>, started: Instant, deadline: Option<Instant>) -> V
         job.tally.events_sent.fetch_add(n, Ordering::Relaxed);
         match answer {
             Ok((status, bytes)) => {
-                lat.push(intended.elapsed());
+                let took = intended.elapsed();
+                lat.push(took);
+                if let Some(i) = &job.answered {
+                    i.lock().push(took);
+                }
                 job.count(status, &bytes);
             }
             Err(_) => {
@@ -424,6 +510,16 @@ async fn post(c: &mut Conn, job: &Job, body: Bytes) -> Result<(u16, Bytes), Stri
 }
 
 impl Job {
+    /// The interval ending now: the latencies answered since the last one, taken.
+    fn take_interval(&self, started: Instant) -> Interval {
+        let lat = self
+            .answered
+            .as_ref()
+            .map(|i| std::mem::take(&mut *i.lock()))
+            .unwrap_or_default();
+        Interval::of(started.elapsed().as_secs_f64(), lat)
+    }
+
     /// Counts an answer: its events by status, or the request's status as an error.
     fn count(&self, status: u16, bytes: &[u8]) {
         if !matches!(status, 200 | 400) {
@@ -474,7 +570,16 @@ fn report(args: &Args, job: &Job, latencies: &[Duration], seconds: f64) -> Repor
             max_ms: ms(1.0),
         },
         errors: std::mem::take(&mut *job.errors.lock()),
+        intervals: Vec::new(),
     }
+}
+
+/// One interval as a line, as the run goes.
+fn print_interval(i: &Interval) {
+    println!(
+        "{:>8.1} s  {:>7} requests  p50 {:>8.2} ms  p99 {:>8.2} ms  max {:>8.2} ms",
+        i.at_s, i.requests, i.p50_ms, i.p99_ms, i.max_ms
+    );
 }
 
 fn print_report(r: &Report) {
