@@ -8,7 +8,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Over the limit: how many were queued, and the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the backlog holds {queued} events, over its limit of {limit}; retry later")]
 pub struct Full {
     pub queued: usize,
     pub limit: usize,
@@ -32,16 +33,16 @@ impl Backlog {
     /// Admits `n` events, or refuses them all. The admission gives them back when it
     /// is dropped: when the request no longer waits for the partitions, also when it is
     /// dropped mid-way because its client went away.
-    pub fn admit(&self, n: usize) -> Result<Admission<'_>, Full> {
+    pub fn admit(&self, n: usize) -> Result<Admitted<'_>, Full> {
         let queued = self.total.fetch_add(n, Ordering::AcqRel);
-        let admission = Admission { backlog: self, n };
+        let admitted = Admitted { backlog: self, n };
         if queued + n > self.limit {
             return Err(Full {
                 queued,
                 limit: self.limit,
             });
         }
-        Ok(admission)
+        Ok(admitted)
     }
 
     /// `k` events handed to partition `p`'s queue.
@@ -69,12 +70,12 @@ impl Backlog {
 }
 
 /// Events counted in the backlog until this is dropped.
-pub struct Admission<'a> {
+pub struct Admitted<'a> {
     backlog: &'a Backlog,
     n: usize,
 }
 
-impl Drop for Admission<'_> {
+impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         self.backlog.total.fetch_sub(self.n, Ordering::AcqRel);
     }

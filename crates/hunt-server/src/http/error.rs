@@ -122,7 +122,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => {
                 (S::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
-            ApiError::Ingest(IngestError::Backlog { .. }) => unavailable("backlog_full"),
+            ApiError::Ingest(IngestError::Backlog(_)) => unavailable("backlog_full"),
             ApiError::Ingest(IngestError::Stopped(_)) | ApiError::LogStopped(_) => {
                 unavailable("log_stopped")
             }
@@ -291,10 +291,10 @@ mod tests {
             ApiError::Starting,
             ApiError::AlertsStarting,
             ApiError::Stopping("disk full".into()),
-            ApiError::Ingest(IngestError::Backlog {
+            ApiError::Ingest(IngestError::Backlog(crate::backlog::Full {
                 queued: 10,
                 limit: 5,
-            }),
+            })),
             ApiError::Ingest(IngestError::Stopped(Stopped::Partitions)),
             ApiError::Config(ConfigError::Stopped(Stopped::Log(LogError::Closed))),
             ApiError::LogStopped("disk full".into()),

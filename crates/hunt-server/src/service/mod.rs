@@ -107,8 +107,8 @@ pub enum Stopped {
 /// Why events of a request were not taken.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
-    #[error("the backlog holds {queued} events, over its limit of {limit}; retry later")]
-    Backlog { queued: usize, limit: usize },
+    #[error(transparent)]
+    Backlog(#[from] crate::backlog::Full),
     #[error("the event log stopped ({0}); the server is shutting down to recover")]
     Stopped(Stopped),
 }
@@ -177,7 +177,11 @@ impl Service {
             config.backlog_events_max,
         ));
         for (p, state) in recovered.states.into_iter().enumerate() {
-            let (tx, rx) = mpsc::channel(config.backlog_events_max + QUEUE_MESSAGES_MORE);
+            let room = config
+                .backlog_events_max
+                .saturating_add(QUEUE_MESSAGES_MORE)
+                .min(tokio::sync::Semaphore::MAX_PERMITS);
+            let (tx, rx) = mpsc::channel(room);
             let w = Worker::new(
                 state,
                 version.clone(),
@@ -246,10 +250,7 @@ impl Service {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let admitted = self.backlog.admit(n).map_err(|f| IngestError::Backlog {
-            queued: f.queued,
-            limit: f.limit,
-        })?;
+        let admitted = self.backlog.admit(n)?;
         let parts = self.partitions.len();
         let mut groups: Vec<Vec<(usize, Event)>> = (0..parts).map(|_| Vec::new()).collect();
         for (i, e) in events {
@@ -261,13 +262,13 @@ impl Service {
                 continue;
             }
             let (reply, rx) = oneshot::channel();
-            let k = items.len();
-            self.backlog.queued(p, k);
-            let msg = Msg::Events(Batch { items, reply });
-            if self.partitions[p].tx.send(msg).await.is_err() {
-                self.backlog.applied(p, k);
+            // Room first, then counted and sent at once: a request dropped while it
+            // waits for room has counted nothing in the partition's queue.
+            let Ok(room) = self.partitions[p].tx.reserve().await else {
                 return Err(IngestError::Stopped(Stopped::Partitions));
-            }
+            };
+            self.backlog.queued(p, items.len());
+            room.send(Msg::Events(Batch { items, reply }));
             waits.push(rx);
         }
         let mut statuses = Vec::with_capacity(n);
