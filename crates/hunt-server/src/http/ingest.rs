@@ -106,7 +106,7 @@ pub(super) async fn post_events(
         .metrics
         .received
         .fetch_add(n as u64, Ordering::Relaxed);
-    limit_key(&app, &service, &key, n).map_err(refused)?;
+    limit_key(&app, &service, key, n).map_err(refused)?;
     let mut tally = BatchTally {
         events: n,
         ..BatchTally::default()
@@ -162,18 +162,18 @@ fn decode(headers: &HeaderMap, bytes: &[u8], limits: &Limits) -> Result<Decoded,
 }
 
 /// The key's rate limit takes the whole request or none of it.
-fn limit_key(app: &App, service: &Service, key: &str, n: usize) -> Result<(), ApiError> {
+fn limit_key(app: &App, service: &Service, key: String, n: usize) -> Result<(), ApiError> {
     let (Some(l), Some(k)) = (&app.key_limiter, NonZeroU32::new(n as u32)) else {
         return Ok(());
     };
-    let wait = match l.check_key_n(&key.to_string(), k) {
+    let wait = match l.check_key_n(&key, k) {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
         Err(_) => Duration::from_secs(1),
     };
     service.metrics.reject(RejectReason::RateLimited, n as u64);
     Err(ApiError::RateLimited {
-        key: key.to_string(),
+        key,
         rate: app.http.rate_per_key.map_or(0, |r| r.get()),
         events: n,
         retry_after: wait.as_secs_f64().ceil() as u64,
