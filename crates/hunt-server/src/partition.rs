@@ -124,7 +124,7 @@ pub struct Seat {
 pub struct Worker {
     state: PartitionState,
     version: Arc<Version>,
-    log: Seat,
+    seat: Seat,
     /// Events queued for this partition are counted here; the worker takes them off as
     /// it applies them.
     backlog: Arc<Backlog>,
@@ -163,7 +163,7 @@ impl Worker {
     pub fn new(
         state: PartitionState,
         version: Arc<Version>,
-        log: Seat,
+        seat: Seat,
         backlog: Arc<Backlog>,
         rx: mpsc::Receiver<Msg>,
         clock: fn() -> Timestamp,
@@ -172,7 +172,7 @@ impl Worker {
         Worker {
             state,
             version,
-            log,
+            seat,
             backlog,
             rx,
             last_ticket: None,
@@ -218,7 +218,7 @@ impl Worker {
     fn on_events(&mut self, batch: Batch, received: Timestamp) {
         let n = batch.items.len();
         let statuses = self.apply(batch.items, received);
-        self.backlog.applied(self.log.partition as usize, n);
+        self.backlog.applied(self.seat.partition as usize, n);
         self.replies.push(Reply::Batch(batch.reply, statuses));
     }
 
@@ -358,26 +358,25 @@ impl Worker {
         statuses
     }
 
-    /// Submits the round's records and sends its replies with the ticket.
+    /// Submits the round's records and sends its replies with the ticket, then hands
+    /// the round to the notifier: the answers never wait for room in its queue.
     async fn flush(&mut self) {
         let mut failed = None;
+        let mut round = None;
         if !self.records.is_empty() {
             match self
+                .seat
                 .log
-                .log
-                .submit(self.log.partition, std::mem::take(&mut self.records))
+                .submit(self.seat.partition, std::mem::take(&mut self.records))
                 .await
             {
                 Ok(t) => {
-                    if !self.notify_items.is_empty()
-                        && let Some(tx) = &self.notify
-                    {
-                        let round = Round {
+                    if !self.notify_items.is_empty() && self.notify.is_some() {
+                        round = Some(Round {
                             ticket: t.clone(),
                             version: self.version.clone(),
                             items: std::mem::take(&mut self.notify_items),
-                        };
-                        let _ = tx.send(Dispatch::Round(round)).await;
+                        });
                     }
                     self.last_ticket = Some(t)
                 }
@@ -405,5 +404,8 @@ impl Worker {
             }
         }
         self.replies = replies;
+        if let (Some(round), Some(tx)) = (round, &self.notify) {
+            let _ = tx.send(Dispatch::Round(round)).await;
+        }
     }
 }
