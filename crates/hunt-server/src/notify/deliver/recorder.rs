@@ -4,8 +4,9 @@ use super::*;
 
 impl Notifier {
     /// Writes the changes senders hand over, many to one submission, and applies them
-    /// once durable. A sender does not wait for this: its slot is free as soon as the
-    /// receiver answered, and the delivery stays taken until its change is applied.
+    /// once durable. A sender waits only for room in the queue: its slot is free as
+    /// soon as the receiver answered, and the delivery stays taken until its change is
+    /// applied.
     pub(super) async fn recorder(self: Arc<Notifier>, mut rx: mpsc::Receiver<Recorded>) {
         let mut buf = Vec::new();
         loop {
@@ -52,22 +53,58 @@ impl Notifier {
             .await
     }
 
+    /// Writes the changes, applies them once durable, and wakes their sinks. A sink's
+    /// dead-letter queue over its bound lets its oldest go, recorded in the same way
+    /// before this returns.
     pub(super) async fn record_at(
         &self,
-        changes: Vec<(String, Change, Option<Instant>, i64)>,
+        mut changes: Vec<(String, Change, Option<Instant>, i64)>,
     ) -> Result<(), String> {
         let _g = self.gate.read().await;
-        let records: Vec<DeliveryRecord> = changes
-            .iter()
-            .map(|(key, change, _, at)| DeliveryRecord {
-                key: key.clone(),
-                at: *at,
-                change: change.clone(),
-            })
-            .collect();
-        self.write(&records).await?;
         let mut woken: Vec<Arc<str>> = Vec::new();
-        // Applied in short spans of the outbox's lock.
+        // Two passes at most: the changes, then the evictions they call for (an eviction
+        // that did not fit is not tried again here).
+        let mut evicting = false;
+        while !changes.is_empty() {
+            let records: Vec<DeliveryRecord> = changes
+                .iter()
+                .map(|(key, change, _, at)| DeliveryRecord {
+                    key: key.clone(),
+                    at: *at,
+                    change: change.clone(),
+                })
+                .collect();
+            self.write(&records).await?;
+            let touched = self.apply_recorded(&records, &changes);
+            changes = if evicting {
+                Vec::new()
+            } else {
+                self.evictions(&touched)
+            };
+            evicting = true;
+            for s in touched {
+                if !woken.contains(&s) {
+                    woken.push(s);
+                }
+            }
+        }
+        let sinks = self.sinks.read();
+        for s in woken {
+            if let Some(rt) = sinks.get(&s) {
+                rt.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies durable changes to the outbox, in short spans of its lock, and counts
+    /// them; returns the sinks they touched.
+    fn apply_recorded(
+        &self,
+        records: &[DeliveryRecord],
+        changes: &[(String, Change, Option<Instant>, i64)],
+    ) -> Vec<Arc<str>> {
+        let mut touched: Vec<Arc<str>> = Vec::new();
         for (records, changes) in records.chunks(512).zip(changes.chunks(512)) {
             let mut o = self.outbox.lock();
             for (r, (key, _, again, _)) in records.iter().zip(changes) {
@@ -80,9 +117,6 @@ impl Notifier {
                     o.put_back(key, *again);
                 }
                 if let Some(s) = sink {
-                    if !woken.contains(&s) {
-                        woken.push(s.clone());
-                    }
                     if let Some(rt) = self.sinks.read().get(&s) {
                         let m = &rt.metrics;
                         match r.change {
@@ -95,46 +129,44 @@ impl Notifier {
                             Change::Retried | Change::Dropped => 0,
                         };
                     }
+                    if !touched.contains(&s) {
+                        touched.push(s);
+                    }
                 }
             }
         }
-        // A full dead-letter queue lets its oldest go (recorded, with the reason): a sink
-        // dead for long must not take the process's memory with it.
-        let mut evict = Vec::new();
-        {
-            let o = self.outbox.lock();
-            for s in &woken {
-                let dead = o.dead_count(s);
-                if dead > self.dlq_max {
-                    let keys = o.oldest_dead(s, dead - self.dlq_max);
-                    tracing::warn!(
-                        sink = %s,
-                        evicted = keys.len(),
-                        bound = self.dlq_max,
-                        "the sink's dead-letter queue is full: evicting the oldest"
-                    );
-                    evict.extend(keys);
-                }
-            }
-        }
+        touched
+    }
+
+    /// A full dead-letter queue lets its oldest go (recorded, with the reason): a sink
+    /// dead for long must not take the process's memory with it.
+    fn evictions(&self, sinks: &[Arc<str>]) -> Vec<(String, Change, Option<Instant>, i64)> {
+        let o = self.outbox.lock();
         let at = (self.clock)().0;
-        for key in evict {
+        let mut evict = Vec::new();
+        for s in sinks {
+            let dead = o.dead_count(s);
+            if dead <= self.dlq_max {
+                continue;
+            }
+            let keys = o.oldest_dead(s, dead - self.dlq_max);
+            tracing::warn!(
+                sink = %s,
+                evicted = keys.len(),
+                bound = self.dlq_max,
+                "the sink's dead-letter queue is full: evicting the oldest"
+            );
             let reason = format!(
                 "evicted: the dead-letter queue of its sink held more than {} entries",
                 self.dlq_max
             );
-            // Not awaited: this may run on the recorder's own task. A change that does
-            // not fit now is made again the next time the queue is over its bound.
-            let _ =
-                self.recorder
-                    .try_send(Recorded::Change(key, Change::Evicted { reason }, None, at));
+            evict.extend(keys.into_iter().map(|k| {
+                let change = Change::Evicted {
+                    reason: reason.clone(),
+                };
+                (k, change, None, at)
+            }));
         }
-        let sinks = self.sinks.read();
-        for s in woken {
-            if let Some(rt) = sinks.get(&s) {
-                rt.wake.notify_one();
-            }
-        }
-        Ok(())
+        evict
     }
 }
