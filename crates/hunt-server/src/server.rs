@@ -71,9 +71,11 @@ pub fn check_exposure(listen: &SocketAddr, http: &HttpConfig) -> Result<(), Stri
     Ok(())
 }
 
-/// A started server. It owns every task it runs (the HTTP server, the rebuild, the
-/// partition workers, the notifier, the alerts, the trimming): [`Running::run_until`]
-/// stops them gracefully, [`Running::kill`] at once, and dropping it aborts them all.
+/// A started server. It holds the HTTP server, the rebuild, the alerts and the trimming,
+/// and through the service the partition workers and the notifier:
+/// [`Running::run_until`] stops them gracefully, [`Running::kill`] at once, and dropping
+/// it aborts them all. A connection still open, or a snapshot being written, keeps the
+/// service (and so the log) until it ends; `kill` waits for that.
 pub struct Running {
     addr: SocketAddr,
     /// Weakly: the server's own stop lets go of the service before it waits for the
@@ -109,8 +111,8 @@ impl Tasks {
     }
 }
 
-/// Binds the API at once (answering `/readyz` with 503) and rebuilds the state from the
-/// log in the background; ready when `/readyz` answers 200.
+/// Serves the API on `listener` at once (answering `/readyz` with 503) and rebuilds the
+/// state from the log in the background; ready when `/readyz` answers 200.
 pub async fn start(config: ServeConfig, listener: TcpListener) -> Result<Running, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     check_exposure(&addr, &config.http)?;
@@ -181,7 +183,8 @@ impl Running {
     /// Stops at once, as a crash of the process would: the partitions and the notifier
     /// stop where they are, no final snapshot is taken, requests in flight are answered
     /// 503 (what the log was given is written, as the process would leave it). Waits
-    /// until the log is closed and the data directory let go.
+    /// until the log is closed and the data directory let go, or says after
+    /// `LOG_CLOSE_WAIT` that it is still open.
     pub async fn kill(mut self) {
         let service = self.app.upgrade().and_then(|a| a.service.get().cloned());
         match service {
@@ -280,8 +283,9 @@ async fn run(
     let served = server.await.map_err(|e| e.to_string())?;
     tasks.abort_all();
     service.shutdown().await;
-    // Every task that held the service is gone: the log closes (syncing what is
-    // queued), then the data directory is let go.
+    // The workers and the notifier are gone and the other tasks aborted: once they
+    // let go of the service, the log closes (syncing what is queued), then the data
+    // directory is let go.
     drop(app);
     drop(service);
     if tokio::time::timeout(LOG_CLOSE_WAIT, closed_rx.wait_for(|c| *c))

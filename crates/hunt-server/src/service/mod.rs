@@ -41,7 +41,7 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     pub partitions: usize,
     pub dedupe: DedupeConfig,
-    /// Events admitted but not yet applied, over all partitions; beyond it, 503.
+    /// Events admitted and not yet answered, over all partitions; beyond it, 503.
     pub backlog_events_max: usize,
     /// A snapshot after this many accepted events (and at shutdown).
     pub snapshot_every_events: u64,
@@ -230,7 +230,7 @@ impl Service {
         self.fatal.send_replace(Some(why.to_string()));
     }
 
-    /// Events admitted and not yet applied, over all partitions.
+    /// Events admitted and not yet answered, over all partitions.
     pub fn backlog_total(&self) -> usize {
         self.backlog.total()
     }

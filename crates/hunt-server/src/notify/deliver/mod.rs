@@ -4,8 +4,9 @@
 //! the round's log ticket; the dispatcher waits until those records are durable, then
 //! queues the deliveries (so nothing is sent that a crash could take back). Each sink
 //! has its own sender task and its own queue in the outbox: a sink that hangs fills its
-//! own queue and nothing else — the partitions never wait on the dispatcher, and the
-//! dispatcher never waits on a sink.
+//! own queue and nothing else: the dispatcher never waits on a sink, and the partitions
+//! wait on the dispatcher only when it is `DISPATCH_ROUNDS_MAX` rounds behind (after
+//! they answered the round).
 //!
 //! Every change of a delivery's state is a record in the log, made durable before the
 //! outbox in memory changes: a restart rebuilds the outbox from the snapshot and the
@@ -57,7 +58,8 @@ use sink::placeholder;
 pub use sink::{LiveSink, SinkConfig, SinkMetrics};
 
 /// Rounds handed over by the partitions and not yet queued as deliveries: past this a
-/// partition waits for the dispatcher (which waits only for the log, never for a sink).
+/// partition waits for the dispatcher (which waits for the log, the outbox's gate and
+/// room at the recorder, never for a sink).
 pub const DISPATCH_ROUNDS_MAX: usize = 1024;
 /// Delivery changes waiting to be recorded: past this a sender waits for the recorder.
 pub const RECORDER_CHANGES_MAX: usize = 65_536;
