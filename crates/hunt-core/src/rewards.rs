@@ -278,7 +278,7 @@ impl<'a> Allocation<'a> {
         &self.taken
     }
 
-    /// The grants are recorded: keep them.
+    /// Keeps the grants: the event was applied (see the type for when the server calls it).
     pub fn commit(mut self) {
         self.taken.clear();
     }

@@ -418,6 +418,12 @@ mod tests {
         c.engine.sink_dlq_max = 0;
         assert!(c.validate().unwrap_err().contains("--sink-dlq-max"));
         let mut c = config();
+        c.engine.sink_queue_max = 0;
+        assert!(c.validate().unwrap_err().contains("--sink-queue-max"));
+        let mut c = config();
+        c.engine.snapshot_every_events = 0;
+        assert!(c.validate().unwrap_err().contains("--snapshot-every"));
+        let mut c = config();
         c.listen = "0.0.0.0:8080".parse().unwrap();
         assert!(c.validate().unwrap_err().contains("without API keys"));
     }

@@ -29,9 +29,9 @@
 //! **Stops.** A refused round stops the log for its partitions: every later submit is
 //! refused with the same error, and [`PartitionLog::stopped`] reports why. The caller
 //! stops answering for them (the local server stops; the next start recovers from what
-//! the log holds). A replicated log also refuses with [`LogError::Fenced`] when another
-//! owner has appended to the partition since this one last did; the partition must be
-//! dropped, not retried.
+//! the log holds). A replicated log also refuses a round when another owner has appended
+//! to the partition since this one last did (a fenced append, to be given its own
+//! `LogError` variant with that log); the partition must be dropped, not retried.
 //!
 //! **Read.** [`PartitionLog::read`] yields the durable records of a partition from a
 //! position on, in position order, each checked (a record that fails its checksum is an

@@ -255,5 +255,3 @@ pub fn is_valid_event_type(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(&b))
 }
-
-pub use crate::ids::is_valid_id;

@@ -26,7 +26,6 @@ mod traits;
 mod undo;
 mod view;
 
-pub use crate::ids::ID_BYTES_MAX;
 pub use event::{DenyReason, Event, Outcome};
 pub use progress::{HuntProgress, Layout};
 pub use traits::{TRAITS_MAX, Traits, merge_traits};

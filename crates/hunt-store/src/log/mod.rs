@@ -2,8 +2,8 @@
 //!
 //! Producers (threads or async tasks) submit records; one writer thread takes everything
 //! pending (up to `batch_bytes_max`), writes it with one write and makes it durable with
-//! one `fdatasync`, and only then tells each producer its LSN. A full queue
-//! (`queue_bytes_max`) makes producers wait. If a write or a sync fails, the log stops:
+//! one `fdatasync`, and only then tells each producer where its records are (a `Span`).
+//! A full queue (`queue_bytes_max`) makes producers wait. If a write or a sync fails, the log stops:
 //! nothing more is acknowledged and every later append is refused, until the process
 //! restarts and recovers from what is on disk.
 
@@ -109,11 +109,6 @@ pub enum LogError {
     TooLarge(usize),
     #[error("the log is closed")]
     Closed,
-    /// A replicated log's append was refused because another owner appended to the
-    /// partition since (its expected sequence did not match): the partition is no longer
-    /// this node's.
-    #[error("another owner has appended to the partition ({0}); this node no longer owns it")]
-    Fenced(String),
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> LogError {

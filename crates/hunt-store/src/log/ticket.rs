@@ -15,15 +15,6 @@ impl Span {
     pub fn at(&self, i: usize) -> Lsn {
         self.first + i as Lsn
     }
-
-    /// How many records the submission held.
-    pub fn len(&self) -> usize {
-        (self.last + 1 - self.first) as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 pub(super) struct TicketState {

@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     let r = &recovered.report;
     let customers: usize = recovered.states.iter().map(|s| s.users.len()).sum();
-    let mut stats: std::collections::BTreeMap<Arc<str>, HuntCounters> = Default::default();
+    let mut stats: Stats = Default::default();
     for s in &recovered.states {
         for (h, c) in &s.stats {
             stats.entry(h.clone()).or_default().add(c);

@@ -118,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         entries_max: args.dedupe_max,
     };
     engine.backlog_events_max = args.backlog_max;
-    engine.snapshot_every_events = args.snapshot_every.max(1);
+    engine.snapshot_every_events = args.snapshot_every;
     engine.repair = args.repair;
     engine.sink_queue_max = args.sink_queue_max;
     engine.sink_dlq_max = args.sink_dlq_max;

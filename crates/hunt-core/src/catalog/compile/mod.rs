@@ -7,6 +7,7 @@
 use super::*;
 use crate::cond::{Condition, Scope};
 use crate::diag::{Problem, Severity, Span, did_you_mean};
+use crate::ids::is_valid_id;
 use crate::spec::{HuntsFile, Sp};
 
 mod hunt;
