@@ -54,7 +54,7 @@ fn appends_get_increasing_lsns_and_read_back_in_order_across_segments() {
 fn a_batch_gets_consecutive_lsns() {
     let fs: Arc<dyn Fs> = Arc::new(SimFs::new(2));
     let log = open(&fs, small("/data"));
-    let last = log
+    let span = log
         .submit(vec![
             (1, b"event".to_vec()),
             (2, b"outcome a".to_vec()),
@@ -62,9 +62,10 @@ fn a_batch_gets_consecutive_lsns() {
         ])
         .unwrap()
         .wait()
-        .unwrap()
-        .last;
-    assert_eq!(last, 3);
+        .unwrap();
+    assert_eq!(span.last, 3);
+    // The ticket says where each record is: the first, and the i-th after it.
+    assert_eq!((span.first, span.at(2)), (1, 3));
     assert_eq!(
         all(&log).iter().map(|r| r.kind).collect::<Vec<_>>(),
         vec![1, 2, 2]

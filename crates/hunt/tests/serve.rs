@@ -480,6 +480,10 @@ fn bench_loads_a_running_server_closed_and_open_loop() {
     assert_eq!(r["events_accepted"], 2050, "{r}");
     assert_eq!(r["errors"]["transport"], 0, "{r}");
     assert_eq!(r["errors"]["status"], serde_json::json!({}), "{r}");
+    assert!(
+        r.get("intervals").is_none(),
+        "no intervals unless asked: {r}"
+    );
     let l = &r["ack_latency"];
     let ms = |k: &str| l[k].as_f64().unwrap();
     assert!(
@@ -515,6 +519,12 @@ fn bench_loads_a_running_server_closed_and_open_loop() {
     // order, the intervals in time order.
     let intervals = r["intervals"].as_array().expect("intervals").clone();
     assert!(intervals.len() >= 4, "{r}");
+    // About 20 requests are due in each 200 ms: they are spread, not in one interval.
+    let busy = intervals
+        .iter()
+        .filter(|i| i["requests"].as_u64() > Some(0))
+        .count();
+    assert!(busy >= 3, "{r}");
     let counted: u64 = intervals
         .iter()
         .map(|i| i["requests"].as_u64().unwrap())
