@@ -7,9 +7,10 @@
 //! 503 with `Retry-After`. Entries expire in receipt order (a partition receives in
 //! order), so expiry is a walk from the front.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
+use crate::chunked::Chunked;
 use crate::time::{Duration, Timestamp};
 
 /// Default window: 24 hours.
@@ -34,18 +35,58 @@ pub fn route_hash(user: &str) -> u64 {
 /// 2⁶⁴ for two events of one customer.
 pub type PairKey = (u64, u64);
 
+/// Shards of the identity map. Each grows on its own, so a doubling rehashes a
+/// sixty-fourth of the window, not all of it at once (identities are uniform, so the
+/// shards fill evenly but double at scattered moments).
+const SHARDS: usize = 64;
+
 /// Remembered answers by `(user, id)`, for `window` after receipt.
-#[derive(Debug, Clone)]
+///
+/// The entries are kept in receipt order in a [`Chunked`] sequence, which a snapshot
+/// copies by sharing its chunks ([`DedupeWindow::copy`]); the identity map only points
+/// into it by sequence number.
+#[derive(Debug)]
 pub struct DedupeWindow<V> {
     window: Duration,
     entries_max: usize,
     secret: [u64; 2],
-    map: HashMap<PairKey, (Timestamp, V), foldhash::fast::RandomState>,
-    /// Keys in receipt order (their times are in `map`).
-    order: VecDeque<PairKey>,
+    /// Identity → sequence number of its entry, sharded by the identity's high bits.
+    shards: Box<[HashMap<PairKey, u64, foldhash::fast::RandomState>]>,
+    /// Identities held (the shards' lengths summed).
+    len: usize,
+    /// Entries in receipt order. An entry whose identity was inserted again later is
+    /// stale: its identity points elsewhere.
+    entries: Chunked<Entry<V>>,
 }
 
-impl<V> DedupeWindow<V> {
+/// One remembered answer.
+pub type Entry<V> = (PairKey, Timestamp, V);
+
+/// A window's entries as a snapshot takes them: shared, not copied.
+#[derive(Debug, Clone)]
+pub struct DedupeCopy<V> {
+    secret: [u64; 2],
+    entries: Chunked<Entry<V>>,
+}
+
+impl<V> DedupeCopy<V> {
+    pub fn secret(&self) -> [u64; 2] {
+        self.secret
+    }
+
+    /// Every entry, in receipt order: `(received, identity, answer)`. An identity may
+    /// come more than once; the last is the one in force (inserting them in this order
+    /// into a window gives the window they came from).
+    pub fn entries(&self) -> impl Iterator<Item = (Timestamp, PairKey, &V)> {
+        self.entries.values().map(|(k, at, v)| (*at, *k, v))
+    }
+}
+
+fn shard_of(k: &PairKey) -> usize {
+    (k.1 >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+impl<V: Clone> DedupeWindow<V> {
     /// A window whose identities are keyed by `secret`. Every window whose entries may
     /// be moved into another must share it (a snapshot keeps it).
     pub fn new(window: Duration, entries_max: usize, secret: [u64; 2]) -> DedupeWindow<V> {
@@ -53,8 +94,9 @@ impl<V> DedupeWindow<V> {
             window,
             entries_max: entries_max.max(1),
             secret,
-            map: HashMap::default(),
-            order: VecDeque::new(),
+            shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
+            len: 0,
+            entries: Chunked::default(),
         }
     }
 
@@ -79,10 +121,11 @@ impl<V> DedupeWindow<V> {
 
     /// [`get`](Self::get) by identity, as [`key`](Self::key) gave it.
     pub fn get_key(&self, k: PairKey, now: Timestamp) -> Option<&V> {
-        self.map
-            .get(&k)
-            .filter(|(at, _)| now.0 - at.0 <= self.window.0)
-            .map(|(_, v)| v)
+        let seq = *self.shards[shard_of(&k)].get(&k)?;
+        self.entries
+            .get(seq)
+            .filter(|(_, at, _)| now.0 - at.0 <= self.window.0)
+            .map(|(_, _, v)| v)
     }
 
     /// Remembers the answer to `(user, id)` received at `at` (not earlier than the
@@ -95,54 +138,70 @@ impl<V> DedupeWindow<V> {
     /// [`insert`](Self::insert) by identity, as [`entries`](Self::entries) gave it.
     pub fn insert_key(&mut self, k: PairKey, at: Timestamp, value: V) -> Result<(), Full> {
         self.expire(at);
-        if !self.map.contains_key(&k) && self.map.len() >= self.entries_max {
-            return Err(Full(self.map.len()));
+        let shard = shard_of(&k);
+        if self.len >= self.entries_max && !self.shards[shard].contains_key(&k) {
+            return Err(Full(self.len));
         }
-        if self.map.insert(k, (at, value)).is_none() {
-            self.order.push_back(k);
+        let seq = self.entries.push((k, at, value));
+        if self.shards[shard].insert(k, seq).is_none() {
+            self.len += 1;
         }
         Ok(())
     }
 
     /// Forgets entries received more than `window` before `now`.
     pub fn expire(&mut self, now: Timestamp) {
-        while let Some(k) = self.order.front() {
-            match self.map.get(k) {
-                Some((at, _)) if now.0 - at.0 <= self.window.0 => break,
-                _ => {
-                    if let Some(k) = self.order.pop_front() {
-                        self.map.remove(&k);
+        while let Some((seq, (k, at, _))) = self.entries.front() {
+            if now.0 - at.0 <= self.window.0 {
+                break;
+            }
+            let (k, shard) = (*k, shard_of(k));
+            // A stale entry's identity points to a later one, which stays.
+            if self.shards[shard].get(&k) == Some(&seq) {
+                self.shards[shard].remove(&k);
+                self.len -= 1;
+            }
+            if self.entries.pop_front() {
+                // A chunk went: after a peak, give the shards' memory back (a quarter
+                // full is the mark, so this is amortized; each shard is small).
+                for s in self.shards.iter_mut() {
+                    if s.capacity() > 1024 && s.len() < s.capacity() / 4 {
+                        s.shrink_to(s.len() * 2);
                     }
                 }
             }
-        }
-        // After a peak, give the memory back (a quarter full is the mark, so this is
-        // amortized).
-        if self.order.capacity() > 1024 && self.order.len() < self.order.capacity() / 4 {
-            self.order.shrink_to(self.order.len() * 2);
-            self.map.shrink_to(self.map.len() * 2);
         }
     }
 
     /// Whether one more entry received at `now` would be taken (expiring first).
     pub fn has_room(&mut self, now: Timestamp) -> bool {
         self.expire(now);
-        self.map.len() < self.entries_max
+        self.len < self.entries_max
     }
 
-    /// Every entry, in receipt order: `(received, identity, answer)`. For snapshots.
+    /// Every entry in force, in receipt order: `(received, identity, answer)`.
     pub fn entries(&self) -> impl Iterator<Item = (Timestamp, PairKey, &V)> {
-        self.order
+        self.entries
             .iter()
-            .filter_map(|k| self.map.get(k).map(|(at, v)| (*at, *k, v)))
+            .filter(|(seq, (k, _, _))| self.shards[shard_of(k)].get(k) == Some(seq))
+            .map(|(_, (k, at, v))| (*at, *k, v))
+    }
+
+    /// The entries, shared with the window rather than copied: for a snapshot, taken
+    /// in time proportional to the window's chunks.
+    pub fn copy(&self) -> DedupeCopy<V> {
+        DedupeCopy {
+            secret: self.secret,
+            entries: self.entries.clone(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 }
 
@@ -230,5 +289,44 @@ mod tests {
         // Once the oldest expire, there is room again.
         w.insert("u", "3", Timestamp(60_001), ()).unwrap();
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn a_copy_is_the_window_as_it_was_when_taken() {
+        let mut w = DedupeWindow::new(Duration::from_secs(1), 100_000, [1, 2]);
+        for i in 0..5_000 {
+            w.insert("u", &i.to_string(), Timestamp(0), i).unwrap();
+        }
+        let copy = w.copy();
+        // The window goes on: everything expires, new entries come.
+        w.insert("u", "late", Timestamp(5_000), -1).unwrap();
+        assert_eq!(w.len(), 1);
+        let kept: Vec<i32> = copy.entries().map(|(_, _, v)| *v).collect();
+        assert_eq!(kept, (0..5_000).collect::<Vec<_>>());
+        // Moved into a window with the same secret, it answers as the original did.
+        let mut back = DedupeWindow::new(Duration::from_secs(1), 100_000, copy.secret());
+        for (at, k, v) in copy.entries() {
+            back.insert_key(k, at, *v).unwrap();
+        }
+        assert_eq!(back.get("u", "4999", Timestamp(1)), Some(&4999));
+        assert_eq!(back.len(), 5_000);
+    }
+
+    #[test]
+    fn an_identity_inserted_again_keeps_its_last_entry() {
+        let mut w = DedupeWindow::new(Duration::from_secs(10), 10, [1, 2]);
+        w.insert("u", "a", Timestamp(0), 1).unwrap();
+        w.insert("u", "b", Timestamp(5_000), 2).unwrap();
+        w.insert("u", "a", Timestamp(6_000), 3).unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.get("u", "a", Timestamp(6_000)), Some(&3));
+        // The first entry of `a` expires; its later one stays.
+        w.expire(Timestamp(10_500));
+        assert_eq!(w.get("u", "a", Timestamp(10_500)), Some(&3));
+        assert_eq!(w.len(), 2);
+        let live: Vec<i32> = w.entries().map(|(_, _, v)| *v).collect();
+        assert_eq!(live, vec![2, 3]);
+        w.expire(Timestamp(16_001));
+        assert!(w.is_empty());
     }
 }

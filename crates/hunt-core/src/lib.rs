@@ -14,7 +14,8 @@
 //! - [`engine`]: the state machine — an event in, a customer's new state and the
 //!   outcomes out (`apply.rs`), progress laid out by step id (`progress.rs`);
 //! - [`rewards`]: the pools shared by every partition, and one event's allocation;
-//! - [`dedupe`]: one partition's idempotency window;
+//! - [`dedupe`]: one partition's idempotency window, in [`chunked`] storage that a
+//!   snapshot shares instead of copying;
 //! - [`ingest`]: decoding posted events (JSON, NDJSON, CloudEvents) within limits;
 //! - [`ids`]: customer, event and hunt-file ids, checked in one place;
 //! - [`plan`]: what a new version of the file changes, and for how many customers;
@@ -24,6 +25,7 @@
 //!   durations.
 
 pub mod catalog;
+pub mod chunked;
 pub mod cond;
 pub mod dedupe;
 pub mod diag;

@@ -18,9 +18,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backlog::Backlog;
 use crate::notify::cloudevent::{Origin, notifies};
-use crate::notify::deliver::{Dispatch, Round};
+use crate::notify::deliver::{Dispatch, DispatchHandle, Round};
 use crate::records::{KIND_EVENT, encode_event};
-use crate::state::{Admission, Answer, HuntCounters, PartitionState, Version, Winner};
+use crate::state::{
+    Admission, Answer, HuntCounters, PartitionCopy, PartitionState, Version, Winner,
+};
 
 /// The most messages one round takes (bounds the latency a round adds).
 const ROUND_MESSAGES_MAX: usize = 256;
@@ -63,13 +65,22 @@ pub type Grants = Vec<(String, String, String)>;
 
 /// What a paused partition hands the coordinator.
 pub struct Paused {
-    /// Grants held by its customers: (hunt, pool, code); only for a version switch,
-    /// which rebuilds the pools from them (a snapshot does not need them).
+    /// Grants held by its customers: (hunt, pool, code), from which a version switch
+    /// rebuilds the pools.
     pub grants: Grants,
-    /// A copy of its state for a snapshot, when one was asked for.
-    pub snapshot: Option<PartitionState>,
     /// The ticket of its last submission.
     pub ticket: Option<Ticket>,
+}
+
+/// A partition's state for a snapshot, and how far into the log it reaches.
+pub struct Copied {
+    pub state: PartitionCopy,
+    /// Its last submission: the state holds every record of it.
+    pub ticket: Option<Ticket>,
+    /// The log's durable position when it was taken: the partition's later records
+    /// all come after it. The state holds this partition's records up to the greater
+    /// of this and the ticket's last position, and none after.
+    pub durable: hunt_store::Lsn,
 }
 
 /// A partition's figures per hunt, and the first winners of one hunt with their count.
@@ -96,11 +107,15 @@ pub enum Msg {
         reply: oneshot::Sender<Result<(hunt_core::plan::Plan, Grants), String>>,
     },
     /// Stop between rounds, hand over what the coordinator needs, and wait for the
-    /// version to go on with.
+    /// version to go on with (a version switch).
     Pause {
-        snapshot: bool,
         reply: oneshot::Sender<Paused>,
         resume: oneshot::Receiver<Arc<Version>>,
+    },
+    /// Between rounds, hand over the state for a snapshot and go straight on: the
+    /// copy shares what it can (see [`PartitionState::copy_for_snapshot`]).
+    Snapshot {
+        reply: oneshot::Sender<Copied>,
     },
 }
 
@@ -135,7 +150,7 @@ pub struct Worker {
     last_received: Timestamp,
     clock: fn() -> Timestamp,
     /// Where rounds whose outcomes go to sinks are handed over, once submitted.
-    notify: Option<mpsc::Sender<Dispatch>>,
+    notify: Option<DispatchHandle>,
     /// This round's events whose outcomes go to sinks: (record index, origin).
     notify_items: Vec<(usize, Origin)>,
     /// This round's records, submitted together.
@@ -167,7 +182,7 @@ impl Worker {
         backlog: Arc<Backlog>,
         rx: mpsc::Receiver<Msg>,
         clock: fn() -> Timestamp,
-        notify: Option<mpsc::Sender<Dispatch>>,
+        notify: Option<DispatchHandle>,
     ) -> Worker {
         Worker {
             state,
@@ -204,11 +219,8 @@ impl Worker {
                     } => self.on_user(user, hunts_at, reply),
                     Msg::Stats { winners_of, reply } => self.on_stats(winners_of, reply),
                     Msg::Plan { new, plan, reply } => self.on_plan(&new, plan, reply),
-                    Msg::Pause {
-                        snapshot,
-                        reply,
-                        resume,
-                    } => self.on_pause(snapshot, reply, resume).await,
+                    Msg::Pause { reply, resume } => self.on_pause(reply, resume).await,
+                    Msg::Snapshot { reply } => self.on_snapshot(reply).await,
                 }
             }
             self.flush().await;
@@ -257,7 +269,7 @@ impl Worker {
             .collect();
         let (mut first, mut total) = (Vec::new(), 0);
         if let Some((hunt, limit)) = winners_of {
-            for w in self.state.winners.iter().filter(|w| w.hunt == hunt) {
+            for w in self.state.winners.values().filter(|w| w.hunt == hunt) {
                 total += 1;
                 if first.len() < limit {
                     first.push(w.clone());
@@ -287,24 +299,29 @@ impl Worker {
 
     async fn on_pause(
         &mut self,
-        snapshot: bool,
         reply: oneshot::Sender<Paused>,
         resume: oneshot::Receiver<Arc<Version>>,
     ) {
         self.flush().await;
         let paused = Paused {
-            grants: if snapshot {
-                Vec::new()
-            } else {
-                self.owned_grants()
-            },
-            snapshot: snapshot.then(|| self.state.copy_for_snapshot()),
+            grants: self.owned_grants(),
             ticket: self.last_ticket.clone(),
         };
         let _ = reply.send(paused);
         if let Ok(v) = resume.await {
             self.version = v;
         }
+    }
+
+    async fn on_snapshot(&mut self, reply: oneshot::Sender<Copied>) {
+        // The round so far first: the copy then holds every record submitted.
+        self.flush().await;
+        let copied = Copied {
+            state: self.state.copy_for_snapshot(),
+            ticket: self.last_ticket.clone(),
+            durable: self.seat.log.durable(),
+        };
+        let _ = reply.send(copied);
     }
 
     /// Every grant this partition's customers hold.
@@ -364,15 +381,24 @@ impl Worker {
         let mut failed = None;
         let mut round = None;
         if !self.records.is_empty() {
+            let partition = self.seat.partition;
+            let notifying = self
+                .notify
+                .as_ref()
+                .filter(|_| !self.notify_items.is_empty());
+            if let Some(n) = notifying {
+                n.in_flight.submitting(partition, self.seat.log.durable());
+            }
             match self
                 .seat
                 .log
-                .submit(self.seat.partition, std::mem::take(&mut self.records))
+                .submit(partition, std::mem::take(&mut self.records))
                 .await
             {
                 Ok(t) => {
-                    if !self.notify_items.is_empty() && self.notify.is_some() {
+                    if notifying.is_some() {
                         round = Some(Round {
+                            partition,
                             ticket: t.clone(),
                             version: self.version.clone(),
                             items: std::mem::take(&mut self.notify_items),
@@ -380,7 +406,12 @@ impl Worker {
                     }
                     self.last_ticket = Some(t)
                 }
-                Err(e) => failed = Some(e),
+                Err(e) => {
+                    if let Some(n) = notifying {
+                        n.in_flight.withdrawn(partition);
+                    }
+                    failed = Some(e)
+                }
             }
             self.notify_items.clear();
         }
@@ -404,8 +435,8 @@ impl Worker {
             }
         }
         self.replies = replies;
-        if let (Some(round), Some(tx)) = (round, &self.notify) {
-            let _ = tx.send(Dispatch::Round(round)).await;
+        if let (Some(round), Some(n)) = (round, &self.notify) {
+            let _ = n.tx.send(Dispatch::Round(round)).await;
         }
     }
 }

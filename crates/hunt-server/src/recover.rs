@@ -1,6 +1,10 @@
 //! Rebuilding every projection from the newest snapshot and the log after it: on start,
 //! and offline for `hunt replay`.
 //!
+//! A snapshot takes each partition and the outbox at positions of their own
+//! ([`Cover`]): the log is read from the least of them, and each record goes only to
+//! what does not hold it yet.
+//!
 //! Each event is applied again by the engine of the version in force at its record,
 //! with the reward answers the record holds, and the outcomes are compared with the
 //! recorded ones: a difference means the log and this build disagree, and is reported.
@@ -11,6 +15,7 @@ use hunt_store::{Lsn, PartitionLog, Partitions, Snapshots};
 use crate::notify::cloudevent::{Origin, deliveries_unbuilt, notifies};
 use crate::notify::outbox::{self, Outbox};
 use crate::records::{RecordKind, decode_config, decode_event};
+use crate::snapshot::Cover;
 use crate::state::{DedupeConfig, PartitionState, ReplayAllocator, Version, partition_of};
 
 /// What a rebuild did.
@@ -20,6 +25,7 @@ pub struct Report {
     pub snapshot_lsn: Option<Lsn>,
     /// Records read after it.
     pub records: u64,
+    /// Events applied again (those the snapshot's state did not hold yet).
     pub events: u64,
     pub config_versions: u64,
     /// Events whose outcomes, applied again, differ from the recorded ones.
@@ -71,7 +77,7 @@ pub fn recover(
         let at = |e: String| format!("record {}: {e}", rec.lsn);
         match RecordKind::of(rec.kind) {
             Some(RecordKind::Event) => r.event(rec.lsn, &rec.payload).map_err(at)?,
-            Some(RecordKind::Config) => r.config(&rec.payload).map_err(at)?,
+            Some(RecordKind::Config) => r.config(rec.lsn, &rec.payload).map_err(at)?,
             Some(RecordKind::Delivery) => r.delivery(rec.lsn, &rec.payload).map_err(at)?,
             None => return Err(at(format!("unknown kind {}", rec.kind))),
         }
@@ -86,6 +92,8 @@ struct Rebuild {
     version: Option<Version>,
     states: Vec<PartitionState>,
     outbox: Outbox,
+    /// How far the snapshot started from reaches (none: nothing is held yet).
+    cover: Option<Cover>,
     report: Report,
 }
 
@@ -101,6 +109,7 @@ impl Rebuild {
                 .map(|_| PartitionState::new(dedupe, secret))
                 .collect(),
             outbox: Outbox::default(),
+            cover: None,
             report: Report::default(),
         }
     }
@@ -117,9 +126,11 @@ impl Rebuild {
                 for e in d.outbox {
                     self.outbox.restore(e);
                 }
-                self.report.snapshot_lsn = Some(snap.lsn);
-                self.report.last_lsn = snap.lsn;
-                Ok(snap.lsn + 1)
+                let least = d.cover.least();
+                self.cover = Some(d.cover);
+                self.report.snapshot_lsn = Some(least);
+                self.report.last_lsn = least;
+                Ok(least + 1)
             }
             // The log is the truth: without a readable snapshot, replay all of it.
             Err(e) => {
@@ -132,13 +143,32 @@ impl Rebuild {
         }
     }
 
-    /// Applies an event again, with the reward answers its record holds, and compares.
+    /// Applies an event again, with the reward answers its record holds, and compares;
+    /// queues its deliveries. Either is skipped where the snapshot holds it already.
     fn event(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
         let e = decode_event(payload)?;
         let v: &Version = self
             .version
             .as_ref()
             .ok_or("an event before any hunts file version")?;
+        let (apply, deliver) = match &self.cover {
+            Some(c) => {
+                let p = c.partition_of(&e.event.user);
+                (lsn > c.parts[p], lsn > c.deliveries[p])
+            }
+            None => (true, true),
+        };
+        if deliver && notifies(v.catalog(), &e.outcomes) {
+            let origin = Origin::of(&e.event, e.received, e.outcomes.clone().into());
+            // Most are delivered further on: bodies are built at the end, for those
+            // still waiting.
+            for d in deliveries_unbuilt(v.catalog(), lsn, &origin) {
+                self.outbox.queue(d, e.received);
+            }
+        }
+        if !apply {
+            return Ok(());
+        }
         let state = &mut self.states[partition_of(&e.event.user, self.partitions)];
         let mut alloc = ReplayAllocator::new(&e.outcomes);
         let answer = match state.apply(&v.engine, &e.event, e.received, &mut alloc) {
@@ -160,14 +190,6 @@ impl Rebuild {
             }
         };
         self.report.events += 1;
-        if notifies(v.catalog(), &e.outcomes) {
-            let origin = Origin::of(&e.event, e.received, e.outcomes.clone().into());
-            // Most are delivered further on: bodies are built at the end, for those
-            // still waiting.
-            for d in deliveries_unbuilt(v.catalog(), lsn, &origin) {
-                self.outbox.queue(d, e.received);
-            }
-        }
         if alloc.unanswered > 0 || answer[..] != e.outcomes[..] {
             self.report.mismatches += 1;
             if self.report.first_mismatch.is_none() {
@@ -177,8 +199,24 @@ impl Rebuild {
         Ok(())
     }
 
-    /// A new version of the hunts file: in force from here on.
-    fn config(&mut self, payload: &[u8]) -> Result<(), String> {
+    /// A new version of the hunts file: in force from here on. A snapshot is taken with
+    /// one version in force and after it was recorded, so every part of it is before
+    /// a later version's record.
+    fn config(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
+        if let Some(c) = &self.cover
+            && c.parts.iter().chain(&c.deliveries).any(|&p| p >= lsn)
+        {
+            return Err(format!(
+                "a hunts file version recorded at {lsn}, inside the snapshot's span ({} to {})",
+                c.least(),
+                c.parts
+                    .iter()
+                    .chain(&c.deliveries)
+                    .max()
+                    .copied()
+                    .unwrap_or(0)
+            ));
+        }
         let c = decode_config(payload)?;
         self.version = Some(Version::compile(c)?);
         self.report.config_versions += 1;
@@ -187,6 +225,9 @@ impl Rebuild {
 
     /// A delivery's change of state.
     fn delivery(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
+        if self.cover.as_ref().is_some_and(|c| lsn <= c.changes) {
+            return Ok(());
+        }
         let d = outbox::decode(payload)?;
         self.report.delivery_changes += 1;
         // A change that does not fit (two operators retrying one dead letter at once,

@@ -1,14 +1,15 @@
 //! Failpoints, in a binary of their own (they are global to a process). Fail-stop: when
 //! the log cannot sync, the request gets 503 (never 200), the server stops with an
 //! error, and what was acknowledged before is there after a restart. Containment: a
-//! panic while applying one event refuses that event only.
+//! panic while applying one event refuses that event only. A snapshot whose partitions
+//! are taken at different positions restores exactly what the log alone gives.
 
 #[allow(dead_code)]
 #[path = "common.rs"]
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Failpoints are global to the process: one test at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -141,4 +142,258 @@ async fn a_panic_while_applying_one_event_is_contained() {
     let (_, a) = s.post(json!(three_eggs("dee"))).await;
     assert_eq!(a["results"][2]["outcomes"][2]["code"], "W-3", "{a}");
     s.stop().await.unwrap();
+}
+
+/// Eggs, and a claim whose reward goes to a sink at `url`.
+fn eggs_and_claims(url: &str, secret_env: &str) -> String {
+    format!(
+        r#"
+version: 1
+pools:
+  - id: welcome
+    codes: [W-1, W-2, W-3]
+  - id: p
+    generate: {{ prefix: "C-", count: 100000 }}
+sinks:
+  - id: crm
+    url: "{url}"
+    timeout: 200ms
+    secret_env: {secret_env}
+    max_attempts: 2
+    breaker_failures: 1000
+hunts:
+  - id: eggs
+    title: Three eggs
+    steps:
+      - {{ id: shoes, on: product_view, when: 'event.data.category == "shoes"' }}
+      - {{ id: blog, on: page_view, when: 'event.data.url == "/blog"' }}
+      - {{ id: search, on: search, when: 'event.data.query.contains("egg")' }}
+    reward: {{ pool: welcome, per_user: 1 }}
+  - id: claim
+    steps: [{{ id: s, on: claim }}]
+    reward: {{ pool: p }}
+    notify: [crm]
+"#
+    )
+}
+
+/// A receiver on 127.0.0.1 that refuses every third delivery: some are delivered
+/// (and leave the outbox), some fail, are tried again and dead-lettered.
+async fn flaky_receiver() -> String {
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let n = n.clone();
+            async move {
+                if n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3 == 2 {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Everything a rebuild holds, in an order of its own: customers, figures, winners,
+/// the dedupe window (without its keyed identities: a rebuild from the log alone picks
+/// a new secret) and the outbox.
+fn canonical(r: &hunt_server::recover::Recovered) -> Vec<String> {
+    let mut users: Vec<String> = Vec::new();
+    let mut winners: Vec<String> = Vec::new();
+    let mut window: Vec<String> = Vec::new();
+    let mut stats = std::collections::BTreeMap::new();
+    for s in &r.states {
+        for (id, u) in s.users.iter() {
+            users.push(format!("{id} {}", serde_json::to_string(u).unwrap()));
+        }
+        for w in s.winners.values() {
+            winners.push(serde_json::to_string(w).unwrap());
+        }
+        for (at, (route, _), answer) in s.dedupe.entries() {
+            window.push(format!(
+                "{} {route} {}",
+                at.0,
+                serde_json::to_string(&**answer).unwrap()
+            ));
+        }
+        for (h, c) in &s.stats {
+            stats
+                .entry(h.to_string())
+                .or_insert_with(hunt_server::state::HuntCounters::default)
+                .add(c);
+        }
+    }
+    let mut outbox: Vec<String> = r
+        .outbox
+        .entries()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    for v in [&mut users, &mut winners, &mut window, &mut outbox] {
+        v.sort();
+    }
+    let mut all = vec![format!("{stats:?}")];
+    for (name, v) in [
+        ("users", users),
+        ("winners", winners),
+        ("window", window),
+        ("outbox", outbox),
+    ] {
+        all.push(format!("{name}: {}", v.len()));
+        all.extend(v);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_under_load_restores_exactly_what_the_log_gives() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (_d, dir) = tempdir();
+    const VAR: &str = "HUNT_TEST_SNAPSHOT_SECRET";
+    // SAFETY: set once, before the server reads it; no other test uses it.
+    unsafe { std::env::set_var(VAR, "whsec-test-snapshot-0123456789") };
+    let url = flaky_receiver().await;
+    // Each partition's copy, and the outbox's, comes 60 ms after the one before, under
+    // load: each is taken at a position of its own.
+    fail::cfg("snapshot::between_parts", "return(60)").unwrap();
+    let s = std::sync::Arc::new(
+        Server::start(
+            &dir,
+            Options {
+                hunts: Some(eggs_and_claims(&url, VAR)),
+                snapshot_every_events: 300,
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let (s, stop) = (s.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut round = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut evs: Vec<Value> = Vec::new();
+                for k in 0..10 {
+                    let user = format!("c{c}-u{}", (round * 10 + k) % 37);
+                    let i = round * 10 + k;
+                    // A claim in twenty, by a new customer (so that deliveries go on
+                    // throughout, and the sink keeps up), its duplicate, and steps of
+                    // the eggs.
+                    let claimer = |i: usize| format!("c{c}-claims-{i}");
+                    evs.push(match i % 20 {
+                        0 => ev(&format!("{c}-{i}"), &claimer(i), "claim", json!({})),
+                        5 => ev(
+                            &format!("{c}-{}", i - 5),
+                            &claimer(i - 5),
+                            "claim",
+                            json!({}),
+                        ),
+                        1 | 3 | 7 => ev(
+                            &format!("{c}-{i}"),
+                            &user,
+                            "page_view",
+                            json!({"url": "/blog"}),
+                        ),
+                        _ => three_eggs(&user)[i % 3].clone(),
+                    });
+                }
+                assert_eq!(s.post(json!(evs)).await.0, 200);
+                round += 1;
+            }
+        }));
+    }
+    let fs = std::sync::Arc::new(hunt_store::fs::RealFs);
+    let snaps = hunt_store::Snapshots::open(fs.clone(), &dir).unwrap();
+    let dedupe = hunt_server::state::DedupeConfig {
+        window: hunt_core::dedupe::WINDOW_DEFAULT,
+        entries_max: 1_000_000,
+    };
+    let cover_of = |snap: &hunt_store::Snapshot| {
+        hunt_server::snapshot::decode(&snap.payload, 4, dedupe)
+            .unwrap()
+            .cover
+    };
+    let spread = |c: &hunt_server::snapshot::Cover| c.parts.iter().any(|&p| p > c.least());
+    // Load until a snapshot shows partitions taken at different positions, and a
+    // little longer, so that the log goes on after it.
+    let mut seen = None;
+    for _ in 0..400 {
+        if let Some(snap) = snaps.latest().unwrap().0
+            && spread(&cover_of(&snap))
+        {
+            seen = Some(snap);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let seen_cover = cover_of(seen.as_ref().unwrap());
+    let seen =
+        seen.expect("within 10 s, a snapshot whose partitions are at positions of their own");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Some deliveries fail and are dead-lettered meanwhile.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // No clean stop, so no final snapshot.
+    s.abort().await;
+    fail::remove("snapshot::between_parts");
+    // Later snapshots (some may have been taken as the load ended) go: the rebuild
+    // starts from the one seen.
+    std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+    let snaps = hunt_store::Snapshots::open(fs.clone(), &dir).unwrap();
+    snaps.save(seen.lsn, &seen.payload).unwrap();
+
+    let (log, _) = hunt_store::Log::open(fs, hunt_store::LogConfig::new(&dir)).unwrap();
+    let rebuild =
+        |snapshots| hunt_server::recover::recover(&log, snapshots, 4, dedupe, &mut |_| {}).unwrap();
+    let (from_snapshot, from_log) = (rebuild(Some(&snaps)), rebuild(None));
+    assert_eq!(from_snapshot.report.snapshot_lsn, Some(seen.lsn));
+    assert_eq!(from_log.report.snapshot_lsn, None);
+    assert!(
+        from_snapshot.report.records > 0 && from_snapshot.report.records < from_log.report.records,
+        "a tail after the snapshot: {} of {} records",
+        from_snapshot.report.records,
+        from_log.report.records
+    );
+    assert_eq!(from_snapshot.report.mismatches, 0);
+    let (a, b) = (canonical(&from_snapshot), canonical(&from_log));
+    // Deliveries of events inside the snapshot's span were made before its outbox was
+    // taken: a rebuild that queued them again would send them twice.
+    let delivered_inside = {
+        use hunt_server::notify::outbox::{Change, KIND_DELIVERY, decode};
+        use hunt_store::PartitionLog;
+        let mut n = 0;
+        for r in log.read(hunt_store::Partitions::All, 1).unwrap() {
+            let r = r.unwrap();
+            if r.kind != KIND_DELIVERY || r.lsn > seen_cover.changes {
+                continue;
+            }
+            let d = decode(&r.payload).unwrap();
+            let event: u64 = d.key.split('.').next().unwrap().parse().unwrap();
+            if matches!(d.change, Change::Delivered) && event > seen_cover.least() {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert!(delivered_inside > 0, "{seen_cover:?}");
+    assert!(
+        b.iter()
+            .any(|l| l.starts_with("outbox: ") && l != "outbox: 0"),
+        "{:?}",
+        &b[..2]
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
 }

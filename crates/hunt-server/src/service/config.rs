@@ -156,7 +156,7 @@ impl Service {
         if self.version().record.text == text {
             return self.unchanged(ConfigOptions::default());
         }
-        let (paused, resumes) = self.pause_all(false).await.map_err(ConfigError::Stopped)?;
+        let (paused, resumes) = self.pause_all().await.map_err(ConfigError::Stopped)?;
         let old = self.version();
         let record = ConfigRecord {
             version: old.record.version + 1,

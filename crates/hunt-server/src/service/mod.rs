@@ -61,9 +61,10 @@ pub const PARTITIONS_DEFAULT: usize = 8;
 pub const BACKLOG_EVENTS_DEFAULT: usize = 200_000;
 /// Default dedupe window bound, over all partitions.
 pub const DEDUPE_ENTRIES_DEFAULT: usize = 10_000_000;
-/// Default snapshot interval. Each snapshot pauses every partition while it copies its
-/// state (about 0.3-0.5 s under load with ~1 M events of state on two cores), so not
-/// too often; each restart replays the log after the last one (about 250 k events/s).
+/// Default snapshot interval. A snapshot stops each partition, one at a time, only to
+/// share its state (docs/adr/0010-snapshots-per-partition-without-stopping.md), but
+/// writing it costs a core for seconds, so not too often; each restart replays the log
+/// after the last one.
 pub const SNAPSHOT_EVERY_DEFAULT: u64 = 5_000_000;
 
 impl EngineConfig {
@@ -373,24 +374,19 @@ impl Service {
         (total, winners, count)
     }
 
-    /// Pauses every partition between rounds; each hands over its grants (and its
-    /// snapshot part). Send the version to go on with through the returned senders.
+    /// Pauses every partition between rounds; each hands over its grants. Send the
+    /// version to go on with through the returned senders.
     async fn pause_all(
         &self,
-        snapshot: bool,
     ) -> Result<(Vec<Paused>, Vec<oneshot::Sender<Arc<Version>>>), Stopped> {
         let mut waits = Vec::new();
         let mut resumes = Vec::new();
         for h in &self.partitions {
             let (reply, rx) = oneshot::channel();
             let (resume_tx, resume) = oneshot::channel();
-            h.tx.send(Msg::Pause {
-                snapshot,
-                reply,
-                resume,
-            })
-            .await
-            .map_err(|_| Stopped::Partitions)?;
+            h.tx.send(Msg::Pause { reply, resume })
+                .await
+                .map_err(|_| Stopped::Partitions)?;
             waits.push(rx);
             resumes.push(resume_tx);
         }

@@ -11,8 +11,12 @@ impl Notifier {
                 }
                 Dispatch::Round(r) => {
                     // A failed log stops the server (fail-stop); nothing to queue.
-                    let Ok(span) = r.ticket.await else { continue };
-                    self.queue_round(span, &r.version, r.items).await;
+                    let Ok(span) = r.ticket.await else {
+                        self.in_flight.done(r.partition, None);
+                        continue;
+                    };
+                    self.queue_round(r.partition, span, &r.version, r.items)
+                        .await;
                 }
             }
         }
@@ -20,6 +24,7 @@ impl Notifier {
 
     pub(super) async fn queue_round(
         &self,
+        partition: u32,
         span: Span,
         version: &Version,
         items: Vec<(usize, Origin)>,
@@ -77,6 +82,8 @@ impl Notifier {
                 }
             }
         }
+        // Queued, under the gate: a snapshot sees the round either in flight or queued.
+        self.in_flight.done(partition, Some(span.last));
         // Let go of the gate before waiting for room at the recorder: the recorder
         // takes the gate too, and a snapshot waiting for it would stop both.
         drop(gate);

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use hunt_core::catalog::Sink;
 use hunt_core::time::Timestamp;
 use hunt_store::partition_log::{NODE, Partitions};
-use hunt_store::{PartitionLog, Span, Ticket};
+use hunt_store::{Lsn, PartitionLog, Span, Ticket};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -67,10 +67,79 @@ pub const RECORDER_CHANGES_MAX: usize = 65_536;
 /// What a partition hands over after a round: the round's ticket (which says where its
 /// records are), and the events among them whose outcomes go to sinks.
 pub struct Round {
+    pub partition: u32,
     pub ticket: Ticket,
     pub version: Arc<Version>,
     /// (index of the event's record in the round, what to tell).
     pub items: Vec<(usize, Origin)>,
+}
+
+/// Where a partition hands its rounds: the dispatcher's queue, and the count of its
+/// rounds submitted and not yet queued as deliveries.
+#[derive(Clone)]
+pub struct DispatchHandle {
+    pub tx: mpsc::Sender<Dispatch>,
+    pub in_flight: Arc<RoundsInFlight>,
+}
+
+/// Per partition: the rounds with deliveries it has submitted that the dispatcher has
+/// not queued yet (each with the log's durable position when it was submitted, below
+/// which none of its records can be), and the last position of its last round queued.
+/// This is how a snapshot learns, without stopping any partition, up to where the
+/// outbox holds each partition's deliveries.
+#[derive(Default)]
+pub struct RoundsInFlight {
+    parts: Mutex<HashMap<u32, InFlight>>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    floors: std::collections::VecDeque<Lsn>,
+    queued_through: Lsn,
+}
+
+impl RoundsInFlight {
+    /// A round with deliveries is about to be submitted, when the log is durable up to
+    /// `floor` (so its records come after it). Call before submitting.
+    pub fn submitting(&self, partition: u32, floor: Lsn) {
+        self.parts
+            .lock()
+            .entry(partition)
+            .or_default()
+            .floors
+            .push_back(floor);
+    }
+
+    /// The round just announced was refused by the log: it will never be queued.
+    pub fn withdrawn(&self, partition: u32) {
+        if let Some(p) = self.parts.lock().get_mut(&partition) {
+            p.floors.pop_back();
+        }
+    }
+
+    /// The partition's oldest round in flight is queued (`through`: its last position)
+    /// or dropped (`None`, its records failed).
+    fn done(&self, partition: u32, through: Option<Lsn>) {
+        if let Some(p) = self.parts.lock().get_mut(&partition) {
+            p.floors.pop_front();
+            if let Some(t) = through {
+                p.queued_through = p.queued_through.max(t);
+            }
+        }
+    }
+
+    /// Up to where the outbox holds `partition`'s deliveries, with the log durable up
+    /// to `durable` and nothing being queued: past its last round queued, and up to its
+    /// oldest round in flight (or, with none, up to `durable`: any record of it at or
+    /// below that was submitted before and so was queued).
+    fn cover(&self, partition: u32, durable: Lsn) -> Lsn {
+        let parts = self.parts.lock();
+        let Some(p) = parts.get(&partition) else {
+            return durable;
+        };
+        p.queued_through
+            .max(p.floors.front().copied().unwrap_or(durable))
+    }
 }
 
 /// What the recorder is handed.
@@ -101,6 +170,7 @@ pub struct Notifier {
     sinks: RwLock<HashMap<Arc<str>, Arc<LiveSink>>>,
     client: reqwest::Client,
     tx: mpsc::Sender<Dispatch>,
+    in_flight: Arc<RoundsInFlight>,
     recorder: mpsc::Sender<Recorded>,
     clock: fn() -> Timestamp,
     rng: AtomicU64,
@@ -150,6 +220,7 @@ impl Notifier {
             sinks: RwLock::new(HashMap::new()),
             client,
             tx,
+            in_flight: Arc::default(),
             recorder,
             clock,
             rng: AtomicU64::new(seed),
@@ -172,8 +243,11 @@ impl Notifier {
     }
 
     /// Where partitions send their rounds.
-    pub fn sender(&self) -> mpsc::Sender<Dispatch> {
-        self.tx.clone()
+    pub fn sender(&self) -> DispatchHandle {
+        DispatchHandle {
+            tx: self.tx.clone(),
+            in_flight: self.in_flight.clone(),
+        }
     }
 
     /// Puts a hunts file version's sinks in force: new sinks get a sender, changed ones
@@ -281,13 +355,22 @@ impl Notifier {
         }
     }
 
-    /// Every entry, with the outbox quiet: call with the partitions paused and after
-    /// [`Notifier::barrier`]; `at_lsn` is called inside, where the log holds exactly
-    /// what the copy shows.
-    pub async fn copy_for_snapshot<T>(&self, at_lsn: impl FnOnce() -> T) -> (Vec<Entry>, T) {
+    /// Every entry, with the outbox quiet (no change half done, no round half queued),
+    /// and how far it reaches into the log: for each of `partitions`, up to where it
+    /// holds that partition's deliveries; and up to where it holds every change of a
+    /// delivery's state (the log's durable position: each change is durable before it
+    /// is applied).
+    pub async fn copy_for_snapshot(&self, partitions: usize) -> (Vec<Entry>, Vec<Lsn>, Lsn) {
         let _quiet = self.gate.write().await;
-        let t = at_lsn();
-        (self.outbox.lock().entries().cloned().collect(), t)
+        let durable = self.log.durable();
+        let deliveries = (0..partitions as u32)
+            .map(|p| self.in_flight.cover(p, durable))
+            .collect();
+        (
+            self.outbox.lock().entries().cloned().collect(),
+            deliveries,
+            durable,
+        )
     }
 
     /// Stops every sender (attempts in flight are made again after the restart), then

@@ -3,12 +3,16 @@
 //! event arrives and when the log is replayed. Nothing here does I/O or reads a clock.
 
 use std::collections::{BTreeMap, HashMap};
+
+mod users;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+pub use users::Users;
 
 use hunt_core::catalog::Catalog;
-use hunt_core::dedupe::DedupeWindow;
-use hunt_core::engine::{Allocator, DenyReason, Engine, Event, Outcome, Undo, UserState};
+use hunt_core::chunked::Chunked;
+use hunt_core::dedupe::{DedupeCopy, DedupeWindow};
+use hunt_core::engine::{Allocator, DenyReason, Engine, Event, Outcome, Undo};
 use hunt_core::rewards::{Allocation, SharedPools};
 use hunt_core::time::{Duration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -133,13 +137,23 @@ pub struct Winner {
 
 /// What one partition owns.
 pub struct PartitionState {
-    pub users: HashMap<String, UserState, foldhash::fast::RandomState>,
+    pub users: Users,
     pub dedupe: DedupeWindow<Answer>,
     pub stats: HashMap<Arc<str>, HuntCounters>,
-    pub winners: Vec<Winner>,
+    /// In grant order.
+    pub winners: Chunked<Winner>,
     scratch: Vec<Outcome>,
     /// What the event being applied changed first, to put back if it panics.
     undo: Undo,
+}
+
+/// A partition's state as a snapshot takes it ([`PartitionState::copy_for_snapshot`]).
+#[derive(Clone)]
+pub struct PartitionCopy {
+    pub users: Users,
+    pub dedupe: DedupeCopy<Answer>,
+    pub stats: HashMap<Arc<str>, HuntCounters>,
+    pub winners: Chunked<Winner>,
 }
 
 /// What admitting one event came to ([`PartitionState::admit`]).
@@ -186,10 +200,10 @@ impl PartitionState {
     /// all partitions: see [`DedupeWindow::new`]).
     pub fn new(dedupe: DedupeConfig, secret: [u64; 2]) -> PartitionState {
         PartitionState {
-            users: HashMap::default(),
+            users: Users::default(),
             dedupe: DedupeWindow::new(dedupe.window, dedupe.entries_max, secret),
             stats: HashMap::new(),
-            winners: Vec::new(),
+            winners: Chunked::default(),
             scratch: Vec::new(),
             undo: Undo::default(),
         }
@@ -248,10 +262,7 @@ impl PartitionState {
         received: Timestamp,
         alloc: &mut dyn Allocator,
     ) -> Result<Answer, Panicked> {
-        let (state, new) = match self.users.get_mut(&event.user) {
-            Some(s) => (s, false),
-            None => (self.users.entry(event.user.clone()).or_default(), true),
-        };
+        let (state, new) = self.users.get_or_default(&event.user);
         let joined_before = state.hunts().len();
         self.scratch.clear();
         self.undo.clear();
@@ -319,7 +330,7 @@ impl PartitionState {
     ) {
         for o in recorded {
             if let Outcome::RewardGranted { hunt, pool, code } = o {
-                let state = self.users.entry(event.user.clone()).or_default();
+                let (state, _) = self.users.get_or_default(&event.user);
                 state.rewards.push(hunt_core::engine::Grant {
                     hunt: hunt.clone(),
                     pool: pool.clone(),
@@ -336,16 +347,15 @@ impl PartitionState {
         }
     }
 
-    /// A copy of everything a snapshot holds, taken while the partition is paused and
-    /// written out after it goes on (copying is much quicker than serializing).
-    pub fn copy_for_snapshot(&self) -> PartitionState {
-        PartitionState {
+    /// Everything a snapshot holds, shared rather than copied: taken while the partition
+    /// waits between rounds, in time proportional to its customers (two pointers each),
+    /// and written out while it goes on.
+    pub fn copy_for_snapshot(&self) -> PartitionCopy {
+        PartitionCopy {
             users: self.users.clone(),
-            dedupe: self.dedupe.clone(),
+            dedupe: self.dedupe.copy(),
             stats: self.stats.clone(),
             winners: self.winners.clone(),
-            scratch: Vec::new(),
-            undo: Undo::default(),
         }
     }
 
