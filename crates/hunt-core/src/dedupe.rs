@@ -187,6 +187,15 @@ impl<V: Clone> DedupeWindow<V> {
             .map(|(_, (k, at, v))| (*at, *k, v))
     }
 
+    /// Room for `more` entries, spread over the shards (identities are uniform), so
+    /// that loading a window rehashes nothing.
+    pub fn reserve(&mut self, more: usize) {
+        let each = more.div_ceil(SHARDS) + more.div_ceil(SHARDS * 8);
+        for s in self.shards.iter_mut() {
+            s.reserve(each);
+        }
+    }
+
     /// The entries, shared with the window rather than copied: for a snapshot, taken
     /// in time proportional to the window's chunks.
     pub fn copy(&self) -> DedupeCopy<V> {

@@ -81,6 +81,8 @@ pub struct Copied {
     /// all come after it. The state holds this partition's records up to the greater
     /// of this and the ticket's last position, and none after.
     pub durable: hunt_store::Lsn,
+    /// How long taking it held the partition (its round flushed before, not counted).
+    pub took: std::time::Duration,
 }
 
 /// A partition's figures per hunt, and the first winners of one hunt with their count.
@@ -316,10 +318,12 @@ impl Worker {
     async fn on_snapshot(&mut self, reply: oneshot::Sender<Copied>) {
         // The round so far first: the copy then holds every record submitted.
         self.flush().await;
+        let started = std::time::Instant::now();
         let copied = Copied {
             state: self.state.copy_for_snapshot(),
             ticket: self.last_ticket.clone(),
             durable: self.seat.log.durable(),
+            took: started.elapsed(),
         };
         let _ = reply.send(copied);
     }

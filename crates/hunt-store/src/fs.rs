@@ -22,6 +22,13 @@ pub trait Fs: Send + Sync + 'static {
     /// Opens `path` for appending, creating it if `create`.
     fn open_append(&self, path: &Path, create: bool) -> io::Result<Box<dyn FsFile>>;
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Reads `path` whole into `buf`, replacing what it held. A reader going through
+    /// segments one after another keeps one buffer: fresh memory for each 64 MB
+    /// segment cost more than reading it (the kernel zeroes every new page).
+    fn read_into(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        *buf = self.read(path)?;
+        Ok(())
+    }
     /// Cuts `path` to `len` bytes and syncs it.
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -75,6 +82,15 @@ impl Fs for RealFs {
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+    fn read_into(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        buf.clear();
+        if let Ok(m) = f.metadata() {
+            buf.reserve(m.len() as usize);
+        }
+        f.read_to_end(buf).map(|_| ())
     }
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
         let f = std::fs::OpenOptions::new().write(true).open(path)?;

@@ -20,6 +20,8 @@ use crate::record::Lsn;
 const MAGIC: &[u8; 4] = b"HSNP";
 const FORMAT: u8 = 1;
 const HEADER_BYTES: usize = 4 + 1 + 8 + 8 + 4;
+/// A snapshot is written and synced this much at a time.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 /// A loaded snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,19 +64,26 @@ impl Snapshots {
         let tmp = self.dir.join(format!("{}.tmp", name(lsn)));
         let dst = self.dir.join(name(lsn));
         let _ = self.fs.remove(&tmp);
-        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.push(FORMAT);
-        bytes.extend_from_slice(&lsn.to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-        bytes.extend_from_slice(payload);
+        let mut header = Vec::with_capacity(HEADER_BYTES);
+        header.extend_from_slice(MAGIC);
+        header.push(FORMAT);
+        header.extend_from_slice(&lsn.to_le_bytes());
+        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        header.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
         let mut f = self
             .fs
             .open_append(&tmp, true)
             .map_err(|e| io_err("create", &tmp, e))?;
-        f.append(&bytes).map_err(|e| io_err("write", &tmp, e))?;
-        f.sync_data().map_err(|e| io_err("sync", &tmp, e))?;
+        f.append(&header).map_err(|e| io_err("write", &tmp, e))?;
+        // Synced a little at a time: a log sync on the same disk then waits behind at
+        // most one chunk of the snapshot, not hundreds of megabytes of dirty pages.
+        for chunk in payload.chunks(WRITE_CHUNK_BYTES) {
+            f.append(chunk).map_err(|e| io_err("write", &tmp, e))?;
+            f.sync_data().map_err(|e| io_err("sync", &tmp, e))?;
+        }
+        if payload.is_empty() {
+            f.sync_data().map_err(|e| io_err("sync", &tmp, e))?;
+        }
         drop(f);
         fail::fail_point!("snapshot::rename", |_| Err(LogError::Io {
             op: "rename",

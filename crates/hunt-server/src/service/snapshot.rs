@@ -32,7 +32,7 @@ impl Service {
         // version switch) are queued first, so that what the outbox reaches is after it.
         self.notifier.barrier().await;
         let mut copies = Vec::with_capacity(self.partitions.len());
-        let mut paused_max_us = 0;
+        let (mut paused_max_us, mut asked_max_us) = (0, 0);
         for h in &self.partitions {
             between_parts().await;
             let (reply, rx) = oneshot::channel();
@@ -41,7 +41,8 @@ impl Service {
                 .await
                 .map_err(|_| Stopped::Partitions.to_string())?;
             let copied: Copied = rx.await.map_err(|_| Stopped::Partition.to_string())?;
-            paused_max_us = paused_max_us.max(asked.elapsed().as_micros() as u64);
+            asked_max_us = asked_max_us.max(asked.elapsed().as_micros() as u64);
+            paused_max_us = paused_max_us.max(copied.took.as_micros() as u64);
             copies.push(copied);
         }
         between_parts().await;
@@ -68,25 +69,53 @@ impl Service {
         let snaps = self.snapshots.clone();
         let record = version.record.clone();
         let from = cover.least();
-        let bytes = tokio::task::spawn_blocking(move || {
+        let bytes = at_lowest_priority(move || {
             let payload = crate::snapshot::encode(&record, &states, &outbox, &cover);
             // Dropped here, off the runtime's threads: the last holder of a shared
             // customer or chunk frees it.
             drop(states);
             snaps.save(from, &payload).map(|()| payload.len())
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .map_err(|e| e.to_string())?;
         tracing::info!(
             lsn = from,
             bytes,
             partition_paused_max_us = paused_max_us,
+            partition_answered_max_us = asked_max_us,
             copied_ms,
             total_ms = started.elapsed().as_millis() as u64,
             "snapshot saved"
         );
         Ok(from)
+    }
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority, and waits for it.
+/// Encoding and writing a snapshot takes a core for seconds; the partitions and the
+/// HTTP server, which answer requests, come first, and the snapshot has what they leave.
+async fn at_lowest_priority<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("hunt-snapshot".into())
+        .spawn(move || {
+            lowest_priority();
+            let _ = tx.send(work());
+        })
+        .map_err(|e| format!("cannot start the snapshot's thread: {e}"))?;
+    rx.await
+        .map_err(|_| "the snapshot's thread panicked".to_string())
+}
+
+/// This thread only (Linux schedules threads one by one): nice 19.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with this thread's own id changes nothing but its scheduling
+    // weight; a failure (it cannot happen for lowering) leaves it as it was.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
     }
 }
 

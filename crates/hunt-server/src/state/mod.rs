@@ -98,6 +98,15 @@ pub fn answer_of(outcomes: &[Outcome]) -> Answer {
     }
 }
 
+/// An answer of these outcomes, taking them (no copy of each outcome).
+pub fn answer_from(outcomes: Vec<Outcome>) -> Answer {
+    if outcomes.is_empty() {
+        answer_of(&[])
+    } else {
+        outcomes.into()
+    }
+}
+
 /// Figures for one hunt, counted from outcomes (summed over partitions for queries).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HuntCounters {

@@ -61,9 +61,8 @@ impl Iterator for Reader {
             if self.pos >= self.bytes.len() {
                 let (_, name) = self.segments.get(self.seg)?.clone();
                 let path = self.dir.join(&name);
-                match self.fs.read(&path) {
-                    Ok(b) => self.bytes = b,
-                    Err(e) => return self.fail(io_err("read", &path, e)),
+                if let Err(e) = self.fs.read_into(&path, &mut self.bytes) {
+                    return self.fail(io_err("read", &path, e));
                 }
                 self.pos = 0;
                 self.seg += 1;
