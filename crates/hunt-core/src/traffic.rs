@@ -163,6 +163,139 @@ pub fn generate(spec: &TrafficSpec) -> Vec<Event> {
     events
 }
 
+/// The same shoppers as [`generate`], made one event at a time as they are asked for:
+/// for a load generator that must start sending at once, and go on for as long as it
+/// is asked without holding its events.
+///
+/// Sessions start one after another at random gaps, as many per `span` as [`generate`]
+/// makes for `spec.events` (so the same number of sessions are under way at once), and
+/// their events come out in time order through a heap of the sessions under way, as
+/// `generate`'s sort gives them. Ids are `e-00000001`… in that order, and a customer's
+/// first event carries their traits. It never ends: past `span`, sessions keep coming
+/// at the same pace.
+pub struct Stream {
+    rng: Rng,
+    users: u64,
+    hunters: f64,
+    /// Mean time between two sessions' starts, in ms.
+    gap_ms: f64,
+    next_start: f64,
+    sessions: Vec<Session>,
+    free: Vec<usize>,
+    /// (time of its next event, order of arrival, session).
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(i64, u64, usize)>>,
+    arrivals: u64,
+    /// One bit per customer: introduced yet.
+    introduced: Vec<u64>,
+    seed: u64,
+    made: u64,
+}
+
+struct Session {
+    user: u64,
+    hunter: bool,
+    left: u64,
+    t: i64,
+    viewed: Option<(String, &'static str, f64)>,
+}
+
+impl Stream {
+    pub fn new(spec: &TrafficSpec) -> Stream {
+        let users = spec.users.max(1);
+        // Mean events per session: 3 + U[0, 25) for hunters, 3 + U[0, 12) for the others.
+        let per_session = 8.5 + 6.5 * spec.hunters.clamp(0.0, 1.0);
+        let sessions = (spec.events.max(1) as f64 / per_session).max(1.0);
+        Stream {
+            rng: Rng::new(spec.seed),
+            users,
+            hunters: spec.hunters,
+            gap_ms: spec.span.0.max(1) as f64 / sessions,
+            next_start: spec.start.0 as f64,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            heap: std::collections::BinaryHeap::new(),
+            arrivals: 0,
+            introduced: vec![0; users.div_ceil(64) as usize],
+            seed: spec.seed,
+            made: 0,
+        }
+    }
+
+    /// Starts the next session, at `next_start`; draws the start after it.
+    fn start_session(&mut self) {
+        let rng = &mut self.rng;
+        let u = rng.below(self.users);
+        let hunter = (u.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0 < self.hunters;
+        let left = 3 + rng.below(if hunter { 25 } else { 12 });
+        let t = self.next_start as i64 + 5_000 + rng.below(85_000) as i64;
+        // Exponential gaps: starts at random, at the mean pace.
+        let uniform = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        self.next_start += -uniform.ln() * self.gap_ms;
+        let s = Session {
+            user: u,
+            hunter,
+            left,
+            t,
+            viewed: None,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.sessions[i] = s;
+                i
+            }
+            None => {
+                self.sessions.push(s);
+                self.sessions.len() - 1
+            }
+        };
+        self.arrivals += 1;
+        self.heap.push(std::cmp::Reverse((t, self.arrivals, i)));
+    }
+}
+
+impl Iterator for Stream {
+    type Item = Event;
+
+    fn next(&mut self) -> Option<Event> {
+        // Sessions that start before the next event under way come first.
+        while self
+            .heap
+            .peek()
+            .is_none_or(|r| (self.next_start as i64) < r.0.0)
+        {
+            self.start_session();
+        }
+        let std::cmp::Reverse((t, _, i)) = self.heap.pop()?;
+        let s = &mut self.sessions[i];
+        let (kind, data) = next_action(&mut self.rng, s.hunter, &mut s.viewed);
+        let (user, word, bit) = (s.user, (s.user / 64) as usize, 1u64 << (s.user % 64));
+        s.left -= 1;
+        if s.left > 0 {
+            s.t += 5_000 + self.rng.below(85_000) as i64;
+            self.arrivals += 1;
+            self.heap.push(std::cmp::Reverse((s.t, self.arrivals, i)));
+        } else {
+            self.free.push(i);
+        }
+        self.made += 1;
+        let mut traits = Map::new();
+        if self.introduced[word] & bit == 0 {
+            self.introduced[word] |= bit;
+            let mut r = Rng::new(self.seed ^ user.wrapping_mul(0xA24B_AED4_963E_E407));
+            traits.insert("country".into(), json!(r.pick(COUNTRIES)));
+            traits.insert("tier".into(), json!(r.pick(TIERS)));
+        }
+        Some(Event {
+            id: format!("e-{:08}", self.made),
+            kind: kind.to_string(),
+            user: format!("u-{user:06}"),
+            time: Some(Timestamp(t)),
+            data,
+            traits,
+        })
+    }
+}
+
 fn next_action(
     rng: &mut Rng,
     hunter: bool,
@@ -305,5 +438,58 @@ mod tests {
         ] {
             assert!(a.iter().any(|e| e.kind == kind), "{kind} missing");
         }
+    }
+
+    #[test]
+    fn the_stream_makes_the_same_kind_of_traffic_as_it_goes() {
+        let spec = TrafficSpec {
+            users: 500,
+            events: 20_000,
+            hunters: 0.3,
+            ..TrafficSpec::default()
+        };
+        let a: Vec<Event> = Stream::new(&spec).take(20_000).collect();
+        let b: Vec<Event> = Stream::new(&spec).take(20_000).collect();
+        assert_eq!(a, b, "the same seed, the same events");
+        assert!(
+            a.windows(2).all(|w| w[0].time <= w[1].time),
+            "in time order"
+        );
+        assert!(a.iter().all(|e| e.validate().is_ok()));
+        let mut seen = std::collections::HashSet::new();
+        for e in &a {
+            assert_eq!(
+                e.traits.contains_key("country"),
+                seen.insert(e.user.clone())
+            );
+        }
+        // As many sessions under way as the batch generator's, within a margin: its
+        // events spread over the same span.
+        let batch = generate(&spec);
+        let span = |v: &[Event]| v.last().unwrap().time.unwrap().0 - v[0].time.unwrap().0;
+        let (s, g) = (span(&a) as f64, span(&batch) as f64);
+        assert!((s / g - 1.0).abs() < 0.2, "spans {s} and {g}");
+        // The same mix of actions, within a margin.
+        for kind in [
+            "page_view",
+            "product_view",
+            "search",
+            "cart_add",
+            "purchase",
+        ] {
+            let share =
+                |v: &[Event]| v.iter().filter(|e| e.kind == kind).count() as f64 / v.len() as f64;
+            assert!((share(&a) - share(&batch)).abs() < 0.03, "{kind}");
+        }
+        // It goes on past the span.
+        assert_eq!(
+            Stream::new(&TrafficSpec {
+                events: 100,
+                ..spec
+            })
+            .take(5_000)
+            .count(),
+            5_000
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use hunt_core::engine::Event;
 use hunt_core::stats::percentile;
-use hunt_core::traffic::{TrafficSpec, generate};
+use hunt_core::traffic::{Stream, TrafficSpec};
 use hyper::body::Bytes;
 use serde::Serialize;
 
@@ -67,9 +67,10 @@ pub struct Args {
     quiet: bool,
 }
 
-/// The most distinct events generated up front; longer runs reuse them with new ids
-/// and, on each further pass, new customers.
-const POOL_MAX: u64 = 1_000_000;
+/// Every this many events, the traffic turns to new customers doing the same kinds of
+/// things (`u-…~1`, `u-…~2`…), so that a long run keeps meeting customers it has not
+/// seen; its sessions are paced as this many events of `gen-traffic` are.
+const CUSTOMERS_TURN: u64 = 1_000_000;
 
 #[derive(Default)]
 struct Tally {
@@ -179,25 +180,39 @@ async fn connect(addr: SocketAddr) -> Result<Conn, String> {
     Ok(send)
 }
 
-/// The body of request `i` of a run with `batch` events a request: its first `n`
-/// events of the pool, with ids unique to this run.
-fn body(pool: &[Event], run: &str, i: u64, batch: usize, n: u64) -> Bytes {
-    let size = pool.len() as u64;
-    let events: Vec<Event> = (0..n)
-        .map(|k| {
-            let seq = i * batch as u64 + k;
-            let mut e = pool[(seq % size) as usize].clone();
+/// The body of the next request: the stream's next `n` events, with ids unique to this
+/// run. Made as the run goes: the first request goes out at once.
+fn body(source: &parking_lot::Mutex<Source>, run: &str, n: u64) -> Bytes {
+    let (first, events) = {
+        let mut s = source.lock();
+        let first = s.made;
+        s.made += n;
+        (
+            first,
+            s.stream.by_ref().take(n as usize).collect::<Vec<_>>(),
+        )
+    };
+    let events: Vec<Event> = events
+        .into_iter()
+        .zip(first..)
+        .map(|(mut e, seq)| {
             e.id = format!("{run}-{seq}");
-            // Each pass over the pool is new customers doing the same things, so a long
-            // run keeps meeting customers it has not seen.
-            let pass = seq / size;
-            if pass > 0 {
-                e.user = format!("{}~{pass}", e.user);
+            // Received now: the generator's times lie in its own window.
+            e.time = None;
+            let turn = seq / CUSTOMERS_TURN;
+            if turn > 0 {
+                e.user = format!("{}~{turn}", e.user);
             }
             e
         })
         .collect();
     Bytes::from(serde_json::to_vec(&events).expect("events serialize"))
+}
+
+/// Where requests' events come from.
+struct Source {
+    stream: Stream,
+    made: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -215,7 +230,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .key
             .clone()
             .or_else(|| std::env::var("HUNT_API_KEY").ok()),
-        pool: traffic(&args),
+        source: traffic(&args),
         run_id: format!(
             "bench{:x}",
             std::time::SystemTime::now()
@@ -293,21 +308,18 @@ fn check(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The events requests are made of, generated up front.
-fn traffic(args: &Args) -> Vec<Event> {
-    let pool_size = args.events.unwrap_or(POOL_MAX).min(POOL_MAX);
-    let mut pool = generate(&TrafficSpec {
-        users: args.users,
-        events: pool_size,
-        seed: args.seed,
-        hunters: args.hunters,
-        ..TrafficSpec::default()
-    });
-    for e in &mut pool {
-        // Received now: the generator's times lie in its own window.
-        e.time = None;
-    }
-    pool
+/// The traffic requests are made of, made as they are sent.
+fn traffic(args: &Args) -> parking_lot::Mutex<Source> {
+    parking_lot::Mutex::new(Source {
+        stream: Stream::new(&TrafficSpec {
+            users: args.users,
+            events: CUSTOMERS_TURN,
+            seed: args.seed,
+            hunters: args.hunters,
+            ..TrafficSpec::default()
+        }),
+        made: 0,
+    })
 }
 
 fn progress_bar(args: &Args, duration: Option<Duration>) -> indicatif::ProgressBar {
@@ -330,7 +342,7 @@ struct Job {
     addr: SocketAddr,
     host: String,
     key: Option<String>,
-    pool: Vec<Event>,
+    source: parking_lot::Mutex<Source>,
     run_id: String,
     batch: usize,
     events_total: Option<u64>,
@@ -453,7 +465,7 @@ async fn client(job: Arc<Job>, started: Instant, deadline: Option<Instant>) -> V
             Some(total) => (total - i * job.batch as u64).min(job.batch as u64),
             None => job.batch as u64,
         };
-        let body = body(&job.pool, &job.run_id, i, job.batch, n);
+        let body = body(&job.source, &job.run_id, n);
         if conn.is_none() {
             match connect(job.addr).await {
                 Ok(c) => conn = Some(c),
