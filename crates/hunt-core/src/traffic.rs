@@ -400,6 +400,15 @@ pub fn bench_hunts_file(hunts: usize) -> String {
 mod tests {
     use super::*;
 
+    /// Every kind of action the shop's customers take.
+    const KINDS: [&str; 5] = [
+        "page_view",
+        "product_view",
+        "search",
+        "cart_add",
+        "purchase",
+    ];
+
     #[test]
     fn same_seed_same_traffic_and_ordered() {
         let spec = TrafficSpec {
@@ -429,13 +438,7 @@ mod tests {
         let c = generate(&TrafficSpec { seed: 2, ..spec });
         assert_ne!(a, c);
         // A realistic mix: every kind of action appears.
-        for kind in [
-            "page_view",
-            "product_view",
-            "search",
-            "cart_add",
-            "purchase",
-        ] {
+        for kind in KINDS {
             assert!(a.iter().any(|e| e.kind == kind), "{kind} missing");
         }
     }
@@ -470,13 +473,7 @@ mod tests {
         let (s, g) = (span(&a) as f64, span(&batch) as f64);
         assert!((s / g - 1.0).abs() < 0.2, "spans {s} and {g}");
         // The same mix of actions, within a margin.
-        for kind in [
-            "page_view",
-            "product_view",
-            "search",
-            "cart_add",
-            "purchase",
-        ] {
+        for kind in KINDS {
             let share =
                 |v: &[Event]| v.iter().filter(|e| e.kind == kind).count() as f64 / v.len() as f64;
             assert!((share(&a) - share(&batch)).abs() < 0.03, "{kind}");

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub ack_seconds: Histogram,
     pub commit_records: Histogram,
     pub fsync_seconds: Histogram,
+    /// How long each partition stopped to share its state with a snapshot.
+    pub snapshot_pause_seconds: Histogram,
     pub commits: AtomicU64,
     pub commit_bytes: AtomicU64,
     /// Events refused because applying them panicked (a bug in the engine).
@@ -115,6 +117,7 @@ impl Default for Metrics {
             ack_seconds: Histogram::new(LATENCY_SECONDS),
             commit_records: Histogram::new(BATCH_RECORDS),
             fsync_seconds: Histogram::new(LATENCY_SECONDS),
+            snapshot_pause_seconds: Histogram::new(LATENCY_SECONDS),
             commits: AtomicU64::new(0),
             commit_bytes: AtomicU64::new(0),
         }
@@ -195,6 +198,11 @@ impl Metrics {
             out,
             "hunt_fsync_seconds",
             "Time of each group commit's fdatasync.",
+        );
+        self.snapshot_pause_seconds.render(
+            out,
+            "hunt_snapshot_partition_pause_seconds",
+            "How long a partition stopped to share its state with a snapshot (the others go on).",
         );
         c(
             out,

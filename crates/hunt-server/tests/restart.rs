@@ -167,6 +167,16 @@ async fn periodic_snapshots_taken_under_load_restore_the_same_state() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(snaps > 0, "no periodic snapshot was written");
+    // Each partition's stop for it is measured.
+    let m = s.metrics().await;
+    let pauses = m
+        .lines()
+        .find_map(|l| l.strip_prefix("hunt_snapshot_partition_pause_seconds_count "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        pauses.is_some_and(|n| n >= 4),
+        "one per partition: {pauses:?}"
+    );
     let before = answers(&s, &users).await;
     // No clean stop: the restart starts from a periodic snapshot and the log after it.
     s.abort().await;

@@ -43,6 +43,9 @@ impl Service {
             let copied: Copied = rx.await.map_err(|_| Stopped::Partition.to_string())?;
             asked_max_us = asked_max_us.max(asked.elapsed().as_micros() as u64);
             paused_max_us = paused_max_us.max(copied.took.as_micros() as u64);
+            self.metrics
+                .snapshot_pause_seconds
+                .observe(copied.took.as_secs_f64());
             copies.push(copied);
         }
         between_parts().await;
