@@ -13,12 +13,14 @@
 //! - [`http`]: the API — one file per group of endpoints, every error answer in
 //!   `error.rs`, the key's role and readiness checked in `extract.rs`; [`auth`]: keys;
 //! - [`service`]: the running engine — ingest and queries (`mod.rs`), starting and the
-//!   local log (`open.rs`), new hunts-file versions (`config.rs`), snapshots;
+//!   local log (`open.rs`), new hunts-file versions (`config.rs`), snapshots taken a
+//!   partition at a time without stopping the others (`snapshot.rs`);
 //! - [`backlog`]: what is admitted and not yet answered, the one count that bounds it;
 //! - [`partition`]: a partition's worker, one method per message;
-//! - [`state`]: one partition's projections and the admission of one event;
+//! - [`state`]: one partition's projections and the admission of one event; its
+//!   customers, shared with a snapshot one by one (`users.rs`);
 //! - [`records`]: what is written to the log; [`recover`]: rebuilding from it;
-//!   [`snapshot`]: the snapshot payload;
+//!   [`snapshot`]: the snapshot payload, each part with its log position;
 //! - [`notify`]: notifications — the outbox, deliveries to sinks, the dead letters;
 //! - [`alerts`]: rules over the server's figures; [`metrics`]: the ingest path's
 //!   counters, written out with the figures read at scrape time (`observe.rs`).
