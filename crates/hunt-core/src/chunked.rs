@@ -139,16 +139,6 @@ impl<T> Chunked<T> {
     }
 }
 
-impl<T: Clone> FromIterator<T> for Chunked<T> {
-    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        let mut c = Chunked::default();
-        for t in iter {
-            c.push(t);
-        }
-        c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +169,10 @@ mod tests {
 
     #[test]
     fn a_copy_keeps_what_it_saw_while_the_original_goes_on() {
-        let mut c: Chunked<u32> = (0..10).collect();
+        let mut c = Chunked::default();
+        for i in 0..10u32 {
+            c.push(i);
+        }
         let copy = c.clone();
         c.push(10);
         c.pop_front();

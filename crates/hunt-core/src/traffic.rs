@@ -117,6 +117,40 @@ fn product(n: u64) -> (String, &'static str, f64) {
     (format!("sku-{n:04}"), category, price)
 }
 
+/// A session's events: at least this many, and up to this many more (hunters browse
+/// longer).
+const SESSION_MIN: u64 = 3;
+const SESSION_MORE: u64 = 12;
+const SESSION_MORE_HUNTING: u64 = 25;
+
+/// Whether customer `u` hunts, for a share `hunters` of all customers.
+fn is_hunter(u: u64, hunters: f64) -> bool {
+    (u.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0 < hunters
+}
+
+/// How many events a session of this customer has.
+fn session_len(rng: &mut Rng, hunter: bool) -> u64 {
+    SESSION_MIN
+        + rng.below(if hunter {
+            SESSION_MORE_HUNTING
+        } else {
+            SESSION_MORE
+        })
+}
+
+/// The time from one of a session's events to the next, in ms.
+fn step_gap(rng: &mut Rng) -> i64 {
+    5_000 + rng.below(85_000) as i64
+}
+
+/// The traits a customer's first event carries: country and tier, the same for the
+/// customer on every run of this seed.
+fn introduce(seed: u64, u: u64, traits: &mut Map<String, Json>) {
+    let mut r = Rng::new(seed ^ u.wrapping_mul(0xA24B_AED4_963E_E407));
+    traits.insert("country".into(), json!(r.pick(COUNTRIES)));
+    traits.insert("tier".into(), json!(r.pick(TIERS)));
+}
+
 /// Generates `spec.events` events, in time order, with unique ids `e-00000001`…
 pub fn generate(spec: &TrafficSpec) -> Vec<Event> {
     let mut rng = Rng::new(spec.seed);
@@ -126,15 +160,15 @@ pub fn generate(spec: &TrafficSpec) -> Vec<Event> {
         // One session: a customer, a start time, a walk through the shop.
         let u = rng.below(users);
         let user = format!("u-{u:06}");
-        let hunter = (u.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0 < spec.hunters;
+        let hunter = is_hunter(u, spec.hunters);
         let mut t = spec.start.0 + rng.below(spec.span.0.max(1) as u64) as i64;
-        let session_len = 3 + rng.below(if hunter { 25 } else { 12 });
+        let session_len = session_len(&mut rng, hunter);
         let mut viewed: Option<(String, &'static str, f64)> = None;
         for _ in 0..session_len {
             if events.len() as u64 >= spec.events {
                 break;
             }
-            t += 5_000 + rng.below(85_000) as i64;
+            t += step_gap(&mut rng);
             let (kind, data) = next_action(&mut rng, hunter, &mut viewed);
             events.push(Event {
                 id: String::new(),
@@ -155,9 +189,7 @@ pub fn generate(spec: &TrafficSpec) -> Vec<Event> {
         let u: usize = e.user[2..].parse().unwrap_or(0);
         if !introduced[u] {
             introduced[u] = true;
-            let mut r = Rng::new(spec.seed ^ (u as u64).wrapping_mul(0xA24B_AED4_963E_E407));
-            e.traits.insert("country".into(), json!(r.pick(COUNTRIES)));
-            e.traits.insert("tier".into(), json!(r.pick(TIERS)));
+            introduce(spec.seed, u as u64, &mut e.traits);
         }
     }
     events
@@ -202,8 +234,10 @@ struct Session {
 impl Stream {
     pub fn new(spec: &TrafficSpec) -> Stream {
         let users = spec.users.max(1);
-        // Mean events per session: 3 + U[0, 25) for hunters, 3 + U[0, 12) for the others.
-        let per_session = 8.5 + 6.5 * spec.hunters.clamp(0.0, 1.0);
+        // Mean events per session, as `session_len` draws them.
+        let mean = |more: u64| SESSION_MIN as f64 + (more - 1) as f64 / 2.0;
+        let share = spec.hunters.clamp(0.0, 1.0);
+        let per_session = mean(SESSION_MORE) * (1.0 - share) + mean(SESSION_MORE_HUNTING) * share;
         let sessions = (spec.events.max(1) as f64 / per_session).max(1.0);
         Stream {
             rng: Rng::new(spec.seed),
@@ -225,9 +259,9 @@ impl Stream {
     fn start_session(&mut self) {
         let rng = &mut self.rng;
         let u = rng.below(self.users);
-        let hunter = (u.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0 < self.hunters;
-        let left = 3 + rng.below(if hunter { 25 } else { 12 });
-        let t = self.next_start as i64 + 5_000 + rng.below(85_000) as i64;
+        let hunter = is_hunter(u, self.hunters);
+        let left = session_len(rng, hunter);
+        let t = self.next_start as i64 + step_gap(rng);
         // Exponential gaps: starts at random, at the mean pace.
         let uniform = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         self.next_start += -uniform.ln() * self.gap_ms;
@@ -271,7 +305,7 @@ impl Iterator for Stream {
         let (user, word, bit) = (s.user, (s.user / 64) as usize, 1u64 << (s.user % 64));
         s.left -= 1;
         if s.left > 0 {
-            s.t += 5_000 + self.rng.below(85_000) as i64;
+            s.t += step_gap(&mut self.rng);
             self.arrivals += 1;
             self.heap.push(std::cmp::Reverse((s.t, self.arrivals, i)));
         } else {
@@ -281,9 +315,7 @@ impl Iterator for Stream {
         let mut traits = Map::new();
         if self.introduced[word] & bit == 0 {
             self.introduced[word] |= bit;
-            let mut r = Rng::new(self.seed ^ user.wrapping_mul(0xA24B_AED4_963E_E407));
-            traits.insert("country".into(), json!(r.pick(COUNTRIES)));
-            traits.insert("tier".into(), json!(r.pick(TIERS)));
+            introduce(self.seed, user, &mut traits);
         }
         Some(Event {
             id: format!("e-{:08}", self.made),

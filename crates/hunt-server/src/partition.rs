@@ -68,8 +68,6 @@ pub struct Paused {
     /// Grants held by its customers: (hunt, pool, code), from which a version switch
     /// rebuilds the pools.
     pub grants: Grants,
-    /// The ticket of its last submission.
-    pub ticket: Option<Ticket>,
 }
 
 /// A partition's state for a snapshot, and how far into the log it reaches.
@@ -307,7 +305,6 @@ impl Worker {
         self.flush().await;
         let paused = Paused {
             grants: self.owned_grants(),
-            ticket: self.last_ticket.clone(),
         };
         let _ = reply.send(paused);
         if let Ok(v) = resume.await {

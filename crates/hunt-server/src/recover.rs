@@ -203,19 +203,15 @@ impl Rebuild {
     /// one version in force and after it was recorded, so every part of it is before
     /// a later version's record.
     fn config(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
-        if let Some(c) = &self.cover
-            && c.parts.iter().chain(&c.deliveries).any(|&p| p >= lsn)
-        {
-            return Err(format!(
-                "a hunts file version recorded at {lsn}, inside the snapshot's span ({} to {})",
-                c.least(),
-                c.parts
-                    .iter()
-                    .chain(&c.deliveries)
-                    .max()
-                    .copied()
-                    .unwrap_or(0)
-            ));
+        if let Some(c) = &self.cover {
+            let reach = c.parts.iter().chain(&c.deliveries).max().copied();
+            if reach.is_some_and(|r| r >= lsn) {
+                return Err(format!(
+                    "a hunts file version recorded at {lsn}, inside the snapshot's span ({} to {})",
+                    c.least(),
+                    reach.unwrap_or(0)
+                ));
+            }
         }
         let c = decode_config(payload)?;
         self.version = Some(Version::compile(c)?);
@@ -270,4 +266,73 @@ fn describe(lsn: Lsn, recorded: &[Outcome], produced: &[Outcome]) -> String {
         show(recorded),
         show(produced)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hunt_store::fs::RealFs;
+    use hunt_store::{Log, LogConfig};
+
+    use super::*;
+    use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
+    use crate::snapshot::{Cover, encode};
+
+    const HUNTS: &str = "version: 1\nhunts:\n  - id: h\n    steps: [{ id: s, on: claim }]\n";
+
+    fn version(n: u64) -> ConfigRecord {
+        ConfigRecord {
+            version: n,
+            name: "hunts.yaml".into(),
+            text: HUNTS.into(),
+            at: 0,
+        }
+    }
+
+    /// A log of two versions' records (positions 1 and 2), and a snapshot whose parts
+    /// reach `cover`.
+    fn rebuild_with(cover: Cover) -> Result<Recovered, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Arc::new(RealFs);
+        let (log, _) = Log::open(fs.clone(), LogConfig::new(dir.path())).unwrap();
+        for n in [1, 2] {
+            log.submit(vec![(KIND_CONFIG, encode_config(&version(n)))])
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+        let dedupe = DedupeConfig {
+            window: hunt_core::dedupe::WINDOW_DEFAULT,
+            entries_max: 10,
+        };
+        let state = PartitionState::new(dedupe, [1, 2]).copy_for_snapshot();
+        let snaps = Snapshots::open(fs, dir.path()).unwrap();
+        snaps
+            .save(cover.least(), &encode(&version(1), &[state], &[], &cover))
+            .unwrap();
+        recover(&log, Some(&snaps), 1, dedupe, &mut |_| {})
+    }
+
+    #[test]
+    fn a_version_inside_the_snapshots_span_is_refused_not_guessed() {
+        let at = |part, deliveries, changes| Cover {
+            parts: vec![part],
+            deliveries: vec![deliveries],
+            changes,
+        };
+        // Every part before the second version: it is applied.
+        let r = rebuild_with(at(1, 1, 1)).unwrap();
+        assert_eq!(r.report.config_versions, 1);
+        assert_eq!(r.version.unwrap().record.version, 2);
+        // A partition's state or deliveries already past it: the rebuild stops and says
+        // why.
+        for cover in [at(2, 1, 1), at(1, 2, 1)] {
+            let e = rebuild_with(cover.clone()).err().expect("refused");
+            assert!(
+                e.contains("inside the snapshot's span (1 to 2)"),
+                "{cover:?}: {e}"
+            );
+        }
+    }
 }

@@ -217,10 +217,14 @@ pub fn encode(
     debug_assert_eq!(parts.len(), cover.parts.len());
     let dedupe_secret = parts.first().map_or([0, 0], |p| p.dedupe.secret());
     let mut layouts = Layouts::default();
-    let parts: Vec<PartRef> = parts.iter().map(|p| part(p, &mut layouts)).collect();
+    // Each partition encoded as soon as it is laid out: one partition's references at
+    // a time, not every customer's.
     let parts: Vec<Vec<u8>> = parts
         .iter()
-        .map(|p| postcard::to_allocvec(p).expect("serializing to memory cannot fail"))
+        .map(|p| {
+            postcard::to_allocvec(&part(p, &mut layouts))
+                .expect("serializing to memory cannot fail")
+        })
         .collect();
     let snap = SnapshotRef {
         version,
@@ -230,11 +234,11 @@ pub fn encode(
         outbox,
         cover,
     };
-    let body = postcard::to_allocvec(&snap).expect("serializing to memory cannot fail");
-    let mut out = Vec::with_capacity(4 + body.len());
+    let size = 4 + parts.iter().map(Vec::len).sum::<usize>() + 4096;
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&FORMAT.to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    // Straight after the format number, not copied there.
+    postcard::to_extend(&snap, out).expect("serializing to memory cannot fail")
 }
 
 /// A partition's part of a payload, built into `state`: its customers, its dedupe

@@ -271,7 +271,10 @@ impl PartitionState {
         received: Timestamp,
         alloc: &mut dyn Allocator,
     ) -> Result<Answer, Panicked> {
-        let (state, new) = self.users.get_or_default(&event.user);
+        let (state, new) = match self.users.get_mut(&event.user) {
+            Some(s) => (s, false),
+            None => (self.users.insert_default(&event.user), true),
+        };
         let joined_before = state.hunts().len();
         self.scratch.clear();
         self.undo.clear();
@@ -339,7 +342,10 @@ impl PartitionState {
     ) {
         for o in recorded {
             if let Outcome::RewardGranted { hunt, pool, code } = o {
-                let (state, _) = self.users.get_or_default(&event.user);
+                let state = match self.users.get_mut(&event.user) {
+                    Some(s) => s,
+                    None => self.users.insert_default(&event.user),
+                };
                 state.rewards.push(hunt_core::engine::Grant {
                     hunt: hunt.clone(),
                     pool: pool.clone(),

@@ -45,17 +45,18 @@ impl Users {
         self.shards[shard_of(user)].get_mut(user).map(Arc::make_mut)
     }
 
-    /// A customer to change, created empty if new; and whether it was.
-    pub fn get_or_default(&mut self, user: &str) -> (&mut UserState, bool) {
-        let shard = &mut self.shards[shard_of(user)];
-        // Looked up first: the common case needs no new key.
-        let new = !shard.contains_key(user);
-        if new {
-            shard.insert(Arc::from(user), Arc::default());
-            self.len += 1;
-        }
-        let state = shard.get_mut(user).expect("present or just inserted");
-        (Arc::make_mut(state), new)
+    /// A customer to change, created empty if new. For a customer [`Users::get_mut`]
+    /// did not find: it makes the key, which a known customer does not need.
+    pub fn insert_default(&mut self, user: &str) -> &mut UserState {
+        use std::collections::hash_map::Entry;
+        let state = match self.shards[shard_of(user)].entry(Arc::from(user)) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                self.len += 1;
+                v.insert(Arc::default())
+            }
+        };
+        Arc::make_mut(state)
     }
 
     pub fn insert(&mut self, user: &str, state: UserState) {
@@ -101,13 +102,13 @@ mod tests {
     fn a_copy_keeps_each_customer_as_it_was() {
         let mut users = Users::default();
         for i in 0..100 {
-            let (s, new) = users.get_or_default(&format!("u{i}"));
-            assert!(new);
+            let u = format!("u{i}");
+            assert!(users.get_mut(&u).is_none());
+            let s = users.insert_default(&u);
             s.traits.insert("n", serde_json::json!(i));
         }
         let copy = users.clone();
-        let (s, new) = users.get_or_default("u7");
-        assert!(!new);
+        let s = users.get_mut("u7").expect("known");
         s.traits.insert("n", serde_json::json!("changed"));
         users.remove("u8");
         users.insert("v", UserState::default());

@@ -74,7 +74,7 @@ pub struct Round {
     pub items: Vec<(usize, Origin)>,
 }
 
-/// Where a partition hands its rounds: the dispatcher's queue, and the count of its
+/// Where a partition hands its rounds: the dispatcher's queue, and the record of its
 /// rounds submitted and not yet queued as deliveries.
 #[derive(Clone)]
 pub struct DispatchHandle {
