@@ -18,7 +18,7 @@
 //! - [`backlog`]: what is admitted and not yet answered, the one count that bounds it;
 //! - [`partition`]: a partition's worker, one method per message;
 //! - [`state`]: one partition's projections and the admission of one event; its
-//!   customers, shared with a snapshot one by one (`users.rs`);
+//!   customers, shared with a snapshot shard by shard and one by one (`users.rs`);
 //! - [`records`]: what is written to the log; [`recover`]: rebuilding from it;
 //!   [`snapshot`]: the snapshot payload, each part with its log position;
 //! - [`notify`]: notifications — the outbox, deliveries to sinks, the dead letters;

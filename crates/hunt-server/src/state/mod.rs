@@ -363,8 +363,8 @@ impl PartitionState {
     }
 
     /// Everything a snapshot holds, shared rather than copied: taken while the partition
-    /// waits between rounds, in time proportional to its customers (two pointers each),
-    /// and written out while it goes on.
+    /// waits between rounds (a pointer per shard of customers and per chunk of the
+    /// dedupe window and winners), and written out while it goes on.
     pub fn copy_for_snapshot(&self) -> PartitionCopy {
         PartitionCopy {
             users: self.users.clone(),

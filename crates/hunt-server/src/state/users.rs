@@ -1,8 +1,15 @@
 //! A partition's customers, held so that a snapshot can take them without stopping the
-//! partition for long: each customer's state is behind its own `Arc`, so a copy of the
-//! map costs two pointers per customer, and a customer changed while a copy holds it is
-//! copied then, alone (copy-on-write). The map is sharded by the customer's route hash,
-//! so a growing map rehashes a sixteenth of the customers at a time, not all of them.
+//! partition for long. Copy-on-write at two levels:
+//!
+//! - the map is 256 shards by the customer's route hash, each behind an `Arc`: a copy of
+//!   the whole map costs 256 pointers, whatever the customers. The first change to a
+//!   shard that a copy still holds copies that shard's map (a 256th of the customers,
+//!   two pointers each), so the cost of a copy is spread over the events that follow it
+//!   instead of paid at once;
+//! - each customer's state is behind its own `Arc`, so a copied shard shares its
+//!   customers, and a customer changed while a copy holds it is copied then, alone.
+//!
+//! A growing map rehashes one shard at a time, a 256th of the customers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,21 +17,21 @@ use std::sync::Arc;
 use hunt_core::dedupe::route_hash;
 use hunt_core::engine::UserState;
 
-const SHARDS: usize = 16;
+const SHARDS: usize = 256;
 
 type Shard = HashMap<Arc<str>, Arc<UserState>, foldhash::fast::RandomState>;
 
-/// Customers by id. Cloning it is the snapshot's copy: it shares every customer.
+/// Customers by id. Cloning it is the snapshot's copy: it shares every shard.
 #[derive(Clone)]
 pub struct Users {
-    shards: Box<[Shard]>,
+    shards: Box<[Arc<Shard>]>,
     len: usize,
 }
 
 impl Default for Users {
     fn default() -> Self {
         Users {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: (0..SHARDS).map(|_| Arc::default()).collect(),
             len: 0,
         }
     }
@@ -40,16 +47,30 @@ impl Users {
         self.shards[shard_of(user)].get(user).map(|s| &**s)
     }
 
-    /// A customer to change: copied first if a snapshot still holds it.
+    /// A customer to change: its shard and itself copied first if a snapshot still
+    /// holds them.
     pub fn get_mut(&mut self, user: &str) -> Option<&mut UserState> {
-        self.shards[shard_of(user)].get_mut(user).map(Arc::make_mut)
+        let i = shard_of(user);
+        // A shard a copy holds is copied only to change a customer it has.
+        if Arc::get_mut(&mut self.shards[i]).is_none() && !self.shards[i].contains_key(user) {
+            return None;
+        }
+        Arc::make_mut(&mut self.shards[i])
+            .get_mut(user)
+            .map(Arc::make_mut)
+    }
+
+    /// A shard to change, copied first if a snapshot still holds it.
+    fn shard_mut(&mut self, user: &str) -> &mut Shard {
+        Arc::make_mut(&mut self.shards[shard_of(user)])
     }
 
     /// A customer to change, created empty if new. For a customer [`Users::get_mut`]
     /// did not find: it makes the key, which a known customer does not need.
     pub fn insert_default(&mut self, user: &str) -> &mut UserState {
         use std::collections::hash_map::Entry;
-        let state = match self.shards[shard_of(user)].entry(Arc::from(user)) {
+        let shard = Arc::make_mut(&mut self.shards[shard_of(user)]);
+        let state = match shard.entry(Arc::from(user)) {
             Entry::Occupied(o) => o.into_mut(),
             Entry::Vacant(v) => {
                 self.len += 1;
@@ -60,7 +81,8 @@ impl Users {
     }
 
     pub fn insert(&mut self, user: &str, state: UserState) {
-        if self.shards[shard_of(user)]
+        if self
+            .shard_mut(user)
             .insert(Arc::from(user), Arc::new(state))
             .is_none()
         {
@@ -69,7 +91,11 @@ impl Users {
     }
 
     pub fn remove(&mut self, user: &str) {
-        if self.shards[shard_of(user)].remove(user).is_some() {
+        let i = shard_of(user);
+        if Arc::get_mut(&mut self.shards[i]).is_none() && !self.shards[i].contains_key(user) {
+            return;
+        }
+        if Arc::make_mut(&mut self.shards[i]).remove(user).is_some() {
             self.len -= 1;
         }
     }
@@ -131,5 +157,47 @@ mod tests {
             &users.shards[shard_of("u7")]["u7"],
             &copy.shards[shard_of("u7")]["u7"]
         ));
+    }
+
+    #[test]
+    fn a_copy_shares_every_shard_until_one_changes() {
+        let mut users = Users::default();
+        for i in 0..2000 {
+            users.insert_default(&format!("u{i}"));
+        }
+        let copy = users.clone();
+        let shared = |a: &Users, b: &Users| {
+            (0..SHARDS)
+                .filter(|&i| Arc::ptr_eq(&a.shards[i], &b.shards[i]))
+                .count()
+        };
+        assert_eq!(shared(&users, &copy), SHARDS);
+        // Looking for, or removing, a customer a shard does not have copies nothing.
+        assert!(users.get_mut("nobody").is_none());
+        users.remove("nobody");
+        assert_eq!(shared(&users, &copy), SHARDS);
+        // A change copies its own shard only, and the shard's other customers are shared.
+        users
+            .get_mut("u5")
+            .expect("known")
+            .traits
+            .insert("n", serde_json::json!(1));
+        assert_eq!(shared(&users, &copy), SHARDS - 1);
+        let i = shard_of("u5");
+        let other = users.shards[i]
+            .keys()
+            .find(|k| &***k != "u5")
+            .expect("2000 customers over 256 shards")
+            .clone();
+        assert!(Arc::ptr_eq(
+            &users.shards[i][&other],
+            &copy.shards[i][&other]
+        ));
+        assert!(copy.get("u5").unwrap().traits.get("n").is_none());
+        // A second change to the same shard copies nothing more.
+        users.get_mut(&other).expect("known");
+        users.insert_default("u-new");
+        assert!(shared(&users, &copy) >= SHARDS - 2);
+        assert_eq!((users.len(), copy.len()), (2001, 2000));
     }
 }
