@@ -50,19 +50,22 @@ impl Users {
     /// A customer to change: its shard and itself copied first if a snapshot still
     /// holds them.
     pub fn get_mut(&mut self, user: &str) -> Option<&mut UserState> {
+        self.shard_holding(user)?.get_mut(user).map(Arc::make_mut)
+    }
+
+    /// The shard of `user` to change, copied first if a snapshot still holds it.
+    fn shard_mut(&mut self, user: &str) -> &mut Shard {
+        Arc::make_mut(&mut self.shards[shard_of(user)])
+    }
+
+    /// The shard of `user` to change, if it holds `user`: a shard a snapshot holds is
+    /// copied only to change a customer it has.
+    fn shard_holding(&mut self, user: &str) -> Option<&mut Shard> {
         let i = shard_of(user);
-        // A shard a copy holds is copied only to change a customer it has.
         if Arc::get_mut(&mut self.shards[i]).is_none() && !self.shards[i].contains_key(user) {
             return None;
         }
-        Arc::make_mut(&mut self.shards[i])
-            .get_mut(user)
-            .map(Arc::make_mut)
-    }
-
-    /// A shard to change, copied first if a snapshot still holds it.
-    fn shard_mut(&mut self, user: &str) -> &mut Shard {
-        Arc::make_mut(&mut self.shards[shard_of(user)])
+        Some(Arc::make_mut(&mut self.shards[i]))
     }
 
     /// A customer to change, created empty if new. For a customer [`Users::get_mut`]
@@ -91,11 +94,11 @@ impl Users {
     }
 
     pub fn remove(&mut self, user: &str) {
-        let i = shard_of(user);
-        if Arc::get_mut(&mut self.shards[i]).is_none() && !self.shards[i].contains_key(user) {
-            return;
-        }
-        if Arc::make_mut(&mut self.shards[i]).remove(user).is_some() {
+        if self
+            .shard_holding(user)
+            .and_then(|s| s.remove(user))
+            .is_some()
+        {
             self.len -= 1;
         }
     }
@@ -196,6 +199,7 @@ mod tests {
         assert!(copy.get("u5").unwrap().traits.get("n").is_none());
         // A second change to the same shard copies nothing more.
         users.get_mut(&other).expect("known");
+        assert_eq!(shared(&users, &copy), SHARDS - 1);
         users.insert_default("u-new");
         assert!(shared(&users, &copy) >= SHARDS - 2);
         assert_eq!((users.len(), copy.len()), (2001, 2000));
