@@ -26,7 +26,7 @@ pub mod record;
 pub mod snapshot;
 
 pub use log::{
-    CommitObserver, Durability, Log, LogConfig, LogError, OpenReport, Reader, Span, Ticket,
+    CommitObserver, Durability, Log, LogConfig, LogError, OpenReport, Reader, Span, Ticket, Tickets,
 };
 pub use partition_log::{PartitionLog, Partitions};
 pub use record::{Lsn, Record};

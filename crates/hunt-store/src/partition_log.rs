@@ -30,8 +30,9 @@
 //! refused with the same error, and [`PartitionLog::stopped`] reports why. The caller
 //! stops answering for them (the local server stops; the next start recovers from what
 //! the log holds). A replicated log also refuses a round when another owner has appended
-//! to the partition since this one last did (a fenced append, to be given its own
-//! `LogError` variant with that log); the partition must be dropped, not retried.
+//! to the partition since this one last did ([`LogError::Fenced`]); the partition must
+//! be dropped, not retried. One that could not confirm a round in time refuses it with
+//! [`LogError::Unconfirmed`]. The cluster's log (crate `hunt-cluster`, ADR 0011) is one.
 //!
 //! **Read.** [`PartitionLog::read`] yields the durable records of a partition from a
 //! position on, in position order, each checked (a record that fails its checksum is an

@@ -109,6 +109,17 @@ pub enum LogError {
     TooLarge(usize),
     #[error("the log is closed")]
     Closed,
+    /// A replicated log refused the append because another owner has appended to the
+    /// partition since this one last read or wrote it: this owner was deposed and must
+    /// drop the partition, not retry.
+    #[error(
+        "partition {partition} has a newer owner: the log refused this node's append ({detail}); the partition is dropped here"
+    )]
+    Fenced { partition: u32, detail: String },
+    /// A replicated log did not confirm an append (no quorum in time, or an error): the
+    /// round may or may not be on the log, so it is refused, and the partition stops.
+    #[error("the replicated log did not confirm an append to partition {partition}: {detail}")]
+    Unconfirmed { partition: u32, detail: String },
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path, e: std::io::Error) -> LogError {
@@ -167,7 +178,7 @@ use queue::*;
 pub use reader::Reader;
 use recovery::*;
 use ticket::*;
-pub use ticket::{Span, Ticket};
+pub use ticket::{Span, Ticket, Tickets};
 use writer::*;
 
 /// Told of every group commit by the writer thread: keep it short and never block.

@@ -106,3 +106,39 @@ impl Future for Ticket {
         }
     }
 }
+
+/// Tickets for a log written outside this crate (a replicated log): it makes a ticket
+/// per submission and resolves it once, when the records are durable or refused.
+pub struct Tickets {
+    waiters: Arc<Waiters>,
+}
+
+impl Default for Tickets {
+    fn default() -> Self {
+        Tickets {
+            waiters: Arc::new(Waiters {
+                lock: Mutex::new(()),
+                cv: Condvar::new(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tickets")
+    }
+}
+
+impl Tickets {
+    /// A ticket not yet resolved.
+    pub fn ticket(&self) -> Ticket {
+        Ticket::new(self.waiters.clone())
+    }
+
+    /// Resolves `ticket` (the first result wins) and wakes whoever waits for it.
+    pub fn resolve(&self, ticket: &Ticket, result: Result<Span, LogError>) {
+        ticket.resolve(result);
+        self.waiters.wake_all();
+    }
+}

@@ -1,0 +1,23 @@
+//! The Treasure Hunt Engine on NATS JetStream (see docs/cluster.md and ADR 0011).
+//!
+//! Owns: connecting to a NATS cluster and refusing settings that break a promise
+//! ([`Cluster::connect`]: a server older than [`NATS_SERVER_MIN`], fewer replicas than
+//! asked, servers that do not sync every write); the cluster's stream, one subject per
+//! partition; and [`JetStreamLog`], the [`hunt_store::PartitionLog`] whose appends are
+//! fenced with `Nats-Expected-Last-Subject-Sequence`, so that a deposed owner's append
+//! is refused by the stream itself.
+//! Must never: answer a round as durable before the stream's quorum has acknowledged
+//! it, or append to a partition on a belief about its end that the stream does not
+//! share.
+//!
+//! - [`cluster`]: the connection, the checks at start, the stream's names;
+//! - [`log`]: the fenced partition log;
+//! - `testing` (feature `testing`): three `nats-server`s on free ports, for tests.
+
+pub mod cluster;
+pub mod log;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use cluster::{Cluster, ClusterConfig, ClusterError, NATS_SERVER_MIN};
+pub use log::{JetStreamLog, RECORD_BITS};

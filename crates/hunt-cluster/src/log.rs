@@ -1,0 +1,523 @@
+//! The partition log on a JetStream stream: one subject per partition, fenced appends.
+//!
+//! **Messages.** A partition's rounds go to its subject as messages, one or several
+//! rounds per message, each record framed and checksummed as in the local log
+//! (`hunt_store::record`, its position field holding the record's index in the
+//! message).
+//!
+//! **Positions.** A record's position is `stream sequence << RECORD_BITS | index`: one
+//! order over the whole stream, consecutive within a round, as the seam's contract asks.
+//!
+//! **Fencing.** Each partition has one writer task. It sends one message at a time,
+//! with `Nats-Expected-Last-Subject-Sequence` set to the last sequence it knows on the
+//! subject: a message another owner appended meanwhile makes the stream refuse the
+//! append, and the partition is dropped here ([`LogError::Fenced`]). Rounds submitted
+//! while a message is in flight go together in the next one (a group commit per
+//! partition). A message that is not confirmed is sent again with the same
+//! `Nats-Msg-Id`, so the stream stores it once; past the ack timeout the partition stops
+//! ([`LogError::Unconfirmed`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hunt_store::partition_log::{Records, Submitting};
+use hunt_store::record::{self, Lsn, Record};
+use hunt_store::{LogError, PartitionLog, Partitions, Span, Ticket, Tickets};
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::cluster::{Cluster, ClusterError};
+
+/// Bits of a position that number a record within its message.
+pub const RECORD_BITS: u32 = 20;
+/// The most records in one message.
+const RECORDS_PER_MESSAGE: usize = (1 << RECORD_BITS) - 1;
+/// Rounds waiting for a partition's writer; a submit waits for room beyond it.
+const QUEUE_ROUNDS: usize = 1024;
+/// Bytes of headers a message's budget leaves room for.
+const HEADER_ROOM: usize = 256;
+
+fn position(sequence: u64, index: usize) -> Lsn {
+    (sequence << RECORD_BITS) | index as Lsn
+}
+
+/// The stream sequence a position is in.
+pub fn sequence_of(lsn: Lsn) -> u64 {
+    lsn >> RECORD_BITS
+}
+
+struct Round {
+    records: Vec<(u8, Vec<u8>)>,
+    ticket: Ticket,
+}
+
+struct Part {
+    tx: mpsc::Sender<Round>,
+    stopped: Arc<Mutex<Option<LogError>>>,
+}
+
+struct Inner {
+    cluster: Cluster,
+    tickets: Tickets,
+    parts: Mutex<HashMap<u32, Part>>,
+    durable: AtomicU64,
+    /// Tells this log's messages apart from any other writer's, for the stream's
+    /// de-duplication of a message sent again.
+    token: String,
+    rt: Handle,
+}
+
+/// The partitions this node owns, each appended to its subject with fencing.
+#[derive(Clone)]
+pub struct JetStreamLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JetStreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamLog")
+            .field("stream", &self.inner.cluster.stream)
+            .finish()
+    }
+}
+
+impl JetStreamLog {
+    /// A log owning no partition yet; `rt` runs its writers and readers.
+    pub fn new(cluster: Cluster, rt: Handle) -> JetStreamLog {
+        let token = format!(
+            "{:x}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        JetStreamLog {
+            inner: Arc::new(Inner {
+                cluster,
+                tickets: Tickets::default(),
+                parts: Mutex::new(HashMap::new()),
+                durable: AtomicU64::new(0),
+                token,
+                rt,
+            }),
+        }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// The last sequence on `partition`'s subject, as the stream's leader has it (0: none).
+    pub async fn last_sequence(&self, partition: u32) -> Result<u64, ClusterError> {
+        let c = &self.inner.cluster;
+        let stream =
+            c.js.get_stream(&c.stream)
+                .await
+                .map_err(|e| ClusterError::Nats(e.to_string()))?;
+        match stream
+            .get_last_raw_message_by_subject(&c.subject(partition))
+            .await
+        {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(ClusterError::Nats(e.to_string())),
+        }
+    }
+
+    /// Starts appending to `partition`, after `last`: the last sequence on its subject
+    /// that this node has read. Any message appended after it by someone else fences
+    /// this node's first append.
+    pub fn own(&self, partition: u32, last: u64) {
+        let (tx, rx) = mpsc::channel(QUEUE_ROUNDS);
+        let stopped = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            inner: self.inner.clone(),
+            partition,
+            subject: self.inner.cluster.subject(partition),
+            last,
+            sent: 0,
+            stopped: stopped.clone(),
+        };
+        self.inner.rt.spawn(writer.run(rx));
+        self.inner
+            .parts
+            .lock()
+            .insert(partition, Part { tx, stopped });
+    }
+
+    /// Stops appending to `partition`: what is queued is refused, and so is every later
+    /// submit, until it is owned again.
+    pub fn release(&self, partition: u32) {
+        self.inner.parts.lock().remove(&partition);
+    }
+
+    /// Whether this log appends to `partition` and has not stopped for it.
+    pub fn owns(&self, partition: u32) -> bool {
+        self.inner
+            .parts
+            .lock()
+            .get(&partition)
+            .is_some_and(|p| p.stopped.lock().is_none())
+    }
+
+    /// Why `partition` stopped here, if it did.
+    pub fn stopped_for(&self, partition: u32) -> Option<LogError> {
+        let parts = self.inner.parts.lock();
+        match parts.get(&partition) {
+            Some(p) => p.stopped.lock().clone(),
+            None => Some(not_owned(partition)),
+        }
+    }
+
+    /// Reads `partitions`' records at or after `from` up to the stream's end at the
+    /// call, as a task on the log's runtime feeding `tx`.
+    async fn read_task(
+        inner: Arc<Inner>,
+        partitions: Partitions,
+        from: Lsn,
+        tx: mpsc::Sender<Result<Record, LogError>>,
+    ) {
+        if let Err(e) = Self::read_into(&inner, partitions, from, &tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    }
+
+    async fn read_into(
+        inner: &Inner,
+        partitions: Partitions,
+        from: Lsn,
+        tx: &mpsc::Sender<Result<Record, LogError>>,
+    ) -> Result<(), LogError> {
+        let c = &inner.cluster;
+        let read_err = |what: &str, e: &dyn std::fmt::Display| LogError::Io {
+            op: "read",
+            path: c.stream.clone(),
+            message: format!("{what}: {e}"),
+        };
+        let mut stream =
+            c.js.get_stream(&c.stream)
+                .await
+                .map_err(|e| read_err("stream", &e))?;
+        let (filter, end) = match partitions {
+            Partitions::All => {
+                let info = stream.info().await.map_err(|e| read_err("info", &e))?;
+                (c.all_subjects(), info.state.last_sequence)
+            }
+            Partitions::One(p) => {
+                let subject = c.subject(p);
+                let end = match stream.get_last_raw_message_by_subject(&subject).await {
+                    Ok(m) => m.sequence,
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+                    Err(e) => return Err(read_err("last", &e)),
+                };
+                (subject, end)
+            }
+        };
+        let start = sequence_of(from).max(1);
+        if end < start {
+            return Ok(());
+        }
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter,
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| read_err("consumer", &e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| read_err("messages", &e))?;
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(|e| read_err("message", &e))?;
+            let seq = m
+                .info()
+                .map_err(|e| read_err("message info", &e))?
+                .stream_sequence;
+            let mut bytes: &[u8] = &m.payload;
+            let mut index = 0usize;
+            while !bytes.is_empty() {
+                let d = record::decode(bytes).map_err(|e| LogError::Corrupt {
+                    segment: format!("{} sequence {seq}", c.stream),
+                    offset: (m.payload.len() - bytes.len()) as u64,
+                    reason: format!("{e:?}"),
+                })?;
+                if d.record.lsn != index as Lsn {
+                    return Err(LogError::Corrupt {
+                        segment: format!("{} sequence {seq}", c.stream),
+                        offset: (m.payload.len() - bytes.len()) as u64,
+                        reason: format!("record {index} says it is record {}", d.record.lsn),
+                    });
+                }
+                let lsn = position(seq, index);
+                if lsn >= from {
+                    let r = Record {
+                        lsn,
+                        kind: d.record.kind,
+                        payload: d.record.payload,
+                    };
+                    if tx.send(Ok(r)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                bytes = &bytes[d.len..];
+                index += 1;
+            }
+            if seq >= end {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_owned(partition: u32) -> LogError {
+    LogError::Fenced {
+        partition,
+        detail: "this node does not own it".into(),
+    }
+}
+
+/// One partition's appender: one message in flight at a time.
+struct Writer {
+    inner: Arc<Inner>,
+    partition: u32,
+    subject: String,
+    /// The last sequence on the subject this writer knows of.
+    last: u64,
+    /// Messages sent, for their ids.
+    sent: u64,
+    stopped: Arc<Mutex<Option<LogError>>>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Round>) {
+        let budget = self.inner.cluster.max_payload.saturating_sub(HEADER_ROOM);
+        let mut held: Option<Round> = None;
+        loop {
+            let first = match held.take() {
+                Some(r) => r,
+                None => match rx.recv().await {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            if let Some(e) = self.stopped.lock().clone() {
+                self.inner.tickets.resolve(&first.ticket, Err(e));
+                continue;
+            }
+            let mut rounds = vec![first];
+            let mut bytes = framed(&rounds[0].records);
+            let mut count = rounds[0].records.len();
+            while let Ok(r) = rx.try_recv() {
+                let b = framed(&r.records);
+                if bytes + b > budget || count + r.records.len() > RECORDS_PER_MESSAGE {
+                    held = Some(r);
+                    break;
+                }
+                bytes += b;
+                count += r.records.len();
+                rounds.push(r);
+            }
+            let result = if count > RECORDS_PER_MESSAGE || bytes > budget {
+                Err(LogError::Unconfirmed {
+                    partition: self.partition,
+                    detail: format!(
+                        "a round of {count} records and {bytes} bytes is over one message's limit ({RECORDS_PER_MESSAGE} records, {budget} bytes: the servers' max_payload)"
+                    ),
+                })
+            } else {
+                self.append(&rounds, bytes).await
+            };
+            match result {
+                Ok(seq) => {
+                    let mut index = 0;
+                    for r in &rounds {
+                        let n = r.records.len();
+                        let span = if n == 0 {
+                            Span {
+                                first: position(seq, index),
+                                last: position(seq, index).saturating_sub(1),
+                            }
+                        } else {
+                            Span {
+                                first: position(seq, index),
+                                last: position(seq, index + n - 1),
+                            }
+                        };
+                        index += n;
+                        self.inner.tickets.resolve(&r.ticket, Ok(span));
+                    }
+                    self.inner
+                        .durable
+                        .fetch_max(position(seq, count.max(1) - 1), Ordering::AcqRel);
+                }
+                Err(e) => {
+                    *self.stopped.lock() = Some(e.clone());
+                    for r in &rounds {
+                        self.inner.tickets.resolve(&r.ticket, Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one message and waits for the stream's acknowledgement, sending it again
+    /// (same id: stored once) until the ack timeout. Its sequence, or why not.
+    async fn append(&mut self, rounds: &[Round], bytes: usize) -> Result<u64, LogError> {
+        let mut payload = Vec::with_capacity(bytes);
+        let mut index = 0u64;
+        for r in rounds {
+            for (kind, p) in &r.records {
+                record::encode(&mut payload, index, *kind, 0, p);
+                index += 1;
+            }
+        }
+        let payload = Bytes::from(payload);
+        self.sent += 1;
+        let id = format!("{}.{}.{}", self.inner.token, self.partition, self.sent);
+        let deadline = Instant::now() + self.inner.cluster.ack_timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                self.last.to_string().as_str(),
+            );
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = async {
+                self.inner
+                    .cluster
+                    .js
+                    .publish_with_headers(self.subject.clone(), headers, payload.clone())
+                    .await?
+                    .await
+            };
+            let outcome = match tokio::time::timeout(left, attempt).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(LogError::Unconfirmed {
+                        partition: self.partition,
+                        detail: format!(
+                            "no acknowledgement within {:?}",
+                            self.inner.cluster.ack_timeout
+                        ),
+                    });
+                }
+            };
+            let error = match outcome {
+                Ok(ack) => {
+                    self.last = ack.sequence;
+                    return Ok(ack.sequence);
+                }
+                Err(e) => e,
+            };
+            match error.kind() {
+                PublishErrorKind::WrongLastSequence => {
+                    return Err(LogError::Fenced {
+                        partition: self.partition,
+                        detail: format!(
+                            "the stream holds a message on {} after sequence {}: {error}",
+                            self.subject, self.last
+                        ),
+                    });
+                }
+                PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(LogError::Unconfirmed {
+                        partition: self.partition,
+                        detail: error.to_string(),
+                    });
+                }
+                // A timeout, a lost connection, no leader yet, or another message on
+                // the subject being proposed (code 10164: this writer's own earlier
+                // try, or another owner's): try again with the same id; the stream
+                // stores it once, or refuses it as fenced.
+                _ => {}
+            }
+            if Instant::now() + pause >= deadline {
+                return Err(LogError::Unconfirmed {
+                    partition: self.partition,
+                    detail: format!("last error: {error}"),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// The bytes `records` take framed.
+fn framed(records: &[(u8, Vec<u8>)]) -> usize {
+    records
+        .iter()
+        .map(|(_, p)| record::HEADER_BYTES + p.len())
+        .sum()
+}
+
+impl PartitionLog for JetStreamLog {
+    fn submit(&self, partition: u32, records: Vec<(u8, Vec<u8>)>) -> Submitting<'_> {
+        Box::pin(async move {
+            let (tx, stopped) = {
+                let parts = self.inner.parts.lock();
+                let part = parts.get(&partition).ok_or_else(|| not_owned(partition))?;
+                (part.tx.clone(), part.stopped.clone())
+            };
+            if let Some(e) = stopped.lock().clone() {
+                return Err(e);
+            }
+            let ticket = self.inner.tickets.ticket();
+            tx.send(Round {
+                records,
+                ticket: ticket.clone(),
+            })
+            .await
+            .map_err(|_| not_owned(partition))?;
+            Ok(ticket)
+        })
+    }
+
+    /// Call from a thread that may block (not from inside the log's runtime's tasks):
+    /// the records arrive from a task on that runtime.
+    fn read(&self, partitions: Partitions, from: Lsn) -> Result<Records, LogError> {
+        let (tx, mut rx) = mpsc::channel(4096);
+        self.inner
+            .rt
+            .spawn(Self::read_task(self.inner.clone(), partitions, from, tx));
+        Ok(Box::new(std::iter::from_fn(move || rx.blocking_recv())))
+    }
+
+    fn durable(&self) -> Lsn {
+        self.inner.durable.load(Ordering::Acquire)
+    }
+
+    /// The first partition found stopped here, if any.
+    fn stopped(&self) -> Option<LogError> {
+        let parts = self.inner.parts.lock();
+        parts.values().find_map(|p| p.stopped.lock().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_number_records_within_a_message() {
+        assert_eq!(sequence_of(position(7, 0)), 7);
+        assert_eq!(sequence_of(position(7, RECORDS_PER_MESSAGE)), 7);
+        assert!(position(7, RECORDS_PER_MESSAGE) < position(8, 0));
+        assert_eq!(position(1, 3) - position(1, 0), 3);
+    }
+}

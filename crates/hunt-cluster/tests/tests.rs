@@ -1,0 +1,235 @@
+//! The cluster's log against real `nats-server`s (three, on free 127.0.0.1 ports).
+
+use std::time::Duration;
+
+use hunt_cluster::testing::NatsCluster;
+use hunt_cluster::{Cluster, ClusterConfig, ClusterError, JetStreamLog};
+use hunt_store::{LogError, PartitionLog, Partitions, Record};
+
+fn config(nats: &NatsCluster, name: &str) -> ClusterConfig {
+    let mut c = ClusterConfig::new(nats.urls(), name);
+    c.monitor = nats.monitor_urls();
+    c.partitions = Some(4);
+    c
+}
+
+async fn read(log: &JetStreamLog, p: Partitions, from: u64) -> Vec<Record> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || {
+        log.read(p, from)
+            .expect("read")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("records")
+    })
+    .await
+    .expect("reader")
+}
+
+fn round(p: u32, i: u32, n: u32) -> Vec<(u8, Vec<u8>)> {
+    (0..n)
+        .map(|k| (1u8, format!("p{p} r{i} k{k}").into_bytes()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_are_read_back_in_order_with_the_positions_their_tickets_gave() {
+    let nats = NatsCluster::start(3, false);
+    let cluster = Cluster::connect(&config(&nats, "order")).await.unwrap();
+    assert_eq!(cluster.partitions(), 4);
+    let log = JetStreamLog::new(cluster, tokio::runtime::Handle::current());
+    for p in 0..4 {
+        assert_eq!(log.last_sequence(p).await.unwrap(), 0);
+        log.own(p, 0);
+    }
+    // Rounds of every partition, submitted without waiting, so that several go in one
+    // message.
+    let mut tickets = Vec::new();
+    for i in 0..30u32 {
+        for p in 0..4u32 {
+            let t = log.submit(p, round(p, i, 1 + i % 4)).await.unwrap();
+            tickets.push((p, i, t));
+        }
+    }
+    let mut expected: Vec<(u32, u64, Vec<u8>)> = Vec::new();
+    for (p, i, t) in tickets {
+        let span = t.await.unwrap();
+        assert_eq!(
+            span.last - span.first,
+            u64::from(i % 4),
+            "a round's records are consecutive"
+        );
+        for (k, rec) in round(p, i, 1 + i % 4).into_iter().enumerate() {
+            expected.push((p, span.at(k), rec.1));
+        }
+    }
+    expected.sort_by_key(|e| e.1);
+    let all = read(&log, Partitions::All, 0).await;
+    let got: Vec<(u64, Vec<u8>)> = all.iter().map(|r| (r.lsn, r.payload.clone())).collect();
+    let want: Vec<(u64, Vec<u8>)> = expected.iter().map(|e| (e.1, e.2.clone())).collect();
+    assert_eq!(got, want, "the whole stream, in position order");
+    assert_eq!(log.durable(), want.last().unwrap().0);
+
+    let two: Vec<(u64, Vec<u8>)> = expected
+        .iter()
+        .filter(|e| e.0 == 2)
+        .map(|e| (e.1, e.2.clone()))
+        .collect();
+    let got: Vec<(u64, Vec<u8>)> = read(&log, Partitions::One(2), 0)
+        .await
+        .into_iter()
+        .map(|r| (r.lsn, r.payload))
+        .collect();
+    assert_eq!(got, two, "one partition's subject");
+    // From inside a message: only what is at or after the position.
+    let from = two[5].0;
+    let got = read(&log, Partitions::One(2), from).await;
+    assert_eq!(got.len(), two.len() - 5);
+    assert_eq!(got[0].lsn, from);
+
+    // Joining the same cluster again takes the stored partition count; another is refused.
+    let mut join = config(&nats, "order");
+    join.partitions = None;
+    assert_eq!(Cluster::connect(&join).await.unwrap().partitions(), 4);
+    join.partitions = Some(8);
+    let e = Cluster::connect(&join).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClusterError::Partitions {
+                stored: 4,
+                asked: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_fences_the_old_one_at_its_next_append() {
+    let nats = NatsCluster::start(3, false);
+    let rt = tokio::runtime::Handle::current();
+    let old = JetStreamLog::new(
+        Cluster::connect(&config(&nats, "fence")).await.unwrap(),
+        rt.clone(),
+    );
+    old.own(0, 0);
+    old.own(1, 0);
+    old.submit(0, round(0, 0, 2)).await.unwrap().await.unwrap();
+
+    // A second node reads partition 0 to its end and appends after it.
+    let new = JetStreamLog::new(Cluster::connect(&config(&nats, "fence")).await.unwrap(), rt);
+    let last = new.last_sequence(0).await.unwrap();
+    assert!(last > 0);
+    new.own(0, last);
+    new.submit(0, vec![(9, b"takeover".to_vec())])
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    // The old owner's next append to partition 0 is refused by the stream.
+    let e = old
+        .submit(0, round(0, 1, 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::Fenced { partition: 0, .. }), "{e}");
+    assert!(!old.owns(0));
+    // And every later one, without reaching the stream.
+    let Err(e) = old.submit(0, round(0, 2, 1)).await else {
+        panic!("a fenced partition took a round");
+    };
+    assert!(matches!(e, LogError::Fenced { partition: 0, .. }), "{e}");
+    // Its other partition goes on.
+    old.submit(1, round(1, 0, 1)).await.unwrap().await.unwrap();
+    assert!(old.owns(1));
+
+    let kept: Vec<Vec<u8>> = read(&new, Partitions::One(0), 0)
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(
+        kept,
+        vec![
+            b"p0 r0 k0".to_vec(),
+            b"p0 r0 k1".to_vec(),
+            b"takeover".to_vec()
+        ],
+        "the fenced round is not on the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_break_a_promise_are_refused_at_start() {
+    // One server that syncs every two minutes.
+    let lazy = NatsCluster::start(1, true);
+    let mut c = config(&lazy, "lazy");
+    c.replicas = 1;
+    let e = Cluster::connect(&c).await.unwrap_err();
+    assert!(matches!(e, ClusterError::LazyFsync(_)), "{e}");
+    assert!(e.to_string().contains("120 s"), "{e}");
+    c.monitor.clear();
+    let e = Cluster::connect(&c).await.unwrap_err();
+    assert!(matches!(e, ClusterError::LazyFsync(_)), "{e}");
+
+    // Accepting lazy syncs, three replicas cannot be had from one server.
+    c.accept_lazy_fsync = true;
+    c.replicas = 3;
+    let e = Cluster::connect(&c).await.unwrap_err();
+    assert!(e.to_string().contains("replicas"), "{e}");
+
+    // With one asked, it runs.
+    c.replicas = 1;
+    Cluster::connect(&c).await.unwrap();
+
+    let e = Cluster::connect(&ClusterConfig::new(lazy.urls(), "a.b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::BadName(_)), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_go_on_when_a_nats_server_is_killed_and_none_is_stored_twice() {
+    let mut nats = NatsCluster::start(3, false);
+    let mut c = config(&nats, "lose");
+    c.ack_timeout = Duration::from_secs(20);
+    let log = JetStreamLog::new(
+        Cluster::connect(&c).await.unwrap(),
+        tokio::runtime::Handle::current(),
+    );
+    for p in 0..4 {
+        log.own(p, 0);
+    }
+    let writer = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(8) {
+                let mut ts = Vec::new();
+                for p in 0..4 {
+                    ts.push(log.submit(p, round(p, n, 3)).await.unwrap());
+                }
+                for t in ts {
+                    t.await.expect("every round confirmed");
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Kill each server in turn is too much for a quorum; kill one, the first.
+    nats.kill(0);
+    let rounds = writer.await.unwrap();
+    assert!(rounds > 10, "only {rounds} rounds");
+    let all = read(&log, Partitions::All, 0).await;
+    assert_eq!(all.len() as u32, rounds * 4 * 3, "each record once");
+    let mut seen = std::collections::HashSet::new();
+    for r in &all {
+        assert!(seen.insert(r.payload.clone()), "stored twice: {r:?}");
+    }
+}
