@@ -105,6 +105,7 @@ pub struct Cluster {
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) stream: String,
+    name: String,
     prefix: String,
     partitions: u32,
     pub(crate) ack_timeout: Duration,
@@ -181,6 +182,7 @@ impl Cluster {
             client,
             js,
             stream,
+            name: cfg.name.clone(),
             prefix,
             partitions,
             ack_timeout: cfg.ack_timeout,
@@ -191,6 +193,11 @@ impl Cluster {
     /// The partition count stored with the cluster.
     pub fn partitions(&self) -> u32 {
         self.partitions
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The stream's name.

@@ -12,12 +12,15 @@
 //!
 //! - [`cluster`]: the connection, the checks at start, the stream's names;
 //! - [`log`]: the fenced partition log;
+//! - [`lease`]: partition leases in the owners bucket, by compare-and-set;
 //! - `testing` (feature `testing`): three `nats-server`s on free ports, for tests.
 
 pub mod cluster;
+pub mod lease;
 pub mod log;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, NATS_SERVER_MIN};
+pub use lease::{Held, Lapses, Leases, Owner, Seen};
 pub use log::{JetStreamLog, RECORD_BITS};

@@ -197,89 +197,155 @@ impl JetStreamLog {
         tx: &mpsc::Sender<Result<Record, LogError>>,
     ) -> Result<(), LogError> {
         let c = &inner.cluster;
-        let read_err = |what: &str, e: &dyn std::fmt::Display| LogError::Io {
-            op: "read",
-            path: c.stream.clone(),
-            message: format!("{what}: {e}"),
-        };
-        let mut stream =
-            c.js.get_stream(&c.stream)
-                .await
-                .map_err(|e| read_err("stream", &e))?;
-        let (filter, end) = match partitions {
-            Partitions::All => {
-                let info = stream.info().await.map_err(|e| read_err("info", &e))?;
-                (c.all_subjects(), info.state.last_sequence)
-            }
-            Partitions::One(p) => {
-                let subject = c.subject(p);
-                let end = match stream.get_last_raw_message_by_subject(&subject).await {
-                    Ok(m) => m.sequence,
-                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
-                    Err(e) => return Err(read_err("last", &e)),
-                };
-                (subject, end)
-            }
-        };
-        let start = sequence_of(from).max(1);
-        if end < start {
-            return Ok(());
-        }
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: filter,
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| read_err("consumer", &e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| read_err("messages", &e))?;
-        while let Some(m) = messages.next().await {
-            let m = m.map_err(|e| read_err("message", &e))?;
-            let seq = m
-                .info()
-                .map_err(|e| read_err("message info", &e))?
-                .stream_sequence;
-            let mut bytes: &[u8] = &m.payload;
-            let mut index = 0usize;
-            while !bytes.is_empty() {
-                let d = record::decode(bytes).map_err(|e| LogError::Corrupt {
-                    segment: format!("{} sequence {seq}", c.stream),
-                    offset: (m.payload.len() - bytes.len()) as u64,
-                    reason: format!("{e:?}"),
-                })?;
-                if d.record.lsn != index as Lsn {
-                    return Err(LogError::Corrupt {
-                        segment: format!("{} sequence {seq}", c.stream),
-                        offset: (m.payload.len() - bytes.len()) as u64,
-                        reason: format!("record {index} says it is record {}", d.record.lsn),
-                    });
+        // A server lost or a leader being elected makes requests time out for a few
+        // seconds: each step is tried again until nothing has moved for this long.
+        let patience = c.ack_timeout.max(Duration::from_secs(10));
+        let (filter, end) = patiently(patience, &c.stream, || async {
+            let mut stream =
+                c.js.get_stream(&c.stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            match partitions {
+                Partitions::All => {
+                    let info = stream.info().await.map_err(|e| e.to_string())?;
+                    Ok((c.all_subjects(), info.state.last_sequence))
                 }
-                let lsn = position(seq, index);
-                if lsn >= from {
-                    let r = Record {
-                        lsn,
-                        kind: d.record.kind,
-                        payload: d.record.payload,
-                    };
-                    if tx.send(Ok(r)).await.is_err() {
-                        return Ok(());
+                Partitions::One(p) => {
+                    let subject = c.subject(p);
+                    match stream.get_last_raw_message_by_subject(&subject).await {
+                        Ok(m) => Ok((subject, m.sequence)),
+                        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                            Ok((subject, 0))
+                        }
+                        Err(e) => Err(e.to_string()),
                     }
                 }
-                bytes = &bytes[d.len..];
-                index += 1;
             }
-            if seq >= end {
-                break;
+        })
+        .await?;
+        let mut next = sequence_of(from).max(1);
+        let mut progress = Instant::now();
+        while next <= end {
+            let consumer = patiently(patience, &c.stream, || async {
+                let stream =
+                    c.js.get_stream(&c.stream)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                let consumer = stream
+                    .create_consumer(pull::OrderedConfig {
+                        filter_subject: filter.clone(),
+                        deliver_policy: DeliverPolicy::ByStartSequence {
+                            start_sequence: next,
+                        },
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                consumer.messages().await.map_err(|e| e.to_string())
+            })
+            .await;
+            let mut messages = consumer?;
+            while let Some(m) = messages.next().await {
+                let Ok(m) = m else {
+                    // The consumer broke (its server went away): start a new one
+                    // after the last message read, unless nothing moves for too long.
+                    break;
+                };
+                let Ok(info) = m.info() else { break };
+                let seq = info.stream_sequence;
+                if seq < next {
+                    continue;
+                }
+                if !send_records(c, seq, &m.payload, from, tx).await? {
+                    return Ok(());
+                }
+                next = seq + 1;
+                progress = Instant::now();
+                if seq >= end {
+                    return Ok(());
+                }
             }
+            if progress.elapsed() > patience {
+                return Err(LogError::Io {
+                    op: "read",
+                    path: c.stream.clone(),
+                    message: format!("no message after sequence {} for {patience:?}", next - 1),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(())
     }
+}
+
+/// Tries `f` until it succeeds or `patience` has passed.
+async fn patiently<T, F, Fut>(patience: Duration, stream: &str, mut f: F) -> Result<T, LogError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let until = Instant::now() + patience;
+    loop {
+        // One try waits at most this long: a request that reached a server being
+        // lost is not answered, while a new one may be.
+        let attempt = tokio::time::timeout(Duration::from_secs(2), f());
+        match attempt
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_string()))
+        {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= until => {
+                return Err(LogError::Io {
+                    op: "read",
+                    path: stream.to_string(),
+                    message: e,
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Sends the records of message `seq` at or after `from` to `tx`, each checked.
+/// `false`: the reader is gone.
+async fn send_records(
+    c: &Cluster,
+    seq: u64,
+    payload: &[u8],
+    from: Lsn,
+    tx: &mpsc::Sender<Result<Record, LogError>>,
+) -> Result<bool, LogError> {
+    let mut bytes = payload;
+    let mut index = 0usize;
+    while !bytes.is_empty() {
+        let offset = (payload.len() - bytes.len()) as u64;
+        let d = record::decode(bytes).map_err(|e| LogError::Corrupt {
+            segment: format!("{} sequence {seq}", c.stream),
+            offset,
+            reason: format!("{e:?}"),
+        })?;
+        if d.record.lsn != index as Lsn {
+            return Err(LogError::Corrupt {
+                segment: format!("{} sequence {seq}", c.stream),
+                offset,
+                reason: format!("record {index} says it is record {}", d.record.lsn),
+            });
+        }
+        let lsn = position(seq, index);
+        if lsn >= from {
+            let r = Record {
+                lsn,
+                kind: d.record.kind,
+                payload: d.record.payload,
+            };
+            if tx.send(Ok(r)).await.is_err() {
+                return Ok(false);
+            }
+        }
+        bytes = &bytes[d.len..];
+        index += 1;
+    }
+    Ok(true)
 }
 
 fn not_owned(partition: u32) -> LogError {

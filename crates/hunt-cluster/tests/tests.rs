@@ -233,3 +233,70 @@ async fn appends_go_on_when_a_nats_server_is_killed_and_none_is_stored_twice() {
         assert!(seen.insert(r.payload.clone()), "stored twice: {r:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_taken_by_one_node_renewed_and_taken_over_only_once_lapsed() {
+    use hunt_cluster::{Lapses, Leases};
+    use std::time::Instant;
+
+    let nats = NatsCluster::start(3, false);
+    let cluster = Cluster::connect(&config(&nats, "lease")).await.unwrap();
+    let a = Leases::open(&cluster, "a", 3).await.unwrap();
+    let b = Leases::open(&cluster, "b", 3).await.unwrap();
+    let c = Leases::open(&cluster, "c", 3).await.unwrap();
+
+    // Never taken: both try at once from what they read; exactly one gets it.
+    let seen = a.read(0).await.unwrap();
+    assert_eq!(seen.revision, 0);
+    let (ha, hb) = tokio::join!(a.take(0, &seen), b.take(0, &seen));
+    let (ha, hb) = (ha.unwrap(), hb.unwrap());
+    assert!(ha.is_some() != hb.is_some(), "one winner: {ha:?} {hb:?}");
+    let (owner, other, mut held) = match (ha, hb) {
+        (Some(h), None) => (&a, &b, h),
+        (None, Some(h)) => (&b, &a, h),
+        _ => unreachable!(),
+    };
+    assert_eq!(held.epoch, 1);
+
+    // Renewed, it does not lapse in the other's eyes.
+    let lease = Duration::from_millis(600);
+    let mut lapses = Lapses::new(lease);
+    for _ in 0..6 {
+        assert!(owner.renew(&mut held).await.unwrap());
+        let s = other.read(0).await.unwrap();
+        assert!(!lapses.free(0, &s, Instant::now()), "{s:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A take judged on a read from before a renewal is refused.
+    let stale = other.read(0).await.unwrap();
+    assert!(owner.renew(&mut held).await.unwrap());
+    let renewed = Instant::now();
+    assert_eq!(other.take(0, &stale).await.unwrap(), None);
+    // The owner stops renewing: the other sees the same revision past the lease.
+    let start = Instant::now();
+    let seen = loop {
+        let s = other.read(0).await.unwrap();
+        if lapses.free(0, &s, Instant::now()) {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "never lapsed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(renewed.elapsed() >= lease, "taken before the lease ran out");
+    // Two nodes take the lapsed lease at once: one wins, with the next epoch.
+    let (t1, t2) = tokio::join!(other.take(0, &seen), c.take(0, &seen));
+    let (t1, t2) = (t1.unwrap(), t2.unwrap());
+    assert!(t1.is_some() != t2.is_some(), "one winner: {t1:?} {t2:?}");
+    let winner = if t1.is_some() { other } else { &c };
+    let new = t1.or(t2).unwrap();
+    assert_eq!(new.epoch, 2);
+    // The old owner's renewal is refused: it lost the lease.
+    assert!(!owner.renew(&mut held).await.unwrap());
+
+    // A release frees a lease at once, for anyone.
+    assert!(winner.release(&new).await.unwrap());
+    let s = a.read(0).await.unwrap();
+    assert!(Lapses::new(Duration::from_secs(3600)).free(0, &s, Instant::now()));
+    let h = a.take(0, &s).await.unwrap().expect("free after a release");
+    assert_eq!(h.epoch, 3);
+}
