@@ -153,6 +153,49 @@ impl JetStreamLog {
             .insert(partition, Part { tx, stopped });
     }
 
+    /// Takes `partition` over: appends a takeover marker (a message with no records,
+    /// saying `who` in its `Hunt-Takeover` header) after `last`, the last sequence this
+    /// node has read on its subject, then appends after the marker. `Err(Fenced)`:
+    /// someone appended after `last`; read again before trying again.
+    pub async fn take_over(&self, partition: u32, last: u64, who: &str) -> Result<u64, LogError> {
+        let c = &self.inner.cluster;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            last.to_string().as_str(),
+        );
+        headers.insert("Hunt-Takeover", who);
+        let subject = c.subject(partition);
+        let publish = async {
+            c.js.publish_with_headers(subject.clone(), headers, Bytes::new())
+                .await?
+                .await
+        };
+        let ack = match tokio::time::timeout(c.ack_timeout, publish).await {
+            Err(_) => {
+                return Err(LogError::Unconfirmed {
+                    partition,
+                    detail: "the takeover marker was not acknowledged in time".into(),
+                });
+            }
+            Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                return Err(LogError::Fenced {
+                    partition,
+                    detail: format!("{subject} has messages after sequence {last}"),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(LogError::Unconfirmed {
+                    partition,
+                    detail: e.to_string(),
+                });
+            }
+            Ok(Ok(ack)) => ack,
+        };
+        self.own(partition, ack.sequence);
+        Ok(ack.sequence)
+    }
+
     /// Stops appending to `partition`: what is queued is refused, and so is every later
     /// submit, until it is owned again.
     pub fn release(&self, partition: u32) {
@@ -566,6 +609,11 @@ impl PartitionLog for JetStreamLog {
 
     fn durable(&self) -> Lsn {
         self.inner.durable.load(Ordering::Acquire)
+    }
+
+    /// Positions skip: a message's records are numbered from its stream sequence.
+    fn dense(&self) -> bool {
+        false
     }
 
     /// The first partition found stopped here, if any.

@@ -121,7 +121,11 @@ async fn a_new_owner_fences_the_old_one_at_its_next_append() {
     let new = JetStreamLog::new(Cluster::connect(&config(&nats, "fence")).await.unwrap(), rt);
     let last = new.last_sequence(0).await.unwrap();
     assert!(last > 0);
-    new.own(0, last);
+    // A marker after a stale end is refused; after the true end it is taken.
+    let e = new.take_over(0, last - 1, "new/1").await.unwrap_err();
+    assert!(matches!(e, LogError::Fenced { partition: 0, .. }), "{e}");
+    let marker = new.take_over(0, last, "new/1").await.unwrap();
+    assert!(marker > last);
     new.submit(0, vec![(9, b"takeover".to_vec())])
         .await
         .unwrap()

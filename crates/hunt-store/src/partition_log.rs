@@ -82,6 +82,13 @@ pub trait PartitionLog: Send + Sync + 'static {
 
     /// Why the log stopped, if it did: every submit is refused with it.
     fn stopped(&self) -> Option<LogError>;
+
+    /// Whether every position from 1 on holds a record, so that a reader can tell that
+    /// older records were removed when the first one read is past where it asked. The
+    /// local log's positions are; a replicated log's need not be.
+    fn dense(&self) -> bool {
+        true
+    }
 }
 
 impl PartitionLog for Log {

@@ -50,8 +50,9 @@ enum Command {
     GenTraffic(cmd::gen_traffic::Args),
     /// Print the JSON Schema of hunts files.
     Schema,
-    /// Run the engine as an HTTP service on the embedded store.
-    Serve(cmd::serve::Args),
+    /// Run the engine as an HTTP service, on the embedded store or a NATS JetStream
+    /// cluster (--cluster).
+    Serve(Box<cmd::serve::Args>),
     /// Verify the whole event log and rebuild the projections offline.
     Replay(cmd::replay::Args),
     /// The dead-letter queue of a running server: list, show, retry, drop.
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::GenTraffic(a) => cmd::gen_traffic::run(a),
         Command::Schema => cmd::schema::run(),
-        Command::Serve(a) => cmd::serve::run(a),
+        Command::Serve(a) => cmd::serve::run(*a),
         Command::Replay(a) => cmd::replay::run(a),
         Command::Dlq(a) => cmd::dlq::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod cluster;
 #[path = "harness/crash.rs"]
 mod crash;
 mod serve;

@@ -52,6 +52,25 @@ pub struct EngineConfig {
     pub sink_queue_max: usize,
     /// The most dead letters one sink keeps.
     pub sink_dlq_max: usize,
+    /// A log given from outside (the cluster's, on NATS JetStream) instead of the local
+    /// one in the data directory, which then keeps only the snapshots.
+    pub provided_log: Option<ProvidedLog>,
+}
+
+/// A partition log given to the server instead of its local one.
+#[derive(Clone)]
+pub struct ProvidedLog {
+    pub log: Arc<dyn PartitionLog>,
+    /// What it is, for the start's log line (e.g. "JetStream stream HUNT_shop").
+    pub name: String,
+}
+
+impl std::fmt::Debug for ProvidedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvidedLog")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// Default partitions: one per core is enough; more keeps a hot customer's partition
@@ -82,6 +101,7 @@ impl EngineConfig {
             repair: false,
             sink_queue_max: SINK_QUEUE_MAX_DEFAULT,
             sink_dlq_max: SINK_DLQ_MAX_DEFAULT,
+            provided_log: None,
         }
     }
 }
@@ -160,7 +180,9 @@ impl Service {
         recovered: recover::Recovered,
     ) -> Result<Arc<Service>, String> {
         let metrics = Arc::new(Metrics::default());
-        log.log().set_observer(metrics.clone());
+        if let Some(local) = log.local() {
+            local.set_observer(metrics.clone());
+        }
         let log: Arc<dyn PartitionLog> = Arc::new(log);
         let version = Arc::new(recovered.version.expect("open() ensures a version"));
         let notifier = Notifier::start(

@@ -43,10 +43,24 @@ pub fn open(
 ) -> Result<(LocalLog, Snapshots, recover::Recovered, Started), String> {
     let lock = lock_data_dir(&config.data_dir)?;
     let fs = Arc::new(RealFs);
-    let mut lc = LogConfig::new(&config.data_dir);
-    lc.durability = config.durability;
-    lc.repair = config.repair;
-    let (log, log_report) = Log::open(fs.clone(), lc).map_err(|e| e.to_string())?;
+    let (held, log_report) = match &config.provided_log {
+        Some(p) => (
+            Held::Provided(p.log.clone()),
+            hunt_store::OpenReport::default(),
+        ),
+        None => {
+            let mut lc = LogConfig::new(&config.data_dir);
+            lc.durability = config.durability;
+            lc.repair = config.repair;
+            let (log, report) = Log::open(fs.clone(), lc).map_err(|e| e.to_string())?;
+            (Held::Local(log), report)
+        }
+    };
+    let log = LocalLog {
+        log: Some(held),
+        lock: Some(lock),
+        closed,
+    };
     let snapshots = Snapshots::open(fs, &config.data_dir).map_err(|e| e.to_string())?;
     let mut recovered = recover::recover(
         &log,
@@ -89,7 +103,7 @@ pub fn open(
                 ));
             }
             v.restore_pools(recovered.states.iter().flat_map(|s| s.grants()))?;
-            log.append(KIND_CONFIG, &encode_config(&record))
+            log.append_blocking(NODE, KIND_CONFIG, encode_config(&record))
                 .map_err(|e| e.to_string())?;
             recorded_version = Some(record.version);
             recovered.version = Some(v);
@@ -101,7 +115,7 @@ pub fn open(
         );
     }
     Ok((
-        LocalLog::new(log, lock, closed),
+        log,
         snapshots,
         recovered,
         Started {
@@ -121,14 +135,19 @@ pub fn render_report(report: &hunt_core::diag::Report) -> String {
     s
 }
 
-/// The local log as the service holds it, with the data directory's lock. When the
-/// last reference goes, the log closes (writing what it was given), then the directory
-/// is let go, then `closed` is told: in that order, so a next start on the directory
-/// can wait for the signal instead of a timer.
+/// The log as the service holds it, with the data directory's lock: the local log, or
+/// one provided (the cluster's). When the last reference goes, the log closes (writing
+/// what it was given), then the directory is let go, then `closed` is told: in that
+/// order, so a next start on the directory can wait for the signal instead of a timer.
 pub struct LocalLog {
-    log: Option<Log>,
+    log: Option<Held>,
     lock: Option<std::fs::File>,
     closed: tokio::sync::watch::Sender<bool>,
+}
+
+enum Held {
+    Local(Log),
+    Provided(Arc<dyn PartitionLog>),
 }
 
 impl LocalLog {
@@ -138,14 +157,35 @@ impl LocalLog {
         closed: tokio::sync::watch::Sender<bool>,
     ) -> LocalLog {
         LocalLog {
-            log: Some(log),
+            log: Some(Held::Local(log)),
             lock: Some(lock),
             closed,
         }
     }
 
-    pub(super) fn log(&self) -> &Log {
-        self.log.as_ref().expect("open until dropped")
+    fn log(&self) -> &dyn PartitionLog {
+        match self.log.as_ref().expect("open until dropped") {
+            Held::Local(l) => l,
+            Held::Provided(p) => p.as_ref(),
+        }
+    }
+
+    /// The local log, when it is the one held.
+    pub(super) fn local(&self) -> Option<&Log> {
+        match self.log.as_ref() {
+            Some(Held::Local(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Appends one record and waits until it is durable; from a thread that may block.
+    fn append_blocking(&self, partition: u32, kind: u8, payload: Vec<u8>) -> Result<(), LogError> {
+        if let Some(l) = self.local() {
+            return l.append(kind, &payload).map(|_| ());
+        }
+        let submitting = self.log().submit(partition, vec![(kind, payload)]);
+        let ticket = tokio::runtime::Handle::current().block_on(submitting)?;
+        ticket.wait().map(|_| ())
     }
 }
 
@@ -155,7 +195,7 @@ impl PartitionLog for LocalLog {
         partition: u32,
         records: Vec<(u8, Vec<u8>)>,
     ) -> hunt_store::partition_log::Submitting<'_> {
-        PartitionLog::submit(self.log(), partition, records)
+        self.log().submit(partition, records)
     }
 
     fn read(
@@ -163,15 +203,19 @@ impl PartitionLog for LocalLog {
         partitions: hunt_store::Partitions,
         from: hunt_store::Lsn,
     ) -> Result<hunt_store::partition_log::Records, LogError> {
-        PartitionLog::read(self.log(), partitions, from)
+        self.log().read(partitions, from)
     }
 
     fn durable(&self) -> hunt_store::Lsn {
-        PartitionLog::durable(self.log())
+        self.log().durable()
     }
 
     fn stopped(&self) -> Option<LogError> {
-        PartitionLog::stopped(self.log())
+        self.log().stopped()
+    }
+
+    fn dense(&self) -> bool {
+        self.log().dense()
     }
 }
 

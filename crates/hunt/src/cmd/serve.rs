@@ -11,11 +11,12 @@ use hunt_server::auth::Keys;
 use hunt_server::http::{HttpConfig, RATE_PER_USER_DEFAULT};
 use hunt_server::server::{ServeConfig, serve, signals};
 use hunt_server::service::{
-    BACKLOG_EVENTS_DEFAULT, DEDUPE_ENTRIES_DEFAULT, EngineConfig, PARTITIONS_DEFAULT,
+    BACKLOG_EVENTS_DEFAULT, DEDUPE_ENTRIES_DEFAULT, EngineConfig, PARTITIONS_DEFAULT, ProvidedLog,
     SNAPSHOT_EVERY_DEFAULT,
 };
 use hunt_server::state::DedupeConfig;
 
+use crate::cmd::cluster_node::{self, ClusterArgs};
 use crate::render;
 
 #[derive(clap::Args)]
@@ -34,9 +35,10 @@ pub struct Args {
     /// HUNT_API_KEYS to the same text (lines or `;`-separated).
     #[arg(long, value_name = "FILE")]
     keys: Option<PathBuf>,
-    /// Partition workers (customers are spread over them by a hash of their id).
-    #[arg(long, default_value_t = PARTITIONS_DEFAULT)]
-    partitions: usize,
+    /// Partition workers (customers are spread over them by a hash of their id). On a
+    /// cluster, fixed when it is created (default there: 64) and read from it after.
+    #[arg(long)]
+    partitions: Option<usize>,
     /// How long an `(user, id)` is remembered as a duplicate: 90s, 30m, 24h…
     #[arg(long, default_value = "24h")]
     dedupe_window: String,
@@ -90,6 +92,8 @@ pub struct Args {
     /// Log lines as JSON (one object per line) instead of text.
     #[arg(long)]
     log_json: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 fn keys(args: &Args) -> anyhow::Result<Keys> {
@@ -112,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut engine = EngineConfig::new(&args.data);
-    engine.partitions = args.partitions;
+    engine.partitions = args.partitions.unwrap_or(PARTITIONS_DEFAULT);
     engine.dedupe = DedupeConfig {
         window,
         entries_max: args.dedupe_max,
@@ -141,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rate_per_key: NonZeroU32::new(args.rate_per_key),
         rate_per_user: NonZeroU32::new(args.rate_per_user),
     };
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         listen: args.listen,
         engine,
         http,
@@ -153,6 +157,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let mut owned = None;
+        if args.cluster.enabled() {
+            let o = cluster_node::become_owner(&args.cluster, args.partitions.map(|p| p as u32))
+                .await?;
+            // The data directory keeps this cluster's snapshots only.
+            config.engine.data_dir = args
+                .data
+                .join(format!("cluster-{}", args.cluster.cluster_name));
+            config.engine.partitions = o.partitions as usize;
+            config.engine.provided_log = Some(ProvidedLog {
+                log: std::sync::Arc::new(o.log.clone()),
+                name: format!("JetStream stream {}", o.log.cluster().stream()),
+            });
+            config.validate().map_err(anyhow::Error::msg)?;
+            owned = Some(o);
+        }
+        let (lost, release) = match owned {
+            Some(o) => (Some(o.lost), Some(o.release)),
+            None => (None, None),
+        };
+        let stop = async move {
+            match lost {
+                Some(lost) => tokio::select! {
+                    () = signals() => {}
+                    why = lost => {
+                        let why = why.unwrap_or_else(|_| "the lease keeper stopped".into());
+                        tracing::error!(reason = %why, "lost the cluster's partitions: stopping");
+                    }
+                },
+                None => signals().await,
+            }
+        };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -164,8 +200,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             tracing::info!(keys = config.http.keys.len(), "API keys loaded");
         }
-        tracing::info!(%addr, data = %args.data.display(), partitions = args.partitions, "listening");
-        match serve(config, listener, signals()).await {
+        tracing::info!(
+            %addr,
+            data = %config.engine.data_dir.display(),
+            partitions = config.engine.partitions,
+            log = config.engine.provided_log.as_ref().map_or("local", |p| p.name.as_str()),
+            "listening"
+        );
+        let served = serve(config, listener, stop).await;
+        if let Some(release) = release {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if release.send(done).await.is_ok() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+            }
+        }
+        match served {
             Ok(()) => {
                 tracing::info!("stopped cleanly");
                 Ok(ExitCode::SUCCESS)

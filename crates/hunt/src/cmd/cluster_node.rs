@@ -1,0 +1,227 @@
+//! `hunt serve --cluster`: the node's side of the cluster (docs/cluster.md).
+//!
+//! A node connects and checks the cluster ([`hunt_cluster::Cluster::connect`]), then
+//! waits as a standby until every partition's lease (and the node records' lease) is
+//! free: never taken, released, or lapsed. It takes them all, appends a takeover
+//! marker to each subject after reading its end, and only then rebuilds the state from
+//! the stream and serves. While serving it renews every lease; a lease it fails to
+//! renew in time, or an append the stream refuses as fenced, stops it (fail-stop): the
+//! partitions are another node's now, and nothing is answered from this node's state.
+//!
+//! All partitions go together: the pools' counters are shared by the partitions of one
+//! process (ADR 0004), so two nodes must never own partitions at once. Spreading them
+//! over several active nodes needs the pools' escrow of the scale-out issue.
+
+use std::time::{Duration, Instant};
+
+use hunt_cluster::{Cluster, ClusterConfig, Held, JetStreamLog, Lapses, Leases};
+use hunt_store::partition_log::NODE;
+
+/// The cluster's flags of `hunt serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Run on a NATS JetStream cluster instead of the local log: its servers' client
+    /// URLs, comma-separated (nats://host:port). The data directory then keeps only
+    /// snapshots.
+    #[arg(long, value_name = "URL[,URL…]", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// The cluster's name: its stream is HUNT_<name>, its buckets hunt_<name>_….
+    #[arg(long, default_value = "hunt", requires = "cluster")]
+    pub cluster_name: String,
+    /// The NATS servers' monitoring URLs (http://host:port), read at start to check
+    /// that each syncs every write (`jetstream { sync_interval: always }`).
+    #[arg(
+        long,
+        value_name = "URL[,URL…]",
+        value_delimiter = ',',
+        requires = "cluster"
+    )]
+    pub cluster_monitor: Vec<String>,
+    /// Start even without proof that the NATS servers sync every write. An event they
+    /// acknowledged may then be lost if every replica loses power at once.
+    #[arg(long, requires = "cluster")]
+    pub accept_lazy_fsync: bool,
+    /// Replicas of the cluster's stream and buckets; fewer in place is refused.
+    #[arg(long, default_value_t = 3, requires = "cluster")]
+    pub cluster_replicas: usize,
+    /// This node's id in the owners bucket (default: host name and process id).
+    #[arg(long, requires = "cluster")]
+    pub node_id: Option<String>,
+    /// How long a lease lasts without renewal before a standby may take the partitions
+    /// over (renewed every third of it).
+    #[arg(long, default_value = "5s", requires = "cluster")]
+    pub lease: String,
+}
+
+impl ClusterArgs {
+    pub fn enabled(&self) -> bool {
+        !self.cluster.is_empty()
+    }
+}
+
+/// What a node that owns the cluster's partitions holds.
+pub struct Owned {
+    pub log: JetStreamLog,
+    pub partitions: u32,
+    /// Resolves if a lease is lost: the node must stop.
+    pub lost: tokio::sync::oneshot::Receiver<String>,
+    /// Send to give every lease up (after a clean stop), so that a standby takes over
+    /// at once; the reply says it is done.
+    pub release: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn parse_lease(text: &str) -> anyhow::Result<Duration> {
+    let d = hunt_core::time::Duration::parse(text).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
+    if d.0 < 300 {
+        anyhow::bail!("--lease: {text} is too short; at least 300ms");
+    }
+    Ok(Duration::from_millis(d.0 as u64))
+}
+
+fn node_id(args: &ClusterArgs) -> String {
+    args.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// Connects, waits as a standby until every lease is free, takes them all and the
+/// partitions' subjects, and keeps the leases renewed.
+pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result<Owned> {
+    let lease = parse_lease(&args.lease)?;
+    let mut cfg = ClusterConfig::new(args.cluster.clone(), args.cluster_name.clone());
+    cfg.partitions = partitions;
+    cfg.replicas = args.cluster_replicas;
+    cfg.monitor = args.cluster_monitor.clone();
+    cfg.accept_lazy_fsync = args.accept_lazy_fsync;
+    let cluster = Cluster::connect(&cfg).await?;
+    let parts = cluster.partitions();
+    let node = node_id(args);
+    let leases = Leases::open(&cluster, node.clone(), args.cluster_replicas).await?;
+    let keys: Vec<u32> = (0..parts).chain(std::iter::once(NODE)).collect();
+    tracing::info!(
+        stream = cluster.stream(),
+        partitions = parts,
+        node = %node,
+        lease_ms = lease.as_millis() as u64,
+        "joined the cluster"
+    );
+
+    let mut lapses = Lapses::new(lease);
+    let mut said_standby = false;
+    let held = loop {
+        let now = Instant::now();
+        let mut seen = Vec::with_capacity(keys.len());
+        let mut all_free = true;
+        for &k in &keys {
+            let s = leases.read(k).await?;
+            all_free &= lapses.free(k, &s, now);
+            seen.push((k, s));
+        }
+        if all_free {
+            let mut held = Vec::with_capacity(keys.len());
+            for (k, s) in &seen {
+                match leases.take(*k, s).await? {
+                    Some(h) => held.push(h),
+                    None => break,
+                }
+            }
+            if held.len() == keys.len() {
+                break held;
+            }
+            // Another node was quicker for some: give back what was taken.
+            for h in &held {
+                let _ = leases.release(h).await;
+            }
+        } else if !said_standby {
+            let owner = seen
+                .iter()
+                .find_map(|(_, s)| s.owner.as_ref().map(|o| o.node.clone()))
+                .unwrap_or_default();
+            tracing::info!(owner = %owner, "standby: waiting for the owner's leases to lapse");
+            said_standby = true;
+        }
+        tokio::time::sleep(lease / 4).await;
+    };
+
+    let log = JetStreamLog::new(cluster, tokio::runtime::Handle::current());
+    let epoch = held.iter().map(|h| h.epoch).max().unwrap_or(0);
+    let who = format!("{node}/{epoch}");
+    for &k in &keys {
+        let last = log.last_sequence(k).await?;
+        log.take_over(k, last, &who)
+            .await
+            .map_err(|e| anyhow::anyhow!("taking partition {k} over: {e}"))?;
+    }
+    tracing::info!(node = %node, epoch, "owns every partition: takeover markers appended");
+    let (tx, lost) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(keep(leases, held, lease, tx, release_rx));
+    Ok(Owned {
+        log,
+        partitions: parts,
+        lost,
+        release,
+    })
+}
+
+/// Renews every lease a third of the lease apart. A renewal refused (another node took
+/// the lease), or none confirmed for longer than the lease, ends it: `lost` is told.
+async fn keep(
+    leases: Leases,
+    mut held: Vec<Held>,
+    lease: Duration,
+    lost: tokio::sync::oneshot::Sender<String>,
+    mut release: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
+) {
+    let mut renewed = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(lease / 3) => {}
+            asked = release.recv() => {
+                for h in &held {
+                    if let Err(e) = leases.release(h).await {
+                        tracing::warn!(partition = h.partition, error = %e, "lease not released");
+                    }
+                }
+                tracing::info!("leases released");
+                if let Some(done) = asked {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+        let mut all = true;
+        for h in held.iter_mut() {
+            match tokio::time::timeout(lease / 3, leases.renew(h)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
+                    let _ = lost.send(format!(
+                        "the lease of partition {} was taken by another node",
+                        h.partition
+                    ));
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(partition = h.partition, error = %e, "lease renewal failed");
+                    all = false;
+                }
+                Err(_) => {
+                    tracing::warn!(partition = h.partition, "lease renewal timed out");
+                    all = false;
+                }
+            }
+        }
+        if all {
+            renewed = Instant::now();
+        } else if renewed.elapsed() >= lease {
+            let _ = lost.send(format!(
+                "no lease renewed for {:?}: another node may own the partitions now",
+                renewed.elapsed()
+            ));
+            return;
+        }
+    }
+}

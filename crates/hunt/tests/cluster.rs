@@ -1,0 +1,182 @@
+//! `hunt serve --cluster` on three real NATS servers: an owner killed with SIGKILL is
+//! replaced by the standby, which answers every acknowledged event as the owner did and
+//! grants no code twice.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hunt_cluster::testing::NatsCluster;
+use serde_json::{Value, json};
+
+use super::crash::request;
+use super::root;
+
+/// A node of the cluster: its process, and the address once it listens.
+struct Node {
+    child: Child,
+    addr: std::sync::mpsc::Receiver<String>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(nats: &NatsCluster, id: &str, data: &std::path::Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(root().join("examples/welcome.yaml"))
+        .arg("--data")
+        .arg(data)
+        .args(["--cluster", &nats.urls().join(",")])
+        .args(["--cluster-monitor", &nats.monitor_urls().join(",")])
+        .args(["--cluster-name", "test", "--partitions", "8"])
+        .args(["--node-id", id, "--lease", "1s"])
+        .current_dir(root())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("hunt serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, addr) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("addr=") {
+                let a: String = line[at + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(a);
+            }
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    Node { child, addr, log }
+}
+
+impl Node {
+    /// Waits until the node listens and is ready; its address.
+    fn ready(&self, limit: Duration) -> SocketAddr {
+        let addr: SocketAddr = self
+            .addr
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("the node never listened: {}", self.log.lock().unwrap()))
+            .parse()
+            .unwrap();
+        let t = Instant::now();
+        while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
+            assert!(
+                t.elapsed() < limit,
+                "not ready: {}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        addr
+    }
+}
+
+fn hunt_events(user: &str) -> String {
+    json!([
+        {"id": format!("{user}-1"), "user": user, "type": "product_view", "data": {"category": "shoes"}},
+        {"id": format!("{user}-2"), "user": user, "type": "page_view", "data": {"url": "/blog/egg-hunt"}},
+        {"id": format!("{user}-3"), "user": user, "type": "search", "data": {"query": "egg"}},
+    ])
+    .to_string()
+}
+
+fn post(addr: SocketAddr, body: &str) -> Value {
+    let (status, v) = request(addr, "POST", "/v1/events", body).expect("an answer");
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+fn codes(answer: &Value) -> Vec<String> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["outcomes"].as_array().cloned().unwrap_or_default())
+        .filter(|o| o["kind"] == "reward_granted")
+        .map(|o| o["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice() {
+    let nats = NatsCluster::start(3, false);
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&nats, "a", &dir.path().join("a"));
+    let a_addr = a.ready(Duration::from_secs(60));
+    let b = node(&nats, "b", &dir.path().join("b"));
+    // The standby waits: it does not listen while the owner renews its leases.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        b.addr.try_recv().is_err(),
+        "the standby listens: {}",
+        b.log.lock().unwrap()
+    );
+    assert!(
+        b.log.lock().unwrap().contains("standby"),
+        "{}",
+        b.log.lock().unwrap()
+    );
+
+    let first: Vec<Value> = ["ann", "bob"]
+        .iter()
+        .map(|u| post(a_addr, &hunt_events(u)))
+        .collect();
+    let mut granted: Vec<String> = first.iter().flat_map(codes).collect();
+    assert_eq!(granted.len(), 2, "{first:?}");
+
+    let mut a = a;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = Instant::now();
+    let b_addr = b.ready(Duration::from_secs(60));
+    eprintln!("the standby answered {:?} after the kill", killed.elapsed());
+
+    // Sent again, the owner's events are duplicates with their first answers.
+    for (u, before) in ["ann", "bob"].iter().zip(&first) {
+        let again = post(b_addr, &hunt_events(u));
+        assert_eq!(again["duplicates"], 3, "{again}");
+        for (x, y) in again["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(before["results"].as_array().unwrap())
+        {
+            assert_eq!(x["status"], "duplicate");
+            assert_eq!(
+                x["outcomes"], y["outcomes"],
+                "the first answer, from the new owner"
+            );
+        }
+    }
+    // The pool goes on where it was: the third code, then none.
+    for u in ["carol", "dave"] {
+        granted.extend(codes(&post(b_addr, &hunt_events(u))));
+    }
+    let mut unique = granted.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        granted.len(),
+        "a code granted twice: {granted:?}"
+    );
+    assert_eq!(granted.len(), 3, "{granted:?}");
+    let (_, ann) = request(b_addr, "GET", "/v1/users/ann", "").unwrap();
+    assert_eq!(
+        ann["rewards"][0]["code"],
+        first[0]["results"][2]["outcomes"][2]["code"]
+    );
+}
