@@ -153,24 +153,59 @@ impl NatsCluster {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        // Healthy servers may not yet know each other as current peers, and a stream
+        // with three replicas cannot be placed until the meta leader does.
+        let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+        if running < 2 {
+            return;
+        }
+        loop {
+            let settled = self.nodes.iter().filter(|n| n.child.is_some()).any(|n| {
+                let Some(jsz) = get(n.monitor, "/jsz") else {
+                    return false;
+                };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&jsz) else {
+                    return false;
+                };
+                v["meta_cluster"]["replicas"].as_array().is_some_and(|r| {
+                    r.iter()
+                        .filter(|p| p["current"] == true && p["offline"] != true)
+                        .count()
+                        >= running - 1
+                })
+            });
+            if settled {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "the NATS servers did not form a cluster; logs in {}",
+                self.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+}
+
+/// The body of a monitoring endpoint that answered 200.
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.lines()
+        .next()
+        .is_some_and(|l| l.contains(" 200 "))
+        .then(|| body.to_string())
 }
 
 /// `GET /healthz` on a monitoring port: 200 once JetStream is current.
 fn healthz_ok(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.") && buf.lines().next().is_some_and(|l| l.contains(" 200 "))
+    get(port, "/healthz").is_some()
 }
 
 impl Drop for NatsCluster {

@@ -37,7 +37,7 @@ fn node(nats: &NatsCluster, id: &str, data: &std::path::Path) -> Node {
         .args(["--cluster", &nats.urls().join(",")])
         .args(["--cluster-monitor", &nats.monitor_urls().join(",")])
         .args(["--cluster-name", "test", "--partitions", "8"])
-        .args(["--node-id", id, "--lease", "1s"])
+        .args(["--node-id", id, "--lease", "3s"])
         .current_dir(root())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -179,4 +179,70 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
         ann["rewards"][0]["code"],
         first[0]["results"][2]["outcomes"][2]["code"]
     );
+}
+
+#[test]
+fn an_owner_paused_past_its_lease_is_fenced_and_stops_without_answering() {
+    let nats = NatsCluster::start(3, false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = node(&nats, "a", &dir.path().join("a"));
+    let a_addr = a.ready(Duration::from_secs(60));
+    let b = node(&nats, "b", &dir.path().join("b"));
+    let ann = post(a_addr, &hunt_events("ann"));
+    assert_eq!(codes(&ann).len(), 1);
+
+    // Paused past its lease: the standby takes over and serves.
+    let pid = a.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let b_addr = b.ready(Duration::from_secs(60));
+    let bob = post(b_addr, &hunt_events("bob"));
+    assert_eq!(codes(&bob).len(), 1, "{bob}");
+
+    // Resumed, the old owner answers nothing as accepted: its appends are refused by
+    // the stream, and it stops.
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stale = request(a_addr, "POST", "/v1/events", &hunt_events("carol"));
+    if let Some((status, v)) = &stale {
+        assert_ne!(*status, 200, "the deposed owner accepted: {v}");
+    }
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = a.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the deposed owner goes on: {}",
+            a.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "{}", a.log.lock().unwrap());
+    let log = a.log.lock().unwrap().clone();
+    assert!(
+        log.contains("has a newer owner") || log.contains("lost the cluster's partitions"),
+        "{log}"
+    );
+
+    // Carol's events reached no log through the old owner: the new one takes them as new.
+    let carol = post(b_addr, &hunt_events("carol"));
+    assert_eq!(carol["accepted"], 3, "{carol}");
+    let mut all: Vec<String> = [&ann, &bob, &carol].iter().flat_map(|v| codes(v)).collect();
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(all.len(), n, "a code granted twice");
+    assert_eq!(n, 3);
 }

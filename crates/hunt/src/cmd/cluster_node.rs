@@ -194,22 +194,29 @@ async fn keep(
             }
         }
         let mut all = true;
-        for h in held.iter_mut() {
-            match tokio::time::timeout(lease / 3, leases.renew(h)).await {
+        // All at once: one slow key does not hold up the others' renewals.
+        let renewals = held.iter_mut().map(|h| {
+            let leases = leases.clone();
+            async move {
+                let r = tokio::time::timeout(lease / 2, leases.renew(h)).await;
+                (h.partition, r)
+            }
+        });
+        for (partition, r) in futures_util::future::join_all(renewals).await {
+            match r {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
                     let _ = lost.send(format!(
-                        "the lease of partition {} was taken by another node",
-                        h.partition
+                        "the lease of partition {partition} was taken by another node"
                     ));
                     return;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(partition = h.partition, error = %e, "lease renewal failed");
+                    tracing::warn!(partition, error = %e, "lease renewal failed");
                     all = false;
                 }
                 Err(_) => {
-                    tracing::warn!(partition = h.partition, "lease renewal timed out");
+                    tracing::warn!(partition, "lease renewal timed out");
                     all = false;
                 }
             }

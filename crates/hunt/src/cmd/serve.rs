@@ -177,16 +177,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Some(o) => (Some(o.lost), Some(o.release)),
             None => (None, None),
         };
-        let stop = async move {
-            match lost {
-                Some(lost) => tokio::select! {
-                    () = signals() => {}
-                    why = lost => {
-                        let why = why.unwrap_or_else(|_| "the lease keeper stopped".into());
-                        tracing::error!(reason = %why, "lost the cluster's partitions: stopping");
-                    }
-                },
-                None => signals().await,
+        let deposed = std::sync::Arc::new(parking_lot::Mutex::new(None::<String>));
+        let stop = {
+            let deposed = deposed.clone();
+            async move {
+                match lost {
+                    Some(lost) => tokio::select! {
+                        () = signals() => {}
+                        why = lost => {
+                            let why = why.unwrap_or_else(|_| "the lease keeper stopped".into());
+                            tracing::error!(reason = %why, "lost the cluster's partitions: stopping");
+                            *deposed.lock() = Some(why);
+                        }
+                    },
+                    None => signals().await,
+                }
             }
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -207,8 +212,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             log = config.engine.provided_log.as_ref().map_or("local", |p| p.name.as_str()),
             "listening"
         );
-        let served = serve(config, listener, stop).await;
-        if let Some(release) = release {
+        let mut served = serve(config, listener, stop).await;
+        if let Some(why) = deposed.lock().take() {
+            // Not ours any more: nothing to give back, and not a clean stop.
+            served = served.and(Err(format!("lost the cluster's partitions: {why}")));
+        } else if let Some(release) = release {
             let (done, wait) = tokio::sync::oneshot::channel();
             if release.send(done).await.is_ok() {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
