@@ -193,13 +193,20 @@ impl JetStreamLog {
             Ok(Ok(ack)) => ack,
         };
         self.own(partition, ack.sequence);
+        // A state rebuilt after the takeover holds everything up to the marker.
+        self.inner
+            .durable
+            .fetch_max(position(ack.sequence, 0), Ordering::AcqRel);
         Ok(ack.sequence)
     }
 
     /// Stops appending to `partition`: what is queued is refused, and so is every later
     /// submit, until it is owned again.
     pub fn release(&self, partition: u32) {
-        self.inner.parts.lock().remove(&partition);
+        if let Some(p) = self.inner.parts.lock().remove(&partition) {
+            // Rounds still queued are refused by the writer, not appended.
+            p.stopped.lock().get_or_insert_with(|| not_owned(partition));
+        }
     }
 
     /// Whether this log appends to `partition` and has not stopped for it.

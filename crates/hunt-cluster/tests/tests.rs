@@ -149,6 +149,13 @@ async fn a_new_owner_fences_the_old_one_at_its_next_append() {
     // Its other partition goes on.
     old.submit(1, round(1, 0, 1)).await.unwrap().await.unwrap();
     assert!(old.owns(1));
+    // Released, it takes no more rounds.
+    old.release(1);
+    assert!(!old.owns(1));
+    let Err(e) = old.submit(1, round(1, 1, 1)).await else {
+        panic!("a released partition took a round");
+    };
+    assert!(matches!(e, LogError::Fenced { partition: 1, .. }), "{e}");
 
     let kept: Vec<Vec<u8>> = read(&new, Partitions::One(0), 0)
         .await
