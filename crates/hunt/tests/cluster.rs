@@ -2,7 +2,6 @@
 //! replaced by the standby, which answers every acknowledged event as the owner did and
 //! grants no code twice.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -13,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::crash::request;
 use super::root;
+use super::serve::read_log;
 
 /// A node of the cluster: its process, and the address once it listens.
 struct Node {
@@ -43,22 +43,7 @@ fn node(nats: &NatsCluster, id: &str, data: &std::path::Path) -> Node {
         .stdout(Stdio::null())
         .spawn()
         .expect("hunt serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, addr) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("addr=") {
-                let a: String = line[at + 5..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(a);
-            }
-            sink.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
+    let (log, addr, _reader) = read_log(&mut child);
     Node { child, addr, log }
 }
 

@@ -61,22 +61,7 @@ fn serve_args(data: &std::path::Path, config: &std::path::Path, args: &[&str]) -
         .stdout(Stdio::null())
         .spawn()
         .expect("hunt serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = log.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("addr=") {
-                let addr: String = line[at + 5..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(addr);
-            }
-            sink.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
+    let (log, rx, reader) = read_log(&mut child);
     let addr: SocketAddr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the server says where it listens")
@@ -97,6 +82,34 @@ fn serve_args(data: &std::path::Path, config: &std::path::Path, args: &[&str]) -
         log,
         reader: Some(reader),
     }
+}
+
+/// Reads a `hunt serve`'s standard error into a shared log, and sends each address it
+/// says it listens on (`addr=`); the thread ends when the process has exited.
+pub(super) fn read_log(
+    child: &mut Child,
+) -> (
+    Arc<Mutex<String>>,
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("addr=") {
+                let addr: String = line[at + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(addr);
+            }
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    (log, rx, reader)
 }
 
 /// SIGTERM, then a clean stop, not a hang: it gets a minute. `context` says what to
