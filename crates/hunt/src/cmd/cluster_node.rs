@@ -115,17 +115,33 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
         let now = Instant::now();
         let mut seen = Vec::with_capacity(keys.len());
         let mut all_free = true;
+        let mut unread = None;
         for &k in &keys {
-            let s = leases.read(k).await?;
-            all_free &= lapses.free(k, &s, now);
-            seen.push((k, s));
+            // A bucket just created, or a server being lost, can fail a read for a
+            // moment: the standby looks again at its next turn.
+            match leases.read(k).await {
+                Ok(s) => {
+                    all_free &= lapses.free(k, &s, now);
+                    seen.push((k, s));
+                }
+                Err(e) => {
+                    unread = Some(e);
+                    break;
+                }
+            }
         }
-        if all_free {
+        if let Some(e) = unread {
+            tracing::warn!(error = %e, "standby: a lease could not be read; looking again");
+        } else if all_free {
             let mut held = Vec::with_capacity(keys.len());
             for (k, s) in &seen {
-                match leases.take(*k, s).await? {
-                    Some(h) => held.push(h),
-                    None => break,
+                match leases.take(*k, s).await {
+                    Ok(Some(h)) => held.push(h),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "standby: a lease could not be taken");
+                        break;
+                    }
                 }
             }
             if held.len() == keys.len() {
