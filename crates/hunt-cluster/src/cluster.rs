@@ -254,7 +254,22 @@ async fn ensure_stream(
             metadata: HashMap::from([(META_PARTITIONS.to_string(), partitions.to_string())]),
             ..Default::default()
         };
-        match js.create_stream(config).await {
+        // Servers just started may not all be placed yet ("no suitable peers", 10005):
+        // asked again for a few seconds before the error is given.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let created = loop {
+            match js.create_stream(config.clone()).await {
+                Err(e)
+                    if matches!(e.kind(), jetstream::context::CreateStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode(10005))
+                        && std::time::Instant::now() < until =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => break other,
+            }
+        };
+        match created {
             Ok(s) => existing = Some(s),
             // Another node may have created it meanwhile: check that one.
             Err(create) => match js.get_stream(name).await {
