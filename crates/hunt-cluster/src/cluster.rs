@@ -102,7 +102,6 @@ fn nats(e: impl std::fmt::Display) -> ClusterError {
 /// A connection to a cluster whose stream exists and passed the checks.
 #[derive(Clone)]
 pub struct Cluster {
-    pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) stream: String,
     name: String,
@@ -174,12 +173,11 @@ impl Cluster {
         if !cfg.accept_lazy_fsync {
             check_sync_always(&cfg.monitor).await?;
         }
-        let js = jetstream::new(client.clone());
+        let js = jetstream::new(client);
         let stream = format!("HUNT_{}", cfg.name);
         let prefix = format!("hunt.{}", cfg.name);
         let partitions = ensure_stream(&js, &stream, &prefix, cfg).await?;
         Ok(Cluster {
-            client,
             js,
             stream,
             name: cfg.name.clone(),
@@ -213,16 +211,6 @@ impl Cluster {
     /// The subjects of every partition.
     pub(crate) fn all_subjects(&self) -> String {
         format!("{}.p.*", self.prefix)
-    }
-
-    /// The NATS client, for the parts of a node that talk to the cluster besides the log.
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
-    /// The largest message the servers take: a round's message must fit in it.
-    pub fn max_payload(&self) -> usize {
-        self.max_payload
     }
 }
 

@@ -122,20 +122,21 @@ impl JetStreamLog {
             c.js.get_stream(&c.stream)
                 .await
                 .map_err(|e| ClusterError::Nats(e.to_string()))?;
-        match stream
-            .get_last_raw_message_by_subject(&c.subject(partition))
+        last_on_subject(&stream, &c.subject(partition))
             .await
-        {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(ClusterError::Nats(e.to_string())),
-        }
+            .map_err(ClusterError::Nats)
     }
 
     /// Starts appending to `partition`, after `last`: the last sequence on its subject
     /// that this node has read. Any message appended after it by someone else fences
     /// this node's first append.
     pub fn own(&self, partition: u32, last: u64) {
+        self.start(partition, last, None);
+    }
+
+    /// Starts `partition`'s writer after `last`; its first message carries `marker` in
+    /// a `Hunt-Takeover` header, if given.
+    fn start(&self, partition: u32, last: u64, marker: Option<String>) {
         let (tx, rx) = mpsc::channel(QUEUE_ROUNDS);
         let stopped = Arc::new(Mutex::new(None));
         let writer = Writer {
@@ -144,6 +145,7 @@ impl JetStreamLog {
             subject: self.inner.cluster.subject(partition),
             last,
             sent: 0,
+            marker,
             stopped: stopped.clone(),
         };
         self.inner.rt.spawn(writer.run(rx));
@@ -155,49 +157,14 @@ impl JetStreamLog {
 
     /// Takes `partition` over: appends a takeover marker (a message with no records,
     /// saying `who` in its `Hunt-Takeover` header) after `last`, the last sequence this
-    /// node has read on its subject, then appends after the marker. `Err(Fenced)`:
-    /// someone appended after `last`; read again before trying again.
+    /// node has read on its subject, then appends after the marker; the marker's
+    /// sequence. `Err(Fenced)`: someone appended after `last`; read again before trying
+    /// again. A state rebuilt after the takeover holds everything up to the marker, so
+    /// the marker counts as durable.
     pub async fn take_over(&self, partition: u32, last: u64, who: &str) -> Result<u64, LogError> {
-        let c = &self.inner.cluster;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            last.to_string().as_str(),
-        );
-        headers.insert("Hunt-Takeover", who);
-        let subject = c.subject(partition);
-        let publish = async {
-            c.js.publish_with_headers(subject.clone(), headers, Bytes::new())
-                .await?
-                .await
-        };
-        let ack = match tokio::time::timeout(c.ack_timeout, publish).await {
-            Err(_) => {
-                return Err(LogError::Unconfirmed {
-                    partition,
-                    detail: "the takeover marker was not acknowledged in time".into(),
-                });
-            }
-            Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                return Err(LogError::Fenced {
-                    partition,
-                    detail: format!("{subject} has messages after sequence {last}"),
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(LogError::Unconfirmed {
-                    partition,
-                    detail: e.to_string(),
-                });
-            }
-            Ok(Ok(ack)) => ack,
-        };
-        self.own(partition, ack.sequence);
-        // A state rebuilt after the takeover holds everything up to the marker.
-        self.inner
-            .durable
-            .fetch_max(position(ack.sequence, 0), Ordering::AcqRel);
-        Ok(ack.sequence)
+        self.start(partition, last, Some(who.to_string()));
+        let span = self.submit(partition, Vec::new()).await?.await?;
+        Ok(sequence_of(span.first))
     }
 
     /// Stops appending to `partition`: what is queued is refused, and so is every later
@@ -216,15 +183,6 @@ impl JetStreamLog {
             .lock()
             .get(&partition)
             .is_some_and(|p| p.stopped.lock().is_none())
-    }
-
-    /// Why `partition` stopped here, if it did.
-    pub fn stopped_for(&self, partition: u32) -> Option<LogError> {
-        let parts = self.inner.parts.lock();
-        match parts.get(&partition) {
-            Some(p) => p.stopped.lock().clone(),
-            None => Some(not_owned(partition)),
-        }
     }
 
     /// Reads `partitions`' records at or after `from` up to the stream's end at the
@@ -262,13 +220,8 @@ impl JetStreamLog {
                 }
                 Partitions::One(p) => {
                     let subject = c.subject(p);
-                    match stream.get_last_raw_message_by_subject(&subject).await {
-                        Ok(m) => Ok((subject, m.sequence)),
-                        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                            Ok((subject, 0))
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
+                    let end = last_on_subject(&stream, &subject).await?;
+                    Ok((subject, end))
                 }
             }
         })
@@ -325,6 +278,19 @@ impl JetStreamLog {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok(())
+    }
+}
+
+/// The last sequence on `subject`, from the stream's leader (a direct get may be
+/// answered by a lagging follower); 0 when the subject has none.
+async fn last_on_subject(
+    stream: &async_nats::jetstream::stream::Stream,
+    subject: &str,
+) -> Result<u64, String> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(m.sequence),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -414,6 +380,8 @@ struct Writer {
     last: u64,
     /// Messages sent, for their ids.
     sent: u64,
+    /// The takeover marker its first message carries, until that one is stored.
+    marker: Option<String>,
     stopped: Arc<Mutex<Option<LogError>>>,
 }
 
@@ -512,6 +480,9 @@ impl Writer {
                 self.last.to_string().as_str(),
             );
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            if let Some(who) = &self.marker {
+                headers.insert("Hunt-Takeover", who.as_str());
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let attempt = async {
                 self.inner
@@ -536,6 +507,7 @@ impl Writer {
             let error = match outcome {
                 Ok(ack) => {
                     self.last = ack.sequence;
+                    self.marker = None;
                     return Ok(ack.sequence);
                 }
                 Err(e) => e,

@@ -166,6 +166,12 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
     );
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(pid: &str, sig: &str) {
+    let sent = Command::new("kill").args([sig, pid]).status().unwrap();
+    assert!(sent.success(), "kill {sig} {pid}");
+}
+
 #[test]
 fn an_owner_paused_past_its_lease_is_fenced_and_stops_without_answering() {
     let nats = NatsCluster::start(3, false);
@@ -178,26 +184,14 @@ fn an_owner_paused_past_its_lease_is_fenced_and_stops_without_answering() {
 
     // Paused past its lease: the standby takes over and serves.
     let pid = a.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&pid, "-STOP");
     let b_addr = b.ready(Duration::from_secs(60));
     let bob = post(b_addr, &hunt_events("bob"));
     assert_eq!(codes(&bob).len(), 1, "{bob}");
 
     // Resumed, the old owner answers nothing as accepted: its appends are refused by
     // the stream, and it stops.
-    assert!(
-        Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&pid, "-CONT");
     let stale = request(a_addr, "POST", "/v1/events", &hunt_events("carol"));
     if let Some((status, v)) = &stale {
         assert_ne!(*status, 200, "the deposed owner accepted: {v}");

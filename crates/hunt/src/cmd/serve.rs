@@ -157,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let mut owned = None;
+        let (mut lost, mut release) = (None, None);
         if args.cluster.enabled() {
             let o = cluster_node::become_owner(&args.cluster, args.partitions.map(|p| p as u32))
                 .await?;
@@ -171,12 +171,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 name: format!("JetStream stream {}", o.log.cluster().stream()),
             });
             config.validate().map_err(anyhow::Error::msg)?;
-            owned = Some(o);
+            (lost, release) = (Some(o.lost), Some(o.release));
         }
-        let (lost, release) = match owned {
-            Some(o) => (Some(o.lost), Some(o.release)),
-            None => (None, None),
-        };
         let deposed = std::sync::Arc::new(parking_lot::Mutex::new(None::<String>));
         let stop = {
             let deposed = deposed.clone();
