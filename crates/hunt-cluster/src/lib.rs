@@ -13,14 +13,17 @@
 //! - [`cluster`]: the connection, the checks at start, the stream's names;
 //! - [`log`]: the fenced partition log;
 //! - [`lease`]: partition leases in the owners bucket, by compare-and-set;
+//! - [`snapshots`]: the newest snapshot in the cluster's object store;
 //! - `testing` (feature `testing`): three `nats-server`s on free ports, for tests.
 
 pub mod cluster;
 pub mod lease;
 pub mod log;
+pub mod snapshots;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, NATS_SERVER_MIN};
 pub use lease::{Held, Lapses, Leases, Owner, Seen};
 pub use log::{JetStreamLog, RECORD_BITS};
+pub use snapshots::ObjectSnapshots;

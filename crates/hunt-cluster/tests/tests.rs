@@ -311,3 +311,64 @@ async fn a_lease_is_taken_by_one_node_renewed_and_taken_over_only_once_lapsed() 
     let h = a.take(0, &s).await.unwrap().expect("free after a release");
     assert_eq!(h.epoch, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_in_the_object_store_is_replaced_whole_and_a_damaged_one_is_skipped() {
+    use hunt_cluster::ObjectSnapshots;
+    use hunt_store::SnapshotStore;
+    let nats = NatsCluster::start(3, false);
+    let cluster = Cluster::connect(&config(&nats, "snaps")).await.unwrap();
+    let snaps = std::sync::Arc::new(
+        ObjectSnapshots::open(&cluster, 3, tokio::runtime::Handle::current())
+            .await
+            .unwrap(),
+    );
+    // The blocking calls, as the server makes them: from a thread of their own.
+    let blocking = |f: Box<dyn FnOnce(&ObjectSnapshots) -> _ + Send>| {
+        let snaps = snaps.clone();
+        tokio::task::spawn_blocking(move || f(&snaps))
+    };
+    let none = blocking(Box::new(|s| s.latest().unwrap())).await.unwrap();
+    assert_eq!(none, (None, vec![]), "a new cluster has no snapshot");
+
+    // Bigger than a chunk (1 MB here): several chunks, read back whole.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let small = b"the newer state".to_vec();
+    let (b, s) = (big.clone(), small.clone());
+    blocking(Box::new(move |x| {
+        x.save(41, &b).unwrap();
+        let (got, warnings) = x.latest().unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let got = got.expect("the snapshot");
+        assert_eq!((got.lsn, got.payload.len()), (41, b.len()));
+        assert!(got.payload == b, "the payload read back differs");
+        x.save(97, &s).unwrap();
+        (None, vec![])
+    }))
+    .await
+    .unwrap();
+    let (got, _) = blocking(Box::new(|s| s.latest().unwrap())).await.unwrap();
+    let got = got.expect("the newer snapshot");
+    assert_eq!((got.lsn, got.payload), (97, small));
+
+    // Not a snapshot (written past the engine): skipped with a warning, so that the
+    // rebuild reads the whole stream.
+    let js =
+        async_nats::jetstream::new(async_nats::connect(nats.urls()[0].as_str()).await.unwrap());
+    js.get_object_store(snaps.bucket())
+        .await
+        .unwrap()
+        .put(
+            hunt_cluster::snapshots::OBJECT,
+            &mut &b"HSNP not a snapshot"[..],
+        )
+        .await
+        .unwrap();
+    let (got, warnings) = blocking(Box::new(|s| s.latest().unwrap())).await.unwrap();
+    assert_eq!(got, None);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("skipped") && warnings[0].contains("whole stream"),
+        "{warnings:?}"
+    );
+}

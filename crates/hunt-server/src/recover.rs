@@ -10,7 +10,7 @@
 //! recorded ones: a difference means the log and this build disagree, and is reported.
 
 use hunt_core::engine::Outcome;
-use hunt_store::{Lsn, PartitionLog, Partitions, Snapshots};
+use hunt_store::{Lsn, PartitionLog, Partitions, SnapshotStore};
 
 use crate::notify::cloudevent::{Origin, deliveries_unbuilt, notifies};
 use crate::notify::outbox::{self, Outbox};
@@ -52,7 +52,7 @@ pub struct Recovered {
 /// read. Errors name the record.
 pub fn recover(
     log: &dyn PartitionLog,
-    snapshots: Option<&Snapshots>,
+    snapshots: Option<&dyn SnapshotStore>,
     partitions: usize,
     dedupe: DedupeConfig,
     progress: &mut dyn FnMut(Lsn),
@@ -115,7 +115,11 @@ impl Rebuild {
     }
 
     /// Starts from the newest readable snapshot; returns the LSN to read the log from.
-    fn load_snapshot(&mut self, snaps: &Snapshots, dedupe: DedupeConfig) -> Result<Lsn, String> {
+    fn load_snapshot(
+        &mut self,
+        snaps: &dyn SnapshotStore,
+        dedupe: DedupeConfig,
+    ) -> Result<Lsn, String> {
         let (latest, warnings) = snaps.latest().map_err(|e| e.to_string())?;
         self.report.warnings.extend(warnings);
         let Some(snap) = latest else { return Ok(1) };
@@ -307,7 +311,7 @@ mod tests {
             entries_max: 10,
         };
         let state = PartitionState::new(dedupe, [1, 2]).copy_for_snapshot();
-        let snaps = Snapshots::open(fs, dir.path()).unwrap();
+        let snaps = hunt_store::Snapshots::open(fs, dir.path()).unwrap();
         snaps
             .save(cover.least(), &encode(&version(1), &[state], &[], &cover))
             .unwrap();

@@ -31,6 +31,39 @@ pub struct Snapshot {
     pub payload: Vec<u8>,
 }
 
+/// Where snapshots are kept: a data directory ([`Snapshots`]), or a replicated store
+/// when the log is a cluster's.
+pub trait SnapshotStore: Send + Sync {
+    /// Saves `payload` as the state at `lsn`, atomically. Blocking.
+    fn save(&self, lsn: Lsn, payload: &[u8]) -> Result<(), LogError>;
+    /// The newest valid snapshot, and a warning for each one skipped. Blocking.
+    fn latest(&self) -> Result<(Option<Snapshot>, Vec<String>), LogError>;
+}
+
+/// A snapshot as bytes: the header (magic, format, LSN, length, checksum) and the
+/// payload; what a file or an object holds.
+pub fn frame(lsn: Lsn, payload: &[u8]) -> Vec<u8> {
+    let mut out = header(lsn, payload);
+    out.reserve_exact(payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn header(lsn: Lsn, payload: &[u8]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    header.extend_from_slice(MAGIC);
+    header.push(FORMAT);
+    header.extend_from_slice(&lsn.to_le_bytes());
+    header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    header
+}
+
+/// Reads bytes made by [`frame`]; an error says what is wrong with them.
+pub fn unframe(bytes: &[u8]) -> Result<Snapshot, String> {
+    parse(bytes, None)
+}
+
 /// The snapshots of one data directory.
 pub struct Snapshots {
     fs: Arc<dyn Fs>,
@@ -64,12 +97,7 @@ impl Snapshots {
         let tmp = self.dir.join(format!("{}.tmp", name(lsn)));
         let dst = self.dir.join(name(lsn));
         let _ = self.fs.remove(&tmp);
-        let mut header = Vec::with_capacity(HEADER_BYTES);
-        header.extend_from_slice(MAGIC);
-        header.push(FORMAT);
-        header.extend_from_slice(&lsn.to_le_bytes());
-        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        header.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        let header = header(lsn, payload);
         let mut f = self
             .fs
             .open_append(&tmp, true)
@@ -111,7 +139,7 @@ impl Snapshots {
                     continue;
                 }
             };
-            match parse(&bytes, lsn) {
+            match parse(&bytes, Some(lsn)) {
                 Ok(s) => return Ok((Some(s), warnings)),
                 Err(why) => warnings.push(format!(
                     "snapshot {n} skipped: {why}; an older one or the log is used"
@@ -153,7 +181,17 @@ impl Snapshots {
     }
 }
 
-fn parse(bytes: &[u8], lsn_from_name: Lsn) -> Result<Snapshot, String> {
+impl SnapshotStore for Snapshots {
+    fn save(&self, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
+        Snapshots::save(self, lsn, payload)
+    }
+
+    fn latest(&self) -> Result<(Option<Snapshot>, Vec<String>), LogError> {
+        Snapshots::latest(self)
+    }
+}
+
+fn parse(bytes: &[u8], lsn_from_name: Option<Lsn>) -> Result<Snapshot, String> {
     if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC {
         return Err("not a snapshot (bad header)".into());
     }
@@ -163,8 +201,10 @@ fn parse(bytes: &[u8], lsn_from_name: Lsn) -> Result<Snapshot, String> {
     let lsn = u64::from_le_bytes(bytes[5..13].try_into().expect("8 bytes"));
     let len = u64::from_le_bytes(bytes[13..21].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(bytes[21..25].try_into().expect("4 bytes"));
-    if lsn != lsn_from_name {
-        return Err(format!("says lsn {lsn} but is named for {lsn_from_name}"));
+    if let Some(named) = lsn_from_name
+        && lsn != named
+    {
+        return Err(format!("says lsn {lsn} but is named for {named}"));
     }
     // Compared without adding to the header's length: it is untrusted and may be huge.
     let payload_len = (bytes.len() - HEADER_BYTES) as u64;

@@ -28,7 +28,7 @@ impl Drop for Node {
     }
 }
 
-fn node(nats: &NatsCluster, id: &str, data: &std::path::Path) -> Node {
+fn node(nats: &NatsCluster, id: &str, data: &std::path::Path, more: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(root().join("examples/welcome.yaml"))
@@ -38,6 +38,7 @@ fn node(nats: &NatsCluster, id: &str, data: &std::path::Path) -> Node {
         .args(["--cluster-monitor", &nats.monitor_urls().join(",")])
         .args(["--cluster-name", "test", "--partitions", "8"])
         .args(["--node-id", id, "--lease", "3s"])
+        .args(more)
         .current_dir(root())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -99,9 +100,16 @@ fn codes(answer: &Value) -> Vec<String> {
 fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice() {
     let nats = NatsCluster::start(3, false);
     let dir = tempfile::tempdir().unwrap();
-    let a = node(&nats, "a", &dir.path().join("a"));
+    // The owner snapshots after its first 4 accepted events, into the cluster's object
+    // store: the standby starts from it, not from the whole stream.
+    let a = node(
+        &nats,
+        "a",
+        &dir.path().join("a"),
+        &["--snapshot-every", "4"],
+    );
     let a_addr = a.ready(Duration::from_secs(60));
-    let b = node(&nats, "b", &dir.path().join("b"));
+    let b = node(&nats, "b", &dir.path().join("b"), &[]);
     // The standby waits: it does not listen while the owner renews its leases.
     std::thread::sleep(Duration::from_secs(2));
     assert!(
@@ -121,6 +129,19 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
         .collect();
     let mut granted: Vec<String> = first.iter().flat_map(codes).collect();
     assert_eq!(granted.len(), 2, "{first:?}");
+    let t = Instant::now();
+    while !a.log.lock().unwrap().contains("snapshot saved") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no snapshot: {}",
+            a.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One more event after the snapshot: the standby reads it from the stream's tail.
+    let cid = json!([{"id": "ann-4", "user": "ann", "type": "page_view", "data": {"url": "/"}}]);
+    let tail = post(a_addr, &cid.to_string());
+    assert_eq!(tail["accepted"], 1, "{tail}");
 
     let mut a = a;
     a.child.kill().unwrap();
@@ -128,6 +149,17 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
     let killed = Instant::now();
     let b_addr = b.ready(Duration::from_secs(60));
     eprintln!("the standby answered {:?} after the kill", killed.elapsed());
+    let b_log = b.log.lock().unwrap().clone();
+    let rebuilt = b_log
+        .lines()
+        .find(|l| l.contains("state rebuilt from the log"))
+        .unwrap_or_else(|| panic!("{b_log}"));
+    assert!(
+        !rebuilt.contains("snapshot_lsn=0 ") && rebuilt.contains("events=1 "),
+        "the standby did not start from the owner's snapshot and read only the tail: {rebuilt}"
+    );
+    let (_, again) = request(b_addr, "POST", "/v1/events", &cid.to_string()).unwrap();
+    assert_eq!(again["duplicates"], 1, "{again}");
 
     // Sent again, the owner's events are duplicates with their first answers.
     for (u, before) in ["ann", "bob"].iter().zip(&first) {
@@ -176,9 +208,9 @@ fn signal(pid: &str, sig: &str) {
 fn an_owner_paused_past_its_lease_is_fenced_and_stops_without_answering() {
     let nats = NatsCluster::start(3, false);
     let dir = tempfile::tempdir().unwrap();
-    let mut a = node(&nats, "a", &dir.path().join("a"));
+    let mut a = node(&nats, "a", &dir.path().join("a"), &[]);
     let a_addr = a.ready(Duration::from_secs(60));
-    let b = node(&nats, "b", &dir.path().join("b"));
+    let b = node(&nats, "b", &dir.path().join("b"), &[]);
     let ann = post(a_addr, &hunt_events("ann"));
     assert_eq!(codes(&ann).len(), 1);
 

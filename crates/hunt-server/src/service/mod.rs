@@ -15,7 +15,7 @@ use hunt_core::plan::Plan;
 use hunt_core::time::Timestamp;
 use hunt_store::fs::RealFs;
 use hunt_store::partition_log::NODE;
-use hunt_store::{Durability, Log, LogConfig, LogError, PartitionLog, Snapshots};
+use hunt_store::{Durability, Log, LogConfig, LogError, PartitionLog, SnapshotStore, Snapshots};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backlog::Backlog;
@@ -63,6 +63,9 @@ pub struct ProvidedLog {
     pub log: Arc<dyn PartitionLog>,
     /// What it is, for the start's log line (e.g. "JetStream stream HUNT_shop").
     pub name: String,
+    /// Where the snapshots go with it (the cluster's object store), so that a node taking
+    /// the partitions over starts from the last owner's; `None`: the data directory.
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
 }
 
 impl std::fmt::Debug for ProvidedLog {
@@ -138,7 +141,7 @@ pub struct Service {
     pub config: EngineConfig,
     partitions: Vec<Handle>,
     log: Arc<dyn PartitionLog>,
-    snapshots: Arc<Snapshots>,
+    snapshots: Arc<dyn SnapshotStore>,
     version: RwLock<Arc<Version>>,
     /// One pause of all partitions at a time (version switches, snapshots).
     coordinator: tokio::sync::Mutex<()>,
@@ -176,7 +179,7 @@ impl Service {
     pub fn start(
         config: EngineConfig,
         log: LocalLog,
-        snapshots: Snapshots,
+        snapshots: Arc<dyn SnapshotStore>,
         recovered: recover::Recovered,
     ) -> Result<Arc<Service>, String> {
         let metrics = Arc::new(Metrics::default());
@@ -226,7 +229,7 @@ impl Service {
             config,
             partitions,
             log,
-            snapshots: Arc::new(snapshots),
+            snapshots,
             version: RwLock::new(version),
             coordinator: tokio::sync::Mutex::new(()),
             metrics,

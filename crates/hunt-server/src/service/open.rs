@@ -40,7 +40,15 @@ pub fn open(
     hunts: Option<(String, String)>,
     closed: tokio::sync::watch::Sender<bool>,
     progress: &mut dyn FnMut(u64),
-) -> Result<(LocalLog, Snapshots, recover::Recovered, Started), String> {
+) -> Result<
+    (
+        LocalLog,
+        Arc<dyn SnapshotStore>,
+        recover::Recovered,
+        Started,
+    ),
+    String,
+> {
     let lock = lock_data_dir(&config.data_dir)?;
     let fs = Arc::new(RealFs);
     let (held, log_report) = match &config.provided_log {
@@ -61,10 +69,17 @@ pub fn open(
         lock: Some(lock),
         closed,
     };
-    let snapshots = Snapshots::open(fs, &config.data_dir).map_err(|e| e.to_string())?;
+    let snapshots: Arc<dyn SnapshotStore> = match config
+        .provided_log
+        .as_ref()
+        .and_then(|p| p.snapshots.clone())
+    {
+        Some(s) => s,
+        None => Arc::new(Snapshots::open(fs, &config.data_dir).map_err(|e| e.to_string())?),
+    };
     let mut recovered = recover::recover(
         &log,
-        Some(&snapshots),
+        Some(&*snapshots),
         config.partitions.max(1),
         config.dedupe,
         progress,

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use hunt_cluster::{Cluster, ClusterConfig, Held, JetStreamLog, Lapses, Leases};
+use hunt_cluster::{Cluster, ClusterConfig, Held, JetStreamLog, Lapses, Leases, ObjectSnapshots};
 use hunt_store::partition_log::NODE;
 
 /// The cluster's flags of `hunt serve`.
@@ -62,6 +62,8 @@ impl ClusterArgs {
 /// What a node that owns the cluster's partitions holds.
 pub struct Owned {
     pub log: JetStreamLog,
+    /// The cluster's snapshots: the last owner's is where the rebuild starts.
+    pub snapshots: ObjectSnapshots,
     pub partitions: u32,
     /// Resolves if a lease is lost: the node must stop.
     pub lost: tokio::sync::oneshot::Receiver<String>,
@@ -162,6 +164,12 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
         tokio::time::sleep(lease / 4).await;
     };
 
+    let snapshots = ObjectSnapshots::open(
+        &cluster,
+        args.cluster_replicas,
+        tokio::runtime::Handle::current(),
+    )
+    .await?;
     let log = JetStreamLog::new(cluster, tokio::runtime::Handle::current());
     let epoch = held.iter().map(|h| h.epoch).max().unwrap_or(0);
     let who = format!("{node}/{epoch}");
@@ -177,6 +185,7 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
     tokio::spawn(keep(leases, held, lease, tx, release_rx));
     Ok(Owned {
         log,
+        snapshots,
         partitions: parts,
         lost,
         release,

@@ -55,7 +55,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let result = hunt_server::recover::recover(
         &log,
-        snapshots.as_ref(),
+        snapshots
+            .as_ref()
+            .map(|s| s as &dyn hunt_store::SnapshotStore),
         PARTITIONS_DEFAULT,
         dedupe,
         &mut |lsn| {

@@ -161,7 +161,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.cluster.enabled() {
             let o = cluster_node::become_owner(&args.cluster, args.partitions.map(|p| p as u32))
                 .await?;
-            // The data directory keeps this cluster's snapshots only.
+            // The data directory keeps only the lock that keeps a second process off it:
+            // the log and the snapshots are the cluster's.
             config.engine.data_dir = args
                 .data
                 .join(format!("cluster-{}", args.cluster.cluster_name));
@@ -169,6 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             config.engine.provided_log = Some(ProvidedLog {
                 log: std::sync::Arc::new(o.log.clone()),
                 name: format!("JetStream stream {}", o.log.cluster().stream()),
+                snapshots: Some(std::sync::Arc::new(o.snapshots)),
             });
             config.validate().map_err(anyhow::Error::msg)?;
             (lost, release) = (Some(o.lost), Some(o.release));

@@ -1,0 +1,173 @@
+//! Snapshots in the cluster's object store (`hunt_<name>_snapshots`), so that the node
+//! taking the partitions over starts from the last owner's state and reads only the
+//! stream's tail after it, instead of the whole stream.
+//!
+//! One object, `latest`, holds the newest snapshot, framed as in a data directory
+//! (header with the position and a CRC-32C, then the payload), and the object store
+//! keeps a SHA-256 of it too. A put replaces it whole: the object store publishes the
+//! chunks first, then the object's description, so a reader sees the old snapshot or
+//! the new one. Each partition's state is a part of its own inside the payload, at a
+//! position of its own (ADR 0010).
+//!
+//! **Why a snapshot of a deposed owner is harmless:** a snapshot holds only what its
+//! log confirmed (the partitions' tickets are awaited before it is written), which is
+//! a prefix of the stream whoever owns it now. At worst it is older than another, and
+//! the next owner reads more of the tail. A snapshot that cannot be read is skipped
+//! with a warning, and the state is rebuilt from the whole stream: the stream is the
+//! truth.
+
+use std::time::Duration;
+
+use async_nats::jetstream::object_store::{self, GetErrorKind, ObjectMetadata, ObjectStore};
+use hunt_store::snapshot::{frame, unframe};
+use hunt_store::{LogError, Lsn, Snapshot, SnapshotStore};
+use tokio::io::AsyncReadExt;
+use tokio::runtime::Handle;
+
+use crate::cluster::{Cluster, ClusterError};
+
+/// The object that holds the newest snapshot.
+pub const OBJECT: &str = "latest";
+/// The most a snapshot's chunk holds (the servers' `max_payload` may lower it).
+const CHUNK_BYTES_MAX: usize = 1 << 20;
+/// How long a read of the snapshot is tried again (a server being lost) before the
+/// rebuild goes on from the whole stream.
+const READ_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Why the snapshot was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unread {
+    /// Reading failed (a server lost, a time-out): it may work if asked again.
+    Failed(String),
+    /// Read, but it does not check out: asking again gives the same.
+    Damaged(String),
+}
+
+/// The cluster's snapshots.
+pub struct ObjectSnapshots {
+    store: ObjectStore,
+    bucket: String,
+    chunk: usize,
+    rt: Handle,
+}
+
+impl std::fmt::Debug for ObjectSnapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectSnapshots")
+            .field("bucket", &self.bucket)
+            .finish()
+    }
+}
+
+impl ObjectSnapshots {
+    /// The cluster's snapshot bucket (created with `replicas` if absent). Blocking calls
+    /// ([`SnapshotStore`]) run on `rt`, from threads outside it.
+    pub async fn open(
+        cluster: &Cluster,
+        replicas: usize,
+        rt: Handle,
+    ) -> Result<ObjectSnapshots, ClusterError> {
+        let bucket = format!("hunt_{}_snapshots", cluster.name());
+        let store = match cluster.js.get_object_store(&bucket).await {
+            Ok(s) => s,
+            Err(_) => match cluster
+                .js
+                .create_object_store(object_store::Config {
+                    bucket: bucket.clone(),
+                    description: Some("The Treasure Hunt Engine's snapshots".into()),
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(s) => s,
+                // Another node created it meanwhile.
+                Err(create) => cluster.js.get_object_store(&bucket).await.map_err(|_| {
+                    ClusterError::Nats(format!("creating object store {bucket}: {create}"))
+                })?,
+            },
+        };
+        Ok(ObjectSnapshots {
+            store,
+            bucket,
+            chunk: cluster
+                .max_payload
+                .saturating_sub(4096)
+                .clamp(64 << 10, CHUNK_BYTES_MAX),
+            rt,
+        })
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Puts a framed snapshot.
+    pub async fn put(&self, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
+        let bytes = frame(lsn, payload);
+        let meta = ObjectMetadata {
+            name: OBJECT.into(),
+            chunk_size: Some(self.chunk),
+            ..Default::default()
+        };
+        self.store
+            .put(meta, &mut &bytes[..])
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("put", e))
+    }
+
+    /// The newest snapshot: `Ok(None)` if there is none yet.
+    pub async fn get(&self) -> Result<Option<Snapshot>, Unread> {
+        let mut object = match self.store.get(OBJECT).await {
+            Ok(o) => o,
+            Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Unread::Failed(e.to_string())),
+        };
+        let mut bytes = Vec::with_capacity(object.info().size);
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| Unread::Failed(e.to_string()))?;
+        unframe(&bytes).map(Some).map_err(Unread::Damaged)
+    }
+
+    fn error(&self, op: &'static str, e: impl std::fmt::Display) -> LogError {
+        LogError::Io {
+            op,
+            path: format!("object {OBJECT} of {}", self.bucket),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl SnapshotStore for ObjectSnapshots {
+    fn save(&self, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
+        self.rt.block_on(self.put(lsn, payload))
+    }
+
+    fn latest(&self) -> Result<(Option<Snapshot>, Vec<String>), LogError> {
+        let name = format!("snapshot {OBJECT} of {}", self.bucket);
+        self.rt.block_on(async {
+            let started = tokio::time::Instant::now();
+            loop {
+                let why = match self.get().await {
+                    Ok(s) => return Ok((s, Vec::new())),
+                    Err(Unread::Failed(_)) if started.elapsed() < READ_PATIENCE => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                    Err(Unread::Failed(why)) => format!("cannot read it ({why})"),
+                    Err(Unread::Damaged(why)) => why,
+                };
+                return Ok((
+                    None,
+                    vec![format!(
+                        "{name} skipped: {why}; the whole stream is read instead"
+                    )],
+                ));
+            }
+        })
+    }
+}
