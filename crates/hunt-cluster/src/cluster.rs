@@ -35,8 +35,17 @@ pub struct ClusterConfig {
     /// may then be lost if every replica loses power at once.
     pub accept_lazy_fsync: bool,
     /// How long an append may wait for the stream's acknowledgement, retries included.
+    /// Above a Raft election: when a stream's leader is lost, nats-server's followers
+    /// wait 4-9 s before they campaign, so 20 s covers one election and a second round.
     pub ack_timeout: Duration,
 }
+
+/// Default [`ClusterConfig::ack_timeout`].
+pub const ACK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(20);
+/// How long one try of a request (a publish, a bucket's read or write) waits for its
+/// answer before it is sent again: a message published while a stream has no leader
+/// gets no answer at all, and waits for nothing.
+pub const TRY_TIMEOUT: Duration = Duration::from_secs(4);
 
 impl ClusterConfig {
     pub fn new(servers: Vec<String>, name: impl Into<String>) -> ClusterConfig {
@@ -47,7 +56,7 @@ impl ClusterConfig {
             replicas: 3,
             monitor: Vec::new(),
             accept_lazy_fsync: false,
-            ack_timeout: Duration::from_secs(10),
+            ack_timeout: ACK_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -145,7 +154,7 @@ impl Cluster {
         }
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(cfg.ack_timeout))
+            .request_timeout(Some(TRY_TIMEOUT.min(cfg.ack_timeout)))
             .connect(cfg.servers.clone())
             .await
             .map_err(|e| ClusterError::Connect {
@@ -173,7 +182,8 @@ impl Cluster {
         if !cfg.accept_lazy_fsync {
             check_sync_always(&cfg.monitor).await?;
         }
-        let js = jetstream::new(client);
+        let mut js = jetstream::new(client);
+        js.set_timeout(TRY_TIMEOUT.min(cfg.ack_timeout));
         let stream = format!("HUNT_{}", cfg.name);
         let prefix = format!("hunt.{}", cfg.name);
         let partitions = ensure_stream(&js, &stream, &prefix, cfg).await?;

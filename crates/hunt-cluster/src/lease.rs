@@ -7,11 +7,14 @@
 //! - the owner **renews** by replacing its value at the revision it wrote last; a
 //!   refused renewal means another node took the partition: the lease is lost;
 //! - the owner **releases** by writing a value with no node, so that another node
-//!   need not wait for the lease to lapse.
+//!   need not wait for the lease to lapse;
+//! - every node writes its own key `node.<id>` at each look ([`Leases::beat`]).
 //!
 //! **Lapsed is judged by the watcher's own clock,** not by the time in the value: a
 //! lease lapses when a watcher has seen the same revision for longer than the lease
-//! (`Lapses`). Clocks of different machines are never compared.
+//! (`Lapses`), and only over time in which it could write to the bucket: a bucket
+//! that cannot take writes (no leader for a moment) stops every owner's renewals too,
+//! and is not the owner's fault. Clocks of different machines are never compared.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -88,6 +91,21 @@ fn another_write_in_flight(e: &(dyn std::error::Error + 'static)) -> bool {
 
 fn key(partition: u32) -> String {
     format!("p{partition}")
+}
+
+/// A node's own key: its id, with what a key cannot hold replaced.
+fn node_key(node: &str) -> String {
+    let id: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("node.{id}")
 }
 
 fn now_ms() -> u64 {
@@ -207,6 +225,19 @@ impl Leases {
         }
     }
 
+    /// Writes this node's own key (`node.<id>`): proof that the bucket takes writes
+    /// now. A standby judges a lease lapsed only over time it could write, so that a
+    /// bucket without a leader for a while (a server lost, an election) does not count
+    /// as the owner's silence: the owner could not renew then either.
+    pub async fn beat(&self) -> Result<(), ClusterError> {
+        let value = self.value(&self.node, 0);
+        self.kv
+            .put(node_key(&self.node), value)
+            .await
+            .map(|_| ())
+            .map_err(nats)
+    }
+
     /// Gives a held lease up at once (another node may take it without waiting).
     /// `Ok(false)`: it was no longer held.
     pub async fn release(&self, held: &Held) -> Result<bool, ClusterError> {
@@ -237,6 +268,12 @@ impl Lapses {
             lease,
             seen: HashMap::new(),
         }
+    }
+
+    /// Forgets every revision seen: after a read or a write of the bucket failed, the
+    /// time until a lapse starts again from the next read.
+    pub fn forget(&mut self) {
+        self.seen.clear();
     }
 
     /// Notes what was read of `partition`'s lease at `now`; whether it may be taken:
@@ -282,6 +319,11 @@ mod tests {
         assert!(!l.free(0, &seen("a", 6), t0 + Duration::from_millis(2100)));
         assert!(!l.free(0, &seen("a", 6), t0 + Duration::from_millis(4000)));
         assert!(l.free(0, &seen("a", 6), t0 + Duration::from_millis(4200)));
+        // A failed read or write: the clock starts again.
+        l.forget();
+        assert!(!l.free(0, &seen("a", 6), t0 + Duration::from_millis(4300)));
+        assert!(!l.free(0, &seen("a", 6), t0 + Duration::from_millis(6200)));
+        assert!(l.free(0, &seen("a", 6), t0 + Duration::from_millis(6400)));
         // Released or never taken: free at once.
         assert!(l.free(1, &seen("", 3), t0));
         assert!(l.free(

@@ -119,6 +119,25 @@ impl NatsCluster {
         }
     }
 
+    /// The server (its index) that leads `stream` now, as the running servers report it.
+    pub fn leader_of(&self, stream: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .find_map(|n| {
+                let jsz = get(n.monitor, "/jsz?accounts=true&streams=true")?;
+                let v: serde_json::Value = serde_json::from_str(&jsz).ok()?;
+                let leader = v["account_details"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+                    .find(|s| s["name"] == stream)?["cluster"]["leader"]
+                    .as_str()?
+                    .to_string();
+                leader.strip_prefix('n')?.parse().ok()
+            })
+    }
+
     /// The client URLs of every server.
     pub fn urls(&self) -> Vec<String> {
         self.nodes

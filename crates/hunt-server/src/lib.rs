@@ -15,6 +15,7 @@
 //! - [`service`]: the running engine — ingest and queries (`mod.rs`), starting and the
 //!   local log (`open.rs`), new hunts-file versions (`config.rs`), snapshots taken a
 //!   partition at a time without stopping the others (`snapshot.rs`);
+//! - [`tenure`]: how long a node on a cluster may answer for its leased partitions;
 //! - [`backlog`]: what is admitted and not yet answered, the one count that bounds it;
 //! - [`partition`]: a partition's worker, one method per message;
 //! - [`state`]: one partition's projections and the admission of one event; its
@@ -39,3 +40,4 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod state;
+pub mod tenure;

@@ -224,6 +224,11 @@ fn an_owner_paused_past_its_lease_is_fenced_and_stops_without_answering() {
     // Resumed, the old owner answers nothing as accepted: its appends are refused by
     // the stream, and it stops.
     signal(&pid, "-CONT");
+    // Not even a read from its old state: its tenure ended while it was paused.
+    if let Some((status, v)) = request(a_addr, "GET", "/v1/users/ann", "") {
+        assert_eq!(status, 503, "the deposed owner answered a read: {v}");
+        assert_eq!(v["error"]["code"], "lease_unconfirmed", "{v}");
+    }
     let stale = request(a_addr, "POST", "/v1/events", &hunt_events("carol"));
     if let Some((status, v)) = &stale {
         assert_ne!(*status, 200, "the deposed owner accepted: {v}");
@@ -256,4 +261,119 @@ fn an_owner_paused_past_its_lease_is_fenced_and_stops_without_answering() {
     all.dedup();
     assert_eq!(all.len(), n, "a code granted twice");
     assert_eq!(n, 3);
+}
+
+/// A batch of `size` customers' hunt events, numbered from `first`.
+fn hunt_batch(first: usize, size: usize) -> String {
+    let events: Vec<Value> = (first..first + size)
+        .flat_map(|i| {
+            let v: Value = serde_json::from_str(&hunt_events(&format!("u{i}"))).unwrap();
+            v.as_array().unwrap().clone()
+        })
+        .collect();
+    Value::Array(events).to_string()
+}
+
+#[test]
+fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
+    let mut nats = NatsCluster::start(3, false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = node(&nats, "a", &dir.path().join("a"), &[]);
+    let a_addr = a.ready(Duration::from_secs(60));
+    let b = node(&nats, "b", &dir.path().join("b"), &[]);
+    // The server that leads the owners bucket: losing it stops every lease renewal
+    // until the other two elect a leader (nats-server waits 4-9 s before it campaigns),
+    // longer than the 3 s lease.
+    let t = Instant::now();
+    let leader = loop {
+        if let Some(l) = nats.leader_of("KV_hunt_test_owners") {
+            break l;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no leader");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // Two clients send batches of new customers' events, each sent again until it is
+    // answered 200: the ledger keeps every batch's first 200 answer.
+    let ledger = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
+    let stop_at = Instant::now() + Duration::from_secs(16);
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                let mut n = 0;
+                let mut longest = Duration::ZERO;
+                while Instant::now() < stop_at {
+                    let body = hunt_batch(c * 1_000_000 + n * 5, 5);
+                    let sent = Instant::now();
+                    loop {
+                        match request(a_addr, "POST", "/v1/events", &body) {
+                            Some((200, v)) => {
+                                ledger.lock().unwrap().push((body, v));
+                                break;
+                            }
+                            Some((503, _)) | None => {}
+                            Some((s, v)) => panic!("answered {s}: {v}"),
+                        }
+                        assert!(
+                            sent.elapsed() < Duration::from_secs(40),
+                            "a batch was not answered for 40 s"
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    longest = longest.max(sent.elapsed());
+                    n += 1;
+                }
+                longest
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let before_kill = ledger.lock().unwrap().len();
+    nats.kill(leader);
+    let killed = Instant::now();
+    let longest: Vec<Duration> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let after_kill = ledger.lock().unwrap().len() - before_kill;
+    eprintln!(
+        "killed nats server n{leader}; batches answered before {before_kill}, after {after_kill}; \
+         longest wait for one batch {longest:?}; {:?} since the kill",
+        killed.elapsed()
+    );
+    assert!(after_kill > 0, "no batch answered after the kill");
+
+    // The owner went on: it did not stop, and the standby took nothing over.
+    assert!(
+        a.child.try_wait().unwrap().is_none(),
+        "the owner stopped: {}",
+        a.log.lock().unwrap()
+    );
+    assert!(
+        !b.log.lock().unwrap().contains("owns every partition"),
+        "the standby took over: {}",
+        b.log.lock().unwrap()
+    );
+
+    // Every acknowledged event is there once, with its first answer; no code twice and
+    // no more codes than the pool's three.
+    let ledger = ledger.lock().unwrap().clone();
+    let mut granted = Vec::new();
+    for (body, first) in &ledger {
+        granted.extend(codes(first));
+        let (status, again) = request(a_addr, "POST", "/v1/events", body).unwrap();
+        assert_eq!(status, 200, "{again}");
+        for (x, y) in again["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(first["results"].as_array().unwrap())
+        {
+            assert_eq!(x["status"], "duplicate", "{again}");
+            assert_eq!(x["outcomes"], y["outcomes"], "not the first answer");
+        }
+    }
+    let n = granted.len();
+    granted.sort();
+    granted.dedup();
+    assert_eq!(granted.len(), n, "a code granted twice");
+    assert_eq!(n, 3, "the pool's three codes, once each");
 }

@@ -25,6 +25,10 @@ pub enum ApiError {
     AlertsStarting,
     #[error("the event log failed ({0}); the server is stopping")]
     Stopping(String),
+    #[error(
+        "this node has not confirmed its lease on the partitions for {0:?} past its end, so another node may own them; retry, here or on another node"
+    )]
+    NotOwner(std::time::Duration),
     /// A customer id in a path that no event could have had.
     #[error(transparent)]
     BadUser(#[from] IdError),
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Denied(_) => (S::UNAUTHORIZED, "unauthorized", None),
             ApiError::Starting | ApiError::AlertsStarting => unavailable("starting"),
             ApiError::Stopping(_) => unavailable("stopping"),
+            ApiError::NotOwner(_) => unavailable("lease_unconfirmed"),
             ApiError::BadUser(_) => (S::BAD_REQUEST, "bad_user", None),
             ApiError::BadQuery(_) => (S::BAD_REQUEST, "bad_query", None),
             ApiError::BadLimit { .. } => (S::BAD_REQUEST, "bad_limit", None),
@@ -291,6 +296,7 @@ mod tests {
             ApiError::Starting,
             ApiError::AlertsStarting,
             ApiError::Stopping("disk full".into()),
+            ApiError::NotOwner(std::time::Duration::from_secs(1)),
             ApiError::Ingest(IngestError::Backlog(crate::backlog::Full {
                 queued: 10,
                 limit: 5,

@@ -84,6 +84,11 @@ impl App {
         if let Some(why) = s.fatal().borrow().clone() {
             return Err(ApiError::Stopping(why));
         }
+        if let Some(t) = s.tenure()
+            && let Some(lapsed) = t.lapsed_for(Instant::now())
+        {
+            return Err(ApiError::NotOwner(lapsed));
+        }
         Ok(s)
     }
 

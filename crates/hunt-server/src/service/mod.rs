@@ -66,6 +66,9 @@ pub struct ProvidedLog {
     /// Where the snapshots go with it (the cluster's object store), so that a node taking
     /// the partitions over starts from the last owner's; `None`: the data directory.
     pub snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// Until when this node owns the log's partitions by its leases; past it, nothing
+    /// is answered (`None`: owned for as long as the process runs).
+    pub tenure: Option<Arc<crate::tenure::Tenure>>,
 }
 
 impl std::fmt::Debug for ProvidedLog {
@@ -244,6 +247,14 @@ impl Service {
 
     pub fn version(&self) -> Arc<Version> {
         self.version.read().clone()
+    }
+
+    /// Until when this node owns its partitions by lease (on a cluster).
+    pub fn tenure(&self) -> Option<&Arc<crate::tenure::Tenure>> {
+        self.config
+            .provided_log
+            .as_ref()
+            .and_then(|p| p.tenure.as_ref())
     }
 
     /// Resolves when the log has failed, with why.

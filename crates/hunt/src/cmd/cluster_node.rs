@@ -4,9 +4,12 @@
 //! waits as a standby until every partition's lease (and the node records' lease) is
 //! free: never taken, released, or lapsed. It takes them all, appends a takeover
 //! marker to each subject after reading its end, and only then rebuilds the state from
-//! the stream and serves. While serving it renews every lease; a lease it fails to
-//! renew in time, or an append the stream refuses as fenced, stops it (fail-stop): the
-//! partitions are another node's now, and nothing is answered from this node's state.
+//! the stream and serves. While serving it renews every lease. It answers only while
+//! its last confirmed renewal is recent enough that no other node can have taken a
+//! lease ([`Tenure`]); past that, every answer is a 503 until a renewal is confirmed
+//! (the bucket may just have lost its leader). A renewal refused, because another node
+//! took the lease, or an append the stream refuses as fenced, stops it (fail-stop):
+//! the partitions are another node's now.
 //!
 //! All partitions go together: the pools' counters are shared by the partitions of one
 //! process (ADR 0004), so two nodes must never own partitions at once. Spreading them
@@ -15,6 +18,7 @@
 use std::time::{Duration, Instant};
 
 use hunt_cluster::{Cluster, ClusterConfig, Held, JetStreamLog, Lapses, Leases, ObjectSnapshots};
+use hunt_server::tenure::Tenure;
 use hunt_store::partition_log::NODE;
 
 /// The cluster's flags of `hunt serve`.
@@ -65,6 +69,8 @@ pub struct Owned {
     /// The cluster's snapshots: the last owner's is where the rebuild starts.
     pub snapshots: ObjectSnapshots,
     pub partitions: u32,
+    /// Until when the node may answer: moved on by each confirmed renewal.
+    pub tenure: std::sync::Arc<Tenure>,
     /// Resolves if a lease is lost: the node must stop.
     pub lost: tokio::sync::oneshot::Receiver<String>,
     /// Send to give every lease up (after a clean stop), so that a standby takes over
@@ -113,7 +119,14 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
 
     let mut lapses = Lapses::new(lease);
     let mut said_standby = false;
-    let held = loop {
+    let (taking, held) = loop {
+        // Time counts towards a lapse only while the bucket takes writes.
+        if let Err(e) = leases.beat().await {
+            lapses.forget();
+            tracing::warn!(error = %e, "standby: the owners bucket takes no writes now; looking again");
+            tokio::time::sleep(lease / 4).await;
+            continue;
+        }
         let now = Instant::now();
         let mut seen = Vec::with_capacity(keys.len());
         let mut all_free = true;
@@ -133,8 +146,10 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
             }
         }
         if let Some(e) = unread {
+            lapses.forget();
             tracing::warn!(error = %e, "standby: a lease could not be read; looking again");
         } else if all_free {
+            let taking = Instant::now();
             let mut held = Vec::with_capacity(keys.len());
             for (k, s) in &seen {
                 match leases.take(*k, s).await {
@@ -147,7 +162,7 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
                 }
             }
             if held.len() == keys.len() {
-                break held;
+                break (taking, held);
             }
             // Another node was quicker for some: give back what was taken.
             for h in &held {
@@ -180,10 +195,15 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
             .map_err(|e| anyhow::anyhow!("taking partition {k} over: {e}"))?;
     }
     tracing::info!(node = %node, epoch, "owns every partition: takeover markers appended");
+    // Nobody else can take a lease for a whole lease after it was written, and it was
+    // written after `taking`.
+    let tenure = std::sync::Arc::new(Tenure::default());
+    tenure.extend_to(taking + trusted(lease));
     let (tx, lost) = tokio::sync::oneshot::channel();
     let (release, release_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(keep(leases, held, lease, tx, release_rx));
+    tokio::spawn(keep(leases, held, lease, tenure.clone(), tx, release_rx));
     Ok(Owned {
+        tenure,
         log,
         snapshots,
         partitions: parts,
@@ -192,16 +212,25 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
     })
 }
 
-/// Renews every lease a third of the lease apart. A renewal refused (another node took
-/// the lease), or none confirmed for longer than the lease, ends it: `lost` is told.
+/// How long after a lease was written this node trusts it: the lease, less a tenth
+/// for clocks that run at slightly different rates.
+fn trusted(lease: Duration) -> Duration {
+    lease - lease / 10
+}
+
+/// Renews every lease a third of the lease apart; each round confirmed in full moves
+/// the tenure on to a lease after it was sent. A renewal refused (another node took
+/// the lease) ends it: `lost` is told. Renewals that fail (no answer, no leader) are
+/// tried again; the tenure then runs out and the node answers 503 meanwhile.
 async fn keep(
     leases: Leases,
     mut held: Vec<Held>,
     lease: Duration,
+    tenure: std::sync::Arc<Tenure>,
     lost: tokio::sync::oneshot::Sender<String>,
     mut release: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) {
-    let mut renewed = Instant::now();
+    let mut said_lapsed = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(lease / 3) => {}
@@ -219,6 +248,7 @@ async fn keep(
             }
         }
         let mut all = true;
+        let sent = Instant::now();
         // All at once: one slow key does not hold up the others' renewals.
         let renewals = held.iter_mut().map(|h| {
             let leases = leases.clone();
@@ -247,13 +277,19 @@ async fn keep(
             }
         }
         if all {
-            renewed = Instant::now();
-        } else if renewed.elapsed() >= lease {
-            let _ = lost.send(format!(
-                "no lease renewed for {:?}: another node may own the partitions now",
-                renewed.elapsed()
-            ));
-            return;
+            tenure.extend_to(sent + trusted(lease));
+            if said_lapsed {
+                tracing::info!("leases confirmed again: answering");
+                said_lapsed = false;
+            }
+        } else if let Some(lapsed) = tenure.lapsed_for(Instant::now())
+            && !said_lapsed
+        {
+            tracing::warn!(
+                lapsed_ms = lapsed.as_millis() as u64,
+                "leases not confirmed in time: answering 503 until a renewal is confirmed"
+            );
+            said_lapsed = true;
         }
     }
 }

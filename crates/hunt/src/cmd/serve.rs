@@ -171,6 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 log: std::sync::Arc::new(o.log.clone()),
                 name: format!("JetStream stream {}", o.log.cluster().stream()),
                 snapshots: Some(std::sync::Arc::new(o.snapshots)),
+                tenure: Some(o.tenure),
             });
             config.validate().map_err(anyhow::Error::msg)?;
             (lost, release) = (Some(o.lost), Some(o.release));
