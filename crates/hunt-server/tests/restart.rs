@@ -212,3 +212,37 @@ async fn a_snapshot_this_build_cannot_read_is_replaced_by_the_whole_log() {
     assert_eq!(answers(&s, &users).await, before);
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_read_a_long_tail_snapshots_at_once() {
+    let (_d, dir) = tempdir();
+    let opts = |every| Options {
+        snapshot_every_events: every,
+        ..Options::default()
+    };
+    let users: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    let s = Server::start(&dir, opts(1_000)).await;
+    for u in &users {
+        assert_eq!(s.post(json!(three_eggs(u))).await.0, 200);
+    }
+    s.abort().await;
+    let count = || std::fs::read_dir(dir.join("snapshots")).map_or(0, |d| d.count());
+    assert_eq!(count(), 0, "no snapshot before the restart");
+    // 24 events read after no snapshot, more than the 20 between snapshots: the restart
+    // snapshots without waiting for 20 more.
+    let s = Server::start(&dir, opts(20)).await;
+    let mut n = 0;
+    for _ in 0..250 {
+        n = count();
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(n, 1, "no snapshot after a start that read 24 events");
+    let before = answers(&s, &users).await;
+    s.abort().await;
+    let s = Server::start(&dir, opts(20)).await;
+    assert_eq!(answers(&s, &users).await, before);
+    s.stop().await.unwrap();
+}

@@ -191,6 +191,10 @@ impl Service {
         }
         let log: Arc<dyn PartitionLog> = Arc::new(log);
         let version = Arc::new(recovered.version.expect("open() ensures a version"));
+        // Events read after the snapshot count towards the next one: a start (or a
+        // takeover on a cluster) that read a long tail snapshots soon, so that the next
+        // one does not read it again.
+        let tail = recovered.report.events;
         let notifier = Notifier::start(
             log.clone(),
             recovered.outbox,
@@ -227,7 +231,7 @@ impl Service {
             partitions.push(Handle { tx });
         }
         let (fatal, _) = tokio::sync::watch::channel(None);
-        Ok(Arc::new_cyclic(|me| Service {
+        let service = Arc::new_cyclic(|me| Service {
             me: me.clone(),
             config,
             partitions,
@@ -237,12 +241,16 @@ impl Service {
             coordinator: tokio::sync::Mutex::new(()),
             metrics,
             backlog,
-            accepted_since_snapshot: AtomicU64::new(0),
+            accepted_since_snapshot: AtomicU64::new(tail),
             fatal,
             closed: AtomicBool::new(false),
             workers: parking_lot::Mutex::new(workers),
             notifier,
-        }))
+        });
+        if tail >= service.config.snapshot_every_events {
+            service.snapshot_in_background();
+        }
+        Ok(service)
     }
 
     pub fn version(&self) -> Arc<Version> {
