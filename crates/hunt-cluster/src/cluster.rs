@@ -218,6 +218,16 @@ impl Cluster {
         format!("{}.p.{partition}", self.prefix)
     }
 
+    /// A connection to the cluster's servers, for requests outside the stream.
+    pub fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
+    /// The subject on which the owner answers requests that reached another node.
+    pub fn forward_subject(&self) -> String {
+        format!("{}.forward", self.prefix)
+    }
+
     /// The subjects of every partition.
     pub(crate) fn all_subjects(&self) -> String {
         format!("{}.p.*", self.prefix)

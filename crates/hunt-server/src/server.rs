@@ -153,6 +153,13 @@ impl Running {
         self.addr
     }
 
+    /// The API's routes, to answer requests that did not come over this server's own
+    /// listener (a cluster's standby forwards its requests to the owner). `None` once
+    /// stopped.
+    pub fn routes(&self) -> Option<axum::Router> {
+        self.app.upgrade().map(router)
+    }
+
     /// Whether it has stopped by itself (a start that failed, or a failed log).
     pub fn is_finished(&self) -> bool {
         self.main.is_finished()

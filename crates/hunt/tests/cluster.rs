@@ -51,12 +51,22 @@ fn node(nats: &NatsCluster, id: &str, data: &std::path::Path, more: &[&str]) -> 
 impl Node {
     /// Waits until the node listens and is ready; its address.
     fn ready(&self, limit: Duration) -> SocketAddr {
-        let addr: SocketAddr = self
-            .addr
+        let addr = self.listening(limit);
+        self.ready_at(addr, limit);
+        addr
+    }
+
+    /// Waits until the node listens (as a standby, or as the owner); its address.
+    fn listening(&self, limit: Duration) -> SocketAddr {
+        self.addr
             .recv_timeout(limit)
             .unwrap_or_else(|_| panic!("the node never listened: {}", self.log.lock().unwrap()))
             .parse()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Waits until the node at `addr` answers `/readyz` with 200: it owns the partitions.
+    fn ready_at(&self, addr: SocketAddr, limit: Duration) {
         let t = Instant::now();
         while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
             assert!(
@@ -66,7 +76,6 @@ impl Node {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        addr
     }
 }
 
@@ -110,23 +119,24 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
     );
     let a_addr = a.ready(Duration::from_secs(60));
     let b = node(&nats, "b", &dir.path().join("b"), &[]);
-    // The standby waits: it does not listen while the owner renews its leases.
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        b.addr.try_recv().is_err(),
-        "the standby listens: {}",
-        b.log.lock().unwrap()
+    // The standby listens, is not ready by itself, and forwards requests to the owner.
+    let b_addr = b.listening(Duration::from_secs(60));
+    let (status, why) = request(b_addr, "GET", "/readyz", "").unwrap();
+    assert_eq!(
+        (status, why["error"]["code"].as_str()),
+        (503, Some("standby"))
     );
+
+    // Ann's events through the standby, Bob's to the owner: one state, one pool.
+    let first: Vec<Value> = [(b_addr, "ann"), (a_addr, "bob")]
+        .iter()
+        .map(|(at, u)| post(*at, &hunt_events(u)))
+        .collect();
     assert!(
-        b.log.lock().unwrap().contains("standby"),
+        !b.log.lock().unwrap().contains("owns every partition"),
         "{}",
         b.log.lock().unwrap()
     );
-
-    let first: Vec<Value> = ["ann", "bob"]
-        .iter()
-        .map(|u| post(a_addr, &hunt_events(u)))
-        .collect();
     let mut granted: Vec<String> = first.iter().flat_map(codes).collect();
     assert_eq!(granted.len(), 2, "{first:?}");
     let t = Instant::now();
@@ -147,7 +157,7 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     let killed = Instant::now();
-    let b_addr = b.ready(Duration::from_secs(60));
+    b.ready_at(b_addr, Duration::from_secs(60));
     eprintln!("the standby answered {:?} after the kill", killed.elapsed());
     let b_log = b.log.lock().unwrap().clone();
     let rebuilt = b_log
@@ -274,6 +284,112 @@ fn hunt_batch(first: usize, size: usize) -> String {
     Value::Array(events).to_string()
 }
 
+/// Whether `again` gives every event of `first` as a duplicate with its first answer.
+fn same_answers(first: &Value, again: &Value) -> Result<(), String> {
+    let (x, y) = (
+        again["results"].as_array().cloned().unwrap_or_default(),
+        first["results"].as_array().cloned().unwrap_or_default(),
+    );
+    if x.len() != y.len() {
+        return Err(format!("{} results, not {}: {again}", x.len(), y.len()));
+    }
+    for (x, y) in x.iter().zip(&y) {
+        if x["status"] != "duplicate" || x["outcomes"] != y["outcomes"] {
+            return Err(format!("not the first answer: {x} after {y}"));
+        }
+    }
+    Ok(())
+}
+
+/// The clients' record: every batch with its first 200 answer, and what they saw.
+#[derive(Default)]
+struct Ledger {
+    acked: Vec<(String, Value)>,
+    /// When each batch was answered.
+    answered_at: Vec<Instant>,
+    /// The longest wait for one batch's answer, retries included.
+    longest: Duration,
+}
+
+/// `clients` clients send batches of new customers' events until `stop_at`, each
+/// batch sent again (to the next address in turn) until it is answered 200; every
+/// fourth batch is sent once more after its answer, as a client that missed it
+/// would, and must come back as duplicates with the first answer.
+fn load(addrs: Vec<SocketAddr>, clients: usize, stop_at: Instant) -> Arc<Mutex<Ledger>> {
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let (ledger, addrs) = (ledger.clone(), addrs.clone());
+            std::thread::spawn(move || {
+                let mut turn = c;
+                let mut n = 0;
+                while Instant::now() < stop_at {
+                    let body = hunt_batch(c * 1_000_000 + n * 5, 5);
+                    let sent = Instant::now();
+                    let first = loop {
+                        turn += 1;
+                        let at = addrs[turn % addrs.len()];
+                        match request(at, "POST", "/v1/events", &body) {
+                            Some((200, v)) => break v,
+                            Some((503 | 504, _)) | None => {}
+                            Some((s, v)) => panic!("answered {s}: {v}"),
+                        }
+                        assert!(
+                            sent.elapsed() < Duration::from_secs(40),
+                            "a batch was not answered for 40 s"
+                        );
+                        std::thread::sleep(Duration::from_millis(50));
+                    };
+                    let took = sent.elapsed();
+                    if n % 4 == 3 {
+                        loop {
+                            turn += 1;
+                            match request(addrs[turn % addrs.len()], "POST", "/v1/events", &body) {
+                                Some((200, again)) => {
+                                    same_answers(&first, &again).unwrap();
+                                    break;
+                                }
+                                _ => std::thread::sleep(Duration::from_millis(50)),
+                            }
+                        }
+                    }
+                    let mut l = ledger.lock().unwrap();
+                    l.acked.push((body, first));
+                    l.answered_at.push(Instant::now());
+                    l.longest = l.longest.max(took);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    // The threads finish by `stop_at` (plus a batch's retries); the caller waits.
+    std::thread::spawn(move || {
+        for t in threads {
+            t.join().unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    ledger
+}
+
+/// Every acknowledged batch, sent again to `addr`, is answered as duplicates with its
+/// first answer; no code was granted twice, and exactly the pool's three.
+fn check_ledger(addr: SocketAddr, ledger: &Ledger) {
+    let mut granted = Vec::new();
+    for (body, first) in &ledger.acked {
+        granted.extend(codes(first));
+        let (status, again) = request(addr, "POST", "/v1/events", body).unwrap();
+        assert_eq!(status, 200, "{again}");
+        same_answers(first, &again).unwrap();
+    }
+    let n = granted.len();
+    granted.sort();
+    granted.dedup();
+    assert_eq!(granted.len(), n, "a code granted twice");
+    assert_eq!(n, 3, "the pool's three codes, once each");
+}
+
 #[test]
 fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
     let mut nats = NatsCluster::start(3, false);
@@ -281,6 +397,7 @@ fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
     let mut a = node(&nats, "a", &dir.path().join("a"), &[]);
     let a_addr = a.ready(Duration::from_secs(60));
     let b = node(&nats, "b", &dir.path().join("b"), &[]);
+    let b_addr = b.listening(Duration::from_secs(60));
     // The server that leads the owners bucket: losing it stops every lease renewal
     // until the other two elect a leader (nats-server waits 4-9 s before it campaigns),
     // longer than the 3 s lease.
@@ -293,51 +410,22 @@ fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
         std::thread::sleep(Duration::from_millis(100));
     };
 
-    // Two clients send batches of new customers' events, each sent again until it is
-    // answered 200: the ledger keeps every batch's first 200 answer.
-    let ledger = Arc::new(Mutex::new(Vec::<(String, Value)>::new()));
     let stop_at = Instant::now() + Duration::from_secs(16);
-    let clients: Vec<_> = (0..2)
-        .map(|c| {
-            let ledger = ledger.clone();
-            std::thread::spawn(move || {
-                let mut n = 0;
-                let mut longest = Duration::ZERO;
-                while Instant::now() < stop_at {
-                    let body = hunt_batch(c * 1_000_000 + n * 5, 5);
-                    let sent = Instant::now();
-                    loop {
-                        match request(a_addr, "POST", "/v1/events", &body) {
-                            Some((200, v)) => {
-                                ledger.lock().unwrap().push((body, v));
-                                break;
-                            }
-                            Some((503, _)) | None => {}
-                            Some((s, v)) => panic!("answered {s}: {v}"),
-                        }
-                        assert!(
-                            sent.elapsed() < Duration::from_secs(40),
-                            "a batch was not answered for 40 s"
-                        );
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    longest = longest.max(sent.elapsed());
-                    n += 1;
-                }
-                longest
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(2));
-    let before_kill = ledger.lock().unwrap().len();
-    nats.kill(leader);
-    let killed = Instant::now();
-    let longest: Vec<Duration> = clients.into_iter().map(|c| c.join().unwrap()).collect();
-    let after_kill = ledger.lock().unwrap().len() - before_kill;
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        nats.kill(leader);
+        (nats, Instant::now())
+    });
+    // Two clients, each to both addresses in turn (the standby forwards to the owner).
+    let ledger = load(vec![a_addr, b_addr], 2, stop_at);
+    let (_nats, killed) = killer.join().unwrap();
+    let ledger = ledger.lock().unwrap();
+    let after_kill = ledger.answered_at.iter().filter(|t| **t > killed).count();
     eprintln!(
-        "killed nats server n{leader}; batches answered before {before_kill}, after {after_kill}; \
-         longest wait for one batch {longest:?}; {:?} since the kill",
-        killed.elapsed()
+        "killed nats server n{leader}; batches answered {}, after the kill {after_kill}; \
+         longest wait for one batch {:?}",
+        ledger.acked.len(),
+        ledger.longest
     );
     assert!(after_kill > 0, "no batch answered after the kill");
 
@@ -352,28 +440,47 @@ fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
         "the standby took over: {}",
         b.log.lock().unwrap()
     );
+    check_ledger(a_addr, &ledger);
+}
 
-    // Every acknowledged event is there once, with its first answer; no code twice and
-    // no more codes than the pool's three.
-    let ledger = ledger.lock().unwrap().clone();
-    let mut granted = Vec::new();
-    for (body, first) in &ledger {
-        granted.extend(codes(first));
-        let (status, again) = request(a_addr, "POST", "/v1/events", body).unwrap();
-        assert_eq!(status, 200, "{again}");
-        for (x, y) in again["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(first["results"].as_array().unwrap())
-        {
-            assert_eq!(x["status"], "duplicate", "{again}");
-            assert_eq!(x["outcomes"], y["outcomes"], "not the first answer");
-        }
-    }
-    let n = granted.len();
-    granted.sort();
-    granted.dedup();
-    assert_eq!(granted.len(), n, "a code granted twice");
-    assert_eq!(n, 3, "the pool's three codes, once each");
+#[test]
+fn a_killed_owner_under_retrying_load_loses_no_acknowledged_event() {
+    let nats = NatsCluster::start(3, false);
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(
+        &nats,
+        "a",
+        &dir.path().join("a"),
+        &["--snapshot-every", "200"],
+    );
+    let a_addr = a.ready(Duration::from_secs(60));
+    let b = node(&nats, "b", &dir.path().join("b"), &[]);
+    let b_addr = b.listening(Duration::from_secs(60));
+
+    let stop_at = Instant::now() + Duration::from_secs(14);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        let mut a = a;
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        Instant::now()
+    });
+    let ledger = load(vec![a_addr, b_addr], 3, stop_at);
+    let killed = killer.join().unwrap();
+    let ledger = ledger.lock().unwrap();
+    let first_after = ledger.answered_at.iter().filter(|t| **t > killed).min();
+    eprintln!(
+        "batches answered {}; the first after the kill {:?} after it; longest wait for one \
+         batch {:?}",
+        ledger.acked.len(),
+        first_after.map(|t| t.duration_since(killed)),
+        ledger.longest
+    );
+    assert!(first_after.is_some(), "no batch answered after the kill");
+    assert!(
+        b.log.lock().unwrap().contains("owns every partition"),
+        "{}",
+        b.log.lock().unwrap()
+    );
+    check_ledger(b_addr, &ledger);
 }

@@ -95,9 +95,17 @@ fn node_id(args: &ClusterArgs) -> String {
     })
 }
 
-/// Connects, waits as a standby until every lease is free, takes them all and the
-/// partitions' subjects, and keeps the leases renewed.
-pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result<Owned> {
+/// A node that has joined the cluster, owning nothing yet.
+pub struct Joined {
+    pub cluster: Cluster,
+    leases: Leases,
+    node: String,
+    lease: Duration,
+    replicas: usize,
+}
+
+/// Connects and checks the cluster (its stream created if new) and the owners bucket.
+pub async fn join(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result<Joined> {
     let lease = parse_lease(&args.lease)?;
     let mut cfg = ClusterConfig::new(args.cluster.clone(), args.cluster_name.clone());
     cfg.partitions = partitions;
@@ -108,7 +116,6 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
     let parts = cluster.partitions();
     let node = node_id(args);
     let leases = Leases::open(&cluster, node.clone(), args.cluster_replicas).await?;
-    let keys: Vec<u32> = (0..parts).chain(std::iter::once(NODE)).collect();
     tracing::info!(
         stream = cluster.stream(),
         partitions = parts,
@@ -116,6 +123,27 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
         lease_ms = lease.as_millis() as u64,
         "joined the cluster"
     );
+    Ok(Joined {
+        cluster,
+        leases,
+        node,
+        lease,
+        replicas: args.cluster_replicas,
+    })
+}
+
+/// Waits as a standby until every lease is free, takes them all and the partitions'
+/// subjects, and keeps the leases renewed.
+pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
+    let Joined {
+        cluster,
+        leases,
+        node,
+        lease,
+        replicas,
+    } = joined;
+    let parts = cluster.partitions();
+    let keys: Vec<u32> = (0..parts).chain(std::iter::once(NODE)).collect();
 
     let mut lapses = Lapses::new(lease);
     let mut said_standby = false;
@@ -179,12 +207,8 @@ pub async fn become_owner(args: &ClusterArgs, partitions: Option<u32>) -> anyhow
         tokio::time::sleep(lease / 4).await;
     };
 
-    let snapshots = ObjectSnapshots::open(
-        &cluster,
-        args.cluster_replicas,
-        tokio::runtime::Handle::current(),
-    )
-    .await?;
+    let snapshots =
+        ObjectSnapshots::open(&cluster, replicas, tokio::runtime::Handle::current()).await?;
     let log = JetStreamLog::new(cluster, tokio::runtime::Handle::current());
     let epoch = held.iter().map(|h| h.epoch).max().unwrap_or(0);
     let who = format!("{node}/{epoch}");

@@ -5,6 +5,7 @@ pub mod check;
 pub mod cluster_node;
 pub mod diff;
 pub mod dlq;
+pub mod forward;
 pub mod gen_traffic;
 pub mod replay;
 pub mod schema;

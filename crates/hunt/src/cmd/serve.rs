@@ -9,7 +9,7 @@ use hunt_core::ingest::Limits;
 use hunt_core::time::Duration;
 use hunt_server::auth::Keys;
 use hunt_server::http::{HttpConfig, RATE_PER_USER_DEFAULT};
-use hunt_server::server::{ServeConfig, serve, signals};
+use hunt_server::server::{ServeConfig, signals};
 use hunt_server::service::{
     BACKLOG_EVENTS_DEFAULT, DEDUPE_ENTRIES_DEFAULT, EngineConfig, PARTITIONS_DEFAULT, ProvidedLog,
     SNAPSHOT_EVERY_DEFAULT,
@@ -17,6 +17,7 @@ use hunt_server::service::{
 use hunt_server::state::DedupeConfig;
 
 use crate::cmd::cluster_node::{self, ClusterArgs};
+use crate::cmd::forward::{Standby, serve_forwarded};
 use crate::render;
 
 #[derive(clap::Args)]
@@ -157,10 +158,37 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let (mut lost, mut release) = (None, None);
+        let (mut lost, mut release, mut forwarded) = (None, None, None);
+        // Bound before the cluster is joined: a standby answers on it at once.
+        let bound = std::net::TcpListener::bind(config.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         if args.cluster.enabled() {
-            let o = cluster_node::become_owner(&args.cluster, args.partitions.map(|p| p as u32))
-                .await?;
+            hunt_server::server::check_exposure(&bound.local_addr()?, &config.http)
+                .map_err(anyhow::Error::msg)?;
+            let joined =
+                cluster_node::join(&args.cluster, args.partitions.map(|p| p as u32)).await?;
+            let (client, subject) = (joined.cluster.client(), joined.cluster.forward_subject());
+            let standby = Standby::start(
+                tokio::net::TcpListener::from_std(bound.try_clone()?)?,
+                client.clone(),
+                subject.clone(),
+                config.http.limits.body_bytes_max,
+            );
+            tracing::info!(
+                addr = %bound.local_addr()?,
+                "listening as a standby: requests are forwarded to the owner"
+            );
+            let o = tokio::select! {
+                o = cluster_node::become_owner(joined) => o,
+                () = signals() => {
+                    standby.stop().await;
+                    tracing::info!("stopped cleanly (a standby)");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
+            standby.stop().await;
+            let o = o?;
             // The data directory keeps only the lock that keeps a second process off it:
             // the log and the snapshots are the cluster's.
             config.engine.data_dir = args
@@ -174,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 tenure: Some(o.tenure),
             });
             config.validate().map_err(anyhow::Error::msg)?;
-            (lost, release) = (Some(o.lost), Some(o.release));
+            (lost, release, forwarded) = (Some(o.lost), Some(o.release), Some((client, subject)));
         }
         let deposed = std::sync::Arc::new(parking_lot::Mutex::new(None::<String>));
         let stop = {
@@ -193,9 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let listener = tokio::net::TcpListener::from_std(bound)?;
         let addr = listener.local_addr()?;
         if config.http.keys.is_empty() {
             tracing::warn!(
@@ -211,7 +237,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             log = config.engine.provided_log.as_ref().map_or("local", |p| p.name.as_str()),
             "listening"
         );
-        let mut served = serve(config, listener, stop).await;
+        let mut served = match hunt_server::server::start(config, listener).await {
+            Ok(running) => {
+                // The owner answers what reached the standbys.
+                if let (Some((client, subject)), Some(routes)) = (forwarded, running.routes()) {
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_forwarded(client, subject, routes).await {
+                            tracing::error!(error = %e, "cannot answer requests forwarded by standbys");
+                        }
+                    });
+                }
+                running.run_until(stop).await
+            }
+            Err(e) => Err(e),
+        };
         if let Some(why) = deposed.lock().take() {
             // Not ours any more: nothing to give back, and not a clean stop.
             served = served.and(Err(format!("lost the cluster's partitions: {why}")));
