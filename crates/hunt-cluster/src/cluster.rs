@@ -118,6 +118,7 @@ pub struct Cluster {
     partitions: u32,
     pub(crate) ack_timeout: Duration,
     pub(crate) max_payload: usize,
+    metrics: std::sync::Arc<crate::metrics::ClusterMetrics>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -195,12 +196,18 @@ impl Cluster {
             partitions,
             ack_timeout: cfg.ack_timeout,
             max_payload: info.max_payload,
+            metrics: Default::default(),
         })
     }
 
     /// The partition count stored with the cluster.
     pub fn partitions(&self) -> u32 {
         self.partitions
+    }
+
+    /// This node's figures of its life on the cluster.
+    pub fn metrics(&self) -> &std::sync::Arc<crate::metrics::ClusterMetrics> {
+        &self.metrics
     }
 
     /// The cluster's name.

@@ -13,12 +13,14 @@
 //! - [`cluster`]: the connection, the checks at start, the stream's names;
 //! - [`log`]: the fenced partition log;
 //! - [`lease`]: partition leases in the owners bucket, by compare-and-set;
+//! - [`metrics`]: what a node counts of its life on the cluster;
 //! - [`snapshots`]: the newest snapshot in the cluster's object store;
 //! - `testing` (feature `testing`): three `nats-server`s on free ports, for tests.
 
 pub mod cluster;
 pub mod lease;
 pub mod log;
+pub mod metrics;
 pub mod snapshots;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -26,4 +28,5 @@ pub mod testing;
 pub use cluster::{Cluster, ClusterConfig, ClusterError, NATS_SERVER_MIN};
 pub use lease::{Held, Lapses, Leases, Owner, Seen};
 pub use log::{JetStreamLog, RECORD_BITS};
+pub use metrics::ClusterMetrics;
 pub use snapshots::ObjectSnapshots;

@@ -514,6 +514,7 @@ impl Writer {
             };
             match error.kind() {
                 PublishErrorKind::WrongLastSequence => {
+                    self.inner.cluster.metrics().count_fenced();
                     return Err(LogError::Fenced {
                         partition: self.partition,
                         detail: format!(
@@ -542,6 +543,7 @@ impl Writer {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
+            self.inner.cluster.metrics().count_resend();
         }
     }
 }

@@ -13,6 +13,13 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+/// Figures kept outside the engine (a cluster node's leases and forwarding), written
+/// out after the engine's own on `/metrics`.
+pub trait MetricsSource: Send + Sync {
+    /// Appends the figures, in the Prometheus text format, to `out`.
+    fn render(&self, out: &mut String);
+}
+
 /// A histogram with fixed upper bounds.
 pub struct Histogram {
     bounds: &'static [f64],

@@ -11,6 +11,14 @@ use crate::service::Service;
 pub async fn render(service: &Service) -> String {
     let mut out = String::with_capacity(8 << 10);
     service.metrics.render(&mut out);
+    if let Some(m) = service
+        .config
+        .provided_log
+        .as_ref()
+        .and_then(|p| p.metrics.as_ref())
+    {
+        m.render(&mut out);
+    }
     let _ = writeln!(
         out,
         "# HELP hunt_partition_backlog_events Events queued for a partition, not yet applied.\n# TYPE hunt_partition_backlog_events gauge"

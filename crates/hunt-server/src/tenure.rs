@@ -38,6 +38,12 @@ impl Tenure {
         us < self.until_us.load(Ordering::Acquire)
     }
 
+    /// How long the tenure still lasts at `now` (zero once it ended).
+    pub fn left_at(&self, now: Instant) -> Duration {
+        let until = self.base + Duration::from_micros(self.until_us.load(Ordering::Acquire));
+        until.saturating_duration_since(now)
+    }
+
     /// How long ago the tenure ended (`None`: it has not).
     pub fn lapsed_for(&self, now: Instant) -> Option<Duration> {
         let until = self.base + Duration::from_micros(self.until_us.load(Ordering::Acquire));

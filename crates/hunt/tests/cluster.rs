@@ -94,6 +94,17 @@ fn post(addr: SocketAddr, body: &str) -> Value {
     v
 }
 
+/// The value of the series `series` (name and labels, as written) on `/metrics`.
+fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn codes(answer: &Value) -> Vec<String> {
     answer["results"]
         .as_array()
@@ -170,6 +181,15 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
     );
     let (_, again) = request(b_addr, "POST", "/v1/events", &cid.to_string()).unwrap();
     assert_eq!(again["duplicates"], 1, "{again}");
+    // Its figures say it took the partitions over and owns each.
+    assert_eq!(
+        metric(b_addr, "hunt_cluster_lease_takeovers_total{node=\"b\"}"),
+        Some(1.0)
+    );
+    for p in 0..8 {
+        let series = format!("hunt_cluster_partition_owner{{partition=\"{p}\",node=\"b\"}}");
+        assert_eq!(metric(b_addr, &series), Some(1.0), "{series}");
+    }
 
     // Sent again, the owner's events are duplicates with their first answers.
     for (u, before) in ["ann", "bob"].iter().zip(&first) {
@@ -441,6 +461,15 @@ fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
         b.log.lock().unwrap()
     );
     check_ledger(a_addr, &ledger);
+    // The owner counted the renewals that failed while the bucket had no leader, and
+    // the requests it answered for the standby.
+    let failed = metric(
+        a_addr,
+        "hunt_cluster_lease_renewals_total{node=\"a\",result=\"failed\"}",
+    );
+    assert!(failed.is_some_and(|n| n > 0.0), "{failed:?}");
+    let forwarded = metric(a_addr, "hunt_cluster_forwarded_answered_total{node=\"a\"}");
+    assert!(forwarded.is_some_and(|n| n > 0.0), "{forwarded:?}");
 }
 
 #[test]

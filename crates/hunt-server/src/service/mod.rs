@@ -69,6 +69,8 @@ pub struct ProvidedLog {
     /// Until when this node owns the log's partitions by its leases; past it, nothing
     /// is answered (`None`: owned for as long as the process runs).
     pub tenure: Option<Arc<crate::tenure::Tenure>>,
+    /// The figures that come with it, on `/metrics`.
+    pub metrics: Option<Arc<dyn crate::metrics::MetricsSource>>,
 }
 
 impl std::fmt::Debug for ProvidedLog {

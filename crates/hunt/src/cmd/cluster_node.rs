@@ -63,6 +63,23 @@ impl ClusterArgs {
     }
 }
 
+/// The node's cluster figures on `/metrics`, with the tenure read when written out.
+pub struct NodeMetrics {
+    pub cluster: std::sync::Arc<hunt_cluster::ClusterMetrics>,
+    pub tenure: std::sync::Arc<Tenure>,
+}
+
+impl hunt_server::metrics::MetricsSource for NodeMetrics {
+    fn render(&self, out: &mut String) {
+        let left = self.tenure.left_at(Instant::now());
+        self.cluster.tenure_left_ms.store(
+            left.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.cluster.render(out);
+    }
+}
+
 /// What a node that owns the cluster's partitions holds.
 pub struct Owned {
     pub log: JetStreamLog,
@@ -212,6 +229,7 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
     let log = JetStreamLog::new(cluster, tokio::runtime::Handle::current());
     let epoch = held.iter().map(|h| h.epoch).max().unwrap_or(0);
     let who = format!("{node}/{epoch}");
+    let metrics = log.cluster().metrics().clone();
     for &k in &keys {
         let last = log.last_sequence(k).await?;
         log.take_over(k, last, &who)
@@ -219,13 +237,26 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
             .map_err(|e| anyhow::anyhow!("taking partition {k} over: {e}"))?;
     }
     tracing::info!(node = %node, epoch, "owns every partition: takeover markers appended");
+    *metrics.node.lock() = node.clone();
+    *metrics.owned.lock() = (0..parts).collect();
+    metrics
+        .takeovers
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Nobody else can take a lease for a whole lease after it was written, and it was
     // written after `taking`.
     let tenure = std::sync::Arc::new(Tenure::default());
     tenure.extend_to(taking + trusted(lease));
     let (tx, lost) = tokio::sync::oneshot::channel();
     let (release, release_rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(keep(leases, held, lease, tenure.clone(), tx, release_rx));
+    tokio::spawn(keep(
+        leases,
+        held,
+        lease,
+        tenure.clone(),
+        metrics.clone(),
+        tx,
+        release_rx,
+    ));
     Ok(Owned {
         tenure,
         log,
@@ -251,6 +282,7 @@ async fn keep(
     mut held: Vec<Held>,
     lease: Duration,
     tenure: std::sync::Arc<Tenure>,
+    metrics: std::sync::Arc<hunt_cluster::ClusterMetrics>,
     lost: tokio::sync::oneshot::Sender<String>,
     mut release: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) {
@@ -282,6 +314,12 @@ async fn keep(
             }
         });
         for (partition, r) in futures_util::future::join_all(renewals).await {
+            let counter = match &r {
+                Ok(Ok(true)) => &metrics.renewals_confirmed,
+                Ok(Ok(false)) => &metrics.renewals_refused,
+                _ => &metrics.renewals_failed,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match r {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {

@@ -190,12 +190,16 @@ pub async fn serve_forwarded(
     client: Client,
     subject: String,
     routes: axum::Router,
+    counted: std::sync::Arc<hunt_cluster::ClusterMetrics>,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut sub = client.subscribe(subject).await?;
     while let Some(msg) = sub.next().await {
         let Some(reply) = msg.reply.clone() else {
             continue;
         };
+        counted
+            .forwarded_answered
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (client, routes) = (client.clone(), routes.clone());
         tokio::spawn(async move {
             let t = Instant::now();

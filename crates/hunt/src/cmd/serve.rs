@@ -199,10 +199,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 log: std::sync::Arc::new(o.log.clone()),
                 name: format!("JetStream stream {}", o.log.cluster().stream()),
                 snapshots: Some(std::sync::Arc::new(o.snapshots)),
-                tenure: Some(o.tenure),
+                tenure: Some(o.tenure.clone()),
+                metrics: Some(std::sync::Arc::new(cluster_node::NodeMetrics {
+                    cluster: o.log.cluster().metrics().clone(),
+                    tenure: o.tenure,
+                })),
             });
             config.validate().map_err(anyhow::Error::msg)?;
-            (lost, release, forwarded) = (Some(o.lost), Some(o.release), Some((client, subject)));
+            let counted = o.log.cluster().metrics().clone();
+            (lost, release, forwarded) = (
+                Some(o.lost),
+                Some(o.release),
+                Some((client, subject, counted)),
+            );
         }
         let deposed = std::sync::Arc::new(parking_lot::Mutex::new(None::<String>));
         let stop = {
@@ -240,9 +249,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut served = match hunt_server::server::start(config, listener).await {
             Ok(running) => {
                 // The owner answers what reached the standbys.
-                if let (Some((client, subject)), Some(routes)) = (forwarded, running.routes()) {
+                if let (Some((client, subject, counted)), Some(routes)) =
+                    (forwarded, running.routes())
+                {
                     tokio::spawn(async move {
-                        if let Err(e) = serve_forwarded(client, subject, routes).await {
+                        if let Err(e) = serve_forwarded(client, subject, routes, counted).await {
                             tracing::error!(error = %e, "cannot answer requests forwarded by standbys");
                         }
                     });

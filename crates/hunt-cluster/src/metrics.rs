@@ -1,0 +1,156 @@
+//! What a node counts of its life on the cluster, written out in the Prometheus text
+//! format beside the engine's own figures on `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// A node's cluster figures. Counters only go up; the owner's partitions are set when
+/// it takes them.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    /// This node's id.
+    pub node: Mutex<String>,
+    /// The partitions this node owns (the node records' subject excluded).
+    pub owned: Mutex<Vec<u32>>,
+    /// Times this node took the partitions' leases over.
+    pub takeovers: AtomicU64,
+    /// Lease renewals confirmed, failed (no answer, no leader), refused (taken).
+    pub renewals_confirmed: AtomicU64,
+    pub renewals_failed: AtomicU64,
+    pub renewals_refused: AtomicU64,
+    /// The tenure left, in milliseconds; set just before it is written out.
+    pub tenure_left_ms: AtomicU64,
+    /// Appends the stream refused because another owner had appended (fenced).
+    pub fenced_appends: AtomicU64,
+    /// Appends sent again after no acknowledgement (the same message id).
+    pub append_resends: AtomicU64,
+    /// Requests this node answered for standbys.
+    pub forwarded_answered: AtomicU64,
+}
+
+fn add(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl ClusterMetrics {
+    pub fn count_fenced(&self) {
+        add(&self.fenced_appends);
+    }
+
+    pub fn count_resend(&self) {
+        add(&self.append_resends);
+    }
+
+    /// Appends every figure to `out`.
+    pub fn render(&self, out: &mut String) {
+        let node = escape(&self.node.lock());
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP hunt_cluster_partition_owner 1 for each partition this node owns.\n\
+             # TYPE hunt_cluster_partition_owner gauge"
+        );
+        for p in self.owned.lock().iter() {
+            let _ = writeln!(
+                out,
+                "hunt_cluster_partition_owner{{partition=\"{p}\",node=\"{node}\"}} 1"
+            );
+        }
+        let counters: [(&str, &str, &AtomicU64); 4] = [
+            (
+                "hunt_cluster_lease_takeovers_total",
+                "Times this node took the partitions' leases over.",
+                &self.takeovers,
+            ),
+            (
+                "hunt_cluster_fenced_appends_total",
+                "Appends the stream refused because another owner had appended: this node was deposed.",
+                &self.fenced_appends,
+            ),
+            (
+                "hunt_cluster_append_resends_total",
+                "Appends sent again, with the same message id, after no acknowledgement came.",
+                &self.append_resends,
+            ),
+            (
+                "hunt_cluster_forwarded_answered_total",
+                "Requests that reached a standby and were answered here, by the owner.",
+                &self.forwarded_answered,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hunt_cluster_lease_renewals_total Lease renewals by result: confirmed, failed (no answer or no leader; tried again), refused (another node took the lease).\n\
+             # TYPE hunt_cluster_lease_renewals_total counter"
+        );
+        for (result, c) in [
+            ("confirmed", &self.renewals_confirmed),
+            ("failed", &self.renewals_failed),
+            ("refused", &self.renewals_refused),
+        ] {
+            let _ = writeln!(
+                out,
+                "hunt_cluster_lease_renewals_total{{node=\"{node}\",result=\"{result}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hunt_cluster_tenure_seconds How long this node may still answer without another confirmed renewal (0: it answers 503 lease_unconfirmed).\n\
+             # TYPE hunt_cluster_tenure_seconds gauge\n\
+             hunt_cluster_tenure_seconds{{node=\"{node}\"}} {}",
+            get(&self.tenure_left_ms) as f64 / 1e3
+        );
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_written_with_the_node_and_each_owned_partition() {
+        let m = ClusterMetrics::default();
+        *m.node.lock() = "a\"1".into();
+        *m.owned.lock() = vec![0, 1];
+        m.count_fenced();
+        m.renewals_confirmed.fetch_add(3, Ordering::Relaxed);
+        m.tenure_left_ms.store(1500, Ordering::Relaxed);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains("hunt_cluster_partition_owner{partition=\"1\",node=\"a\\\"1\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hunt_cluster_fenced_appends_total{node=\"a\\\"1\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "hunt_cluster_lease_renewals_total{node=\"a\\\"1\",result=\"confirmed\"} 3"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("hunt_cluster_tenure_seconds{node=\"a\\\"1\"} 1.5"),
+            "{out}"
+        );
+    }
+}
