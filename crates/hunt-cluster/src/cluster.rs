@@ -34,6 +34,9 @@ pub struct ClusterConfig {
     /// Run even without proof that the servers sync every write: an acknowledged event
     /// may then be lost if every replica loses power at once.
     pub accept_lazy_fsync: bool,
+    /// Create the stream if it is missing (a node); `false` for a reader, which
+    /// refuses a missing cluster instead ([`ClusterError::NoCluster`]).
+    pub create: bool,
     /// How long an append may wait for the stream's acknowledgement, retries included.
     /// Above a Raft election: when a stream's leader is lost, nats-server's followers
     /// wait 4-9 s before they campaign, so 20 s covers one election and a second round.
@@ -56,6 +59,7 @@ impl ClusterConfig {
             replicas: 3,
             monitor: Vec::new(),
             accept_lazy_fsync: false,
+            create: true,
             ack_timeout: ACK_TIMEOUT_DEFAULT,
         }
     }
@@ -100,6 +104,10 @@ pub enum ClusterError {
         "cannot show that the NATS servers sync every write: {0}. Set `jetstream {{ sync_interval: always }}` on every server and give their monitoring URLs, or pass --accept-lazy-fsync to run without that promise"
     )]
     LazyFsync(String),
+    #[error(
+        "there is no cluster named {name} on these servers (no stream {stream}); check --cluster-name"
+    )]
+    NoCluster { name: String, stream: String },
     #[error("NATS: {0}")]
     Nats(String),
 }
@@ -257,6 +265,12 @@ async fn ensure_stream(
         }
         Err(e) => return Err(nats(e)),
     };
+    if existing.is_none() && !cfg.create {
+        return Err(ClusterError::NoCluster {
+            name: cfg.name.clone(),
+            stream: name.to_string(),
+        });
+    }
     if existing.is_none() {
         let partitions = cfg.partitions.unwrap_or(PARTITIONS_DEFAULT);
         let config = stream::Config {

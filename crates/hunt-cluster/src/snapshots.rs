@@ -98,6 +98,28 @@ impl ObjectSnapshots {
         })
     }
 
+    /// The cluster's snapshot bucket if it exists (a reader creates nothing).
+    pub async fn existing(
+        cluster: &Cluster,
+        rt: Handle,
+    ) -> Result<Option<ObjectSnapshots>, ClusterError> {
+        let bucket = format!("hunt_{}_snapshots", cluster.name());
+        match cluster.js.get_object_store(&bucket).await {
+            Ok(store) => Ok(Some(ObjectSnapshots {
+                store,
+                bucket,
+                chunk: CHUNK_BYTES_MAX,
+                rt,
+            })),
+            Err(e)
+                if e.kind() == async_nats::jetstream::context::ObjectStoreErrorKind::GetStore =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(ClusterError::Nats(e.to_string())),
+        }
+    }
+
     /// The bucket's name.
     pub fn bucket(&self) -> &str {
         &self.bucket

@@ -226,6 +226,42 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
         ann["rewards"][0]["code"],
         first[0]["results"][2]["outcomes"][2]["code"]
     );
+
+    // `hunt replay --cluster` reads the stream while the node serves, from the start and
+    // from the snapshot, and finds the same: 13 events, the pool's three codes, and
+    // every event's outcome as recorded.
+    for from_snapshot in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hunt"));
+        cmd.args(["replay", "--json", "--cluster", &nats.urls().join(",")])
+            .args(["--cluster-name", "test"]);
+        if from_snapshot {
+            cmd.arg("--from-snapshot");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["mismatches"], 0, "{v}");
+        assert_eq!(v["hunts"]["three-eggs"]["granted"], 3, "{v}");
+        assert_eq!(v["snapshot_lsn"].is_null(), !from_snapshot, "{v}");
+        if !from_snapshot {
+            assert_eq!(v["events"], 13, "{v}");
+        }
+    }
+    // A name with no cluster is refused, and nothing is created for it.
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["replay", "--cluster", &nats.urls().join(",")])
+        .args(["--cluster-name", "nope"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no cluster named nope"),
+        "{err}"
+    );
 }
 
 /// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.

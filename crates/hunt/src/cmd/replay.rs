@@ -1,22 +1,37 @@
-//! `hunt replay --data DIR`: reads the whole log, checks every record, applies every
-//! event again with the version in force at it, and prints what the projections hold.
+//! `hunt replay --data DIR` (or `--cluster URL…`): reads the whole log, checks every
+//! record, applies every event again with the version in force at it, and prints what
+//! the projections hold. On a cluster it only reads: it takes no lease, creates
+//! nothing, and may run while the nodes serve (it sees the stream as it was when each
+//! message was read).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use comfy_table::Table;
+use hunt_cluster::{Cluster, ClusterConfig, JetStreamLog, ObjectSnapshots};
 use hunt_server::recover::Recovered;
 use hunt_server::service::{DEDUPE_ENTRIES_DEFAULT, PARTITIONS_DEFAULT, lock_data_dir};
 use hunt_server::state::{DedupeConfig, HuntCounters};
 use hunt_store::fs::RealFs;
-use hunt_store::{Log, LogConfig, Snapshots};
+use hunt_store::{Log, LogConfig, PartitionLog, SnapshotStore, Snapshots};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The server's data directory (the server must be stopped).
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "cluster")]
+    data: Option<PathBuf>,
+    /// Read a cluster's stream instead: its NATS servers' client URLs.
+    #[arg(
+        long,
+        value_name = "URL[,URL…]",
+        value_delimiter = ',',
+        conflicts_with = "data"
+    )]
+    cluster: Vec<String>,
+    /// The cluster's name (its stream is HUNT_<name>).
+    #[arg(long, default_value = "hunt", requires = "cluster")]
+    cluster_name: String,
     /// Start from the newest snapshot instead of the first record.
     #[arg(long)]
     from_snapshot: bool,
@@ -25,22 +40,78 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !args.data.join("LOCK").exists() && std::fs::read_dir(&args.data).is_err() {
-        anyhow::bail!("{} is not a data directory", args.data.display());
+/// The log to replay, the snapshots it may start from, its partition count, and how
+/// far it reaches (for the progress bar).
+type Opened = (
+    Box<dyn PartitionLog>,
+    Option<Box<dyn SnapshotStore>>,
+    usize,
+    u64,
+);
+
+fn open_local(args: &Args, dir: &std::path::Path) -> anyhow::Result<(Opened, std::fs::File)> {
+    if !dir.join("LOCK").exists() && std::fs::read_dir(dir).is_err() {
+        anyhow::bail!("{} is not a data directory", dir.display());
     }
-    let _lock = lock_data_dir(&args.data).map_err(anyhow::Error::msg)?;
+    let lock = lock_data_dir(dir).map_err(anyhow::Error::msg)?;
     let fs = Arc::new(RealFs);
-    let (log, open) = Log::open(fs.clone(), LogConfig::new(&args.data))?;
+    let (log, open) = Log::open(fs.clone(), LogConfig::new(dir))?;
     if let Some((seg, off, bytes)) = &open.torn_tail {
         eprintln!("note: cut a torn tail of {bytes} bytes off {seg} at offset {off}");
     }
-    let snapshots = if args.from_snapshot {
-        Some(Snapshots::open(fs, &args.data)?)
+    let snapshots: Option<Box<dyn SnapshotStore>> = if args.from_snapshot {
+        Some(Box::new(Snapshots::open(fs, dir)?))
     } else {
         None
     };
-    let bar = indicatif::ProgressBar::new(open.last_lsn);
+    Ok((
+        (Box::new(log), snapshots, PARTITIONS_DEFAULT, open.last_lsn),
+        lock,
+    ))
+}
+
+fn open_cluster(args: &Args, rt: &tokio::runtime::Runtime) -> anyhow::Result<Opened> {
+    let mut cfg = ClusterConfig::new(args.cluster.clone(), args.cluster_name.clone());
+    // A reader writes nothing: the checks that guard writes do not apply.
+    cfg.create = false;
+    cfg.replicas = 1;
+    cfg.accept_lazy_fsync = true;
+    let cluster = rt.block_on(Cluster::connect(&cfg))?;
+    let partitions = cluster.partitions() as usize;
+    let snapshots: Option<Box<dyn SnapshotStore>> = if args.from_snapshot {
+        match rt.block_on(ObjectSnapshots::existing(&cluster, rt.handle().clone()))? {
+            Some(s) => Some(Box::new(s)),
+            None => {
+                eprintln!("note: the cluster has no snapshots yet; reading the whole stream");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let log = JetStreamLog::new(cluster, rt.handle().clone());
+    Ok((Box::new(log), snapshots, partitions, 0))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut _lock = None;
+    let (log, snapshots, partitions, last) = match &args.data {
+        Some(dir) => {
+            let (opened, lock) = open_local(&args, dir)?;
+            _lock = Some(lock);
+            opened
+        }
+        None => open_cluster(&args, &rt)?,
+    };
+    let bar = if last > 0 {
+        indicatif::ProgressBar::new(last)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} replaying [{bar:40}] {pos}/{len} records ({per_sec}, {eta} left)",
@@ -54,11 +125,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let started = std::time::Instant::now();
     let result = hunt_server::recover::recover(
-        &log,
-        snapshots
-            .as_ref()
-            .map(|s| s as &dyn hunt_store::SnapshotStore),
-        PARTITIONS_DEFAULT,
+        &*log,
+        snapshots.as_deref(),
+        partitions,
         dedupe,
         &mut |lsn| {
             if lsn % 4096 == 0 {
