@@ -4,7 +4,12 @@
 //! ```sh
 //! cargo build --release -p hunt
 //! cargo run --release -p hunt --example crash -- --cycles 500 [--seed N] [--clients N] [--hunt PATH]
+//! cargo run --release -p hunt --example crash -- --cluster --cycles 200
 //! ```
+//!
+//! With `--cluster`, on three NATS servers (`nats-server` 2.12, installed by
+//! `.ci/install-nats-server`) and two nodes, killing the owner node and a NATS server
+//! in turn; it then prints the failovers' times too.
 //!
 //! Prints one line per cycle, then `cycles=… acked=… lost=0 duplicate_grants=0
 //! overgrants=0 …`; exits 1 if any promise was broken (the data directory is kept).
@@ -24,6 +29,7 @@ fn main() {
         clients: 4,
         verbose: true,
         sabotage: None,
+        cluster: false,
     };
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
@@ -44,9 +50,10 @@ fn main() {
             "--clients" => cfg.clients = number("--clients", value("--clients")).max(1) as usize,
             "--hunt" => cfg.hunt = value("--hunt").into(),
             "--quiet" => cfg.verbose = false,
+            "--cluster" => cfg.cluster = true,
             other => {
                 eprintln!(
-                    "unknown argument {other:?}; usage: crash [--cycles N] [--seed N] [--clients N] [--hunt PATH] [--quiet]"
+                    "unknown argument {other:?}; usage: crash [--cycles N] [--seed N] [--clients N] [--hunt PATH] [--cluster] [--quiet]"
                 );
                 std::process::exit(2)
             }
@@ -70,5 +77,8 @@ fn main() {
         cfg.seed,
         t.elapsed().as_secs_f64()
     );
+    if cfg.cluster {
+        println!("{}", report.cluster_line());
+    }
     std::process::exit(if report.failures() == 0 { 0 } else { 1 })
 }

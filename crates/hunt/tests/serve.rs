@@ -623,6 +623,7 @@ fn crash_harness_kills_the_server_20_times_and_every_promise_holds() {
         clients: 4,
         verbose: false,
         sabotage: None,
+        cluster: false,
     });
     eprintln!("{}", report.line());
     assert_eq!(report.cycles, 20, "{report:#?}");
@@ -637,6 +638,36 @@ fn crash_harness_kills_the_server_20_times_and_every_promise_holds() {
     assert!(report.dead_letters > 0, "{report:#?}");
 }
 
+/// The crash harness on a cluster: three NATS servers and two nodes, the clients on
+/// both addresses; 4 cycles kill the owner node and a NATS server in turn, under load,
+/// and every promise holds (deliveries included: the new owner resumes the outbox with
+/// the same keys). The long mode: `target/release/examples/crash --cluster --cycles 200`.
+#[test]
+fn crash_harness_on_a_cluster_kills_owners_and_nats_servers_and_every_promise_holds() {
+    let seed = 0x5EED_0002;
+    let report = super::crash::run(&super::crash::Config {
+        hunt: env!("CARGO_BIN_EXE_hunt").into(),
+        cycles: 4,
+        seed,
+        clients: 4,
+        verbose: true,
+        sabotage: None,
+        cluster: true,
+    });
+    eprintln!("{}\n{}", report.line(), report.cluster_line());
+    assert_eq!(report.cycles, 4, "{report:#?}");
+    assert_eq!(report.failures(), 0, "seed {seed}: {report:#?}");
+    assert_eq!(
+        (report.node_kills, report.nats_kills),
+        (2, 2),
+        "{report:#?}"
+    );
+    assert_eq!(report.failovers.len(), 2, "{report:#?}");
+    assert!(report.acked > 500, "{report:#?}");
+    assert!(report.retried > 0 && report.resent > 0, "{report:#?}");
+    assert!(report.granted > 0 && report.deliveries > 0, "{report:#?}");
+}
+
 /// The harness can fail: with acknowledged writes cut off the log after each kill (a
 /// disk that lies), it reports them lost.
 #[test]
@@ -648,6 +679,7 @@ fn crash_harness_reports_losses_when_the_disk_loses_acknowledged_writes() {
         clients: 4,
         verbose: false,
         sabotage: Some(2000),
+        cluster: false,
     });
     eprintln!("{}", report.line());
     assert!(report.lost > 0, "{report:#?}");

@@ -16,6 +16,13 @@
 //!
 //! Used by the `cli` test (20 cycles) and by `cargo run --release -p hunt --example
 //! crash -- --cycles N` (the long mode).
+//!
+//! **On a cluster** (`Config::cluster`): three NATS servers and two nodes, the clients
+//! sending to both addresses in turn (the standby forwards to the owner). The cycles
+//! alternate: the owner node is killed (the standby takes over, and the killed node
+//! comes back as the standby), then one NATS server is killed and started again. The
+//! same checks run through the owner after every cycle, and the report gives each
+//! failover's time, from the kill to the other node's `/readyz` 200.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -42,6 +49,8 @@ pub struct Config {
     /// the newest log segment, as a disk that lost acknowledged writes would. The checks
     /// must then report losses.
     pub sabotage: Option<u64>,
+    /// Run on a three-server NATS cluster with two nodes (see the module's docs).
+    pub cluster: bool,
 }
 
 /// What a run saw. Every field but the first five, `deliveries`, `redelivered` and
@@ -84,6 +93,14 @@ pub struct Report {
     pub dead_letters: usize,
     /// Anything else that went wrong, in words (the first few).
     pub problems: Vec<String>,
+    /// On a cluster: owner nodes killed, NATS servers killed, and each failover's
+    /// seconds from the kill to the other node's `/readyz` 200.
+    pub node_kills: usize,
+    pub nats_kills: usize,
+    pub failovers: Vec<f64>,
+    /// On a cluster: nodes that stopped by themselves (a deposed owner stops), started
+    /// again as standbys.
+    pub node_exits: usize,
 }
 
 impl Report {
@@ -120,6 +137,26 @@ impl Report {
             self.key_mismatches,
             self.dead_letters,
             self.notifications_missing,
+        )
+    }
+
+    /// The cluster's figures: kills, and the failovers' min, median and max seconds.
+    pub fn cluster_line(&self) -> String {
+        let mut f = self.failovers.clone();
+        f.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            f.get(((f.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+        };
+        let s = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+        format!(
+            "node_kills={} nats_kills={} node_exits={} failover_s min={} median={} max={}",
+            self.node_kills,
+            self.nats_kills,
+            self.node_exits,
+            s(at(0.0)),
+            s(at(0.5)),
+            s(at(1.0)),
         )
     }
 
@@ -426,7 +463,7 @@ fn start(cfg: &Config, dir: &Path, addr: SocketAddr) -> Result<Server, String> {
 fn client(
     c: usize,
     seed: u64,
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     books: Arc<Mutex<Books>>,
     gate: Arc<Gate>,
     draining: Arc<AtomicBool>,
@@ -434,6 +471,7 @@ fn client(
 ) {
     let mut rng = Rng(seed ^ (c as u64).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut seq = 0u64;
+    let mut turn = c;
     let mut pending: Option<(Vec<Value>, bool)> = None;
     let mut answered: Vec<Vec<Value>> = Vec::new();
     loop {
@@ -484,6 +522,9 @@ fn client(
             }
         };
         let body = Value::Array(batch.clone()).to_string();
+        // On a cluster, each request to the next node in turn.
+        turn += 1;
+        let addr = addrs[turn % addrs.len()];
         match request(addr, "POST", "/v1/events", &body) {
             Some((200, a)) => {
                 let mut books = books.lock().unwrap();
@@ -702,7 +743,11 @@ pub fn run(cfg: &Config) -> Report {
     let tmp = std::env::temp_dir().join(format!("hunt-crash-{}-{}", std::process::id(), cfg.seed));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let report = run_in(cfg, &tmp);
+    let report = if cfg.cluster {
+        run_cluster_in(cfg, &tmp)
+    } else {
+        run_in(cfg, &tmp)
+    };
     if report.failures() == 0 || cfg.sabotage.is_some() {
         let _ = std::fs::remove_dir_all(&tmp);
     } else {
@@ -729,7 +774,7 @@ fn run_in(cfg: &Config, dir: &Path) -> Report {
             let (books, gate, draining, done) =
                 (books.clone(), gate.clone(), draining.clone(), done.clone());
             let seed = cfg.seed;
-            std::thread::spawn(move || client(c, seed, addr, books, gate, draining, done))
+            std::thread::spawn(move || client(c, seed, vec![addr], books, gate, draining, done))
         })
         .collect();
     gate.close(cfg.clients);
@@ -788,86 +833,18 @@ fn run_in(cfg: &Config, dir: &Path) -> Report {
             );
         }
     }
-    // The end: every request still unanswered is sent until answered; then the exact
-    // checks, and the webhook.
-    draining.store(true, Ordering::Relaxed);
-    gate.open();
-    let t = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(50));
-        gate.close(cfg.clients);
-        if books.lock().unwrap().unanswered == 0 {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            report.problem("requests still unanswered after 60 s".into());
-            break;
-        }
-        gate.open();
-    }
     if last.is_none() {
         report.problem("no server is running for the last checks".into());
-        return report;
-    }
-    {
-        let b = books.lock().unwrap();
-        check(addr, &b, 0, 0, true, &mut rng, &mut report);
-        report.acked = b.acked.len();
-        report.retried = b.retried;
-        report.resent = b.resent;
-        for p in &b.problems {
-            report.problem(p.clone());
-        }
-    }
-    // Every outcome of the prize hunt reaches the webhook. The receiver is up, so what
-    // waits must drain; the dead letters (with two attempts and one in twenty failing,
-    // one delivery in ~400) are then retried from the dead-letter queue, and everything
-    // must have arrived.
-    let mut waiting = drain(addr);
-    let dead = dlq_total(addr);
-    report.dead_letters = dead;
-    // A retry has a fresh attempt budget, and one attempt in twenty still fails: a few
-    // rounds, as an operator would.
-    let mut left = dead;
-    for _ in 0..5 {
-        if left == 0 {
-            break;
-        }
-        match request(addr, "POST", "/v1/dlq/retry", r#"{"all": true}"#) {
-            Some((200, _)) => waiting = drain(addr),
-            other => {
-                report.problem(format!("retrying the dead letters: {other:?}"));
-                break;
-            }
-        }
-        left = dlq_total(addr);
-    }
-    if waiting > 0 {
-        report.problem(format!(
-            "{waiting} deliveries still waiting, no longer draining, though the receiver is up"
-        ));
-    }
-    {
-        let got = received.lock().unwrap();
-        let b = books.lock().unwrap();
-        let mut missing = 0usize;
-        for (id, (_, _, outcomes)) in &b.acked {
-            for o in outcomes.as_array().into_iter().flatten() {
-                if o["hunt"] == "prize" && !got.outcomes.contains(&outcome_id(id, o)) {
-                    missing += 1;
-                }
-            }
-        }
-        report.deliveries = got.count;
-        report.redelivered = got.keys.values().filter(|(n, _)| *n > 1).count();
-        report.key_mismatches = got.key_mismatches;
-        report.notifications_missing = missing;
-        if missing > 0 {
-            report.problem(format!(
-                "{missing} outcomes of acknowledged events never reached the webhook \
-                 ({dead} had been dead letters, {left} still are; {waiting} still waiting)"
-            ));
-        }
+    } else {
+        let end = End {
+            addr,
+            books: &books,
+            gate: &gate,
+            draining: &draining,
+            received: &received,
+            clients: cfg.clients,
+        };
+        end.checks(&mut rng, &mut report);
     }
     done.store(true, Ordering::Relaxed);
     gate.open();
@@ -875,6 +852,324 @@ fn run_in(cfg: &Config, dir: &Path) -> Report {
         let _ = c.join();
     }
     report
+}
+
+/// A node of the cluster run: its id, address and process.
+struct ClusterNode {
+    id: &'static str,
+    addr: SocketAddr,
+    server: Option<Server>,
+}
+
+/// Starts a node; returns once it listens (as the owner or as a standby).
+fn start_node(
+    cfg: &Config,
+    dir: &Path,
+    nats: &hunt_cluster::testing::NatsCluster,
+    id: &str,
+    addr: SocketAddr,
+) -> Result<Server, String> {
+    let child = Command::new(&cfg.hunt)
+        .args(["serve", "--config"])
+        .arg(dir.join("hunts.yaml"))
+        .arg("--data")
+        .arg(dir.join(format!("data-{id}")))
+        .args(["--listen", &addr.to_string()])
+        .args(["--rate-per-user", "0", "--snapshot-every", "5000"])
+        .args(["--cluster", &nats.urls().join(",")])
+        .args(["--cluster-monitor", &nats.monitor_urls().join(",")])
+        .args(["--cluster-name", "crash", "--partitions", "8"])
+        .args(["--node-id", id, "--lease", "3s"])
+        .env(SECRET_ENV, "crash-harness-secret")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", cfg.hunt.display()))?;
+    let server = Server { child };
+    let t = Instant::now();
+    while request(addr, "GET", "/readyz", "").is_none() {
+        if t.elapsed() > Duration::from_secs(120) {
+            return Err(format!("node {id} did not listen within 120 s"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(server)
+}
+
+/// The node whose `/readyz` answers 200, waiting up to `limit`.
+fn owner(nodes: &[ClusterNode], limit: Duration) -> Option<usize> {
+    let t = Instant::now();
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some((200, _)) = request(n.addr, "GET", "/readyz", "") {
+                return Some(i);
+            }
+        }
+        if t.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run_cluster_in(cfg: &Config, dir: &Path) -> Report {
+    let mut report = Report::default();
+    let mut rng = Rng(cfg.seed);
+    let (hook, received) = receiver(cfg.seed);
+    std::fs::write(dir.join("hunts.yaml"), hunts_file(hook)).unwrap();
+    let free = || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut nats = hunt_cluster::testing::NatsCluster::start(3, false);
+    let mut nodes = [
+        ClusterNode {
+            id: "a",
+            addr: free(),
+            server: None,
+        },
+        ClusterNode {
+            id: "b",
+            addr: free(),
+            server: None,
+        },
+    ];
+    for n in nodes.iter_mut() {
+        match start_node(cfg, dir, &nats, n.id, n.addr) {
+            Ok(s) => n.server = Some(s),
+            Err(e) => {
+                report.problem(e);
+                return report;
+            }
+        }
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let books: Arc<Mutex<Books>> = Arc::default();
+    let gate = Arc::new(Gate::new());
+    let draining = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|c| {
+            let (books, gate, draining, done) =
+                (books.clone(), gate.clone(), draining.clone(), done.clone());
+            let (seed, addrs) = (cfg.seed, addrs.clone());
+            std::thread::spawn(move || client(c, seed, addrs, books, gate, draining, done))
+        })
+        .collect();
+    gate.close(cfg.clients);
+    let mut checked = 0;
+    let started = Instant::now();
+    let mut at = None;
+    for cycle in 0..=cfg.cycles {
+        let Some(o) = owner(&nodes, Duration::from_secs(120)) else {
+            report.problem(format!("cycle {cycle}: no node was ready within 120 s"));
+            break;
+        };
+        {
+            let mut b = books.lock().unwrap();
+            check(
+                nodes[o].addr,
+                &b,
+                checked,
+                200,
+                false,
+                &mut rng,
+                &mut report,
+            );
+            checked = b.order.len();
+            b.touched.clear();
+        }
+        if cycle == cfg.cycles {
+            at = Some(nodes[o].addr);
+            break;
+        }
+        // Load for a random while, then a kill under it: the owner node on even cycles,
+        // a NATS server on odd ones. The clients go on sending meanwhile.
+        gate.open();
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        if cycle % 2 == 0 {
+            if let Some(mut s) = nodes[o].server.take() {
+                let _ = s.child.kill();
+                let _ = s.child.wait();
+            }
+            let killed = Instant::now();
+            let other = 1 - o;
+            let t = Instant::now();
+            loop {
+                if let Some((200, _)) = request(nodes[other].addr, "GET", "/readyz", "") {
+                    report.failovers.push(killed.elapsed().as_secs_f64());
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(120) {
+                    report.problem(format!("cycle {cycle}: no takeover within 120 s"));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            report.node_kills += 1;
+        } else {
+            let i = rng.below(3) as usize;
+            nats.kill(i);
+            std::thread::sleep(Duration::from_millis(rng.below(3000)));
+            nats.start_node(i);
+            nats.wait_ready(Duration::from_secs(60));
+            report.nats_kills += 1;
+        }
+        // A killed node comes back as the standby; a node that stopped by itself (a
+        // deposed owner stops) too, and is counted.
+        for n in nodes.iter_mut() {
+            let exited = match n.server.as_mut() {
+                None => false,
+                Some(s) => s.child.try_wait().ok().flatten().is_some(),
+            };
+            if exited {
+                report.node_exits += 1;
+                n.server = None;
+            }
+            if n.server.is_none() {
+                match start_node(cfg, dir, &nats, n.id, n.addr) {
+                    Ok(s) => n.server = Some(s),
+                    Err(e) => report.problem(format!("cycle {cycle}: {e}")),
+                }
+            }
+        }
+        gate.close(cfg.clients);
+        report.cycles = cycle + 1;
+        if cfg.verbose {
+            let b = books.lock().unwrap();
+            eprintln!(
+                "cycle {cycle}: {} | acked {} ({:.0} s) | lost {} applied_twice {} duplicate_grants {} overgrants {}",
+                report.cluster_line(),
+                b.order.len(),
+                started.elapsed().as_secs_f64(),
+                report.lost,
+                report.applied_twice,
+                report.duplicate_grants,
+                report.overgrants
+            );
+        }
+    }
+    match at {
+        None => report.problem("no node is ready for the last checks".into()),
+        Some(addr) => End {
+            addr,
+            books: &books,
+            gate: &gate,
+            draining: &draining,
+            received: &received,
+            clients: cfg.clients,
+        }
+        .checks(&mut rng, &mut report),
+    }
+    done.store(true, Ordering::Relaxed);
+    gate.open();
+    for c in clients {
+        let _ = c.join();
+    }
+    drop(nodes);
+    drop(nats);
+    report
+}
+
+/// What the last checks need.
+struct End<'a> {
+    addr: SocketAddr,
+    books: &'a Arc<Mutex<Books>>,
+    gate: &'a Gate,
+    draining: &'a AtomicBool,
+    received: &'a Arc<Mutex<Received>>,
+    clients: usize,
+}
+
+impl End<'_> {
+    /// Every request still unanswered is sent until answered; then the exact checks,
+    /// and the webhook.
+    fn checks(&self, rng: &mut Rng, report: &mut Report) {
+        let End {
+            addr,
+            books,
+            gate,
+            draining,
+            received,
+            clients,
+        } = *self;
+        draining.store(true, Ordering::Relaxed);
+        gate.open();
+        let t = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            gate.close(clients);
+            if books.lock().unwrap().unanswered == 0 {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                report.problem("requests still unanswered after 60 s".into());
+                break;
+            }
+            gate.open();
+        }
+        {
+            let b = books.lock().unwrap();
+            check(addr, &b, 0, 0, true, rng, report);
+            report.acked = b.acked.len();
+            report.retried = b.retried;
+            report.resent = b.resent;
+            for p in &b.problems {
+                report.problem(p.clone());
+            }
+        }
+        // Every outcome of the prize hunt reaches the webhook. The receiver is up, so what
+        // waits must drain; the dead letters (with two attempts and one in twenty failing,
+        // one delivery in ~400) are then retried from the dead-letter queue, and everything
+        // must have arrived.
+        let mut waiting = drain(addr);
+        let dead = dlq_total(addr);
+        report.dead_letters = dead;
+        // A retry has a fresh attempt budget, and one attempt in twenty still fails: a few
+        // rounds, as an operator would.
+        let mut left = dead;
+        for _ in 0..5 {
+            if left == 0 {
+                break;
+            }
+            match request(addr, "POST", "/v1/dlq/retry", r#"{"all": true}"#) {
+                Some((200, _)) => waiting = drain(addr),
+                other => {
+                    report.problem(format!("retrying the dead letters: {other:?}"));
+                    break;
+                }
+            }
+            left = dlq_total(addr);
+        }
+        if waiting > 0 {
+            report.problem(format!(
+                "{waiting} deliveries still waiting, no longer draining, though the receiver is up"
+            ));
+        }
+        {
+            let got = received.lock().unwrap();
+            let b = books.lock().unwrap();
+            let mut missing = 0usize;
+            for (id, (_, _, outcomes)) in &b.acked {
+                for o in outcomes.as_array().into_iter().flatten() {
+                    if o["hunt"] == "prize" && !got.outcomes.contains(&outcome_id(id, o)) {
+                        missing += 1;
+                    }
+                }
+            }
+            report.deliveries = got.count;
+            report.redelivered = got.keys.values().filter(|(n, _)| *n > 1).count();
+            report.key_mismatches = got.key_mismatches;
+            report.notifications_missing = missing;
+            if missing > 0 {
+                report.problem(format!(
+                    "{missing} outcomes of acknowledged events never reached the webhook \
+                 ({dead} had been dead letters, {left} still are; {waiting} still waiting)"
+                ));
+            }
+        }
+    }
 }
 
 fn dlq_total(addr: SocketAddr) -> usize {
