@@ -148,6 +148,15 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
         "{}",
         b.log.lock().unwrap()
     );
+    // A new version of the hunts file, put through the standby, is in force on the
+    // owner; the standby, started with the first file, does not put that back when it
+    // takes over.
+    let text = std::fs::read_to_string(root().join("examples/welcome.yaml")).unwrap()
+        + "\n# version 2, put through the standby\n";
+    let (status, put) = request(b_addr, "PUT", "/v1/config", &text).unwrap();
+    assert_eq!(status, 200, "{put}");
+    let (_, v) = request(a_addr, "GET", "/v1/config", "").unwrap();
+    assert_eq!(v["version"], 2, "{v}");
     let mut granted: Vec<String> = first.iter().flat_map(codes).collect();
     assert_eq!(granted.len(), 2, "{first:?}");
     let t = Instant::now();
@@ -221,6 +230,11 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
         "a code granted twice: {granted:?}"
     );
     assert_eq!(granted.len(), 3, "{granted:?}");
+    let (_, v) = request(b_addr, "GET", "/v1/config", "").unwrap();
+    assert_eq!(
+        v["version"], 2,
+        "the version put in force before the takeover: {v}"
+    );
     let (_, ann) = request(b_addr, "GET", "/v1/users/ann", "").unwrap();
     assert_eq!(
         ann["rewards"][0]["code"],

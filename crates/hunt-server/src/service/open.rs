@@ -90,7 +90,20 @@ pub fn open(
             .version
             .as_ref()
             .is_some_and(|v| v.record.text == text);
-        if !same {
+        // On a cluster, every node is started with a hunts file, and a node that takes
+        // the partitions over must not put its file back over a version put in force
+        // since (`PUT /v1/config`): the file only starts a new cluster.
+        let shared = config.provided_log.is_some();
+        if !same
+            && shared
+            && let Some(v) = &recovered.version
+        {
+            tracing::info!(
+                file = %name,
+                version = v.record.version,
+                "the cluster has a version in force: the hunts file given at start is not applied (it only starts a new cluster; PUT /v1/config changes it)"
+            );
+        } else if !same {
             if let Err(report) = Catalog::load(&name, &text) {
                 return Err(render_report(&report));
             }
