@@ -209,20 +209,36 @@ impl Leases {
     }
 
     /// Renews a held lease. `Ok(false)`: it was taken by another node (lost).
+    ///
+    /// A renewal whose answer was lost (a time-out while the bucket elected a leader)
+    /// may still have been stored: the next one then meets a revision it did not see.
+    /// If the key still holds this node and epoch, nobody took it (a take raises the
+    /// epoch), so the renewal is made again on that revision.
     pub async fn renew(&self, held: &mut Held) -> Result<bool, ClusterError> {
-        let value = self.value(&self.node, held.epoch);
-        match self
-            .kv
-            .update(key(held.partition), value, held.revision)
-            .await
-        {
-            Ok(r) => {
-                held.revision = r;
-                Ok(true)
+        for _ in 0..2 {
+            let value = self.value(&self.node, held.epoch);
+            match self
+                .kv
+                .update(key(held.partition), value, held.revision)
+                .await
+            {
+                Ok(r) => {
+                    held.revision = r;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    let now = self.read(held.partition).await?;
+                    match now.owner {
+                        Some(o) if o.node == self.node && o.epoch == held.epoch => {
+                            held.revision = now.revision;
+                        }
+                        _ => return Ok(false),
+                    }
+                }
+                Err(e) => return Err(nats(e)),
             }
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(nats(e)),
         }
+        Ok(false)
     }
 
     /// Writes this node's own key (`node.<id>`): proof that the bucket takes writes

@@ -28,6 +28,8 @@ use crate::cluster::{Cluster, ClusterError};
 
 /// The object that holds the newest snapshot.
 pub const OBJECT: &str = "latest";
+/// The object's metadata key for the snapshot's position.
+const LSN_KEY: &str = "lsn";
 /// The most a snapshot's chunk holds (the servers' `max_payload` may lower it).
 const CHUNK_BYTES_MAX: usize = 1 << 20;
 /// How long a read of the snapshot is tried again (a server being lost) before the
@@ -111,12 +113,19 @@ impl ObjectSnapshots {
                 chunk: CHUNK_BYTES_MAX,
                 rt,
             })),
-            Err(e)
-                if e.kind() == async_nats::jetstream::context::ObjectStoreErrorKind::GetStore =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(ClusterError::Nats(e.to_string())),
+            // A bucket that does not exist (its stream is not found), not a server that
+            // did not answer.
+            Err(e) => match cluster.js.get_stream(format!("OBJ_{bucket}")).await {
+                Err(g)
+                    if matches!(g.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    Ok(None)
+                }
+                _ => Err(ClusterError::Nats(format!(
+                    "reading the snapshot bucket {bucket}: {e}"
+                ))),
+            },
         }
     }
 
@@ -125,12 +134,28 @@ impl ObjectSnapshots {
         &self.bucket
     }
 
-    /// Puts a framed snapshot.
+    /// Puts a framed snapshot, unless the object store holds a newer one (a later
+    /// position): an owner deposed meanwhile must not replace its successor's.
     pub async fn put(&self, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
+        if let Ok(info) = self.store.info(OBJECT).await
+            && let Some(held) = info
+                .metadata
+                .get(LSN_KEY)
+                .and_then(|v| v.parse::<Lsn>().ok())
+            && held > lsn
+        {
+            return Err(self.error(
+                "put",
+                format!(
+                    "the object store holds a newer snapshot (position {held}) than this one ({lsn}), which is not saved"
+                ),
+            ));
+        }
         let bytes = frame(lsn, payload);
         let meta = ObjectMetadata {
             name: OBJECT.into(),
             chunk_size: Some(self.chunk),
+            metadata: std::collections::HashMap::from([(LSN_KEY.to_string(), lsn.to_string())]),
             ..Default::default()
         };
         self.store

@@ -154,21 +154,37 @@ impl NatsCluster {
             .collect()
     }
 
+    /// Keeps the servers' directory (data and logs) after the cluster is dropped; its
+    /// path.
+    pub fn keep(&mut self) -> std::path::PathBuf {
+        self.dir.disable_cleanup(true);
+        self.dir.path().to_path_buf()
+    }
+
     /// Waits until every running server's JetStream is up and the cluster has a meta
     /// leader (its `/healthz?js-enabled-only` and a JetStream account request answer).
     pub fn wait_ready(&self, limit: Duration) {
+        if let Err(e) = self.try_wait_ready(limit) {
+            panic!("{e}");
+        }
+    }
+
+    /// Like [`NatsCluster::wait_ready`], but says what is not ready instead of
+    /// panicking.
+    pub fn try_wait_ready(&self, limit: Duration) -> Result<(), String> {
         let until = Instant::now() + limit;
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
             loop {
                 if healthz_ok(n.monitor) {
                     break;
                 }
-                assert!(
-                    Instant::now() < until,
-                    "nats-server on port {} did not become healthy; its log is in {}",
-                    n.client,
-                    self.dir.path().display()
-                );
+                if Instant::now() >= until {
+                    return Err(format!(
+                        "nats-server on port {} did not become healthy; its log is in {}",
+                        n.client,
+                        self.dir.path().display()
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -176,7 +192,7 @@ impl NatsCluster {
         // with three replicas cannot be placed until the meta leader does.
         let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
         if running < 2 {
-            return;
+            return Ok(());
         }
         loop {
             let settled = self.nodes.iter().filter(|n| n.child.is_some()).any(|n| {
@@ -194,13 +210,14 @@ impl NatsCluster {
                 })
             });
             if settled {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < until,
-                "the NATS servers did not form a cluster; logs in {}",
-                self.dir.path().display()
-            );
+            if Instant::now() >= until {
+                return Err(format!(
+                    "the NATS servers did not form a cluster; logs in {}",
+                    self.dir.path().display()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

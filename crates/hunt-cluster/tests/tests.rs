@@ -278,6 +278,14 @@ async fn a_lease_is_taken_by_one_node_renewed_and_taken_over_only_once_lapsed() 
         assert!(!lapses.free(0, &s, Instant::now()), "{s:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A renewal stored but whose answer was lost: the next one, made on the revision
+    // before it, finds the key still this node's with its epoch, and renews.
+    let mut unanswered = held.clone();
+    assert!(owner.renew(&mut unanswered).await.unwrap());
+    assert!(
+        owner.renew(&mut held).await.unwrap(),
+        "a lost answer is not a lost lease"
+    );
     // A take judged on a read from before a renewal is refused.
     let stale = other.read(0).await.unwrap();
     assert!(owner.renew(&mut held).await.unwrap());
@@ -349,7 +357,17 @@ async fn a_snapshot_in_the_object_store_is_replaced_whole_and_a_damaged_one_is_s
     .unwrap();
     let (got, _) = blocking(Box::new(|s| s.latest().unwrap())).await.unwrap();
     let got = got.expect("the newer snapshot");
-    assert_eq!((got.lsn, got.payload), (97, small));
+    assert_eq!((got.lsn, got.payload), (97, small.clone()));
+    // An older one (from an owner deposed meanwhile) does not replace it.
+    let refused = blocking(Box::new(|s| {
+        let e = s.save(60, b"older").unwrap_err();
+        (None, vec![e.to_string()])
+    }))
+    .await
+    .unwrap();
+    assert!(refused.1[0].contains("newer snapshot"), "{refused:?}");
+    let (got, _) = blocking(Box::new(|s| s.latest().unwrap())).await.unwrap();
+    assert_eq!(got.map(|g| g.lsn), Some(97));
 
     // Not a snapshot (written past the engine): skipped with a warning, so that the
     // rebuild reads the whole stream.

@@ -4,50 +4,81 @@
 //! own the partitions by then. A node paused past its lease (`SIGSTOP`) and resumed
 //! therefore answers nothing from its old state: the end is behind it before it runs
 //! a single handler.
+//!
+//! The clock counts the time the machine was suspended too (`CLOCK_BOOTTIME` on
+//! Linux): a virtual machine suspended past its lease must not wake up believing its
+//! tenure still runs, while the other nodes' clocks went on.
 
+use std::ops::Add;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The end of this node's tenure, on the monotonic clock.
-#[derive(Debug)]
-pub struct Tenure {
-    base: Instant,
-    /// Microseconds after `base`; 0: none yet.
-    until_us: AtomicU64,
+/// A moment on the clock that also counts suspended time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(Duration);
+
+impl Stamp {
+    /// Now.
+    pub fn now() -> Stamp {
+        #[cfg(target_os = "linux")]
+        {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid timespec for the call to fill in.
+            if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } == 0 {
+                return Stamp(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+            }
+        }
+        static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        Stamp(BASE.get_or_init(std::time::Instant::now).elapsed())
+    }
+
+    /// How long after `earlier` this is (zero if it is not after).
+    pub fn since(self, earlier: Stamp) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
 }
 
-impl Default for Tenure {
-    fn default() -> Tenure {
-        Tenure {
-            base: Instant::now(),
-            until_us: AtomicU64::new(0),
-        }
+impl Add<Duration> for Stamp {
+    type Output = Stamp;
+    fn add(self, d: Duration) -> Stamp {
+        Stamp(self.0 + d)
     }
+}
+
+/// The end of this node's tenure.
+#[derive(Debug, Default)]
+pub struct Tenure {
+    /// Nanoseconds on the [`Stamp`] clock; 0: none yet.
+    until_ns: AtomicU64,
 }
 
 impl Tenure {
     /// Moves the end to `until` (never back).
-    pub fn extend_to(&self, until: Instant) {
-        let us = until.saturating_duration_since(self.base).as_micros() as u64;
-        self.until_us.fetch_max(us.max(1), Ordering::AcqRel);
+    pub fn extend_to(&self, until: Stamp) {
+        let ns = until.0.as_nanos() as u64;
+        self.until_ns.fetch_max(ns.max(1), Ordering::AcqRel);
+    }
+
+    fn until(&self) -> Stamp {
+        Stamp(Duration::from_nanos(self.until_ns.load(Ordering::Acquire)))
     }
 
     /// Whether this node may answer at `now`.
-    pub fn valid_at(&self, now: Instant) -> bool {
-        let us = now.saturating_duration_since(self.base).as_micros() as u64;
-        us < self.until_us.load(Ordering::Acquire)
+    pub fn valid_at(&self, now: Stamp) -> bool {
+        now < self.until()
     }
 
     /// How long the tenure still lasts at `now` (zero once it ended).
-    pub fn left_at(&self, now: Instant) -> Duration {
-        let until = self.base + Duration::from_micros(self.until_us.load(Ordering::Acquire));
-        until.saturating_duration_since(now)
+    pub fn left_at(&self, now: Stamp) -> Duration {
+        self.until().since(now)
     }
 
     /// How long ago the tenure ended (`None`: it has not).
-    pub fn lapsed_for(&self, now: Instant) -> Option<Duration> {
-        let until = self.base + Duration::from_micros(self.until_us.load(Ordering::Acquire));
-        (!self.valid_at(now)).then(|| now.saturating_duration_since(until))
+    pub fn lapsed_for(&self, now: Stamp) -> Option<Duration> {
+        (!self.valid_at(now)).then(|| now.since(self.until()))
     }
 }
 
@@ -58,7 +89,7 @@ mod tests {
     #[test]
     fn a_tenure_holds_until_its_end_and_is_never_moved_back() {
         let t = Tenure::default();
-        let now = Instant::now();
+        let now = Stamp::now();
         assert!(!t.valid_at(now), "none before the first renewal");
         t.extend_to(now + Duration::from_secs(2));
         assert!(t.valid_at(now + Duration::from_millis(1999)));
@@ -69,8 +100,19 @@ mod tests {
             "not moved back"
         );
         assert_eq!(
+            t.left_at(now + Duration::from_millis(1500)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
             t.lapsed_for(now + Duration::from_secs(3)),
             Some(Duration::from_secs(1))
         );
+    }
+
+    #[test]
+    fn the_clock_goes_forward() {
+        let a = Stamp::now();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(Stamp::now().since(a) >= Duration::from_millis(5));
     }
 }

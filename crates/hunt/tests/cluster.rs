@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::crash::request;
 use super::root;
-use super::serve::read_log;
+use super::serve::{read_log, terminate};
 
 /// A node of the cluster: its process, and the address once it listens.
 struct Node {
@@ -265,6 +265,16 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
             assert_eq!(v["events"], 13, "{v}");
         }
     }
+    // A clean stop (SIGTERM): the last snapshot, the log closed, the leases given back.
+    let mut b = b;
+    let status = terminate(&mut b.child, || b.log.lock().unwrap().clone());
+    let log = b.log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("leases released") && !log.contains("still open"),
+        "{log}"
+    );
+
     // A name with no cluster is refused, and nothing is created for it.
     let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
         .args(["replay", "--cluster", &nats.urls().join(",")])

@@ -85,7 +85,7 @@ impl App {
             return Err(ApiError::Stopping(why));
         }
         if let Some(t) = s.tenure()
-            && let Some(lapsed) = t.lapsed_for(Instant::now())
+            && let Some(lapsed) = t.lapsed_for(crate::tenure::Stamp::now())
         {
             return Err(ApiError::NotOwner(lapsed));
         }
@@ -161,6 +161,10 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
+            tenure_after,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
             request_id,
         ))
         .with_state(app)
@@ -178,6 +182,23 @@ async fn not_found(req: Request) -> ApiError {
         method: req.method().to_string(),
         path: req.uri().path().to_string(),
     }
+}
+
+/// A read answered from the state is checked against the tenure again once it is
+/// made: the tenure may have ended while it waited for a partition (a write needs no
+/// such check, because the log refused it if another node owned the partition).
+async fn tenure_after(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let read = req.method() == axum::http::Method::GET;
+    let r = next.run(req).await;
+    if read
+        && r.status().is_success()
+        && let Some(s) = app.service.get()
+        && let Some(t) = s.tenure()
+        && let Some(lapsed) = t.lapsed_for(crate::tenure::Stamp::now())
+    {
+        return ApiError::NotOwner(lapsed).into_response();
+    }
+    r
 }
 
 /// Gives every request an id (the caller's `X-Request-Id` if sensible), answers with

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use hunt_cluster::{Cluster, ClusterConfig, Held, JetStreamLog, Lapses, Leases, ObjectSnapshots};
-use hunt_server::tenure::Tenure;
+use hunt_server::tenure::{Stamp, Tenure};
 use hunt_store::partition_log::NODE;
 
 /// The cluster's flags of `hunt serve`.
@@ -71,7 +71,7 @@ pub struct NodeMetrics {
 
 impl hunt_server::metrics::MetricsSource for NodeMetrics {
     fn render(&self, out: &mut String) {
-        let left = self.tenure.left_at(Instant::now());
+        let left = self.tenure.left_at(Stamp::now());
         self.cluster.tenure_left_ms.store(
             left.as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -95,6 +95,40 @@ pub struct Owned {
     pub release: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// Without API keys (development mode) every endpoint is open, and the owner runs
+/// whatever request a standby forwards: refused unless the NATS servers are on this
+/// machine too, as the HTTP listener must be.
+pub fn check_forwarding_exposure(
+    servers: &[String],
+    http: &hunt_server::http::HttpConfig,
+) -> anyhow::Result<()> {
+    if !http.keys.is_empty() {
+        return Ok(());
+    }
+    for url in servers {
+        let host = url
+            .split("://")
+            .last()
+            .unwrap_or(url)
+            .rsplit('@')
+            .next()
+            .unwrap_or("")
+            .split(':')
+            .next()
+            .unwrap_or("");
+        let local = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !local {
+            anyhow::bail!(
+                "refusing to run on the NATS server {url} without API keys: standbys forward requests to the owner over NATS, so anyone who can publish there could call every endpoint, admin included. Give keys (--keys FILE or HUNT_API_KEYS), or use NATS servers on 127.0.0.1 for development"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn parse_lease(text: &str) -> anyhow::Result<Duration> {
     let d = hunt_core::time::Duration::parse(text).map_err(|e| anyhow::anyhow!("--lease: {e}"))?;
     if d.0 < 300 {
@@ -103,13 +137,34 @@ fn parse_lease(text: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(d.0 as u64))
 }
 
-fn node_id(args: &ClusterArgs) -> String {
-    args.node_id.clone().unwrap_or_else(|| {
+fn node_id(args: &ClusterArgs) -> anyhow::Result<String> {
+    let id = args.node_id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "node".into());
+        let host: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
         format!("{host}-{}", std::process::id())
-    })
+    });
+    let fits = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+    if !fits {
+        anyhow::bail!(
+            "--node-id {id:?}: use 1-64 letters, digits, '-' or '_' (it names the node in the owners bucket)"
+        );
+    }
+    Ok(id)
 }
 
 /// A node that has joined the cluster, owning nothing yet.
@@ -131,7 +186,7 @@ pub async fn join(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result
     cfg.accept_lazy_fsync = args.accept_lazy_fsync;
     let cluster = Cluster::connect(&cfg).await?;
     let parts = cluster.partitions();
-    let node = node_id(args);
+    let node = node_id(args)?;
     let leases = Leases::open(&cluster, node.clone(), args.cluster_replicas).await?;
     tracing::info!(
         stream = cluster.stream(),
@@ -172,7 +227,6 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
             tokio::time::sleep(lease / 4).await;
             continue;
         }
-        let now = Instant::now();
         let mut seen = Vec::with_capacity(keys.len());
         let mut all_free = true;
         let mut unread = None;
@@ -181,7 +235,10 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
             // moment: the standby looks again at its next turn.
             match leases.read(k).await {
                 Ok(s) => {
-                    all_free &= lapses.free(k, &s, now);
+                    // Seen at the earliest when the read came back: the revision was
+                    // written before that, so a lapse counted from here is never
+                    // shorter than a lease after the write.
+                    all_free &= lapses.free(k, &s, Instant::now());
                     seen.push((k, s));
                 }
                 Err(e) => {
@@ -194,7 +251,7 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
             lapses.forget();
             tracing::warn!(error = %e, "standby: a lease could not be read; looking again");
         } else if all_free {
-            let taking = Instant::now();
+            let taking = Stamp::now();
             let mut held = Vec::with_capacity(keys.len());
             for (k, s) in &seen {
                 match leases.take(*k, s).await {
@@ -287,9 +344,11 @@ async fn keep(
     mut release: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) {
     let mut said_lapsed = false;
+    let mut next = Instant::now() + lease / 3;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(lease / 3) => {}
+            // A third of a lease after the previous round was sent, however long it took.
+            () = tokio::time::sleep_until(next.into()) => {}
             asked = release.recv() => {
                 for h in &held {
                     if let Err(e) = leases.release(h).await {
@@ -304,7 +363,8 @@ async fn keep(
             }
         }
         let mut all = true;
-        let sent = Instant::now();
+        let sent = Stamp::now();
+        next = Instant::now() + lease / 3;
         // All at once: one slow key does not hold up the others' renewals.
         let renewals = held.iter_mut().map(|h| {
             let leases = leases.clone();
@@ -344,7 +404,7 @@ async fn keep(
                 tracing::info!("leases confirmed again: answering");
                 said_lapsed = false;
             }
-        } else if let Some(lapsed) = tenure.lapsed_for(Instant::now())
+        } else if let Some(lapsed) = tenure.lapsed_for(Stamp::now())
             && !said_lapsed
         {
             tracing::warn!(

@@ -49,6 +49,30 @@ fn hop_by_hop(name: &str) -> bool {
     )
 }
 
+/// Roughly what `headers` take in a NATS message.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    16 + headers
+        .iter()
+        .map(|(n, vs)| {
+            vs.iter()
+                .map(|v| AsRef::<str>::as_ref(n).len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
+        .sum::<usize>()
+}
+
+/// Whether reading a body failed on its length limit (not on the connection).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// A JSON error answer, as the API writes them.
 fn error(status: StatusCode, code: &str, message: &str, retry: bool) -> Response<Body> {
     let body = serde_json::json!({"error": {"code": code, "message": message}});
@@ -71,16 +95,25 @@ pub async fn to_owner(
     req: Request<Body>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let limit = body_max.min(client.server_info().max_payload.saturating_sub(HEADER_ROOM));
+    let max = client.server_info().max_payload;
+    let limit = body_max.min(max.saturating_sub(HEADER_ROOM));
     let body = match to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(e) => {
+        Err(e) if is_length_limit(&e) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 &format!(
-                    "this node is a standby and forwards requests of up to {limit} bytes to the owner ({e}); send it to the owner's address"
+                    "this node is a standby and forwards bodies of up to {limit} bytes to the owner; send this one to the owner's address"
                 ),
+                false,
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                &format!("the request's body could not be read: {e}"),
                 false,
             );
         }
@@ -99,6 +132,16 @@ pub async fn to_owner(
         if let Ok(v) = value.to_str() {
             headers.append(name.as_str(), v);
         }
+    }
+    if header_bytes(&headers) + body.len() > max {
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            &format!(
+                "this node is a standby, and the request's headers and body do not fit in one NATS message ({max} bytes); send it to the owner's address"
+            ),
+            false,
+        );
     }
     let request = async_nats::Request::new()
         .headers(headers)
@@ -192,8 +235,15 @@ pub async fn serve_forwarded(
     routes: axum::Router,
     counted: std::sync::Arc<hunt_cluster::ClusterMetrics>,
 ) -> Result<(), async_nats::SubscribeError> {
-    let mut sub = client.subscribe(subject).await?;
+    // One queue group: a request goes to one subscriber only, even while a deposed
+    // owner that was paused has not stopped yet (it answers 503 and runs nothing, and
+    // the request is not run twice).
+    let mut sub = client.queue_subscribe(subject, "owner".to_string()).await?;
+    // The requests being answered: dropped (aborted) with this task, so that nothing
+    // keeps the routes, and through them the log, after the stop.
+    let mut running = tokio::task::JoinSet::new();
     while let Some(msg) = sub.next().await {
+        while running.try_join_next().is_some() {}
         let Some(reply) = msg.reply.clone() else {
             continue;
         };
@@ -201,11 +251,11 @@ pub async fn serve_forwarded(
             .forwarded_answered
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (client, routes) = (client.clone(), routes.clone());
-        tokio::spawn(async move {
+        running.spawn(async move {
             let t = Instant::now();
             let (mut headers, mut body) = answer(routes, msg).await;
             let max = client.server_info().max_payload;
-            if body.len() + HEADER_ROOM > max {
+            if body.len() + header_bytes(&headers) > max {
                 let status = headers
                     .get(STATUS)
                     .map(|s| s.to_string())
@@ -220,10 +270,20 @@ pub async fn serve_forwarded(
                 body = format!("{e}\n").into_bytes();
             }
             if let Err(e) = client
-                .publish_with_headers(reply, headers, body.into())
+                .publish_with_headers(reply.clone(), headers, body.into())
                 .await
             {
                 tracing::warn!(error = %e, ms = t.elapsed().as_millis() as u64, "a forwarded request's answer was not sent");
+                // The standby must not wait for nothing: a short answer saying why.
+                let mut h = HeaderMap::new();
+                h.insert(STATUS, "502");
+                h.insert("Content-Type", "application/json");
+                let e = serde_json::json!({"error": {"code": "bad_owner_answer", "message": format!(
+                    "the owner's answer could not be sent back over NATS ({e}); ask the owner's address"
+                )}});
+                let _ = client
+                    .publish_with_headers(reply, h, format!("{e}\n").into())
+                    .await;
             }
         });
     }

@@ -166,6 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if args.cluster.enabled() {
             hunt_server::server::check_exposure(&bound.local_addr()?, &config.http)
                 .map_err(anyhow::Error::msg)?;
+            cluster_node::check_forwarding_exposure(&args.cluster.cluster, &config.http)?;
             let joined =
                 cluster_node::join(&args.cluster, args.partitions.map(|p| p as u32)).await?;
             let (client, subject) = (joined.cluster.client(), joined.cluster.forward_subject());
@@ -173,7 +174,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 tokio::net::TcpListener::from_std(bound.try_clone()?)?,
                 client.clone(),
                 subject.clone(),
-                config.http.limits.body_bytes_max,
+                // The owner applies each route's own limit; a standby lets the
+                // largest through (a hunts file for PUT /v1/config).
+                config
+                    .http
+                    .limits
+                    .body_bytes_max
+                    .max(hunt_server::http::CONFIG_BYTES_MAX),
             );
             tracing::info!(
                 addr = %bound.local_addr()?,
@@ -214,9 +221,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         let deposed = std::sync::Arc::new(parking_lot::Mutex::new(None::<String>));
+        // The owner's answering of forwarded requests holds the server's routes, and
+        // through them the log: it stops when the stop begins, so that the log closes.
+        let responder = std::sync::Arc::new(parking_lot::Mutex::new(
+            None::<tokio::task::AbortHandle>,
+        ));
         let stop = {
             let deposed = deposed.clone();
+            let stop_answering = StopAnswering(responder.clone());
             async move {
+                let _stop_answering = stop_answering;
                 match lost {
                     Some(lost) => tokio::select! {
                         () = signals() => {}
@@ -252,11 +266,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 if let (Some((client, subject, counted)), Some(routes)) =
                     (forwarded, running.routes())
                 {
-                    tokio::spawn(async move {
+                    let task = tokio::spawn(async move {
                         if let Err(e) = serve_forwarded(client, subject, routes, counted).await {
                             tracing::error!(error = %e, "cannot answer requests forwarded by standbys");
                         }
                     });
+                    *responder.lock() = Some(task.abort_handle());
                 }
                 running.run_until(stop).await
             }
@@ -283,6 +298,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// Aborts the answering of forwarded requests when dropped (when the stop begins).
+struct StopAnswering(std::sync::Arc<parking_lot::Mutex<Option<tokio::task::AbortHandle>>>);
+
+impl Drop for StopAnswering {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.lock().take() {
+            t.abort();
+        }
+    }
 }
 
 /// Structured logs on standard error; `RUST_LOG` picks the level (default `info`).

@@ -584,8 +584,10 @@ fn client(
                     answered.push(batch);
                 }
             }
-            // Not stored (overload, starting, or a refusal): sending again is safe.
-            Some((429 | 503, _)) | None => {
+            // Not stored (overload, starting, or a refusal), or not known (no answer; on
+            // a cluster, 504 when the owner's answer did not come back to the standby):
+            // sending again is safe.
+            Some((429 | 503 | 504, _)) | None => {
                 if !retry {
                     books.lock().unwrap().unanswered += 1;
                 }
@@ -1013,8 +1015,18 @@ fn run_cluster_in(cfg: &Config, dir: &Path) -> Report {
             nats.kill(i);
             std::thread::sleep(Duration::from_millis(rng.below(3000)));
             nats.start_node(i);
-            nats.wait_ready(Duration::from_secs(60));
             report.nats_kills += 1;
+            // A server catching up on a long stream takes a while to be healthy.
+            if let Err(e) = nats.try_wait_ready(Duration::from_secs(180)) {
+                let kept = nats.keep();
+                report.problem(format!(
+                    "cycle {cycle}: {e} (the servers' data and logs are kept in {})",
+                    kept.display()
+                ));
+                gate.close(cfg.clients);
+                report.cycles = cycle + 1;
+                break;
+            }
         }
         // A killed node comes back as the standby; a node that stopped by itself (a
         // deposed owner stops) too, and is counted.
