@@ -79,6 +79,20 @@ impl Node {
     }
 }
 
+/// The owner `a` (started first, with `a_flags`, and ready) and the standby `b`
+/// (listening), with their addresses.
+fn two_nodes(
+    nats: &NatsCluster,
+    dir: &std::path::Path,
+    a_flags: &[&str],
+) -> (Node, SocketAddr, Node, SocketAddr) {
+    let a = node(nats, "a", &dir.join("a"), a_flags);
+    let a_addr = a.ready(Duration::from_secs(60));
+    let b = node(nats, "b", &dir.join("b"), &[]);
+    let b_addr = b.listening(Duration::from_secs(60));
+    (a, a_addr, b, b_addr)
+}
+
 fn hunt_events(user: &str) -> String {
     json!([
         {"id": format!("{user}-1"), "user": user, "type": "product_view", "data": {"category": "shoes"}},
@@ -122,16 +136,8 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
     let dir = tempfile::tempdir().unwrap();
     // The owner snapshots after its first 4 accepted events, into the cluster's object
     // store: the standby starts from it, not from the whole stream.
-    let a = node(
-        &nats,
-        "a",
-        &dir.path().join("a"),
-        &["--snapshot-every", "4"],
-    );
-    let a_addr = a.ready(Duration::from_secs(60));
-    let b = node(&nats, "b", &dir.path().join("b"), &[]);
+    let (a, a_addr, b, b_addr) = two_nodes(&nats, dir.path(), &["--snapshot-every", "4"]);
     // The standby listens, is not ready by itself, and forwards requests to the owner.
-    let b_addr = b.listening(Duration::from_secs(60));
     let (status, why) = request(b_addr, "GET", "/readyz", "").unwrap();
     assert_eq!(
         (status, why["error"]["code"].as_str()),
@@ -474,10 +480,7 @@ fn check_ledger(addr: SocketAddr, ledger: &Ledger) {
 fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
     let mut nats = NatsCluster::start(3, false);
     let dir = tempfile::tempdir().unwrap();
-    let mut a = node(&nats, "a", &dir.path().join("a"), &[]);
-    let a_addr = a.ready(Duration::from_secs(60));
-    let b = node(&nats, "b", &dir.path().join("b"), &[]);
-    let b_addr = b.listening(Duration::from_secs(60));
+    let (mut a, a_addr, b, b_addr) = two_nodes(&nats, dir.path(), &[]);
     // The server that leads the owners bucket: losing it stops every lease renewal
     // until the other two elect a leader (nats-server waits 4-9 s before it campaigns),
     // longer than the 3 s lease.
@@ -536,15 +539,7 @@ fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
 fn a_killed_owner_under_retrying_load_loses_no_acknowledged_event() {
     let nats = NatsCluster::start(3, false);
     let dir = tempfile::tempdir().unwrap();
-    let a = node(
-        &nats,
-        "a",
-        &dir.path().join("a"),
-        &["--snapshot-every", "200"],
-    );
-    let a_addr = a.ready(Duration::from_secs(60));
-    let b = node(&nats, "b", &dir.path().join("b"), &[]);
-    let b_addr = b.listening(Duration::from_secs(60));
+    let (a, a_addr, b, b_addr) = two_nodes(&nats, dir.path(), &["--snapshot-every", "200"]);
 
     let stop_at = Instant::now() + Duration::from_secs(14);
     let killer = std::thread::spawn(move || {

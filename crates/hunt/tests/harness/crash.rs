@@ -431,21 +431,34 @@ impl Drop for Server {
     }
 }
 
-fn start(cfg: &Config, dir: &Path, addr: SocketAddr) -> Result<Server, String> {
+/// Starts `hunt serve` on `addr` with the harness's hunts file, its data in `data`,
+/// and `more` flags.
+fn spawn(
+    cfg: &Config,
+    dir: &Path,
+    data: &str,
+    addr: SocketAddr,
+    more: &[String],
+) -> Result<Server, String> {
     let child = Command::new(&cfg.hunt)
         .args(["serve", "--config"])
         .arg(dir.join("hunts.yaml"))
         .arg("--data")
-        .arg(dir.join("data"))
+        .arg(dir.join(data))
         .args(["--listen", &addr.to_string()])
         .args(["--rate-per-user", "0", "--snapshot-every", "5000"])
+        .args(more)
         .env(SECRET_ENV, "crash-harness-secret")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", cfg.hunt.display()))?;
-    let server = Server { child };
+    Ok(Server { child })
+}
+
+fn start(cfg: &Config, dir: &Path, addr: SocketAddr) -> Result<Server, String> {
+    let server = spawn(cfg, dir, "data", addr, &[])?;
     let t = Instant::now();
     loop {
         if let Some((200, _)) = request(addr, "GET", "/readyz", "") {
@@ -871,24 +884,24 @@ fn start_node(
     id: &str,
     addr: SocketAddr,
 ) -> Result<Server, String> {
-    let child = Command::new(&cfg.hunt)
-        .args(["serve", "--config"])
-        .arg(dir.join("hunts.yaml"))
-        .arg("--data")
-        .arg(dir.join(format!("data-{id}")))
-        .args(["--listen", &addr.to_string()])
-        .args(["--rate-per-user", "0", "--snapshot-every", "5000"])
-        .args(["--cluster", &nats.urls().join(",")])
-        .args(["--cluster-monitor", &nats.monitor_urls().join(",")])
-        .args(["--cluster-name", "crash", "--partitions", "8"])
-        .args(["--node-id", id, "--lease", "3s"])
-        .env(SECRET_ENV, "crash-harness-secret")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", cfg.hunt.display()))?;
-    let server = Server { child };
+    let more: Vec<String> = [
+        "--cluster",
+        &nats.urls().join(","),
+        "--cluster-monitor",
+        &nats.monitor_urls().join(","),
+        "--cluster-name",
+        "crash",
+        "--partitions",
+        "8",
+        "--node-id",
+        id,
+        "--lease",
+        "3s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let server = spawn(cfg, dir, &format!("data-{id}"), addr, &more)?;
     let t = Instant::now();
     while request(addr, "GET", "/readyz", "").is_none() {
         if t.elapsed() > Duration::from_secs(120) {
