@@ -28,6 +28,9 @@ use crate::cluster::{Cluster, ClusterError};
 
 /// The object that holds the newest snapshot.
 pub const OBJECT: &str = "latest";
+/// The longest one read of the snapshot may take (hundreds of megabytes at tens of
+/// megabytes a second, with room).
+const READ_TRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The object's metadata key for the snapshot's position.
 const LSN_KEY: &str = "lsn";
 /// The most a snapshot's chunk holds (the servers' `max_payload` may lower it).
@@ -165,8 +168,19 @@ impl ObjectSnapshots {
             .map_err(|e| self.error("put", e))
     }
 
-    /// The newest snapshot: `Ok(None)` if there is none yet.
+    /// The newest snapshot: `Ok(None)` if there is none yet. A read that stalls (a
+    /// server lost under it) fails after [`READ_TRY_TIMEOUT`].
     pub async fn get(&self) -> Result<Option<Snapshot>, Unread> {
+        tokio::time::timeout(READ_TRY_TIMEOUT, self.get_once())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Unread::Failed(format!(
+                    "no whole snapshot read within {READ_TRY_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    async fn get_once(&self) -> Result<Option<Snapshot>, Unread> {
         let mut object = match self.store.get(OBJECT).await {
             Ok(o) => o,
             Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),

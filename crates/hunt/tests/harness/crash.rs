@@ -440,6 +440,17 @@ fn spawn(
     addr: SocketAddr,
     more: &[String],
 ) -> Result<Server, String> {
+    // A cluster node's log is kept beside its data (kept when a run fails).
+    let log = if more.is_empty() {
+        Stdio::null()
+    } else {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{data}.log")))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null())
+    };
     let child = Command::new(&cfg.hunt)
         .args(["serve", "--config"])
         .arg(dir.join("hunts.yaml"))
@@ -449,9 +460,9 @@ fn spawn(
         .args(["--rate-per-user", "0", "--snapshot-every", "5000"])
         .args(more)
         .env(SECRET_ENV, "crash-harness-secret")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", if more.is_empty() { "warn" } else { "info" })
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", cfg.hunt.display()))?;
     Ok(Server { child })
@@ -1093,6 +1104,12 @@ fn run_cluster_in(cfg: &Config, dir: &Path) -> Report {
         let _ = c.join();
     }
     drop(nodes);
+    if report.failures() > 0 {
+        eprintln!(
+            "crash harness: the NATS servers' data and logs are kept at {}; the nodes' logs are beside their data",
+            nats.keep().display()
+        );
+    }
     drop(nats);
     report
 }
