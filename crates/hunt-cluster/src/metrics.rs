@@ -20,8 +20,6 @@ pub struct ClusterMetrics {
     pub renewals_confirmed: AtomicU64,
     pub renewals_failed: AtomicU64,
     pub renewals_refused: AtomicU64,
-    /// The tenure left, in milliseconds; set just before it is written out.
-    pub tenure_left_ms: AtomicU64,
     /// Appends the stream refused because another owner had appended (fenced).
     pub fenced_appends: AtomicU64,
     /// Appends sent again after no acknowledgement (the same message id).
@@ -43,8 +41,8 @@ impl ClusterMetrics {
         add(&self.append_resends);
     }
 
-    /// Appends every figure to `out`.
-    pub fn render(&self, out: &mut String) {
+    /// Appends every figure to `out`, with the tenure left as the lease keeper has it.
+    pub fn render(&self, out: &mut String, tenure_left: std::time::Duration) {
         let node = escape(&self.node.lock());
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -108,7 +106,7 @@ impl ClusterMetrics {
             "# HELP hunt_cluster_tenure_seconds How long this node may still answer without another confirmed renewal (0: it answers 503 lease_unconfirmed).\n\
              # TYPE hunt_cluster_tenure_seconds gauge\n\
              hunt_cluster_tenure_seconds{{node=\"{node}\"}} {}",
-            get(&self.tenure_left_ms) as f64 / 1e3
+            tenure_left.as_secs_f64()
         );
     }
 }
@@ -131,9 +129,8 @@ mod tests {
         *m.owned.lock() = vec![0, 1];
         m.count_fenced();
         m.renewals_confirmed.fetch_add(3, Ordering::Relaxed);
-        m.tenure_left_ms.store(1500, Ordering::Relaxed);
         let mut out = String::new();
-        m.render(&mut out);
+        m.render(&mut out, std::time::Duration::from_millis(1500));
         assert!(
             out.contains("hunt_cluster_partition_owner{partition=\"1\",node=\"a\\\"1\"} 1"),
             "{out}"

@@ -71,12 +71,7 @@ pub struct NodeMetrics {
 
 impl hunt_server::metrics::MetricsSource for NodeMetrics {
     fn render(&self, out: &mut String) {
-        let left = self.tenure.left_at(Stamp::now());
-        self.cluster.tenure_left_ms.store(
-            left.as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        self.cluster.render(out);
+        self.cluster.render(out, self.tenure.left_at(Stamp::now()));
     }
 }
 

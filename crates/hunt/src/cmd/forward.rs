@@ -73,6 +73,54 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
+/// An HTTP message's headers as NATS headers (one hop's own left out), after `first`.
+fn to_nats(first: &[(&str, &str)], headers: &axum::http::HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in first {
+        out.insert(*name, *value);
+    }
+    for (name, value) in headers {
+        if hop_by_hop(name.as_str()) {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            out.append(name.as_str(), v);
+        }
+    }
+    out
+}
+
+/// NATS headers as HTTP headers, the engine's own (`skip`) and one hop's left out.
+fn from_nats<'a>(
+    h: &'a HeaderMap,
+    skip: &'a [&str],
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'a {
+    h.iter()
+        .filter(|(name, _)| {
+            let name: &str = name.as_ref();
+            !skip.iter().any(|s| name.eq_ignore_ascii_case(s))
+                && !hop_by_hop(&name.to_ascii_lowercase())
+        })
+        .filter_map(|(name, values)| {
+            let name = HeaderName::from_bytes(AsRef::<str>::as_ref(name).as_bytes()).ok()?;
+            Some((name, values))
+        })
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .filter_map(move |v| Some((name.clone(), HeaderValue::from_str(v.as_str()).ok()?)))
+        })
+}
+
+/// The owner's error reply to a forwarded request: its status and JSON body.
+fn error_reply(status: &str, code: &str, message: &str) -> (HeaderMap, Vec<u8>) {
+    let mut h = HeaderMap::new();
+    h.insert(STATUS, status);
+    h.insert("Content-Type", "application/json");
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    (h, format!("{body}\n").into_bytes())
+}
+
 /// A JSON error answer, as the API writes them.
 fn error(status: StatusCode, code: &str, message: &str, retry: bool) -> Response<Body> {
     let body = serde_json::json!({"error": {"code": code, "message": message}});
@@ -118,21 +166,14 @@ pub async fn to_owner(
             );
         }
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(METHOD, parts.method.as_str());
     let uri = parts
         .uri
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str());
-    headers.insert(URI, uri);
-    for (name, value) in &parts.headers {
-        if hop_by_hop(name.as_str()) {
-            continue;
-        }
-        if let Ok(v) = value.to_str() {
-            headers.append(name.as_str(), v);
-        }
-    }
+    let headers = to_nats(
+        &[(METHOD, parts.method.as_str()), (URI, uri)],
+        &parts.headers,
+    );
     if header_bytes(&headers) + body.len() > max {
         return error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -209,19 +250,8 @@ pub async fn to_owner(
         );
     };
     let mut out = Response::builder().status(status);
-    for (name, values) in h.iter() {
-        let name: &str = name.as_ref();
-        if name.eq_ignore_ascii_case(STATUS) || hop_by_hop(&name.to_ascii_lowercase()) {
-            continue;
-        }
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
-        for v in values {
-            if let Ok(v) = HeaderValue::from_str(v.as_str()) {
-                out = out.header(name.clone(), v);
-            }
-        }
+    for (name, value) in from_nats(h, &[STATUS]) {
+        out = out.header(name, value);
     }
     out.body(Body::from(reply.payload))
         .unwrap_or_else(|_| Response::new(Body::empty()))
@@ -260,14 +290,14 @@ pub async fn serve_forwarded(
                     .get(STATUS)
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                headers = HeaderMap::new();
-                headers.insert(STATUS, "502");
-                headers.insert("Content-Type", "application/json");
-                let e = serde_json::json!({"error": {"code": "too_large_to_forward", "message": format!(
-                    "the owner's answer ({status}, {} bytes) is larger than a NATS message ({max} bytes); ask the owner's address, or ask for less (limit)",
-                    body.len()
-                )}});
-                body = format!("{e}\n").into_bytes();
+                (headers, body) = error_reply(
+                    "502",
+                    "too_large_to_forward",
+                    &format!(
+                        "the owner's answer ({status}, {} bytes) is larger than a NATS message ({max} bytes); ask the owner's address, or ask for less (limit)",
+                        body.len()
+                    ),
+                );
             }
             if let Err(e) = client
                 .publish_with_headers(reply.clone(), headers, body.into())
@@ -275,15 +305,14 @@ pub async fn serve_forwarded(
             {
                 tracing::warn!(error = %e, ms = t.elapsed().as_millis() as u64, "a forwarded request's answer was not sent");
                 // The standby must not wait for nothing: a short answer saying why.
-                let mut h = HeaderMap::new();
-                h.insert(STATUS, "502");
-                h.insert("Content-Type", "application/json");
-                let e = serde_json::json!({"error": {"code": "bad_owner_answer", "message": format!(
-                    "the owner's answer could not be sent back over NATS ({e}); ask the owner's address"
-                )}});
-                let _ = client
-                    .publish_with_headers(reply, h, format!("{e}\n").into())
-                    .await;
+                let (h, body) = error_reply(
+                    "502",
+                    "bad_owner_answer",
+                    &format!(
+                        "the owner's answer could not be sent back over NATS ({e}); ask the owner's address"
+                    ),
+                );
+                let _ = client.publish_with_headers(reply, h, body.into()).await;
             }
         });
     }
@@ -292,13 +321,7 @@ pub async fn serve_forwarded(
 
 /// Runs one forwarded request through `routes`.
 async fn answer(routes: axum::Router, msg: async_nats::Message) -> (HeaderMap, Vec<u8>) {
-    let bad = |why: &str| {
-        let mut h = HeaderMap::new();
-        h.insert(STATUS, "400");
-        h.insert("Content-Type", "application/json");
-        let body = serde_json::json!({"error": {"code": "bad_forward", "message": why}});
-        (h, format!("{body}\n").into_bytes())
-    };
+    let bad = |why: &str| error_reply("400", "bad_forward", why);
     let Some(h) = msg.headers.as_ref() else {
         return bad("a forwarded request without headers");
     };
@@ -310,19 +333,8 @@ async fn answer(routes: axum::Router, msg: async_nats::Message) -> (HeaderMap, V
         return bad("a forwarded request without a valid method and URI");
     };
     let mut req = Request::builder().method(method).uri(uri);
-    for (name, values) in h.iter() {
-        let name: &str = name.as_ref();
-        if name.eq_ignore_ascii_case(METHOD) || name.eq_ignore_ascii_case(URI) {
-            continue;
-        }
-        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
-        for v in values {
-            if let Ok(v) = HeaderValue::from_str(v.as_str()) {
-                req = req.header(name.clone(), v);
-            }
-        }
+    for (name, value) in from_nats(h, &[METHOD, URI]) {
+        req = req.header(name, value);
     }
     let req = match req.body(Body::from(msg.payload)) {
         Ok(r) => r,
@@ -337,17 +349,10 @@ async fn answer(routes: axum::Router, msg: async_nats::Message) -> (HeaderMap, V
         .await
         .map(|b| b.to_vec())
         .unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    headers.insert(STATUS, parts.status.as_str());
-    for (name, value) in &parts.headers {
-        if hop_by_hop(name.as_str()) {
-            continue;
-        }
-        if let Ok(v) = value.to_str() {
-            headers.append(name.as_str(), v);
-        }
-    }
-    (headers, body)
+    (
+        to_nats(&[(STATUS, parts.status.as_str())], &parts.headers),
+        body,
+    )
 }
 
 /// A standby's HTTP server, forwarding to the owner until stopped.

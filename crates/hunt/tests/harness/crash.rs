@@ -791,19 +791,8 @@ fn run_in(cfg: &Config, dir: &Path) -> Report {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let books: Arc<Mutex<Books>> = Arc::default();
-    let gate = Arc::new(Gate::new());
-    let draining = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..cfg.clients)
-        .map(|c| {
-            let (books, gate, draining, done) =
-                (books.clone(), gate.clone(), draining.clone(), done.clone());
-            let seed = cfg.seed;
-            std::thread::spawn(move || client(c, seed, vec![addr], books, gate, draining, done))
-        })
-        .collect();
-    gate.close(cfg.clients);
+    let load = Clients::start(cfg, vec![addr]);
+    let (books, gate) = (&load.books, &load.gate);
     let mut checked = 0;
     let started = Instant::now();
     let mut last = None;
@@ -862,21 +851,9 @@ fn run_in(cfg: &Config, dir: &Path) -> Report {
     if last.is_none() {
         report.problem("no server is running for the last checks".into());
     } else {
-        let end = End {
-            addr,
-            books: &books,
-            gate: &gate,
-            draining: &draining,
-            received: &received,
-            clients: cfg.clients,
-        };
-        end.checks(&mut rng, &mut report);
+        end_checks(addr, &load, &received, &mut rng, &mut report);
     }
-    done.store(true, Ordering::Relaxed);
-    gate.open();
-    for c in clients {
-        let _ = c.join();
-    }
+    load.stop();
     report
 }
 
@@ -971,19 +948,8 @@ fn run_cluster_in(cfg: &Config, dir: &Path) -> Report {
         }
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    let books: Arc<Mutex<Books>> = Arc::default();
-    let gate = Arc::new(Gate::new());
-    let draining = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..cfg.clients)
-        .map(|c| {
-            let (books, gate, draining, done) =
-                (books.clone(), gate.clone(), draining.clone(), done.clone());
-            let (seed, addrs) = (cfg.seed, addrs.clone());
-            std::thread::spawn(move || client(c, seed, addrs, books, gate, draining, done))
-        })
-        .collect();
-    gate.close(cfg.clients);
+    let load = Clients::start(cfg, addrs);
+    let (books, gate) = (&load.books, &load.gate);
     let mut checked = 0;
     let started = Instant::now();
     let mut at = None;
@@ -1088,21 +1054,9 @@ fn run_cluster_in(cfg: &Config, dir: &Path) -> Report {
     }
     match at {
         None => report.problem("no node is ready for the last checks".into()),
-        Some(addr) => End {
-            addr,
-            books: &books,
-            gate: &gate,
-            draining: &draining,
-            received: &received,
-            clients: cfg.clients,
-        }
-        .checks(&mut rng, &mut report),
+        Some(addr) => end_checks(addr, &load, &received, &mut rng, &mut report),
     }
-    done.store(true, Ordering::Relaxed);
-    gate.open();
-    for c in clients {
-        let _ = c.join();
-    }
+    load.stop();
     drop(nodes);
     if report.failures() > 0 {
         eprintln!(
@@ -1114,102 +1068,141 @@ fn run_cluster_in(cfg: &Config, dir: &Path) -> Report {
     report
 }
 
-/// What the last checks need.
-struct End<'a> {
-    addr: SocketAddr,
-    books: &'a Arc<Mutex<Books>>,
-    gate: &'a Gate,
-    draining: &'a AtomicBool,
-    received: &'a Arc<Mutex<Received>>,
-    clients: usize,
+/// The clients and what they share with the checks.
+struct Clients {
+    books: Arc<Mutex<Books>>,
+    gate: Arc<Gate>,
+    draining: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    count: usize,
 }
 
-impl End<'_> {
-    /// Every request still unanswered is sent until answered; then the exact checks,
-    /// and the webhook.
-    fn checks(&self, rng: &mut Rng, report: &mut Report) {
-        let End {
-            addr,
+impl Clients {
+    /// Starts `cfg.clients` clients sending to `addrs` in turn, parked at the gate.
+    fn start(cfg: &Config, addrs: Vec<SocketAddr>) -> Clients {
+        let books: Arc<Mutex<Books>> = Arc::default();
+        let gate = Arc::new(Gate::new());
+        let draining = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let threads = (0..cfg.clients)
+            .map(|c| {
+                let (books, gate, draining, done) =
+                    (books.clone(), gate.clone(), draining.clone(), done.clone());
+                let (seed, addrs) = (cfg.seed, addrs.clone());
+                std::thread::spawn(move || client(c, seed, addrs, books, gate, draining, done))
+            })
+            .collect();
+        gate.close(cfg.clients);
+        Clients {
             books,
             gate,
             draining,
-            received,
-            clients,
-        } = *self;
-        draining.store(true, Ordering::Relaxed);
+            done,
+            threads,
+            count: cfg.clients,
+        }
+    }
+
+    fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
+        self.gate.open();
+        for c in self.threads {
+            let _ = c.join();
+        }
+    }
+}
+
+/// The end, through the node at `addr`: every request still unanswered is sent until
+/// answered; then the exact checks, and the webhook.
+fn end_checks(
+    addr: SocketAddr,
+    load: &Clients,
+    received: &Mutex<Received>,
+    rng: &mut Rng,
+    report: &mut Report,
+) {
+    let Clients {
+        books,
+        gate,
+        draining,
+        count: clients,
+        ..
+    } = load;
+    let clients = *clients;
+    draining.store(true, Ordering::Relaxed);
+    gate.open();
+    let t = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        gate.close(clients);
+        if books.lock().unwrap().unanswered == 0 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            report.problem("requests still unanswered after 60 s".into());
+            break;
+        }
         gate.open();
-        let t = Instant::now();
-        loop {
-            std::thread::sleep(Duration::from_millis(50));
-            gate.close(clients);
-            if books.lock().unwrap().unanswered == 0 {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(60) {
-                report.problem("requests still unanswered after 60 s".into());
-                break;
-            }
-            gate.open();
+    }
+    {
+        let b = books.lock().unwrap();
+        check(addr, &b, 0, 0, true, rng, report);
+        report.acked = b.acked.len();
+        report.retried = b.retried;
+        report.resent = b.resent;
+        for p in &b.problems {
+            report.problem(p.clone());
         }
-        {
-            let b = books.lock().unwrap();
-            check(addr, &b, 0, 0, true, rng, report);
-            report.acked = b.acked.len();
-            report.retried = b.retried;
-            report.resent = b.resent;
-            for p in &b.problems {
-                report.problem(p.clone());
-            }
+    }
+    // Every outcome of the prize hunt reaches the webhook. The receiver is up, so what
+    // waits must drain; the dead letters (with two attempts and one in twenty failing,
+    // one delivery in ~400) are then retried from the dead-letter queue, and everything
+    // must have arrived.
+    let mut waiting = drain(addr);
+    let dead = dlq_total(addr);
+    report.dead_letters = dead;
+    // A retry has a fresh attempt budget, and one attempt in twenty still fails: a few
+    // rounds, as an operator would.
+    let mut left = dead;
+    for _ in 0..5 {
+        if left == 0 {
+            break;
         }
-        // Every outcome of the prize hunt reaches the webhook. The receiver is up, so what
-        // waits must drain; the dead letters (with two attempts and one in twenty failing,
-        // one delivery in ~400) are then retried from the dead-letter queue, and everything
-        // must have arrived.
-        let mut waiting = drain(addr);
-        let dead = dlq_total(addr);
-        report.dead_letters = dead;
-        // A retry has a fresh attempt budget, and one attempt in twenty still fails: a few
-        // rounds, as an operator would.
-        let mut left = dead;
-        for _ in 0..5 {
-            if left == 0 {
+        match request(addr, "POST", "/v1/dlq/retry", r#"{"all": true}"#) {
+            Some((200, _)) => waiting = drain(addr),
+            other => {
+                report.problem(format!("retrying the dead letters: {other:?}"));
                 break;
             }
-            match request(addr, "POST", "/v1/dlq/retry", r#"{"all": true}"#) {
-                Some((200, _)) => waiting = drain(addr),
-                other => {
-                    report.problem(format!("retrying the dead letters: {other:?}"));
-                    break;
+        }
+        left = dlq_total(addr);
+    }
+    if waiting > 0 {
+        report.problem(format!(
+            "{waiting} deliveries still waiting, no longer draining, though the receiver is up"
+        ));
+    }
+    {
+        let got = received.lock().unwrap();
+        let b = books.lock().unwrap();
+        let mut missing = 0usize;
+        for (id, (_, _, outcomes)) in &b.acked {
+            for o in outcomes.as_array().into_iter().flatten() {
+                if o["hunt"] == "prize" && !got.outcomes.contains(&outcome_id(id, o)) {
+                    missing += 1;
                 }
             }
-            left = dlq_total(addr);
         }
-        if waiting > 0 {
+        report.deliveries = got.count;
+        report.redelivered = got.keys.values().filter(|(n, _)| *n > 1).count();
+        report.key_mismatches = got.key_mismatches;
+        report.notifications_missing = missing;
+        if missing > 0 {
             report.problem(format!(
-                "{waiting} deliveries still waiting, no longer draining, though the receiver is up"
-            ));
-        }
-        {
-            let got = received.lock().unwrap();
-            let b = books.lock().unwrap();
-            let mut missing = 0usize;
-            for (id, (_, _, outcomes)) in &b.acked {
-                for o in outcomes.as_array().into_iter().flatten() {
-                    if o["hunt"] == "prize" && !got.outcomes.contains(&outcome_id(id, o)) {
-                        missing += 1;
-                    }
-                }
-            }
-            report.deliveries = got.count;
-            report.redelivered = got.keys.values().filter(|(n, _)| *n > 1).count();
-            report.key_mismatches = got.key_mismatches;
-            report.notifications_missing = missing;
-            if missing > 0 {
-                report.problem(format!(
-                    "{missing} outcomes of acknowledged events never reached the webhook \
+                "{missing} outcomes of acknowledged events never reached the webhook \
                  ({dead} had been dead letters, {left} still are; {waiting} still waiting)"
-                ));
-            }
+            ));
         }
     }
 }
