@@ -71,7 +71,7 @@ fn nats(e: impl std::fmt::Display) -> ClusterError {
 
 /// Whether JetStream refused a write because another write to the same key was being
 /// proposed (code 10164): the other write goes first, this one is not stored.
-fn another_write_in_flight(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn another_write_in_flight(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(js) = err.downcast_ref::<async_nats::jetstream::Error>()

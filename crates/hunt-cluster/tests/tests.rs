@@ -390,3 +390,275 @@ async fn a_snapshot_in_the_object_store_is_replaced_whole_and_a_damaged_one_is_s
         "{warnings:?}"
     );
 }
+
+/// One partition's owner granting codes from its escrow holding, one customer at a
+/// time: a code it holds unused if any, else a refill (dropping what it granted), and
+/// when nothing is left, a wait for codes given back before it denies.
+struct Granter {
+    escrow: hunt_cluster::Escrow,
+    partition: u32,
+    epoch: u64,
+    free: Vec<u64>,
+    granted_since: Vec<u64>,
+}
+
+const POOL_KEY: &str = "v1.pool.0";
+
+impl Granter {
+    async fn grant(&mut self, size: u64) -> Option<u64> {
+        use hunt_cluster::Used;
+        for attempt in 0..3 {
+            if let Some(i) = self.free.pop() {
+                self.granted_since.push(i);
+                return Some(i);
+            }
+            if attempt == 2 {
+                break;
+            }
+            let r = self
+                .escrow
+                .refill(
+                    POOL_KEY,
+                    "gold",
+                    size,
+                    self.partition,
+                    self.epoch,
+                    Used::Indexes(&self.granted_since),
+                    4,
+                )
+                .await
+                .unwrap();
+            self.granted_since.clear();
+            self.free = r.holding.iter().flat_map(|&(a, b)| a..b).rev().collect();
+            if self.free.is_empty()
+                && !self
+                    .escrow
+                    .wait_left(POOL_KEY, Duration::from_millis(300))
+                    .await
+                    .unwrap()
+            {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Gives back what it holds unused if some partition is waiting.
+    async fn give_back_if_wanted(&mut self, size: u64) -> bool {
+        use hunt_cluster::Used;
+        let (account, _) = self.escrow.read(POOL_KEY).await.unwrap().unwrap();
+        if account.wanted.iter().all(|p| *p == self.partition) || self.free.is_empty() {
+            return false;
+        }
+        let unused: Vec<(u64, u64)> = self.free.drain(..).map(|i| (i, i + 1)).collect();
+        self.escrow
+            .give_back(
+                POOL_KEY,
+                "gold",
+                size,
+                self.partition,
+                self.epoch,
+                Used::Indexes(&self.granted_since),
+                &unused,
+            )
+            .await
+            .unwrap();
+        self.granted_since.clear();
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_seven_codes_is_granted_once_across_three_nodes() {
+    use hunt_cluster::Escrow;
+
+    let nats = NatsCluster::start(3, false);
+    let cfg = config(&nats, "escrow");
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let c = Cluster::connect(&cfg).await.unwrap();
+        nodes.push(Escrow::open(&c, 3, 64).await.unwrap());
+    }
+    // Four partitions on three nodes, 300 customers asking, 75 per partition, all at
+    // once.
+    let mut tasks = Vec::new();
+    for p in 0..4u32 {
+        let escrow = nodes[p as usize % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut g = Granter {
+                escrow,
+                partition: p,
+                epoch: 1,
+                free: Vec::new(),
+                granted_since: Vec::new(),
+            };
+            let mut got = Vec::new();
+            for _ in 0..75 {
+                if let Some(i) = g.grant(7).await {
+                    got.push(i);
+                }
+                g.give_back_if_wanted(7).await;
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..7).collect::<Vec<_>>(), "each of the 7 codes once");
+    let (account, _) = nodes[0].read(POOL_KEY).await.unwrap().unwrap();
+    account.check().unwrap();
+    assert_eq!(account.cursor, 7);
+    assert_eq!(account.left(), 0);
+    let ops: u64 = nodes.iter().map(|n| n.ops()).sum();
+    assert!(ops > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partitions_codes_come_back_and_a_new_owner_inherits_and_fences() {
+    use hunt_cluster::{Escrow, EscrowError, Used};
+
+    let nats = NatsCluster::start(3, false);
+    let cfg = config(&nats, "escrow2");
+    let a = Escrow::open(&Cluster::connect(&cfg).await.unwrap(), 3, 64)
+        .await
+        .unwrap();
+    let b = Escrow::open(&Cluster::connect(&cfg).await.unwrap(), 3, 64)
+        .await
+        .unwrap();
+    let c = Escrow::open(&Cluster::connect(&cfg).await.unwrap(), 3, 64)
+        .await
+        .unwrap();
+    let size = 40;
+    // Partition 0 on node a takes a block (40 left over 4 partitions: 5) and idles.
+    let r = a
+        .refill(POOL_KEY, "gold", size, 0, 1, Used::Count(0), 8)
+        .await
+        .unwrap();
+    assert_eq!(r.got, vec![(0, 5)], "the block is shrunk to 40 / (2 x 4)");
+    // Partition 1 on node b takes the rest, block by shrinking block.
+    let mut took = 0;
+    loop {
+        let r = b
+            .refill(POOL_KEY, "gold", size, 1, 1, Used::Count(0), 8)
+            .await
+            .unwrap();
+        if r.got.is_empty() {
+            assert!(r.wanted.contains(&1));
+            break;
+        }
+        took += hunt_cluster::escrow::count(&r.got);
+    }
+    assert_eq!(took, 35);
+    // It waits for codes; partition 0's owner sees it wanted, drops code 0 (granted)
+    // and gives back two of the four it holds unused.
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.wait_left(POOL_KEY, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (account, _) = a.read(POOL_KEY).await.unwrap().unwrap();
+    assert!(account.wanted.contains(&1));
+    a.give_back(POOL_KEY, "gold", size, 0, 1, Used::Indexes(&[0]), &[(1, 3)])
+        .await
+        .unwrap();
+    assert!(waiter.await.unwrap().unwrap(), "the waiter is woken");
+    let r = b
+        .refill(POOL_KEY, "gold", size, 1, 1, Used::Count(0), 8)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.got,
+        vec![(1, 2)],
+        "the given-back codes go to the one who asks, one at a time near the end"
+    );
+    let r = b
+        .refill(POOL_KEY, "gold", size, 1, 1, Used::Count(0), 8)
+        .await
+        .unwrap();
+    assert_eq!(r.got, vec![(2, 3)]);
+    // Partition 0's owner dies holding codes 3 and 4; node c takes the partition over
+    // with epoch 2 and inherits them.
+    let h = c.claim(POOL_KEY, "gold", size, 0, 2).await.unwrap();
+    assert_eq!(h.spans, vec![(3, 5)]);
+    assert_eq!(h.used, 1);
+    // The deposed owner can neither give them back nor drop them.
+    let err = a
+        .give_back(POOL_KEY, "gold", size, 0, 1, Used::Count(0), &[(3, 5)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EscrowError::Fenced {
+                epoch: 1,
+                holder: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let (account, _) = c.read(POOL_KEY).await.unwrap().unwrap();
+    account.check().unwrap();
+    assert_eq!(account.held[&0].spans, vec![(3, 5)]);
+    assert_eq!(account.left(), 0);
+    // Another size for the same key is refused, not merged.
+    let err = c.claim(POOL_KEY, "gold", 41, 0, 2).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EscrowError::Size {
+                stored: 40,
+                asked: 41,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_beat_are_assigned_partitions_and_a_leaving_one_is_gone_at_once() {
+    use hunt_cluster::assign::assignment;
+    use hunt_cluster::{Liveness, Member, Members};
+    use std::time::Instant;
+
+    let nats = NatsCluster::start(3, false);
+    let cfg = config(&nats, "members");
+    let a = Members::open(&Cluster::connect(&cfg).await.unwrap(), 3)
+        .await
+        .unwrap();
+    let b = Members::open(&Cluster::connect(&cfg).await.unwrap(), 3)
+        .await
+        .unwrap();
+    let member = |node: &str| Member {
+        node: node.into(),
+        http: format!("127.0.0.1:{}", 8080 + node.len()),
+        owned: Vec::new(),
+        draining: false,
+        beat_at_ms: 0,
+    };
+    a.beat(&member("a")).await.unwrap();
+    b.beat(&member("node.b")).await.unwrap();
+    let mut live = Liveness::new(Duration::from_secs(60));
+    let seen = a.read().await.unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1].member.node, "node.b",
+        "an id with a dot is kept whole"
+    );
+    assert!(seen[0].member.beat_at_ms > 0);
+    let ids = live.live(&seen, Instant::now());
+    assert_eq!(ids, vec!["a", "node.b"]);
+    let nodes: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let owners = assignment(4, &nodes);
+    assert!(owners.iter().all(Option::is_some));
+    // b leaves: a owns every partition.
+    b.leave("node.b").await.unwrap();
+    let ids = live.live(&a.read().await.unwrap(), Instant::now());
+    assert_eq!(ids, vec!["a"]);
+    let nodes: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert!(assignment(4, &nodes).iter().all(|o| *o == Some("a")));
+}

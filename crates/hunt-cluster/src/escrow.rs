@@ -1,0 +1,765 @@
+//! Escrow of a limited count across partitions — a pool's codes, or a hunt's winner
+//! slots — in the pools bucket `hunt_<cluster>_pools` (ADR 0012).
+//!
+//! One key is one **account**: indexes `0..size`, a cursor below which every index
+//! has been handed to some partition, the indexes partitions gave back, and what each
+//! partition holds. Every change is a compare-and-set on the key's revision, so two
+//! nodes never hand out the same index.
+//!
+//! - **Blocks belong to partitions, not nodes.** A partition's holding is recorded
+//!   under its number, so the next owner of the partition inherits it: a crash loses
+//!   no index.
+//! - **Fenced by the owner's epoch.** A holding carries the epoch of the lease of the
+//!   owner that wrote it last; a write with an older epoch is refused. A new owner
+//!   [`Escrow::claim`]s the holding before it answers, so a deposed owner can neither
+//!   give back nor drop indexes the new one may be using.
+//! - **Blocks shrink as the account runs low** ([`Policy::block`]), down to one index.
+//! - **Remainders come back near the end.** A partition that asks and finds nothing
+//!   left is put in `wanted`; owners that see it give back what they hold unused, and
+//!   the first partition to ask again gets it.
+//! - **Used indexes leave the holding** only once their grants are durable in the
+//!   partition's log ([`Used`]): an index dropped too early would be lost, never
+//!   granted twice.
+//!
+//! Every read and write of the bucket is counted ([`Escrow::ops`]), for the KV
+//! operations per grant.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, ClusterError};
+
+/// Indexes `start..end`.
+pub type Span = (u64, u64);
+
+/// Indexes in all of `spans`.
+pub fn count(spans: &[Span]) -> u64 {
+    spans.iter().map(|(s, e)| e - s).sum()
+}
+
+/// Adds `span` to sorted, disjoint `spans`, merging neighbours. Overlap is a caller's
+/// bug and is merged too.
+fn insert(spans: &mut Vec<Span>, span: Span) {
+    if span.0 >= span.1 {
+        return;
+    }
+    let at = spans.partition_point(|s| s.1 < span.0);
+    let mut merged = span;
+    let mut end = at;
+    while end < spans.len() && spans[end].0 <= merged.1 {
+        merged.0 = merged.0.min(spans[end].0);
+        merged.1 = merged.1.max(spans[end].1);
+        end += 1;
+    }
+    spans.splice(at..end, [merged]);
+}
+
+/// Removes whatever of `span` `spans` holds; how many indexes were removed.
+fn remove(spans: &mut Vec<Span>, span: Span) -> u64 {
+    let mut out = Vec::with_capacity(spans.len() + 1);
+    let mut removed = 0;
+    for &(s, e) in spans.iter() {
+        let (a, b) = (s.max(span.0), e.min(span.1));
+        if a >= b {
+            out.push((s, e));
+            continue;
+        }
+        removed += b - a;
+        if s < a {
+            out.push((s, a));
+        }
+        if b < e {
+            out.push((b, e));
+        }
+    }
+    *spans = out;
+    removed
+}
+
+/// Takes up to `n` of the lowest indexes out of `spans`.
+fn take_lowest(spans: &mut Vec<Span>, n: u64) -> Vec<Span> {
+    let mut got = Vec::new();
+    let mut left = n;
+    while left > 0 && !spans.is_empty() {
+        let (s, e) = spans[0];
+        let k = (e - s).min(left);
+        got.push((s, s + k));
+        left -= k;
+        if s + k == e {
+            spans.remove(0);
+        } else {
+            spans[0].0 = s + k;
+        }
+    }
+    got
+}
+
+/// What one partition holds of an account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    /// The epoch of the lease of the owner that wrote this holding last.
+    pub epoch: u64,
+    /// Indexes handed to the partition and not dropped as used or given back.
+    #[serde(default)]
+    pub spans: Vec<Span>,
+    /// How many indexes the partition has dropped as used, all its owners together.
+    /// Winner slots are told apart by this count alone (a win records no slot).
+    #[serde(default)]
+    pub used: u64,
+}
+
+/// One key of the pools bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The pool's or hunt's id, for people reading the bucket.
+    pub id: String,
+    /// Indexes `0..size` exist.
+    pub size: u64,
+    /// Every index below it has been handed to a partition.
+    pub cursor: u64,
+    /// Indexes given back, handed out again (lowest first) before the cursor moves.
+    #[serde(default)]
+    pub returned: Vec<Span>,
+    /// What each partition holds.
+    #[serde(default)]
+    pub held: BTreeMap<u32, Holding>,
+    /// Partitions that asked and found nothing: owners seeing them give back.
+    #[serde(default)]
+    pub wanted: BTreeSet<u32>,
+}
+
+/// How big a block is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The cluster's partition count.
+    pub partitions: u32,
+    /// The largest block handed out at once.
+    pub max_block: u64,
+}
+
+impl Policy {
+    /// A block: what is left split so that every partition could take two, at most
+    /// `max_block` and at least one.
+    pub fn block(&self, left: u64) -> u64 {
+        (left / (2 * u64::from(self.partitions.max(1)))).clamp(1, self.max_block.max(1))
+    }
+}
+
+/// Indexes a partition has used, their grants durable in its log: they leave its
+/// holding for good.
+#[derive(Debug, Clone, Copy)]
+pub enum Used<'a> {
+    /// These indexes (a pool's codes).
+    Indexes(&'a [u64]),
+    /// This many, the lowest held (a hunt's winner slots: any will do).
+    Count(u64),
+}
+
+/// Why an account could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum EscrowError {
+    #[error(
+        "partition {partition}'s holding of {key} was written by epoch {holder}, newer than this owner's {epoch}: this node no longer owns the partition"
+    )]
+    Fenced {
+        key: String,
+        partition: u32,
+        epoch: u64,
+        holder: u64,
+    },
+    #[error("the account {key} holds {stored} indexes, not {asked}")]
+    Size {
+        key: String,
+        stored: u64,
+        asked: u64,
+    },
+    #[error("the account {key} cannot be read: {detail}")]
+    Unreadable { key: String, detail: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// What a refill did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refill {
+    /// Indexes newly handed to the partition (empty: nothing left).
+    pub got: Vec<Span>,
+    /// Everything the partition holds now, `got` included.
+    pub holding: Vec<Span>,
+    /// Indexes left for any partition: neither held nor used.
+    pub left: u64,
+    /// Partitions waiting for indexes (this one included when it got none).
+    pub wanted: BTreeSet<u32>,
+}
+
+impl Account {
+    pub fn new(id: impl Into<String>, size: u64) -> Account {
+        Account {
+            id: id.into(),
+            size,
+            ..Account::default()
+        }
+    }
+
+    /// Indexes no partition holds and none has used.
+    pub fn left(&self) -> u64 {
+        self.size - self.cursor + count(&self.returned)
+    }
+
+    fn holding(
+        &mut self,
+        key: &str,
+        partition: u32,
+        epoch: u64,
+    ) -> Result<&mut Holding, EscrowError> {
+        let h = self.held.entry(partition).or_default();
+        if h.epoch > epoch {
+            return Err(EscrowError::Fenced {
+                key: key.to_string(),
+                partition,
+                epoch,
+                holder: h.epoch,
+            });
+        }
+        h.epoch = epoch;
+        Ok(h)
+    }
+
+    /// The owner of `partition` at `epoch` takes its holding over (no older epoch may
+    /// write it after this); what it holds.
+    pub fn claim(&mut self, key: &str, partition: u32, epoch: u64) -> Result<Holding, EscrowError> {
+        Ok(self.holding(key, partition, epoch)?.clone())
+    }
+
+    /// Drops `used` from the partition's holding and hands it a block of up to `want`
+    /// (shrunk by `policy` as the account runs low): given-back indexes first, then
+    /// from the cursor.
+    pub fn refill(
+        &mut self,
+        key: &str,
+        partition: u32,
+        epoch: u64,
+        used: Used<'_>,
+        want: u64,
+        policy: Policy,
+    ) -> Result<Refill, EscrowError> {
+        self.holding(key, partition, epoch)?;
+        self.drop_used(partition, used);
+        let n = want.min(policy.block(self.left()));
+        let mut got = take_lowest(&mut self.returned, n);
+        let from_returned = count(&got);
+        let fresh = (n - from_returned).min(self.size - self.cursor);
+        if fresh > 0 {
+            got.push((self.cursor, self.cursor + fresh));
+            self.cursor += fresh;
+        }
+        let h = self.held.get_mut(&partition).expect("claimed above");
+        for &s in &got {
+            insert(&mut h.spans, s);
+        }
+        if want > 0 && got.is_empty() {
+            self.wanted.insert(partition);
+        } else {
+            self.wanted.remove(&partition);
+        }
+        Ok(Refill {
+            got,
+            holding: h.spans.clone(),
+            left: self.left(),
+            wanted: self.wanted.clone(),
+        })
+    }
+
+    /// Drops `used` from the partition's holding and gives `unused` back for any
+    /// partition; what the partition holds after.
+    pub fn give_back(
+        &mut self,
+        key: &str,
+        partition: u32,
+        epoch: u64,
+        used: Used<'_>,
+        unused: &[Span],
+    ) -> Result<Vec<Span>, EscrowError> {
+        self.holding(key, partition, epoch)?;
+        self.drop_used(partition, used);
+        let h = self.held.get_mut(&partition).expect("claimed above");
+        let mut back = Vec::new();
+        for &s in unused {
+            let before = h.spans.clone();
+            if remove(&mut h.spans, s) > 0 {
+                // Only what it held goes back: the part of `s` it held.
+                let mut part = before;
+                for &rest in &h.spans {
+                    remove(&mut part, rest);
+                }
+                back.extend(part);
+            }
+        }
+        let holding = h.spans.clone();
+        for s in back {
+            insert(&mut self.returned, s);
+        }
+        Ok(holding)
+    }
+
+    fn drop_used(&mut self, partition: u32, used: Used<'_>) {
+        let h = self.held.get_mut(&partition).expect("claimed before");
+        match used {
+            Used::Indexes(ix) => {
+                for &i in ix {
+                    h.used += remove(&mut h.spans, (i, i + 1));
+                }
+            }
+            Used::Count(n) => {
+                h.used += count(&take_lowest(&mut h.spans, n));
+            }
+        }
+    }
+
+    /// Checks that no index is in two places and none is past the cursor: `Err` names
+    /// the first that is.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cursor > self.size {
+            return Err(format!("cursor {} past size {}", self.cursor, self.size));
+        }
+        let mut all: Vec<(Span, String)> = self
+            .returned
+            .iter()
+            .map(|s| (*s, "returned".to_string()))
+            .collect();
+        for (p, h) in &self.held {
+            all.extend(h.spans.iter().map(|s| (*s, format!("partition {p}"))));
+        }
+        all.sort();
+        for w in all.windows(2) {
+            if w[0].0.1 > w[1].0.0 {
+                return Err(format!(
+                    "{:?} in {} overlaps {:?} in {}",
+                    w[0].0, w[0].1, w[1].0, w[1].1
+                ));
+            }
+        }
+        if let Some(((_, e), at)) = all.last()
+            && *e > self.cursor
+        {
+            return Err(format!("{at} holds {e} past the cursor {}", self.cursor));
+        }
+        Ok(())
+    }
+}
+
+/// The pools bucket, as one node uses it.
+#[derive(Clone)]
+pub struct Escrow {
+    kv: kv::Store,
+    policy: Policy,
+    ops: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Escrow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Escrow")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+fn nats(e: impl std::fmt::Display) -> EscrowError {
+    EscrowError::Cluster(ClusterError::Nats(e.to_string()))
+}
+
+impl Escrow {
+    /// The cluster's pools bucket (created with `replicas` if absent).
+    pub async fn open(
+        cluster: &Cluster,
+        replicas: usize,
+        max_block: u64,
+    ) -> Result<Escrow, EscrowError> {
+        let bucket = format!("hunt_{}_pools", cluster.name());
+        let kv = match cluster.js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => match cluster
+                .js
+                .create_key_value(kv::Config {
+                    bucket: bucket.clone(),
+                    history: 1,
+                    num_replicas: replicas,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(kv) => kv,
+                Err(create) => cluster
+                    .js
+                    .get_key_value(&bucket)
+                    .await
+                    .map_err(|_| nats(format!("creating bucket {bucket}: {create}")))?,
+            },
+        };
+        Ok(Escrow {
+            kv,
+            policy: Policy {
+                partitions: cluster.partitions(),
+                max_block,
+            },
+            ops: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Reads and writes of the bucket so far (this handle and its clones).
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
+    }
+
+    /// The block policy in use.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The account at `key` and its revision (`None`: never written).
+    pub async fn read(&self, key: &str) -> Result<Option<(Account, u64)>, EscrowError> {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        match self.kv.entry(key).await.map_err(nats)? {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let a =
+                    serde_json::from_slice(&e.value).map_err(|err| EscrowError::Unreadable {
+                        key: key.to_string(),
+                        detail: err.to_string(),
+                    })?;
+                Ok(Some((a, e.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads `key` (creating an account of `id` and `size` if absent), applies `f`, and
+    /// writes it back at the revision read; again from the read if another write came
+    /// first.
+    async fn change<T>(
+        &self,
+        key: &str,
+        id: &str,
+        size: u64,
+        mut f: impl FnMut(&mut Account) -> Result<T, EscrowError>,
+    ) -> Result<T, EscrowError> {
+        loop {
+            let (mut account, revision) = match self.read(key).await? {
+                Some((a, r)) => (a, r),
+                None => (Account::new(id, size), 0),
+            };
+            if account.size != size {
+                return Err(EscrowError::Size {
+                    key: key.to_string(),
+                    stored: account.size,
+                    asked: size,
+                });
+            }
+            let out = f(&mut account)?;
+            let value = Bytes::from(serde_json::to_vec(&account).expect("an account encodes"));
+            self.ops.fetch_add(1, Ordering::Relaxed);
+            let written = if revision == 0 {
+                match self.kv.create(key, value).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
+                    Err(e) if crate::lease::another_write_in_flight(&e) => false,
+                    Err(e) => return Err(nats(e)),
+                }
+            } else {
+                match self.kv.update(key, value, revision).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                    Err(e) if crate::lease::another_write_in_flight(&e) => false,
+                    Err(e) => return Err(nats(e)),
+                }
+            };
+            if written {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The owner of `partition` at `epoch` takes its holding of `key` over (an account
+    /// of `id` with `size` indexes): from now on no older epoch may change it.
+    pub async fn claim(
+        &self,
+        key: &str,
+        id: &str,
+        size: u64,
+        partition: u32,
+        epoch: u64,
+    ) -> Result<Holding, EscrowError> {
+        self.change(key, id, size, |a| a.claim(key, partition, epoch))
+            .await
+    }
+
+    /// Drops `used` from the partition's holding and asks for a block of up to `want`
+    /// ([`Account::refill`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn refill(
+        &self,
+        key: &str,
+        id: &str,
+        size: u64,
+        partition: u32,
+        epoch: u64,
+        used: Used<'_>,
+        want: u64,
+    ) -> Result<Refill, EscrowError> {
+        let policy = self.policy;
+        self.change(key, id, size, |a| {
+            a.refill(key, partition, epoch, used, want, policy)
+        })
+        .await
+    }
+
+    /// Drops `used` and gives `unused` back ([`Account::give_back`]); what the
+    /// partition holds after.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn give_back(
+        &self,
+        key: &str,
+        id: &str,
+        size: u64,
+        partition: u32,
+        epoch: u64,
+        used: Used<'_>,
+        unused: &[Span],
+    ) -> Result<Vec<Span>, EscrowError> {
+        self.change(key, id, size, |a| {
+            a.give_back(key, partition, epoch, used, unused)
+        })
+        .await
+    }
+
+    /// Waits until the account at `key` has indexes left for any partition (given
+    /// back, or never handed out), or `limit` passes; whether it has. A partition that
+    /// found nothing left waits here for others to give back.
+    pub async fn wait_left(&self, key: &str, limit: Duration) -> Result<bool, EscrowError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let revision = match self.read(key).await? {
+            Some((a, _)) if a.left() > 0 => return Ok(true),
+            Some((_, r)) => r,
+            None => 0,
+        };
+        let mut watch = self
+            .kv
+            .watch_from_revision(key, revision + 1)
+            .await
+            .map_err(nats)?;
+        loop {
+            match tokio::time::timeout_at(deadline, watch.next()).await {
+                Ok(Some(Ok(e))) => {
+                    self.ops.fetch_add(1, Ordering::Relaxed);
+                    if e.operation == kv::Operation::Put
+                        && serde_json::from_slice::<Account>(&e.value).is_ok_and(|a| a.left() > 0)
+                    {
+                        return Ok(true);
+                    }
+                }
+                Ok(Some(Err(e))) => return Err(nats(e)),
+                Ok(None) | Err(_) => return Ok(false),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: Policy = Policy {
+        partitions: 4,
+        max_block: 10,
+    };
+
+    #[test]
+    fn spans_merge_split_and_give_their_lowest() {
+        let mut s = Vec::new();
+        insert(&mut s, (5, 7));
+        insert(&mut s, (0, 2));
+        insert(&mut s, (2, 5));
+        assert_eq!(s, vec![(0, 7)]);
+        assert_eq!(remove(&mut s, (3, 4)), 1);
+        assert_eq!(s, vec![(0, 3), (4, 7)]);
+        assert_eq!(remove(&mut s, (6, 20)), 1);
+        assert_eq!(take_lowest(&mut s, 4), vec![(0, 3), (4, 5)]);
+        assert_eq!(s, vec![(5, 6)]);
+        assert_eq!(count(&s), 1);
+    }
+
+    #[test]
+    fn blocks_shrink_as_the_account_runs_low_down_to_one() {
+        assert_eq!(POLICY.block(1000), 10);
+        assert_eq!(POLICY.block(40), 5);
+        assert_eq!(POLICY.block(7), 1);
+        assert_eq!(POLICY.block(0), 1);
+    }
+
+    #[test]
+    fn a_refill_hands_given_back_indexes_first_and_an_empty_one_is_wanted() {
+        let mut a = Account::new("gold", 7);
+        let r = a.refill("k", 0, 1, Used::Count(0), 5, POLICY).unwrap();
+        assert_eq!(
+            r.got,
+            vec![(0, 1)],
+            "7 left over 4 partitions: blocks of one"
+        );
+        for p in 1..4 {
+            a.refill("k", p, 1, Used::Count(0), 5, POLICY).unwrap();
+        }
+        // Partition 0 used its code; it gets the next.
+        let r = a.refill("k", 0, 1, Used::Indexes(&[0]), 5, POLICY).unwrap();
+        assert_eq!(r.got, vec![(4, 5)]);
+        assert_eq!(a.held[&0].used, 1);
+        a.refill("k", 1, 1, Used::Count(0), 5, POLICY).unwrap();
+        a.refill("k", 2, 1, Used::Count(0), 5, POLICY).unwrap();
+        assert_eq!(a.left(), 0);
+        let r = a.refill("k", 3, 1, Used::Count(0), 5, POLICY).unwrap();
+        assert!(r.got.is_empty());
+        assert_eq!(r.wanted, BTreeSet::from([3]));
+        // Partition 1 gives back one of its two unused codes; partition 3 gets it.
+        let kept = a.give_back("k", 1, 1, Used::Count(0), &[(5, 6)]).unwrap();
+        assert_eq!(kept, vec![(1, 2)]);
+        let r = a.refill("k", 3, 1, Used::Count(0), 5, POLICY).unwrap();
+        assert_eq!(r.got, vec![(5, 6)]);
+        assert!(r.wanted.is_empty());
+        a.check().unwrap();
+        // A give-back of what it does not hold gives nothing back.
+        a.give_back("k", 0, 1, Used::Count(0), &[(1, 2)]).unwrap();
+        assert_eq!(a.returned, vec![]);
+        a.check().unwrap();
+    }
+
+    #[test]
+    fn an_older_epoch_cannot_change_a_claimed_holding() {
+        let mut a = Account::new("gold", 100);
+        a.refill("k", 2, 1, Used::Count(0), 5, POLICY).unwrap();
+        let h = a.claim("k", 2, 2).unwrap();
+        assert_eq!(h.spans, vec![(0, 5)], "the new owner inherits the block");
+        assert!(matches!(
+            a.give_back("k", 2, 1, Used::Count(0), &[(0, 5)]),
+            Err(EscrowError::Fenced {
+                holder: 2,
+                epoch: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            a.refill("k", 2, 1, Used::Indexes(&[0]), 5, POLICY),
+            Err(EscrowError::Fenced { .. })
+        ));
+        assert_eq!(a.held[&2].spans, vec![(0, 5)]);
+        // Winner slots: the lowest held go as used.
+        a.refill("k", 2, 2, Used::Count(3), 0, POLICY).unwrap();
+        assert_eq!(a.held[&2].spans, vec![(3, 5)]);
+        assert_eq!(a.held[&2].used, 3);
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Refill {
+                p: u32,
+                epoch: u64,
+                use_some: u8,
+                want: u64,
+            },
+            GiveBack {
+                p: u32,
+                epoch: u64,
+                use_some: u8,
+            },
+            Claim {
+                p: u32,
+                epoch: u64,
+            },
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..4u32, 1..4u64, any::<u8>(), 0..6u64).prop_map(|(p, epoch, use_some, want)| {
+                    Op::Refill {
+                        p,
+                        epoch,
+                        use_some,
+                        want,
+                    }
+                }),
+                (0..4u32, 1..4u64, any::<u8>()).prop_map(|(p, epoch, use_some)| Op::GiveBack {
+                    p,
+                    epoch,
+                    use_some
+                }),
+                (0..4u32, 1..4u64).prop_map(|(p, epoch)| Op::Claim { p, epoch }),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the order of refills, give-backs and claims by owners old and
+            /// new: no index is ever handed to two partitions, none used is handed out
+            /// again, and nothing is lost (used + held + left = size).
+            #[test]
+            fn no_index_is_handed_out_twice_and_none_is_lost(
+                size in 0..60u64,
+                ops in proptest::collection::vec(op(), 1..80),
+            ) {
+                let mut a = Account::new("pool", size);
+                // Indexes each partition holds unused, and every index used.
+                let mut holds: BTreeMap<u32, Vec<Span>> = BTreeMap::new();
+                let mut used: BTreeSet<u64> = BTreeSet::new();
+                for op in ops {
+                    let (p, epoch, use_some) = match op {
+                        Op::Refill { p, epoch, use_some, .. } | Op::GiveBack { p, epoch, use_some } => (p, epoch, use_some),
+                        Op::Claim { p, epoch } => (p, epoch, 0),
+                    };
+                    // The partition uses some of what it holds, if its epoch still may.
+                    let mine: Vec<u64> = holds.get(&p).map(|s| s.iter().flat_map(|&(a, b)| a..b).collect()).unwrap_or_default();
+                    let now_used: Vec<u64> = mine.iter().copied().filter(|i| (i + u64::from(use_some)) % 3 == 0).collect();
+                    let result = match op {
+                        Op::Refill { want, .. } => a.refill("k", p, epoch, Used::Indexes(&now_used), want, POLICY).map(|r| r.holding),
+                        Op::GiveBack { .. } => {
+                            let unused: Vec<Span> = mine.iter().filter(|i| !now_used.contains(i)).map(|&i| (i, i + 1)).collect();
+                            a.give_back("k", p, epoch, Used::Indexes(&now_used), &unused)
+                        }
+                        Op::Claim { .. } => a.claim("k", p, epoch).map(|h| h.spans),
+                    };
+                    match result {
+                        Ok(holding) => {
+                            if !matches!(op, Op::Claim { .. }) {
+                                for i in &now_used {
+                                    prop_assert!(used.insert(*i), "index {} used twice", i);
+                                }
+                            }
+                            holds.insert(p, holding);
+                        }
+                        Err(EscrowError::Fenced { .. }) => {}
+                        Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                    }
+                    a.check().map_err(TestCaseError::fail)?;
+                    for (q, spans) in &holds {
+                        for &(s, e) in spans {
+                            for i in s..e {
+                                prop_assert!(!used.contains(&i), "partition {} holds used {}", q, i);
+                            }
+                        }
+                    }
+                    let held: u64 = a.held.values().map(|h| count(&h.spans)).sum();
+                    let used_n: u64 = a.held.values().map(|h| h.used).sum();
+                    prop_assert_eq!(used_n, used.len() as u64);
+                    prop_assert_eq!(used_n + held + a.left(), size);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The members bucket `hunt_<cluster>_nodes`: each node's heartbeat under its own id,
+//! with its HTTP address, the partitions it owns and whether it is draining.
+//!
+//! **Live is judged by the reader's own clock,** as leases are (`lease.rs`): a member
+//! is live while its key's revision changes at least once per lease time, as this
+//! node sees it. Clocks of different machines are never compared. A member that
+//! leaves deletes its key and is gone at once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, ClusterError};
+
+/// What a node writes at each heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub node: String,
+    /// Where its HTTP API listens, for people and tools.
+    pub http: String,
+    /// The partitions it owns now.
+    #[serde(default)]
+    pub owned: Vec<u32>,
+    /// It is giving its partitions away (`hunt cluster drain`): assign it none.
+    #[serde(default)]
+    pub draining: bool,
+    /// Its wall clock at the heartbeat, for people reading the bucket.
+    pub beat_at_ms: u64,
+}
+
+/// A member as last read, and its key's revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenMember {
+    pub member: Member,
+    pub revision: u64,
+}
+
+/// The members bucket.
+#[derive(Clone)]
+pub struct Members {
+    kv: kv::Store,
+}
+
+impl std::fmt::Debug for Members {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Members").finish()
+    }
+}
+
+fn nats(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Nats(e.to_string())
+}
+
+/// A node id as a key: what a key cannot hold replaced.
+fn key(node: &str) -> String {
+    node.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_=".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Members {
+    /// The cluster's members bucket (created with `replicas` if absent).
+    pub async fn open(cluster: &Cluster, replicas: usize) -> Result<Members, ClusterError> {
+        let bucket = format!("hunt_{}_nodes", cluster.name());
+        let kv = match cluster.js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => match cluster
+                .js
+                .create_key_value(kv::Config {
+                    bucket: bucket.clone(),
+                    history: 1,
+                    num_replicas: replicas,
+                    storage: async_nats::jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(kv) => kv,
+                Err(create) => cluster.js.get_key_value(&bucket).await.map_err(|_| {
+                    ClusterError::Nats(format!("creating bucket {bucket}: {create}"))
+                })?,
+            },
+        };
+        Ok(Members { kv })
+    }
+
+    /// Writes `member`'s heartbeat (its wall clock stamped now).
+    pub async fn beat(&self, member: &Member) -> Result<(), ClusterError> {
+        let mut m = member.clone();
+        m.beat_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let value = Bytes::from(serde_json::to_vec(&m).expect("a member encodes"));
+        self.kv.put(key(&m.node), value).await.map_err(nats)?;
+        Ok(())
+    }
+
+    /// Leaves: deletes `node`'s key, so that the others count it gone at once.
+    pub async fn leave(&self, node: &str) -> Result<(), ClusterError> {
+        self.kv.delete(key(node)).await.map_err(nats)
+    }
+
+    /// Every member with a key now, by id.
+    pub async fn read(&self) -> Result<Vec<SeenMember>, ClusterError> {
+        let keys: Vec<String> = self
+            .kv
+            .keys()
+            .await
+            .map_err(nats)?
+            .try_collect()
+            .await
+            .map_err(nats)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(e) = self.kv.entry(&k).await.map_err(nats)?
+                && e.operation == kv::Operation::Put
+                && let Ok(member) = serde_json::from_slice::<Member>(&e.value)
+            {
+                out.push(SeenMember {
+                    member,
+                    revision: e.revision,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.member.node.cmp(&b.member.node));
+        Ok(out)
+    }
+}
+
+/// Which members are live, judged by this node's clock: a member whose revision has
+/// not changed for longer than the lease is gone.
+#[derive(Debug)]
+pub struct Liveness {
+    lease: Duration,
+    seen: HashMap<String, (u64, Instant)>,
+}
+
+impl Liveness {
+    pub fn new(lease: Duration) -> Liveness {
+        Liveness {
+            lease,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Notes what was read at `now`; the ids of the members live, sorted.
+    pub fn live(&mut self, members: &[SeenMember], now: Instant) -> Vec<String> {
+        self.seen
+            .retain(|node, _| members.iter().any(|m| &m.member.node == node));
+        let mut live = Vec::new();
+        for m in members {
+            let since = match self.seen.get(&m.member.node) {
+                Some((rev, at)) if *rev == m.revision => *at,
+                _ => {
+                    self.seen.insert(m.member.node.clone(), (m.revision, now));
+                    now
+                }
+            };
+            if now.duration_since(since) <= self.lease {
+                live.push(m.member.node.clone());
+            }
+        }
+        live.sort();
+        live
+    }
+
+    /// Forgets every revision seen (a read failed): the count starts again.
+    pub fn forget(&mut self) {
+        self.seen.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(node: &str, revision: u64) -> SeenMember {
+        SeenMember {
+            member: Member {
+                node: node.into(),
+                http: String::new(),
+                owned: Vec::new(),
+                draining: false,
+                beat_at_ms: 0,
+            },
+            revision,
+        }
+    }
+
+    #[test]
+    fn a_member_is_gone_once_its_heartbeat_stands_still_past_the_lease() {
+        let mut l = Liveness::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(l.live(&[seen("a", 1), seen("b", 2)], t0), vec!["a", "b"]);
+        assert_eq!(
+            l.live(&[seen("a", 3), seen("b", 2)], at(1500)),
+            vec!["a", "b"]
+        );
+        assert_eq!(l.live(&[seen("a", 4), seen("b", 2)], at(2100)), vec!["a"]);
+        // b beats again: live again.
+        assert_eq!(
+            l.live(&[seen("a", 5), seen("b", 6)], at(2200)),
+            vec!["a", "b"]
+        );
+        // b left (key deleted): gone at once.
+        assert_eq!(l.live(&[seen("a", 7)], at(2300)), vec!["a"]);
+    }
+}
