@@ -208,6 +208,28 @@ impl Cluster {
         })
     }
 
+    /// The key-value bucket `bucket` if it exists (`None`: its stream is not found;
+    /// an error: the servers did not answer), for readers that must create nothing.
+    pub(crate) async fn existing_kv(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<async_nats::jetstream::kv::Store>, ClusterError> {
+        match self.js.get_key_value(bucket).await {
+            Ok(kv) => Ok(Some(kv)),
+            Err(e) => match self.js.get_stream(format!("KV_{bucket}")).await {
+                Err(g)
+                    if matches!(g.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    Ok(None)
+                }
+                _ => Err(ClusterError::Nats(format!(
+                    "reading the bucket {bucket}: {e}"
+                ))),
+            },
+        }
+    }
+
     /// The partition count stored with the cluster.
     pub fn partitions(&self) -> u32 {
         self.partitions

@@ -149,6 +149,19 @@ impl Leases {
         })
     }
 
+    /// The cluster's owners bucket if it exists (`None`: no node has joined), read as
+    /// `node`, for readers that must create nothing.
+    pub async fn existing(
+        cluster: &Cluster,
+        node: impl Into<String>,
+    ) -> Result<Option<Leases>, ClusterError> {
+        let bucket = format!("hunt_{}_owners", cluster.name());
+        Ok(cluster.existing_kv(&bucket).await?.map(|kv| Leases {
+            kv,
+            node: node.into(),
+        }))
+    }
+
     /// This node's id.
     pub fn node(&self) -> &str {
         &self.node

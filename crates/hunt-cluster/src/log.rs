@@ -62,6 +62,8 @@ struct Round {
 struct Part {
     tx: mpsc::Sender<Round>,
     stopped: Arc<Mutex<Option<LogError>>>,
+    /// The writer's last sequence on the subject (its `last`).
+    known: Arc<AtomicU64>,
 }
 
 struct Inner {
@@ -139,6 +141,7 @@ impl JetStreamLog {
     fn start(&self, partition: u32, last: u64, marker: Option<String>) {
         let (tx, rx) = mpsc::channel(QUEUE_ROUNDS);
         let stopped = Arc::new(Mutex::new(None));
+        let known = Arc::new(AtomicU64::new(last));
         let writer = Writer {
             inner: self.inner.clone(),
             partition,
@@ -147,12 +150,13 @@ impl JetStreamLog {
             sent: 0,
             marker,
             stopped: stopped.clone(),
+            known: known.clone(),
         };
         self.inner.rt.spawn(writer.run(rx));
         self.inner
             .parts
             .lock()
-            .insert(partition, Part { tx, stopped });
+            .insert(partition, Part { tx, stopped, known });
     }
 
     /// Takes `partition` over: appends a takeover marker (a message with no records,
@@ -174,6 +178,18 @@ impl JetStreamLog {
             // Rounds still queued are refused by the writer, not appended.
             p.stopped.lock().get_or_insert_with(|| not_owned(partition));
         }
+    }
+
+    /// Each partition this log appends to, with the last sequence on its subject that
+    /// its writer knows of (what it read at the takeover, or its last stored message).
+    pub fn positions(&self) -> std::collections::BTreeMap<u32, u64> {
+        self.inner
+            .parts
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.stopped.lock().is_none())
+            .map(|(k, p)| (*k, p.known.load(Ordering::Acquire)))
+            .collect()
     }
 
     /// Whether this log appends to `partition` and has not stopped for it.
@@ -383,6 +399,8 @@ struct Writer {
     /// The takeover marker its first message carries, until that one is stored.
     marker: Option<String>,
     stopped: Arc<Mutex<Option<LogError>>>,
+    /// `last`, for [`JetStreamLog::positions`].
+    known: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -507,6 +525,7 @@ impl Writer {
             let error = match outcome {
                 Ok(ack) => {
                     self.last = ack.sequence;
+                    self.known.store(ack.sequence, Ordering::Release);
                     self.marker = None;
                     return Ok(ack.sequence);
                 }

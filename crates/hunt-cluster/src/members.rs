@@ -25,6 +25,10 @@ pub struct Member {
     /// The partitions it owns now.
     #[serde(default)]
     pub owned: Vec<u32>,
+    /// For each partition it owns, the last sequence on its subject that it holds:
+    /// the subject's end less this is the partition's lag.
+    #[serde(default)]
+    pub positions: std::collections::BTreeMap<u32, u64>,
     /// It is giving its partitions away (`hunt cluster drain`): assign it none.
     #[serde(default)]
     pub draining: bool,
@@ -92,6 +96,13 @@ impl Members {
             },
         };
         Ok(Members { kv })
+    }
+
+    /// The cluster's members bucket if it exists (`None`: no node has joined), for
+    /// readers that must create nothing.
+    pub async fn existing(cluster: &Cluster) -> Result<Option<Members>, ClusterError> {
+        let bucket = format!("hunt_{}_nodes", cluster.name());
+        Ok(cluster.existing_kv(&bucket).await?.map(|kv| Members { kv }))
     }
 
     /// Writes `member`'s heartbeat (its wall clock stamped now).
@@ -190,6 +201,7 @@ mod tests {
                 node: node.into(),
                 http: String::new(),
                 owned: Vec::new(),
+                positions: Default::default(),
                 draining: false,
                 beat_at_ms: 0,
             },

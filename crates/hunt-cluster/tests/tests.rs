@@ -637,6 +637,7 @@ async fn members_beat_are_assigned_partitions_and_a_leaving_one_is_gone_at_once(
         node: node.into(),
         http: format!("127.0.0.1:{}", 8080 + node.len()),
         owned: Vec::new(),
+        positions: Default::default(),
         draining: false,
         beat_at_ms: 0,
     };

@@ -59,6 +59,8 @@ enum Command {
     Dlq(cmd::dlq::Args),
     /// Load a running server with realistic traffic and report throughput and latency.
     Bench(cmd::bench::Args),
+    /// A NATS JetStream cluster's nodes, partitions, owners, leases and lag.
+    Cluster(cmd::cluster::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => cmd::replay::run(a),
         Command::Dlq(a) => cmd::dlq::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Cluster(a) => cmd::cluster::run(a),
     };
     match result {
         Ok(code) => code,

@@ -568,3 +568,93 @@ fn a_killed_owner_under_retrying_load_loses_no_acknowledged_event() {
     );
     check_ledger(b_addr, &ledger);
 }
+
+/// `hunt cluster status --json` on the test cluster, or its failure's exit code and
+/// standard error.
+fn cluster_status(nats: &NatsCluster, name: &str) -> Result<Value, (Option<i32>, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["cluster", "status", "--cluster", &nats.urls().join(",")])
+        .args(["--cluster-name", name, "--json"])
+        .output()
+        .expect("hunt cluster status runs");
+    if !out.status.success() {
+        return Err((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    Ok(serde_json::from_slice(&out.stdout).expect("status is JSON"))
+}
+
+/// Asks for the status until `ok` holds of it (heartbeats are a third of a lease
+/// apart); the last status.
+fn status_until(nats: &NatsCluster, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let t = Instant::now();
+    loop {
+        let s = cluster_status(nats, "test").expect("status");
+        if ok(&s) {
+            return s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{what}: {s:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn cluster_status_shows_the_nodes_the_owners_leases_and_lag() {
+    let nats = NatsCluster::start(3, false);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_addr, mut b, b_addr) = two_nodes(&nats, dir.path(), &[]);
+    post(a_addr, &hunt_events("ann"));
+    post(b_addr, &hunt_events("bob"));
+    // Both nodes beat; a owns all 8 partitions, each at the end of its subject.
+    let s = status_until(
+        &nats,
+        "two nodes, a owning every partition at no lag",
+        |s| {
+            let nodes: Vec<(&str, u64)> = s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| (n["node"].as_str().unwrap(), n["owned"].as_u64().unwrap()))
+                .collect();
+            nodes == [("a", 8), ("b", 0)]
+                && s["owners"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|p| p["owner"] == "a" && p["lag"] == 0)
+        },
+    );
+    assert_eq!(s["partitions"], 8);
+    assert_eq!(s["stream"], "HUNT_test");
+    assert_eq!(s["nodes"][0]["http"], a_addr.to_string());
+    assert_eq!(s["nodes"][1]["http"], b_addr.to_string());
+    let owners = s["owners"].as_array().unwrap();
+    assert!(owners.iter().all(|p| p["epoch"].as_u64() >= Some(1)));
+    // Each subject holds at least the takeover marker; the events went somewhere.
+    let ends: u64 = owners.iter().map(|p| p["end"].as_u64().unwrap()).sum();
+    assert!(ends > 8, "markers and events on the subjects: {s:#}");
+    // The tables name every partition and the owner.
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["cluster", "status", "--cluster", &nats.urls().join(",")])
+        .args(["--cluster-name", "test"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("8 partitions, 2 node(s)"), "{text}");
+    assert!(text.contains("lease renewed"), "{text}");
+    // The standby stops cleanly: its heartbeat goes with it.
+    let status = terminate(&mut b.child, || b.log.lock().unwrap().clone());
+    assert!(status.success());
+    status_until(&nats, "only a left", |s| {
+        s["nodes"].as_array().unwrap().len() == 1 && s["nodes"][0]["node"] == "a"
+    });
+    drop(a);
+    // A cluster that does not exist is named in the error, and nothing is created.
+    let (code, err) = cluster_status(&nats, "nosuch").unwrap_err();
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no cluster named nosuch"), "{err}");
+    assert!(cluster_status(&nats, "nosuch").is_err());
+}

@@ -17,7 +17,9 @@
 
 use std::time::{Duration, Instant};
 
-use hunt_cluster::{Cluster, ClusterConfig, Held, JetStreamLog, Lapses, Leases, ObjectSnapshots};
+use hunt_cluster::{
+    Cluster, ClusterConfig, Held, JetStreamLog, Lapses, Leases, Member, Members, ObjectSnapshots,
+};
 use hunt_server::tenure::{Stamp, Tenure};
 use hunt_store::partition_log::NODE;
 
@@ -166,6 +168,7 @@ fn node_id(args: &ClusterArgs) -> anyhow::Result<String> {
 pub struct Joined {
     pub cluster: Cluster,
     leases: Leases,
+    members: Members,
     node: String,
     lease: Duration,
     replicas: usize,
@@ -183,6 +186,7 @@ pub async fn join(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result
     let parts = cluster.partitions();
     let node = node_id(args)?;
     let leases = Leases::open(&cluster, node.clone(), args.cluster_replicas).await?;
+    let members = Members::open(&cluster, args.cluster_replicas).await?;
     tracing::info!(
         stream = cluster.stream(),
         partitions = parts,
@@ -193,10 +197,93 @@ pub async fn join(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result
     Ok(Joined {
         cluster,
         leases,
+        members,
         node,
         lease,
         replicas: args.cluster_replicas,
     })
+}
+
+/// The node's heartbeat in the members bucket, a third of a lease apart, standby or
+/// owner: its id, its HTTP address, and once it owns partitions, each one's position
+/// on its subject (for `hunt cluster status`). A clean stop deletes its key.
+pub struct Heartbeat {
+    log: std::sync::Arc<parking_lot::Mutex<Option<JetStreamLog>>>,
+    stop: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Heartbeat {
+    pub fn start(joined: &Joined, http: String) -> Heartbeat {
+        let log = std::sync::Arc::new(parking_lot::Mutex::new(None::<JetStreamLog>));
+        let (stop, mut stopped) =
+            tokio::sync::oneshot::channel::<tokio::sync::oneshot::Sender<()>>();
+        let (members, node, every, parts) = (
+            joined.members.clone(),
+            joined.node.clone(),
+            joined.lease / 3,
+            joined.cluster.partitions(),
+        );
+        let source = log.clone();
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                let positions: std::collections::BTreeMap<u32, u64> = source
+                    .lock()
+                    .as_ref()
+                    .map(|l: &JetStreamLog| l.positions())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(p, _)| *p < parts)
+                    .collect();
+                let me = Member {
+                    node: node.clone(),
+                    http: http.clone(),
+                    owned: positions.keys().copied().collect(),
+                    positions,
+                    draining: false,
+                    beat_at_ms: 0,
+                };
+                match members.beat(&me).await {
+                    Ok(()) if failing => {
+                        tracing::info!("heartbeat written again");
+                        failing = false;
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %e, "heartbeat not written; trying again");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    done = &mut stopped => {
+                        if let Err(e) = members.leave(&node).await {
+                            tracing::warn!(error = %e, "heartbeat key not deleted");
+                        }
+                        if let Ok(done) = done {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        Heartbeat { log, stop }
+    }
+
+    /// From now on the heartbeat reports what `log` owns.
+    pub fn owns(&self, log: &JetStreamLog) {
+        *self.log.lock() = Some(log.clone());
+    }
+
+    /// Stops the heartbeat and deletes the node's key (waits at most 2 s).
+    pub async fn stop(self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.stop.send(done).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
+    }
 }
 
 /// Waits as a standby until every lease is free, takes them all and the partitions'
@@ -208,6 +295,7 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
         node,
         lease,
         replicas,
+        ..
     } = joined;
     let parts = cluster.partitions();
     let keys: Vec<u32> = (0..parts).chain(std::iter::once(NODE)).collect();

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod cluster;
 pub mod cluster_node;
 pub mod diff;
 pub mod dlq;

@@ -159,6 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let (mut lost, mut release, mut forwarded) = (None, None, None);
+        let mut beating = None::<cluster_node::Heartbeat>;
         // Bound before the cluster is joined: a standby answers on it at once.
         let bound = std::net::TcpListener::bind(config.listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -169,6 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cluster_node::check_forwarding_exposure(&args.cluster.cluster, &config.http)?;
             let joined =
                 cluster_node::join(&args.cluster, args.partitions.map(|p| p as u32)).await?;
+            let heartbeat = cluster_node::Heartbeat::start(&joined, bound.local_addr()?.to_string());
             let (client, subject) = (joined.cluster.client(), joined.cluster.forward_subject());
             let standby = Standby::start(
                 tokio::net::TcpListener::from_std(bound.try_clone()?)?,
@@ -190,12 +192,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 o = cluster_node::become_owner(joined) => o,
                 () = signals() => {
                     standby.stop().await;
+                    heartbeat.stop().await;
                     tracing::info!("stopped cleanly (a standby)");
                     return Ok(ExitCode::SUCCESS);
                 }
             };
             standby.stop().await;
             let o = o?;
+            heartbeat.owns(&o.log);
+            beating = Some(heartbeat);
             // The data directory keeps only the lock that keeps a second process off it:
             // the log and the snapshots are the cluster's.
             config.engine.data_dir = args
@@ -285,6 +290,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if release.send(done).await.is_ok() {
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
             }
+        }
+        if let Some(heartbeat) = beating {
+            heartbeat.stop().await;
         }
         match served {
             Ok(()) => {
