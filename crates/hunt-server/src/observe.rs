@@ -57,7 +57,7 @@ pub async fn render(service: &Service) -> String {
     }
     for (name, help, get) in [
         (
-            "hunt_participants",
+            "hunt_participants_total",
             "Customers who made progress in a hunt.",
             (|c: &crate::state::HuntCounters| c.participants) as fn(&_) -> u64,
         ),
