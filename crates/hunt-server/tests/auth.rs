@@ -35,6 +35,32 @@ async fn each_role_opens_its_endpoints_only() {
     s.key = Some("ingest-secret-0123456789x".into());
     let (st, _) = s.post(ev("a1", "ann", "page_view", json!({}))).await;
     assert_eq!(st, 401);
+    // A 401 says how to authenticate.
+    let r = s
+        .client
+        .post(format!("{}/v1/events", s.url))
+        .header("content-type", "application/json")
+        .body(ev("a1", "ann", "page_view", json!({})).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap()),
+        Some("Bearer realm=\"hunt\"")
+    );
+    // The scheme's name is matched without regard to case.
+    let r = s
+        .client
+        .get(format!("{}/v1/users/ann", s.url))
+        .header("authorization", "bearer read-secret-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "known key, unknown customer");
+    assert!(r.headers().get("www-authenticate").is_none());
 
     // ingest: post only.
     s.key = Some("ingest-secret-0123456789".into());

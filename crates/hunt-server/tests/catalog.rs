@@ -235,7 +235,10 @@ fn catalog() -> Vec<Case> {
         case("an empty hunts file", "", Error(422, "invalid_hunts_file", "")).key(Some("admin-secret-0123456789")).at("PUT", "/v1/config").ct(Some("application/yaml")),
         case("a dead-letter retry that is not JSON", "{retry", Error(400, "bad_selection", "send {")).key(Some("admin-secret-0123456789")).at("POST", "/v1/dlq/retry"),
         case("a dead-letter filter with a bad date", "", Error(400, "bad_time", "`since`: `yesterday` is not an RFC 3339 time")).key(Some("admin-secret-0123456789")).at("GET", "/v1/dlq?since=yesterday"),
-        case("a dead-letter list with a negative limit", "", Error(400, "bad_query", "limit")).key(Some("admin-secret-0123456789")).at("GET", "/v1/dlq?limit=-1"),
+        case("a dead-letter list with a negative limit", "", Error(400, "bad_limit", "`limit` must be a whole number from 1 to 10000, got \"-1\"")).key(Some("admin-secret-0123456789")).at("GET", "/v1/dlq?limit=-1"),
+        case("a dead-letter list with a zero limit", "", Error(400, "bad_limit", "got \"0\"")).key(Some("admin-secret-0123456789")).at("GET", "/v1/dlq?limit=0"),
+        case("a winners list with a limit that is not a number", "", Error(400, "bad_limit", "from 1 to 10000, got \"ten\"")).key(Some(READ)).at("GET", "/v1/hunts/eggs/winners?limit=ten"),
+        case("a dead-letter list with an unknown filter", "", Error(400, "bad_query", "the query string does not fit: colour: unknown field `colour`, expected one of")).key(Some("admin-secret-0123456789")).at("GET", "/v1/dlq?colour=red"),
     ];
     // A binary CloudEvent whose subject is percent-encoded, as the HTTP binding says.
     c.push(

@@ -25,6 +25,32 @@ pub fn diagnostics(report: &Report) -> String {
     out
 }
 
+/// A whole number with thousands separated by commas: `1,204,000`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A progress style from `template`, where `{rate}` is the items per second as a
+/// whole number with separators (`104,363/s`, not indicatif's `104,363.0409/s`).
+pub fn progress_style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", count(state.per_sec().max(0.0) as u64));
+            },
+        )
+}
+
 /// A table in the house style.
 pub fn table(header: &[&str]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
@@ -44,4 +70,18 @@ pub fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
             e.utf8_error().valid_up_to()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1_000), "1,000");
+        assert_eq!(count(104_363), "104,363");
+        assert_eq!(count(1_204_000), "1,204,000");
+    }
 }

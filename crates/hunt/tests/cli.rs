@@ -83,11 +83,20 @@ fn check_refuses_unreadable_and_binary_files_without_panicking() {
     let bin = dir.path().join("bin.yaml");
     std::fs::write(&bin, [0xff, 0xfe, 0x00, 0x41]).unwrap();
     let out = hunt(&["check", bin.to_str().unwrap(), "no/such/file.yaml"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "could not run");
     let err = text(&out.stderr);
     assert!(err.contains("is not UTF-8 text"), "{err}");
     assert!(err.contains("cannot read no/such/file.yaml"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // A file read with errors in it is 1; one that cannot be read makes it 2.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nhunts: 7\n").unwrap();
+    assert_eq!(
+        hunt(&["check", bad.to_str().unwrap()]).status.code(),
+        Some(1)
+    );
+    let out = hunt(&["check", bad.to_str().unwrap(), "no/such/file.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
@@ -131,7 +140,13 @@ fn test_runs_cases_and_fails_with_a_diff() {
         text(&out.stdout).contains("1 passed, 0 failed"),
         "{}",
         text(&out.stdout)
-    );
+    ); // A filter that matches no case is not a pass: it could not run what was asked.
+    let out = hunt(&["test", broken.to_str().unwrap(), "--filter", "nomatch"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("no test case of"), "{err}");
+    assert!(err.contains("\"nomatch\""), "{err}");
+    assert!(err.contains("cold trail"), "the cases are named: {err}");
 }
 
 #[test]
@@ -146,6 +161,148 @@ fn schema_is_json_schema_for_the_file() {
             .unwrap()
             .contains("sequence")
     );
+}
+
+/// A hunts file with every bounded number set: `hunt check` accepts it as written.
+const BOUNDS_FILE: &str = "\
+version: 1
+pools:
+  - id: p
+    generate: { prefix: C-, count: 5, digits: 12 }
+sinks:
+  - id: s
+    url: http://127.0.0.1:9/hook
+    concurrency: 2
+    max_attempts: 3
+    breaker_failures: 4
+hunts:
+  - id: h
+    steps:
+      - { id: a, on: page_view, count: 2 }
+    complete_after: 1
+    max_winners: 3
+    reward: { pool: p, per_user: 1 }
+    notify: [s]
+";
+
+#[test]
+fn the_schema_and_check_agree_on_every_bound() {
+    let out = hunt(&["schema"]);
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let f = dir.path().join("bounds.yaml");
+        std::fs::write(&f, text).unwrap();
+        hunt(&["check", f.to_str().unwrap()]).status.code()
+    };
+    assert_eq!(check(BOUNDS_FILE), Some(0), "the file as written is valid");
+    // (definition, field, what it is set to in the file, lowest, highest). The
+    // lowest `digits` depends on the codes' count, which a schema cannot say.
+    type Bound = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<u64>,
+        Option<u64>,
+    );
+    let bounds: [Bound; 9] = [
+        (
+            "GenerateSpec",
+            "count",
+            "count: 5",
+            Some(1),
+            Some(1_000_000_000),
+        ),
+        (
+            "SinkSpec",
+            "concurrency",
+            "concurrency: 2",
+            Some(1),
+            Some(256),
+        ),
+        (
+            "SinkSpec",
+            "max_attempts",
+            "max_attempts: 3",
+            Some(1),
+            Some(1000),
+        ),
+        (
+            "SinkSpec",
+            "breaker_failures",
+            "breaker_failures: 4",
+            Some(1),
+            Some(1000),
+        ),
+        ("StepSpec", "count", "count: 2 }", Some(1), None),
+        (
+            "HuntSpec",
+            "complete_after",
+            "complete_after: 1",
+            Some(1),
+            None,
+        ),
+        ("HuntSpec", "max_winners", "max_winners: 3", Some(1), None),
+        ("RewardSpec", "per_user", "per_user: 1 }", Some(1), None),
+        ("GenerateSpec", "digits", "digits: 12", None, Some(32)),
+    ];
+    for (def, field, written, low, high) in bounds {
+        let prop = &schema["$defs"][def]["properties"][field];
+        if let Some(low) = low {
+            assert_eq!(prop["minimum"], low, "{def}.{field}: {prop}");
+        }
+        assert_eq!(prop["maximum"].as_u64(), high, "{def}.{field}: {prop}");
+        let set = |n: u64| {
+            let line = written.replacen(
+                written
+                    .split(' ')
+                    .nth(1)
+                    .unwrap()
+                    .trim_end_matches('}')
+                    .trim(),
+                &n.to_string(),
+                1,
+            );
+            assert!(BOUNDS_FILE.contains(written), "{written}");
+            BOUNDS_FILE.replacen(written, &line, 1)
+        };
+        if let Some(low) = low {
+            assert_eq!(
+                check(&set(low)),
+                Some(0),
+                "{def}.{field} = {low} is allowed"
+            );
+            assert_eq!(
+                check(&set(low - 1)),
+                Some(1),
+                "{def}.{field} = {} is refused",
+                low - 1
+            );
+        }
+        if let Some(high) = high {
+            assert_eq!(
+                check(&set(high)),
+                Some(0),
+                "{def}.{field} = {high} is allowed"
+            );
+            assert_eq!(
+                check(&set(high + 1)),
+                Some(1),
+                "{def}.{field} = {} is refused",
+                high + 1
+            );
+        }
+    }
+    // Steps: at least one, at most 64; codes: 1-128 characters.
+    let steps = &schema["$defs"]["HuntSpec"]["properties"]["steps"];
+    assert_eq!(
+        (steps["minItems"].as_u64(), steps["maxItems"].as_u64()),
+        (Some(1), Some(64)),
+        "{steps}"
+    );
+    let codes = &schema["$defs"]["PoolSpec"]["properties"]["codes"];
+    assert!(codes.to_string().contains("\"maxLength\":128"), "{codes}");
+    assert!(codes.to_string().contains("\"minLength\":1"), "{codes}");
 }
 
 #[test]

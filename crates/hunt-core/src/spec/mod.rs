@@ -92,6 +92,7 @@ pub struct PoolSpec {
     /// What the pool holds, for people reading the file.
     pub description: Option<String>,
     /// The codes, listed one by one, handed out in this order.
+    #[schemars(inner(length(min = 1, max = 128)))]
     pub codes: Option<Vec<Sp<String>>>,
     /// Codes generated from a pattern: prefix followed by a zero-padded counter.
     pub generate: Option<GenerateSpec>,
@@ -104,8 +105,10 @@ pub struct GenerateSpec {
     /// Text before the counter.
     pub prefix: String,
     /// How many codes the pool holds (its size).
+    #[schemars(range(min = 1, max = 1_000_000_000))]
     pub count: Sp<u64>,
     /// Width of the zero-padded counter (default: just wide enough for the last code).
+    #[schemars(range(max = 32))]
     pub digits: Option<Sp<u64>>,
     /// First counter value (default 1).
     pub start: Option<u64>,
@@ -125,14 +128,17 @@ pub struct SinkSpec {
     /// Name of the environment variable that holds the HMAC signing secret.
     pub secret_env: Option<Sp<String>>,
     /// How many deliveries to this sink may be in flight at once (default 8).
+    #[schemars(range(min = 1, max = 256))]
     pub concurrency: Option<Sp<u64>>,
     /// Attempts before a delivery goes to the dead-letter queue (default 12).
+    #[schemars(range(min = 1, max = 1000))]
     pub max_attempts: Option<Sp<u64>>,
     /// How long a delivery is retried before it goes to the dead-letter queue (a
     /// duration, default `24h`).
     #[schemars(with = "Option<String>")]
     pub max_age: Option<Sp<String>>,
     /// Failed attempts in a row that open the sink's circuit breaker (default 5).
+    #[schemars(range(min = 1, max = 1000))]
     pub breaker_failures: Option<Sp<u64>>,
     /// How long an open breaker waits before one probe delivery (a duration, default
     /// `30s`).
@@ -170,12 +176,15 @@ pub struct HuntSpec {
     #[serde(default)]
     pub order: Order,
     /// The treasures to find.
+    #[schemars(length(min = 1, max = 64))]
     pub steps: Vec<StepSpec>,
     /// How many steps complete the hunt (default: all of them).
+    #[schemars(range(min = 1))]
     pub complete_after: Option<Sp<u64>>,
     /// The reward for completing the hunt.
     pub reward: Option<RewardSpec>,
     /// At most this many customers win the reward.
+    #[schemars(range(min = 1))]
     pub max_winners: Option<Sp<u64>>,
     /// Sinks that receive this hunt's outcomes.
     #[serde(default)]
@@ -202,6 +211,7 @@ pub struct RewardSpec {
     pub pool: Sp<String>,
     /// The most codes one customer may hold from this pool, across every hunt that
     /// draws on it (default 1).
+    #[schemars(range(min = 1))]
     pub per_user: Option<Sp<u64>>,
 }
 
@@ -217,6 +227,7 @@ pub struct StepSpec {
     /// and `progress` (`found`, `steps`). Default: every event of type `on`.
     pub when: Option<Sp<String>>,
     /// How many matching events find the step ("view 3 shoes"; default 1).
+    #[schemars(range(min = 1))]
     pub count: Option<Sp<u64>>,
     /// In a `sequence` hunt: the most time allowed since the previous step was found
     /// (a duration such as `10m`). Past it the trail goes cold and the hunt starts over.

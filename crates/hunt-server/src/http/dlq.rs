@@ -20,7 +20,7 @@ pub struct DlqQuery {
     hunt: Option<String>,
     since: Option<String>,
     until: Option<String>,
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 /// What `POST /v1/dlq/retry` and `/drop` act on: one id, a filter, or all.
@@ -66,13 +66,7 @@ pub(super) async fn list(
     Params(q): Params<DlqQuery>,
     Ready(service): Ready,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > DLQ_LIMIT_MAX {
-        return Err(ApiError::BadLimit {
-            max: DLQ_LIMIT_MAX,
-            got: limit,
-        });
-    }
+    let limit = super::extract::limit(q.limit.as_deref(), 100, DLQ_LIMIT_MAX)?;
     let filter = Filter {
         key: None,
         since: time(&q.since, "since")?,

@@ -34,8 +34,8 @@ pub enum ApiError {
     BadUser(#[from] IdError),
     #[error("the query string does not fit: {0}")]
     BadQuery(String),
-    #[error("`limit` must be 1-{max}, got {got}")]
-    BadLimit { max: usize, got: usize },
+    #[error("`limit` must be a whole number from 1 to {max}, got {got:?}")]
+    BadLimit { max: usize, got: String },
     #[error("`{field}`: {reason}")]
     BadTime { field: &'static str, reason: String },
     #[error("{0}")]
@@ -213,6 +213,13 @@ impl IntoResponse for ApiError {
             body["error"]["details"] = d;
         }
         let mut r = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // How to authenticate (RFC 9110, 11.6.1): a bearer key.
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"hunt\""),
+            );
+        }
         if let Some(s) = retry {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s.max(1)));

@@ -91,7 +91,31 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Arc<App>> for Params<T> {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let Query(q) = Query::<T>::from_request_parts(parts, app)
             .await
-            .map_err(|e| ApiError::BadQuery(e.body_text()))?;
+            .map_err(|e| ApiError::BadQuery(query_problem(&e.body_text())))?;
         Ok(Params(q))
+    }
+}
+
+/// What is wrong with a query string, without the framework's own words in front
+/// ("Failed to deserialize query string: …").
+fn query_problem(text: &str) -> String {
+    text.strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(text)
+        .trim()
+        .to_string()
+}
+
+/// A query's `limit`: `default` when absent, else a whole number from 1 to `max`.
+/// Taken as text, so that `-1` or `ten` get the same `bad_limit` as `0`.
+pub fn limit(given: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let Some(text) = given else {
+        return Ok(default);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadLimit {
+            max,
+            got: text.to_string(),
+        }),
     }
 }

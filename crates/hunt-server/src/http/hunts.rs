@@ -86,7 +86,7 @@ pub(super) async fn get_hunt_stats(
 
 #[derive(Deserialize)]
 pub(super) struct WinnersQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 pub(super) async fn get_hunt_winners(
@@ -97,13 +97,7 @@ pub(super) async fn get_hunt_winners(
 ) -> Result<Json<Value>, ApiError> {
     let v = service.version();
     hunt_index(&v, &id)?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > WINNERS_LIMIT_MAX {
-        return Err(ApiError::BadLimit {
-            max: WINNERS_LIMIT_MAX,
-            got: limit,
-        });
-    }
+    let limit = super::extract::limit(q.limit.as_deref(), 100, WINNERS_LIMIT_MAX)?;
     let (_, winners, total) = service.stats(Some((&id, limit))).await;
     let list: Vec<_> = winners
         .into_iter()

@@ -99,7 +99,7 @@ impl App {
         }
         let presented = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| bearer(v.as_bytes()))
             .or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()));
         Ok(self.http.keys.check(presented, role)?.to_string())
     }
@@ -240,9 +240,31 @@ fn worth_a_warning(status: u16, starting: bool) -> bool {
     status >= 500 && !(status == 503 && starting)
 }
 
+/// The key in an `Authorization` value of the bearer scheme, whose name is matched
+/// without regard to case (RFC 9110, 11.1): `Bearer k`, `bearer k`, `BEARER  k`.
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let at = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(at);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|b| *b != b' ')?;
+    Some(&rest[start..])
+}
+
 #[cfg(test)]
 mod tests {
-    use super::worth_a_warning;
+    use super::{bearer, worth_a_warning};
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        assert_eq!(bearer(b"Bearer k1"), Some(&b"k1"[..]));
+        assert_eq!(bearer(b"bearer k1"), Some(&b"k1"[..]));
+        assert_eq!(bearer(b"BEARER   k1"), Some(&b"k1"[..]));
+        assert_eq!(bearer(b"Basic k1"), None);
+        assert_eq!(bearer(b"Bearer"), None);
+        assert_eq!(bearer(b"Bearer "), None);
+    }
 
     #[test]
     fn only_unexpected_failures_are_warnings() {

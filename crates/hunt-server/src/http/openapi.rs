@@ -94,7 +94,7 @@ pub fn document() -> String {
                             "200": ok("The new version and its changes; the version in force with `unchanged` for an identical file; the plan for a dry run."),
                             "409": e("Unsafe: the new pools would take back codes already granted; details hold the plan and its refusals."),
                             "422": e("The file has errors (details hold every diagnostic, as `hunt check --json`), or its test cases fail (`tests_failed`, details hold each case's diff).") } } },
-                "/v1/dlq": { "get": op("Dead letters, oldest first, each with its error history.", Some("admin"),
+                "/v1/dlq": { "get": op("Dead letters in the order of their events (the log's order), each with its error history.", Some("admin"),
                     json!({ "200": ok("`total` and `entries`."), "400": e("Bad filter or limit.") })),
                     "parameters": [
                         { "name": "sink", "in": "query", "schema": { "type": "string" } },

@@ -358,7 +358,7 @@ impl Outbox {
         self.sinks.values().flat_map(|b| b.pending.values())
     }
 
-    /// The dead-letter queue, oldest first.
+    /// The dead-letter queue in the order of its events (the log's order).
     pub fn dead_letters(&self) -> Vec<&Entry> {
         let mut all: Vec<&Entry> = self.sinks.values().flat_map(|b| b.dead.values()).collect();
         all.sort_by_key(|e| (e.lsn, e.outcome, e.sink.clone()));

@@ -606,10 +606,10 @@ fn print_report(r: &Report) {
             .unwrap_or_default(),
         r.seconds
     );
-    let mut t = crate::render::table(&["", ""]);
+    let mut t = crate::render::table(&["figure", "value"]);
     t.add_row(vec![
         "events/s (answered)".to_string(),
-        format!("{:.0}", r.events_per_s),
+        crate::render::count(r.events_per_s.max(0.0).round() as u64),
     ]);
     t.add_row(vec![
         "requests/s".to_string(),
@@ -619,7 +619,9 @@ fn print_report(r: &Report) {
         "events accepted / duplicate / rejected".to_string(),
         format!(
             "{} / {} / {}",
-            r.events_accepted, r.events_duplicate, r.events_rejected
+            crate::render::count(r.events_accepted),
+            crate::render::count(r.events_duplicate),
+            crate::render::count(r.events_rejected)
         ),
     ]);
     let l = &r.ack_latency;

@@ -1,4 +1,5 @@
-//! `hunt check FILE…`: exits 1 when any file has an error, 0 otherwise.
+//! `hunt check FILE…`: exits 2 when a file cannot be read (the check could not run),
+//! else 1 when any file has an error, 0 otherwise.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,13 +20,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
+    let mut unreadable = false;
     let mut all_json = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
         let source = match render::read_text(path) {
             Ok(s) => s,
             Err(e) => {
-                failed = true;
+                unreadable = true;
                 if args.json {
                     all_json.push(serde_json::json!({"severity": "error", "file": name, "message": e.to_string()}));
                 } else {
@@ -68,7 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         out!("{}", serde_json::to_string_pretty(&all_json)?);
     }
-    Ok(if failed {
+    Ok(if unreadable {
+        ExitCode::from(2)
+    } else if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

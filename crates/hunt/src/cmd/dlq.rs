@@ -50,7 +50,8 @@ struct Select {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// List dead letters, oldest first.
+    /// List dead letters in the order of their events (the log's order, not the time
+    /// they died).
     List {
         #[command(flatten)]
         filter: FilterArgs,

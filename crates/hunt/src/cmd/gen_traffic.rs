@@ -61,7 +61,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(p, hunt_core::traffic::bench_hunts_file(20))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
     }
+    // Drawn on standard error, and only on a terminal.
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!(
+        "generating {} events",
+        crate::render::count(args.events)
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let events = generate(&spec);
+    spinner.finish_and_clear();
+    let bar = indicatif::ProgressBar::new(events.len() as u64);
+    bar.set_style(crate::render::progress_style(
+        "writing [{bar:40}] {human_pos}/{human_len} events ({rate}, {eta} left)",
+    ));
     let sink: Box<dyn Write> = match &args.out {
         Some(p) => Box::new(
             std::fs::File::create(p)
@@ -70,10 +82,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut w = std::io::BufWriter::new(sink);
-    for e in &events {
+    for (i, e) in events.iter().enumerate() {
         serde_json::to_writer(&mut w, e).map_err(std::io::Error::from)?;
         w.write_all(b"\n")?;
+        if i % 4096 == 4095 {
+            bar.inc(4096);
+        }
     }
     w.flush()?;
+    bar.finish_and_clear();
     Ok(ExitCode::SUCCESS)
 }

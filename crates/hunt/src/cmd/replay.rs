@@ -113,10 +113,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         indicatif::ProgressBar::hidden()
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} replaying [{bar:40}] {pos}/{len} records ({per_sec}, {eta} left)",
+        crate::render::progress_style(
+            "{spinner} replaying [{bar:40}] {human_pos}/{human_len} records ({rate}, {eta} left)",
         )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
     let dedupe = DedupeConfig {
@@ -237,11 +236,12 @@ fn print_text(s: &Summary) -> anyhow::Result<()> {
         elapsed,
     } = *s;
     out!(
-        "replayed {} records ({} events, {} hunts-file versions) in {:.2}s; last LSN {}{}",
-        r.records,
-        r.events,
+        "replayed {} records ({} events, {} hunts-file versions) in {:.2} s ({}/s); last LSN {}{}",
+        crate::render::count(r.records),
+        crate::render::count(r.events),
         r.config_versions,
         elapsed.as_secs_f64(),
+        crate::render::count((r.records as f64 / elapsed.as_secs_f64().max(1e-9)) as u64),
         r.last_lsn,
         r.snapshot_lsn
             .map(|l| format!(", from the snapshot at LSN {l}"))

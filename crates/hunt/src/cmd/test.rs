@@ -32,6 +32,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    if let Some(f) = &args.filter
+        && !catalog.tests.is_empty()
+        && !catalog.tests.iter().any(|c| c.name.contains(f.as_str()))
+    {
+        let names: Vec<&str> = catalog.tests.iter().map(|c| c.name.as_str()).collect();
+        eprintln!(
+            "error: no test case of {name} has {f:?} in its name; its cases: {}",
+            names.join("; ")
+        );
+        return Ok(ExitCode::from(2));
+    }
     let (mut passed, mut failed) = (0, 0);
     for case in &catalog.tests {
         if args
