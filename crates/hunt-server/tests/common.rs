@@ -40,6 +40,8 @@ pub struct Options {
     pub alerts: Option<hunt_server::alerts::AlertsConfig>,
     pub sink_queue_max: usize,
     pub sink_dlq_max: usize,
+    /// `--apply-config`: the tests here start again with a new file to switch to it.
+    pub apply_hunts: bool,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             alerts: None,
             sink_queue_max: 100_000,
             sink_dlq_max: 1_000_000,
+            apply_hunts: true,
         }
     }
 }
@@ -97,6 +100,7 @@ impl Server {
         engine.snapshot_every_events = o.snapshot_every_events;
         engine.sink_queue_max = o.sink_queue_max;
         engine.sink_dlq_max = o.sink_dlq_max;
+        engine.apply_hunts_file = o.apply_hunts;
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             engine,

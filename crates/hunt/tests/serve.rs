@@ -884,3 +884,45 @@ fn diff_counts_the_customers_each_change_touches_on_a_server_and_on_its_data() {
         "{out}"
     );
 }
+
+#[test]
+fn a_restart_keeps_the_version_in_force_unless_told_to_apply_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let welcome = root().join("examples/welcome.yaml");
+    let mut s = serve(&data);
+    let text = std::fs::read_to_string(&welcome).unwrap() + "\n# version 2, put over HTTP\n";
+    let (status, put) = request(s.addr, "PUT", "/v1/config", &text).unwrap();
+    assert_eq!(status, 200, "{put}");
+    assert!(terminate(&mut s.child, || s.log.lock().unwrap().clone()).success());
+
+    // The same command again: version 2 stays in force, and the log says why the file
+    // was not applied and how to apply it.
+    let mut s = serve(&data);
+    let (_, c) = request(s.addr, "GET", "/v1/config", "").unwrap();
+    assert_eq!(c["version"], 2, "{c}");
+    assert!(c["text"].as_str().unwrap().contains("put over HTTP"));
+    let log = s.log.lock().unwrap().clone();
+    assert!(log.contains("it is not applied"), "{log}");
+    assert!(log.contains("--apply-config"), "{log}");
+    assert!(terminate(&mut s.child, || s.log.lock().unwrap().clone()).success());
+
+    // Told to: the file is version 3.
+    let mut s = serve_args(&data, &welcome, &["--apply-config"]);
+    let (_, c) = request(s.addr, "GET", "/v1/config", "").unwrap();
+    assert_eq!(c["version"], 3, "{c}");
+    assert!(!c["text"].as_str().unwrap().contains("put over HTTP"));
+    assert!(terminate(&mut s.child, || s.log.lock().unwrap().clone()).success());
+
+    // On a cluster the flag is refused before anything starts.
+    let (code, _, err) = hunt_cmd(&[
+        "serve",
+        "--config",
+        welcome.to_str().unwrap(),
+        "--apply-config",
+        "--cluster",
+        "nats://127.0.0.1:1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--apply-config"), "{err}");
+}

@@ -55,6 +55,11 @@ pub struct EngineConfig {
     /// A log given from outside (the cluster's, on NATS JetStream) instead of the local
     /// one in the data directory, which then keeps only the snapshots.
     pub provided_log: Option<ProvidedLog>,
+    /// Put the hunts file given at start in force even when the log already has a
+    /// version in force (`--apply-config`). Without it, the file only starts an empty
+    /// log, and a restart keeps the version in force, which may have come from
+    /// `PUT /v1/config`. Never on a cluster: there it only starts a new cluster.
+    pub apply_hunts_file: bool,
 }
 
 /// A partition log given to the server instead of its local one.
@@ -110,6 +115,7 @@ impl EngineConfig {
             sink_queue_max: SINK_QUEUE_MAX_DEFAULT,
             sink_dlq_max: SINK_DLQ_MAX_DEFAULT,
             provided_log: None,
+            apply_hunts_file: false,
         }
     }
 }

@@ -90,19 +90,30 @@ pub fn open(
             .version
             .as_ref()
             .is_some_and(|v| v.record.text == text);
-        // On a cluster, every node is started with a hunts file, and a node that takes
-        // the partitions over must not put its file back over a version put in force
-        // since (`PUT /v1/config`): the file only starts a new cluster.
+        // A restart keeps the version in force (it may have come from `PUT /v1/config`
+        // since): the file given at start only starts an empty log, unless asked. On a
+        // cluster, every node is started with a hunts file, and a node that takes the
+        // partitions over must never put its file back: the file only starts a new
+        // cluster.
         let shared = config.provided_log.is_some();
         if !same
-            && shared
+            && (shared || !config.apply_hunts_file)
             && let Some(v) = &recovered.version
         {
-            tracing::info!(
-                file = %name,
-                version = v.record.version,
-                "the cluster has a version in force: the hunts file given at start is not applied (it only starts a new cluster; PUT /v1/config changes it)"
-            );
+            if shared {
+                tracing::info!(
+                    file = %name,
+                    version = v.record.version,
+                    "the cluster has a version in force: the hunts file given at start is not applied (it only starts a new cluster; PUT /v1/config changes it)"
+                );
+            } else {
+                tracing::warn!(
+                    file = %name,
+                    version = v.record.version,
+                    in_force = %v.record.name,
+                    "the data directory has a version in force and the hunts file given at start differs: it is not applied. Restart with --apply-config to put it in force, or PUT /v1/config"
+                );
+            }
         } else if !same {
             if let Err(report) = Catalog::load(&name, &text) {
                 return Err(render_report(&report));

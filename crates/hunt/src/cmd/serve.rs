@@ -22,10 +22,16 @@ use crate::render;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The hunts file to put in force (recorded as a new version when it differs from
-    /// the one in the log). Needed on the first start.
+    /// The hunts file that starts an empty data directory (or a new cluster). On a
+    /// data directory with a version in force, a different file is not applied (a
+    /// warning says so) unless --apply-config is given.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Put the --config file in force even though the data directory has a version in
+    /// force: it is recorded as a new version, checked as `PUT /v1/config` would be.
+    /// Not on a cluster, where `PUT /v1/config` changes the version.
+    #[arg(long, requires = "config", conflicts_with = "cluster")]
+    apply_config: bool,
     /// Where the event log and snapshots live.
     #[arg(long, value_name = "DIR", default_value = "hunt-data")]
     data: PathBuf,
@@ -127,6 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     engine.repair = args.repair;
     engine.sink_queue_max = args.sink_queue_max;
     engine.sink_dlq_max = args.sink_dlq_max;
+    engine.apply_hunts_file = args.apply_config;
     let alerts = match &args.alerts {
         Some(p) => Some(
             hunt_server::alerts::AlertsConfig::parse(&render::read_text(p)?)
