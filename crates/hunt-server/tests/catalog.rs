@@ -188,6 +188,7 @@ fn catalog() -> Vec<Case> {
         // Content types.
         case("text/plain", with("id", Some(json!("ct"))), Error(415, "unsupported_media_type", "text/plain")).ct(Some("text/plain")),
         case("application/xml", "<event/>", Error(415, "unsupported_media_type", "application/xml")).ct(Some("application/xml")),
+        case("JSON sent as a form, as `curl -d` does", r#"[{"id":"f1","user":"u","type":"page_view"}]"#, Error(415, "unsupported_media_type", "-H 'Content-Type: application/json'")).ct(Some("application/x-www-form-urlencoded")),
         case("multipart form", "--x\r\n\r\n--x--", Error(415, "unsupported_media_type", "multipart")).ct(Some("multipart/form-data; boundary=x")),
         case("form urlencoded", "id=a&type=x", Error(415, "unsupported_media_type", "x-www-form-urlencoded")).ct(Some("application/x-www-form-urlencoded")),
         case("a content type that is not one", with("id", Some(json!("ct"))), Error(415, "unsupported_media_type", "content-type")).ct(Some("json")),

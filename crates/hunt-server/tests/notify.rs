@@ -630,3 +630,41 @@ async fn a_dead_sinks_queue_and_dead_letters_are_bounded() {
     assert!(kept.iter().all(|k| got.contains(k)), "{kept:?} in {got:?}");
     s.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_without_its_secret_sends_nothing_and_its_dead_letters_say_so() {
+    let rx = Receiver::start(b"unused-secret-0123456789").await;
+    let (_tmp, dir) = tempdir();
+    let s = Server::start(
+        &dir,
+        Options {
+            hunts: Some(hunts(&rx.url, "HUNT_TEST_NEVER_SET_SECRET_VARIABLE")),
+            ..Options::default()
+        },
+    )
+    .await;
+    claim(&s, "ann").await;
+    until("dead-lettered", || async {
+        dlq(&s).await["total"] == PER_CLAIM
+    })
+    .await;
+    let list = dlq(&s).await;
+    for e in list["entries"].as_array().unwrap() {
+        let error = e["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("HUNT_TEST_NEVER_SET_SECRET_VARIABLE is not set"),
+            "{error}"
+        );
+        assert!(error.contains("set the variable"), "{error}");
+        assert!(
+            !error.contains("receiver refused"),
+            "nothing was sent, so nothing was refused: {error}"
+        );
+        assert_eq!(e["attempts"], 1, "not tried again: {e}");
+    }
+    assert!(
+        rx.inner.lock().unwrap().got.is_empty(),
+        "nothing unsigned reached the receiver"
+    );
+    s.stop().await.unwrap();
+}

@@ -82,6 +82,10 @@ pub enum RequestError {
         "unsupported Content-Type `{0}`: use application/json, application/x-ndjson, application/cloudevents+json or application/cloudevents-batch+json"
     )]
     UnsupportedMediaType(String),
+    #[error(
+        "the body was sent as a form (Content-Type `application/x-www-form-urlencoded`, what `curl -d` sends unless told otherwise); send JSON with `Content-Type: application/json` (curl: -H 'Content-Type: application/json')"
+    )]
+    FormEncoded,
 }
 
 /// Why one event was not accepted.
@@ -116,6 +120,7 @@ pub fn form_of(content_type: Option<&str>, has_ce_headers: bool) -> Result<Form,
         "application/x-ndjson" | "application/ndjson" => Ok(Form::Ndjson),
         "application/json" | "" if has_ce_headers => Ok(Form::CloudEventBinary),
         "application/json" | "" => Ok(Form::Json),
+        "application/x-www-form-urlencoded" => Err(RequestError::FormEncoded),
         _ => Err(RequestError::UnsupportedMediaType(ct.to_string())),
     }
 }

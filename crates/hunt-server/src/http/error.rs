@@ -109,7 +109,7 @@ impl ApiError {
                 RequestError::TooLarge { .. } | RequestError::TooManyEvents { .. } => {
                     (S::PAYLOAD_TOO_LARGE, "too_large", None)
                 }
-                RequestError::UnsupportedMediaType(_) => {
+                RequestError::UnsupportedMediaType(_) | RequestError::FormEncoded => {
                     (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None)
                 }
                 RequestError::Malformed(_) | RequestError::Empty => {

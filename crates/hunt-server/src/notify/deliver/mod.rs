@@ -189,6 +189,9 @@ struct Failure {
     /// The receiver refused the delivery itself (a 4xx other than 408, 425 or 429):
     /// trying again would not help, and the receiver is up.
     permanent: bool,
+    /// Nothing reached the receiver (the signing secret is missing): the dead letter
+    /// must not blame it.
+    unsent: bool,
     retry_after: Option<Duration>,
 }
 

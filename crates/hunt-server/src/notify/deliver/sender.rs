@@ -113,7 +113,10 @@ impl Notifier {
                 match delay {
                     Some(d) => (job.key, Change::Failed { error: f.error }, Some(now + d)),
                     None => {
-                        let why = if f.permanent {
+                        let why = if f.unsent {
+                            "not retried: set the variable and restart, then retry this dead letter"
+                                .to_string()
+                        } else if f.permanent {
                             "not retried: the receiver refused this delivery".to_string()
                         } else if attempts >= cfg.retry.attempts_max {
                             format!(
@@ -182,6 +185,7 @@ pub(super) async fn send(
     let secret = cfg.secret.as_ref().map_err(|var| Failure {
         error: format!("not sent: the signing secret's variable {var} is not set"),
         permanent: true,
+        unsent: true,
         retry_after: None,
     })?;
     let mut req = client
@@ -202,6 +206,7 @@ pub(super) async fn send(
     let resp = req.body(body.to_vec()).send().await.map_err(|e| Failure {
         error: describe(&e, cfg.timeout),
         permanent: false,
+        unsent: false,
         retry_after: None,
     })?;
     let status = resp.status();
@@ -234,6 +239,7 @@ pub(super) async fn send(
     Err(Failure {
         error,
         permanent: permanent || status.is_redirection(),
+        unsent: false,
         retry_after,
     })
 }
