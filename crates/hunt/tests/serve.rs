@@ -926,3 +926,54 @@ fn a_restart_keeps_the_version_in_force_unless_told_to_apply_the_file() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--apply-config"), "{err}");
 }
+
+#[test]
+fn serve_without_a_hunts_file_starts_on_the_embedded_example() {
+    let dir = tempfile::tempdir().unwrap();
+    // Run away from the repository: the example must come from the binary itself.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (log, rx, _reader) = read_log(&mut child);
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("never listened: {}", log.lock().unwrap()))
+        .parse()
+        .unwrap();
+    let t = Instant::now();
+    while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, c) = request(addr, "GET", "/v1/config", "").unwrap();
+    assert_eq!(c["version"], 1, "{c}");
+    assert!(
+        c["name"].as_str().unwrap().contains("embedded example"),
+        "{c}"
+    );
+    assert!(
+        log.lock().unwrap().contains("serving the embedded example"),
+        "the banner: {}",
+        log.lock().unwrap()
+    );
+    // The example's hunt runs: three eggs win its first code.
+    let eggs = json!([
+        {"id": "e1", "user": "ann", "type": "product_view", "data": {"category": "shoes"}},
+        {"id": "e2", "user": "ann", "type": "page_view", "data": {"url": "/blog/egg-hunt"}},
+        {"id": "e3", "user": "ann", "type": "search", "data": {"query": "egg"}},
+    ]);
+    let (status, answer) = request(addr, "POST", "/v1/events", &eggs.to_string()).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.to_string().contains("WELCOME-A1"), "{answer}");
+    let status = terminate(&mut child, || log.lock().unwrap().clone());
+    assert!(status.success());
+}

@@ -60,6 +60,9 @@ pub struct EngineConfig {
     /// log, and a restart keeps the version in force, which may have come from
     /// `PUT /v1/config`. Never on a cluster: there it only starts a new cluster.
     pub apply_hunts_file: bool,
+    /// The hunts file to start with when none is given and the log holds no version
+    /// yet (`hunt serve` with no flags: the embedded example), as (name, text).
+    pub starter_hunts: Option<(String, String)>,
 }
 
 /// A partition log given to the server instead of its local one.
@@ -116,6 +119,7 @@ impl EngineConfig {
             sink_dlq_max: SINK_DLQ_MAX_DEFAULT,
             provided_log: None,
             apply_hunts_file: false,
+            starter_hunts: None,
         }
     }
 }

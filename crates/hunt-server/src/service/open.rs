@@ -85,6 +85,19 @@ pub fn open(
         progress,
     )?;
     let mut recorded_version = None;
+    let hunts = match hunts {
+        None if recovered.version.is_none() => {
+            let starter = config.starter_hunts.clone();
+            if let Some((name, _)) = &starter {
+                tracing::warn!(
+                    file = %name,
+                    "no hunts file given and none in force yet: serving the embedded example. Start with --config FILE, or PUT /v1/config, to run your own hunts"
+                );
+            }
+            starter
+        }
+        given => given,
+    };
     if let Some((name, text)) = hunts {
         let same = recovered
             .version

@@ -20,11 +20,16 @@ use crate::cmd::cluster_node::{self, ClusterArgs};
 use crate::cmd::forward::{Standby, serve_forwarded};
 use crate::render;
 
+/// What `hunt serve` starts with when given no hunts file and none is in force: the
+/// quick start's example, built into the binary.
+const STARTER_HUNTS: &str = include_str!("../../../../examples/welcome.yaml");
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// The hunts file that starts an empty data directory (or a new cluster). On a
-    /// data directory with a version in force, a different file is not applied (a
-    /// warning says so) unless --apply-config is given.
+    /// The hunts file that starts an empty data directory (or a new cluster); without
+    /// it, an empty one starts with the embedded example (welcome.yaml). On a data
+    /// directory with a version in force, a different file is not applied (a warning
+    /// says so) unless --apply-config is given.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Put the --config file in force even though the data directory has a version in
@@ -134,6 +139,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     engine.sink_queue_max = args.sink_queue_max;
     engine.sink_dlq_max = args.sink_dlq_max;
     engine.apply_hunts_file = args.apply_config;
+    engine.starter_hunts = Some((
+        "welcome.yaml (the embedded example)".to_string(),
+        STARTER_HUNTS.to_string(),
+    ));
     let alerts = match &args.alerts {
         Some(p) => Some(
             hunt_server::alerts::AlertsConfig::parse(&render::read_text(p)?)
