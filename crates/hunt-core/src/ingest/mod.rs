@@ -83,7 +83,7 @@ pub enum RequestError {
     )]
     UnsupportedMediaType(String),
     #[error(
-        "the body was sent as a form (Content-Type `application/x-www-form-urlencoded`, what `curl -d` sends unless told otherwise); send JSON with `Content-Type: application/json` (curl: -H 'Content-Type: application/json')"
+        "the body was sent as a form (Content-Type `application/x-www-form-urlencoded`, what `curl -d` sends unless told otherwise); send JSON with `Content-Type: application/json` (curl: -H 'Content-Type: application/json'); application/x-ndjson, application/cloudevents+json and application/cloudevents-batch+json are taken too"
     )]
     FormEncoded,
 }
