@@ -188,6 +188,7 @@ impl Server {
                 keys: Keys::default(),
                 rate_per_key: None,
                 rate_per_user: None,
+                conn: Default::default(),
             },
             hunts: Some(("bench.yaml".into(), hunts.to_string())),
             alerts: None,

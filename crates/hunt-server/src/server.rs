@@ -35,6 +35,9 @@ impl ServeConfig {
     /// smaller than one request, to see its 503).
     pub fn validate(&self) -> Result<(), String> {
         let e = &self.engine;
+        if self.http.conn.connections_max == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
         if e.partitions == 0 || e.partitions > PARTITIONS_MAX {
             return Err(format!(
                 "--partitions must be 1-{PARTITIONS_MAX}, got {}",
@@ -240,16 +243,17 @@ async fn run(
     closed: watch::Sender<bool>,
 ) -> Result<(), String> {
     let routes = router(app.clone());
-    let server = tasks.spawn({
-        let mut stop_rx = stop.subscribe();
-        async move {
-            axum::serve(listener, routes)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await
-        }
-    });
+    let mut limits = app.http.conn;
+    limits.connections_max =
+        crate::http::conn::fit_cap(limits.connections_max, crate::http::conn::fd_limit());
+    tasks.spawn(crate::http::conn::watch_fds(app.conn_metrics.clone()));
+    let server = tasks.spawn(crate::http::conn::serve(
+        listener,
+        routes,
+        limits,
+        app.conn_metrics.clone(),
+        stop.subscribe(),
+    ));
     let mut closed_rx = closed.subscribe();
     let service = match rebuild(&config, closed).await {
         Ok(s) => s,
@@ -402,6 +406,7 @@ mod tests {
                 keys: crate::auth::Keys::default(),
                 rate_per_key: None,
                 rate_per_user: None,
+                conn: Default::default(),
             },
             hunts: None,
             alerts: None,

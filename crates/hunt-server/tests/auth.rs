@@ -113,6 +113,7 @@ fn without_keys_only_loopback_is_allowed() {
         keys: Keys::default(),
         rate_per_key: None,
         rate_per_user: None,
+        conn: Default::default(),
     };
     let e =
         hunt_server::server::check_exposure(&"0.0.0.0:8080".parse().unwrap(), &http).unwrap_err();

@@ -109,6 +109,7 @@ impl Server {
                 keys: o.keys,
                 rate_per_key: o.rate_per_key.and_then(std::num::NonZeroU32::new),
                 rate_per_user: o.rate_per_user.and_then(std::num::NonZeroU32::new),
+                conn: Default::default(),
             },
             hunts: o.hunts.map(|t| ("hunts.yaml".to_string(), t)),
             alerts: o.alerts,

@@ -977,3 +977,150 @@ fn serve_without_a_hunts_file_starts_on_the_embedded_example() {
     let status = terminate(&mut child, || log.lock().unwrap().clone());
     assert!(status.success());
 }
+
+/// Reads from `s` until the server closes it or `limit` passes: what came, and whether
+/// it was closed.
+fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (String, bool) {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // Reset by the server: closed too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&got).into_owned(), true);
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_and_bodies_bounded_in_time() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let welcome = root().join("examples/welcome.yaml");
+    let mut s = serve_args(
+        &dir.path().join("data"),
+        &welcome,
+        &["--header-timeout", "1s", "--body-timeout", "1s"],
+    );
+    // Headers sent a byte at a time and never finished: closed after the timeout.
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    let t = Instant::now();
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(10));
+    assert!(closed, "a sender of half a header is cut off");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    // A kept-alive connection left idle after its answer: closed after the timeout.
+    let mut idle = std::net::TcpStream::connect(s.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (text, closed) = read_until_closed(&mut idle, Duration::from_secs(10));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(closed, "an idle keep-alive connection is closed");
+    // A body that stops coming: 408 with a JSON error, and the good events of other
+    // requests are unharmed.
+    let mut body = std::net::TcpStream::connect(s.addr).unwrap();
+    body.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[{\"id\":",
+    )
+    .unwrap();
+    let (text, _) = read_until_closed(&mut body, Duration::from_secs(10));
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"body_timeout\""), "{text}");
+    // A chunked body with a broken chunk: 400, not 413.
+    let mut broken = std::net::TcpStream::connect(s.addr).unwrap();
+    broken
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n[]\r\n0\r\n\r\n")
+        .unwrap();
+    let (text, _) = read_until_closed(&mut broken, Duration::from_secs(10));
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("\"bad_body\""), "{text}");
+    // The descriptors are on /metrics.
+    let (_, _) = request(s.addr, "GET", "/readyz", "").unwrap();
+    let metrics = {
+        use std::io::Read;
+        let mut m = std::net::TcpStream::connect(s.addr).unwrap();
+        m.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut t = String::new();
+        m.read_to_string(&mut t).unwrap();
+        t
+    };
+    assert!(metrics.contains("\nhunt_process_open_fds "), "{metrics}");
+    assert!(metrics.contains("\nhunt_process_max_fds "), "{metrics}");
+    assert!(
+        metrics.contains("\nhunt_http_connections_open "),
+        "{metrics}"
+    );
+    assert!(terminate(&mut s.child, || s.log.lock().unwrap().clone()).success());
+}
+
+#[test]
+fn connections_over_the_cap_get_a_json_503_and_are_counted() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let welcome = root().join("examples/welcome.yaml");
+    let mut s = serve_args(
+        &dir.path().join("data"),
+        &welcome,
+        &["--max-connections", "3", "--header-timeout", "30s"],
+    );
+    // Three idle connections hold every slot (each is accepted: a request on it is
+    // answered).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(c);
+    }
+    // The fourth is answered 503 with a JSON error, and closed.
+    let mut over = std::net::TcpStream::connect(s.addr).unwrap();
+    let (text, closed) = read_until_closed(&mut over, Duration::from_secs(10));
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("\"too_many_connections\""), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    assert!(closed);
+    // Once one is let go, the next is served, and the refusal was counted.
+    drop(held.pop());
+    let t = Instant::now();
+    let metrics = loop {
+        let mut m = std::net::TcpStream::connect(s.addr).unwrap();
+        m.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = m.read_to_string(&mut text);
+        if text.starts_with("HTTP/1.0 200") {
+            break text;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        metrics.contains("\nhunt_http_connections_max 3\n"),
+        "{metrics}"
+    );
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hunt_http_connections_refused_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused >= 1.0, "{metrics}");
+    drop(held);
+    assert!(terminate(&mut s.child, || s.log.lock().unwrap().clone()).success());
+}

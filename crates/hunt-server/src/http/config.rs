@@ -48,17 +48,19 @@ pub(super) fn plan_json(plan: &hunt_core::plan::Plan) -> Value {
 }
 
 pub(super) async fn put_config(
+    axum::extract::State(app): axum::extract::State<std::sync::Arc<super::App>>,
     _: Authorized<role::Admin>,
     Params(q): Params<ConfigQuery>,
     Ready(service): Ready,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = axum::body::to_bytes(body, CONFIG_BYTES_MAX)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge {
-            what: "a hunts file",
-            limit: CONFIG_BYTES_MAX,
-        })?;
+    let bytes = super::extract::body_bytes(
+        body,
+        "a hunts file",
+        CONFIG_BYTES_MAX,
+        app.http.conn.body_timeout,
+    )
+    .await?;
     let text = std::str::from_utf8(&bytes).map_err(ApiError::NotUtf8)?;
     let name = q.name.unwrap_or_else(|| "hunts.yaml".into());
     let options = ConfigOptions {

@@ -42,8 +42,14 @@ pub enum ApiError {
     BadSelection(String),
     #[error("{0}")]
     NoSelection(String),
-    #[error("{what} is over the limit of {limit} bytes (or could not be read)")]
+    #[error("{what} is over the limit of {limit} bytes")]
     BodyTooLarge { what: &'static str, limit: usize },
+    #[error(
+        "{what} was not received in full within {secs} s; send it faster, or in smaller requests"
+    )]
+    BodyTimeout { what: &'static str, secs: u64 },
+    #[error("{what} could not be read: {why}")]
+    BrokenBody { what: &'static str, why: String },
     #[error("the hunts file is not UTF-8: {0}")]
     NotUtf8(std::str::Utf8Error),
     #[error(transparent)]
@@ -104,6 +110,8 @@ impl ApiError {
             ApiError::BadSelection(_) => (S::BAD_REQUEST, "bad_selection", None),
             ApiError::NoSelection(_) => (S::BAD_REQUEST, "no_selection", None),
             ApiError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large", None),
+            ApiError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "body_timeout", None),
+            ApiError::BrokenBody { .. } => (S::BAD_REQUEST, "bad_body", None),
             ApiError::NotUtf8(_) => (S::BAD_REQUEST, "not_utf8", None),
             ApiError::Request(r) => match r {
                 RequestError::TooLarge { .. } | RequestError::TooManyEvents { .. } => {

@@ -119,3 +119,34 @@ pub fn limit(given: Option<&str>, default: usize, max: usize) -> Result<usize, A
         }),
     }
 }
+
+/// Reads a whole request body: at most `limit` bytes, within `timeout`. Too large is
+/// 413; too slow is 408; cut short or badly framed (a broken chunk, a connection
+/// closed early) is 400.
+pub async fn body_bytes(
+    body: axum::body::Body,
+    what: &'static str,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::BodyTimeout {
+            what,
+            secs: timeout.as_secs().max(1),
+        }),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = cur {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(ApiError::BodyTooLarge { what, limit });
+                }
+                cur = err.source();
+            }
+            Err(ApiError::BrokenBody {
+                what,
+                why: e.to_string(),
+            })
+        }
+    }
+}

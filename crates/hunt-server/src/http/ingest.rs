@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -99,7 +99,14 @@ pub(super) async fn post_events(
         e
     };
     let limits = &app.http.limits;
-    let bytes = read_body(body, limits).await.map_err(refused)?;
+    let bytes = super::extract::body_bytes(
+        body,
+        "the body",
+        limits.body_bytes_max,
+        app.http.conn.body_timeout,
+    )
+    .await
+    .map_err(refused)?;
     let decoded = decode(&headers, &bytes, limits).map_err(refused)?;
     let n = decoded.len();
     service
@@ -139,15 +146,6 @@ pub(super) async fn post_events(
         .ack_seconds
         .observe(t.elapsed().as_secs_f64());
     Ok(r)
-}
-
-async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limits.body_bytes_max)
-        .await
-        .map_err(|_| ApiError::BodyTooLarge {
-            what: "the body",
-            limit: limits.body_bytes_max,
-        })
 }
 
 /// The events of the body, in the form its headers say, each decoded or rejected.

@@ -3,6 +3,7 @@
 //! and what every handler checks first (key, inputs, readiness) in `extract.rs`.
 
 mod config;
+pub mod conn;
 mod dlq;
 mod error;
 mod extract;
@@ -40,6 +41,8 @@ pub struct HttpConfig {
     pub rate_per_key: Option<NonZeroU32>,
     /// Events per second per customer (burst: one second's worth).
     pub rate_per_user: Option<NonZeroU32>,
+    /// Connection cap and timeouts (`conn.rs`).
+    pub conn: conn::ConnLimits,
 }
 
 /// Default per-customer rate: far above what a person clicks, low enough that one
@@ -62,6 +65,8 @@ pub struct App {
     user_limiter: Option<DefaultKeyedRateLimiter<String>>,
     request_ids: AtomicU64,
     started: Instant,
+    /// What the connection layer counts.
+    pub conn_metrics: Arc<conn::ConnMetrics>,
 }
 
 impl App {
@@ -75,6 +80,7 @@ impl App {
             alerts: OnceLock::new(),
             request_ids: AtomicU64::new(0),
             started: Instant::now(),
+            conn_metrics: Arc::default(),
         })
     }
 

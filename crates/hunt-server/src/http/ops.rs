@@ -17,6 +17,7 @@ pub(super) async fn get_metrics(State(app): State<Arc<App>>) -> Result<Response,
     if let Some(a) = app.alerts.get() {
         a.render(&mut text);
     }
+    app.conn_metrics.render(&mut text);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -67,6 +67,17 @@ pub struct Args {
     /// Events per second per customer (0: no limit).
     #[arg(long, default_value_t = RATE_PER_USER_DEFAULT)]
     rate_per_user: u32,
+    /// Time for a request's headers to arrive, and the longest a kept-alive connection
+    /// may wait idle for its next request: 20s, 1m…
+    #[arg(long, default_value = "20s")]
+    header_timeout: String,
+    /// Time for a whole request body to arrive (408 `body_timeout` past it).
+    #[arg(long, default_value = "30s")]
+    body_timeout: String,
+    /// Connections open at once; past it a new one gets 503 `too_many_connections`.
+    /// Lowered, with a warning, to fit under the file-descriptor limit.
+    #[arg(long, default_value_t = hunt_server::http::conn::CONNECTIONS_MAX_DEFAULT)]
+    max_connections: usize,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = Limits::default().body_bytes_max)]
     max_body_bytes: usize,
@@ -119,6 +130,13 @@ fn keys(args: &Args) -> anyhow::Result<Keys> {
     }
 }
 
+/// A timeout flag: a positive duration (`20s`, `1m`).
+fn timeout(text: &str, flag: &str) -> anyhow::Result<std::time::Duration> {
+    let d = Duration::parse(text).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    anyhow::ensure!(d.0 > 0, "{flag}: {text} is not a positive duration");
+    Ok(std::time::Duration::from_millis(d.0 as u64))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_logs(args.log_json);
     let window = Duration::parse(&args.dedupe_window)
@@ -161,6 +179,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         keys: keys(&args)?,
         rate_per_key: NonZeroU32::new(args.rate_per_key),
         rate_per_user: NonZeroU32::new(args.rate_per_user),
+        conn: hunt_server::http::conn::ConnLimits {
+            header_timeout: timeout(&args.header_timeout, "--header-timeout")?,
+            body_timeout: timeout(&args.body_timeout, "--body-timeout")?,
+            connections_max: args.max_connections,
+        },
     };
     let mut config = ServeConfig {
         listen: args.listen,
