@@ -55,7 +55,54 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `n` servers (JetStream, `sync_interval: always` unless `lazy`, 8 MB
     /// messages) and waits until their JetStream answers.
+    ///
+    /// Ports are picked free and then handed to the servers, so another process may
+    /// take one in between: a server that exits at start (its port taken) makes the
+    /// whole cluster start again on other ports, at most twice. A server that runs but
+    /// never becomes healthy is not retried: the panic carries the logs' last lines.
     pub fn start(n: usize, lazy: bool) -> NatsCluster {
+        let mut attempt = 0;
+        loop {
+            let mut c = NatsCluster::launch(n, lazy);
+            let ready = c.try_wait_ready(Duration::from_secs(30));
+            let Err(why) = ready else {
+                return c;
+            };
+            let exited = c.nodes.iter_mut().any(|n| {
+                n.child
+                    .as_mut()
+                    .is_some_and(|ch| matches!(ch.try_wait(), Ok(Some(_))))
+            });
+            let logs = c.log_tails();
+            attempt += 1;
+            if exited && attempt < 3 {
+                eprintln!(
+                    "a nats-server exited at start (a port taken?); starting the cluster again on other ports:\n{logs}"
+                );
+                continue;
+            }
+            panic!("{why}\n{logs}");
+        }
+    }
+
+    /// The last lines of every server's log, for a failure's message.
+    fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.nodes.len() {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("n{i}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(8)..];
+            out.push_str(&format!(
+                "--- n{i}.log (last {} lines)\n{}\n",
+                tail.len(),
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+
+    fn launch(n: usize, lazy: bool) -> NatsCluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -93,7 +140,6 @@ impl NatsCluster {
         for i in 0..n {
             c.start_node(i);
         }
-        c.wait_ready(Duration::from_secs(30));
         c
     }
 
