@@ -164,6 +164,27 @@ async fn rate_limits_answer_429_with_retry_after() {
     );
     let (st, _) = s.get("/v1/users/u9").await;
     assert_eq!(st, 404, "a refused event is not stored");
+    // A batch larger than the key's whole burst can never pass: 413 saying so, with no
+    // Retry-After to wait on.
+    let evs: Vec<_> = (0..5)
+        .map(|i| ev(&format!("big{i}"), &format!("b{i}"), "page_view", json!({})))
+        .collect();
+    let (st, h, e) = s
+        .post_raw(json!(evs).to_string(), "application/json", &[])
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (413, Some("over_key_burst")),
+        "{e}"
+    );
+    assert!(h.get("retry-after").is_none(), "{h:?}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("send at most 4 events per request"),
+        "{e}"
+    );
     s.stop().await.unwrap();
 }
 
@@ -275,4 +296,73 @@ async fn a_request_dropped_half_way_gives_its_backlog_back() {
     assert!(service.ingest(batch(99)).await.is_ok());
     service.shutdown().await;
     drop(started);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(bytes).unwrap();
+    z.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_are_taken_with_the_limit_after_inflating() {
+    let (_d, dir) = tempdir();
+    let s = Server::start(
+        &dir,
+        Options {
+            limits: Limits {
+                body_bytes_max: 64 * 1024,
+                ..Limits::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let gz = [("content-encoding", "gzip")];
+    // A real gzip body is taken.
+    let events = json!([ev("g1", "gus", "page_view", json!({"url": "/blog"}))]).to_string();
+    let (st, _, a) = s
+        .post_raw(gzip(events.as_bytes()), "application/json", &gz)
+        .await;
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["accepted"], 1, "{a}");
+    // A small body that inflates past the limit (a gzip bomb) is 413, though its
+    // compressed size is far under it.
+    let bomb = gzip(&vec![b' '; 10 << 20]);
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let (st, _, e) = s.post_raw(bomb, "application/json", &gz).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{e}"
+    );
+    // A plain body marked gzip: 400, saying so.
+    let (st, _, e) = s.post_raw(events.clone(), "application/json", &gz).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("bad_body")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("gzip"),
+        "{e}"
+    );
+    // Any other encoding: 415, naming it.
+    let (st, _, e) = s
+        .post_raw(events, "application/json", &[("content-encoding", "br")])
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (415, Some("unsupported_encoding")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("`br`"),
+        "{e}"
+    );
+    // Only the real one was stored.
+    let (_, u) = s.get("/v1/users/gus").await;
+    assert_eq!(u["user"], "gus", "{u}");
+    s.stop().await.unwrap();
 }

@@ -1036,6 +1036,17 @@ fn slow_and_idle_connections_are_closed_and_bodies_bounded_in_time() {
     let (text, _) = read_until_closed(&mut body, Duration::from_secs(10));
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"body_timeout\""), "{text}");
+    // A declared body over the limit, with `Expect: 100-continue`: 413 at once, and no
+    // `100 Continue` first.
+    let mut big = std::net::TcpStream::connect(s.addr).unwrap();
+    big.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 52428800\r\n\r\n",
+    )
+    .unwrap();
+    let (text, _) = read_until_closed(&mut big, Duration::from_secs(10));
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(text.contains("\"body_too_large\""), "{text}");
     // A chunked body with a broken chunk: 400, not 413.
     let mut broken = std::net::TcpStream::connect(s.addr).unwrap();
     broken

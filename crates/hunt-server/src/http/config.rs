@@ -52,6 +52,7 @@ pub(super) async fn put_config(
     _: Authorized<role::Admin>,
     Params(q): Params<ConfigQuery>,
     Ready(service): Ready,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = super::extract::body_bytes(
@@ -60,7 +61,8 @@ pub(super) async fn put_config(
         CONFIG_BYTES_MAX,
         app.http.conn.body_timeout,
     )
-    .await?;
+    .await
+    .and_then(|b| super::extract::decoded_body(&headers, b, "a hunts file", CONFIG_BYTES_MAX))?;
     let text = std::str::from_utf8(&bytes).map_err(ApiError::NotUtf8)?;
     let name = q.name.unwrap_or_else(|| "hunts.yaml".into());
     let options = ConfigOptions {

@@ -50,10 +50,20 @@ pub enum ApiError {
     BodyTimeout { what: &'static str, secs: u64 },
     #[error("{what} could not be read: {why}")]
     BrokenBody { what: &'static str, why: String },
+    #[error("unsupported Content-Encoding `{0}`: send the body as it is, or gzip")]
+    UnsupportedEncoding(String),
     #[error("the hunts file is not UTF-8: {0}")]
     NotUtf8(std::str::Utf8Error),
     #[error(transparent)]
     Request(#[from] RequestError),
+    #[error(
+        "this request has {events} events, more than API key `{key}` may send at once ({burst}, its rate per second); it can never pass as it is: send at most {burst} events per request"
+    )]
+    OverKeyBurst {
+        key: String,
+        burst: u32,
+        events: usize,
+    },
     #[error(
         "API key `{key}` is over its rate limit of {rate} events/s ({events} events in this request)"
     )]
@@ -112,6 +122,9 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large", None),
             ApiError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "body_timeout", None),
             ApiError::BrokenBody { .. } => (S::BAD_REQUEST, "bad_body", None),
+            ApiError::UnsupportedEncoding(_) => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", None)
+            }
             ApiError::NotUtf8(_) => (S::BAD_REQUEST, "not_utf8", None),
             ApiError::Request(r) => match r {
                 RequestError::TooLarge { .. } | RequestError::TooManyEvents { .. } => {
@@ -124,6 +137,7 @@ impl ApiError {
                     (S::BAD_REQUEST, "malformed", None)
                 }
             },
+            ApiError::OverKeyBurst { .. } => (S::PAYLOAD_TOO_LARGE, "over_key_burst", None),
             ApiError::RateLimited { retry_after, .. } => {
                 (S::TOO_MANY_REQUESTS, "rate_limited", Some(*retry_after))
             }

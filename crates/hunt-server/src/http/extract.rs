@@ -120,8 +120,8 @@ pub fn limit(given: Option<&str>, default: usize, max: usize) -> Result<usize, A
     }
 }
 
-/// Reads a whole request body: at most `limit` bytes, within `timeout`. Too large is
-/// 413; too slow is 408; cut short or badly framed (a broken chunk, a connection
+/// Reads a whole request body: at most `limit` bytes, within `timeout`. Too large
+/// (declared or read) is 413; too slow is 408; cut short or badly framed (a broken chunk, a connection
 /// closed early) is 400.
 pub async fn body_bytes(
     body: axum::body::Body,
@@ -129,6 +129,11 @@ pub async fn body_bytes(
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<axum::body::Bytes, ApiError> {
+    // A declared length over the limit is refused before a byte is read, so a client
+    // that sent `Expect: 100-continue` is not told to go on.
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(ApiError::BodyTooLarge { what, limit });
+    }
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::BodyTimeout {
             what,
@@ -148,5 +153,40 @@ pub async fn body_bytes(
                 why: e.to_string(),
             })
         }
+    }
+}
+
+/// A body as sent, decoded by its `Content-Encoding`: none (or `identity`) as is,
+/// `gzip` inflated up to `limit` bytes, which bounds the decompressed size, not only
+/// the compressed one. Any other encoding is 415; gzip that does not inflate is 400.
+pub fn decoded_body(
+    headers: &axum::http::HeaderMap,
+    bytes: axum::body::Bytes,
+    what: &'static str,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    let encoding = headers.get(axum::http::header::CONTENT_ENCODING).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .trim()
+            .to_ascii_lowercase()
+    });
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(bytes),
+        Some("gzip") | Some("x-gzip") => {
+            use std::io::Read;
+            let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit));
+            let mut inflating = flate2::read::GzDecoder::new(&bytes[..]).take(limit as u64 + 1);
+            inflating
+                .read_to_end(&mut out)
+                .map_err(|e| ApiError::BrokenBody {
+                    what,
+                    why: format!("it is marked gzip but does not inflate ({e})"),
+                })?;
+            if out.len() > limit {
+                return Err(ApiError::BodyTooLarge { what, limit });
+            }
+            Ok(out.into())
+        }
+        Some(other) => Err(ApiError::UnsupportedEncoding(other.to_string())),
     }
 }

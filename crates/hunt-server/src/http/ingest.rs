@@ -4,7 +4,7 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -106,6 +106,7 @@ pub(super) async fn post_events(
         app.http.conn.body_timeout,
     )
     .await
+    .and_then(|b| super::extract::decoded_body(&headers, b, "the body", limits.body_bytes_max))
     .map_err(refused)?;
     let decoded = decode(&headers, &bytes, limits).map_err(refused)?;
     let n = decoded.len();
@@ -167,7 +168,15 @@ fn limit_key(app: &App, service: &Service, key: String, n: usize) -> Result<(), 
     let wait = match l.check_key_n(&key, k) {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(not_until)) => not_until.wait_time_from(DefaultClock::default().now()),
-        Err(_) => Duration::from_secs(1),
+        // More events than the key's whole burst: no wait would let it through.
+        Err(_) => {
+            service.metrics.reject(RejectReason::RateLimited, n as u64);
+            return Err(ApiError::OverKeyBurst {
+                key,
+                burst: app.http.rate_per_key.map_or(0, |r| r.get()),
+                events: n,
+            });
+        }
     };
     service.metrics.reject(RejectReason::RateLimited, n as u64);
     Err(ApiError::RateLimited {

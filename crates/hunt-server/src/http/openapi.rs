@@ -66,7 +66,7 @@ pub fn document() -> String {
                         "500": ok("No event was taken, and applying one failed (a bug): its result's `code` is `internal`; nothing of it was recorded."),
                         "401": e("No or unknown API key."), "403": e("The key lacks the role."),
                         "413": e("Body or event count over the limit."),
-                        "415": e("Unsupported Content-Type."),
+                        "415": e("Unsupported Content-Type or Content-Encoding."),
                         "429": e("Over a rate limit; see Retry-After."),
                         "503": e("Backlog full or starting; see Retry-After.") } } },
                 "/v1/users/{user}": { "get": op("A customer: traits, progress per hunt, rewards with codes.", Some("read"),
