@@ -73,7 +73,8 @@ struct PartitionStatus {
     end: u64,
     /// The last sequence the owner holds, from its last heartbeat.
     position: Option<u64>,
-    /// Messages on the subject the owner did not hold at its last heartbeat.
+    /// How far `position` is behind `end`, in stream sequence numbers (0: the owner
+    /// holds the subject's last message).
     lag: Option<u64>,
 }
 
