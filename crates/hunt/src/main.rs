@@ -38,6 +38,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a starter hunts file, with test cases, to edit.
+    Init(cmd::init::Args),
     /// Check hunts files: every error and warning, with file:line:column and a hint.
     Check(cmd::check::Args),
     /// Run the test cases written in a hunts file.
@@ -66,6 +68,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(a) => cmd::init::run(a),
         Command::Check(a) => cmd::check::run(a),
         Command::Test(a) => cmd::test::run(a),
         Command::Diff(a) => cmd::diff::run(a),

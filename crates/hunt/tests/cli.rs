@@ -150,6 +150,78 @@ fn test_runs_cases_and_fails_with_a_diff() {
 }
 
 #[test]
+fn a_failing_case_says_which_condition_could_not_be_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("typo.yaml");
+    std::fs::write(
+        &f,
+        r#"version: 1
+pools:
+  - { id: p, codes: [A1] }
+hunts:
+  - id: h
+    steps:
+      - { id: look, on: search, when: 'event.data.qury.contains("egg")' }
+    reward: { pool: p }
+tests:
+  - name: a search for eggs finds the step
+    start: "2026-11-23T10:00:00Z"
+    events:
+      - { user: ann, type: search, at: +0s, data: { query: egg } }
+    expect:
+      - ann found h/look
+"#,
+    )
+    .unwrap();
+    let out = hunt(&["test", f.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  a search for eggs finds the step"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "why: in hunt h, the condition of step look could not be evaluated 1 time(s)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("event.data.qury.contains(\"egg\")"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn init_writes_a_starter_that_checks_and_passes_its_tests_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("shop.yaml");
+    let out = hunt(&["init", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("hunt test"), "{said}");
+    assert!(said.contains("hunt serve --config"), "{said}");
+    assert_eq!(hunt(&["check", f.to_str().unwrap()]).status.code(), Some(0));
+    let tested = hunt(&["test", f.to_str().unwrap()]);
+    assert_eq!(tested.status.code(), Some(0));
+    assert!(
+        text(&tested.stdout).contains("2 passed, 0 failed"),
+        "{}",
+        text(&tested.stdout)
+    );
+    // Never over a file that is there.
+    std::fs::write(&f, "mine\n").unwrap();
+    let again = hunt(&["init", f.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again.stderr).contains("exists; nothing was written"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "mine\n");
+}
+
+#[test]
 fn schema_is_json_schema_for_the_file() {
     let out = hunt(&["schema"]);
     assert_eq!(out.status.code(), Some(0));

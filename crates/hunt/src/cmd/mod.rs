@@ -8,8 +8,13 @@ pub mod diff;
 pub mod dlq;
 pub mod forward;
 pub mod gen_traffic;
+pub mod init;
 pub mod replay;
 pub mod schema;
 pub mod serve;
 pub mod simulate;
 pub mod test;
+
+/// The quick start's hunts file, built into the binary: what `hunt serve` starts with
+/// when given none and none is in force, and what `hunt init` writes.
+pub const EXAMPLE_HUNTS: &str = include_str!("../../../../examples/welcome.yaml");

@@ -20,10 +20,6 @@ use crate::cmd::cluster_node::{self, ClusterArgs};
 use crate::cmd::forward::{Standby, serve_forwarded};
 use crate::render;
 
-/// What `hunt serve` starts with when given no hunts file and none is in force: the
-/// quick start's example, built into the binary.
-const STARTER_HUNTS: &str = include_str!("../../../../examples/welcome.yaml");
-
 #[derive(clap::Args)]
 pub struct Args {
     /// The hunts file that starts an empty data directory (or a new cluster); without
@@ -159,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     engine.apply_hunts_file = args.apply_config;
     engine.starter_hunts = Some((
         "welcome.yaml (the embedded example)".to_string(),
-        STARTER_HUNTS.to_string(),
+        crate::cmd::EXAMPLE_HUNTS.to_string(),
     ));
     let alerts = match &args.alerts {
         Some(p) => Some(

@@ -52,7 +52,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         {
             continue;
         }
+        let before = catalog.condition_errors();
         let result = run_case(&catalog, case);
+        let failed_here = condition_failures(&catalog, &before);
         if result.passed {
             passed += 1;
             out!("PASS  {}", result.name);
@@ -68,6 +70,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 DiffLine::Unexpected(s) => out!("      + {s}"),
             }
         }
+        for (hunt, what, source, n) in &failed_here {
+            out!(
+                "      why: in hunt {hunt}, the condition of {what} could not be evaluated {n} time(s) in this case, and counted as false:"
+            );
+            out!("             {source}");
+            out!(
+                "           (a field that is missing or of another type; `hunt simulate` counts these over recorded traffic)"
+            );
+        }
     }
     if catalog.tests.is_empty() {
         out!("{name} has no test cases");
@@ -78,4 +89,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The conditions whose run-time failures grew since `before` (from
+/// [`Catalog::condition_errors`]): (hunt, "step X" or "the audience", source, count).
+fn condition_failures(
+    catalog: &Catalog,
+    before: &[(Arc<str>, Arc<str>, u64)],
+) -> Vec<(String, String, String, u64)> {
+    let was = |h: &str, c: &str| {
+        before
+            .iter()
+            .find(|(bh, bc, _)| &**bh == h && &**bc == c)
+            .map_or(0, |(_, _, n)| *n)
+    };
+    let mut out = Vec::new();
+    for h in &catalog.hunts {
+        if let Some(a) = &h.audience {
+            let n = a.error_count() - was(&h.id, "audience");
+            if n > 0 {
+                out.push((
+                    h.id.to_string(),
+                    "the audience".to_string(),
+                    a.source().to_string(),
+                    n,
+                ));
+            }
+        }
+        for st in &h.steps {
+            let n = st.when.error_count() - was(&h.id, &st.id);
+            if n > 0 {
+                out.push((
+                    h.id.to_string(),
+                    format!("step {}", st.id),
+                    st.when.source().to_string(),
+                    n,
+                ));
+            }
+        }
+    }
+    out
 }
