@@ -481,3 +481,31 @@ fn simulate_reports_per_hunt_and_skips_bad_lines_by_number() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_sample_traffic_is_what_the_readme_says() {
+    // README: 3,000 events drawn from 120 customers, of whom 101 appear, made by this
+    // command.
+    let out = hunt(&[
+        "gen-traffic",
+        "--users",
+        "120",
+        "--events",
+        "3000",
+        "--seed",
+        "2",
+        "--hunters",
+        "0.6",
+        "--span",
+        "6h",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let sample = std::fs::read(root().join("examples/traffic/sample.ndjson")).unwrap();
+    assert_eq!(out.stdout, sample, "the README's command makes the sample");
+    let users: std::collections::HashSet<String> = text(&sample)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["user"].to_string())
+        .collect();
+    assert_eq!(text(&sample).lines().count(), 3000);
+    assert_eq!(users.len(), 101);
+}

@@ -9,7 +9,8 @@ use hunt_core::traffic::{TrafficSpec, generate};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// How many customers.
+    /// How many customers the traffic draws from. Some are far more active than others,
+    /// so with few events per customer not all of them appear.
     #[arg(long, default_value_t = 1000)]
     users: u64,
     /// How many events.
