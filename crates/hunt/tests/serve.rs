@@ -1047,6 +1047,29 @@ fn slow_and_idle_connections_are_closed_and_bodies_bounded_in_time() {
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     assert!(!text.contains("100 Continue"), "{text}");
     assert!(text.contains("\"body_too_large\""), "{text}");
+    // A request target or headers over the limits: JSON 414 and 431, not hyper's empty
+    // answers.
+    let mut long = std::net::TcpStream::connect(s.addr).unwrap();
+    long.write_all(
+        format!(
+            "GET /v1/users/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "u".repeat(9000)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let (text, _) = read_until_closed(&mut long, Duration::from_secs(10));
+    assert!(text.starts_with("HTTP/1.1 414"), "{text}");
+    assert!(text.contains("\"uri_too_long\""), "{text}");
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut wide = std::net::TcpStream::connect(s.addr).unwrap();
+    wide.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{many}\r\n").as_bytes(),
+    )
+    .unwrap();
+    let (text, _) = read_until_closed(&mut wide, Duration::from_secs(10));
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(text.contains("\"headers_too_large\""), "{text}");
     // A chunked body with a broken chunk: 400, not 413.
     let mut broken = std::net::TcpStream::connect(s.addr).unwrap();
     broken

@@ -33,6 +33,9 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
 /// Descriptors kept for everything but connections (the log, snapshots, webhooks,
 /// NATS) when the connection cap is fitted under the process's limit.
 pub const FDS_RESERVED: u64 = 256;
+/// Header fields hyper parses before it answers 431 itself (with no body): above
+/// `http::HEADERS_MAX`, so that the router's JSON 431 is what a client meets.
+pub const HYPER_HEADERS_MAX: usize = 400;
 /// How often the open descriptors are counted.
 const FD_CHECK_EVERY: Duration = Duration::from_secs(5);
 
@@ -235,6 +238,7 @@ pub async fn serve(
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
+                .max_headers(HYPER_HEADERS_MAX)
                 .keep_alive(true);
             let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
             tokio::pin!(conn);

@@ -50,6 +50,17 @@ pub enum ApiError {
     BodyTimeout { what: &'static str, secs: u64 },
     #[error("{what} could not be read: {why}")]
     BrokenBody { what: &'static str, why: String },
+    #[error("the request target is {len} bytes, over the limit of {max}")]
+    UriTooLong { len: usize, max: usize },
+    #[error(
+        "the request's headers are {count} fields and {bytes} bytes, over the limits of {count_max} fields and {bytes_max} bytes"
+    )]
+    HeadersTooLarge {
+        count: usize,
+        bytes: usize,
+        count_max: usize,
+        bytes_max: usize,
+    },
     #[error("unsupported Content-Encoding `{0}`: send the body as it is, or gzip")]
     UnsupportedEncoding(String),
     #[error("the hunts file is not UTF-8: {0}")]
@@ -122,6 +133,12 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "body_too_large", None),
             ApiError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "body_timeout", None),
             ApiError::BrokenBody { .. } => (S::BAD_REQUEST, "bad_body", None),
+            ApiError::UriTooLong { .. } => (S::URI_TOO_LONG, "uri_too_long", None),
+            ApiError::HeadersTooLarge { .. } => (
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                None,
+            ),
             ApiError::UnsupportedEncoding(_) => {
                 (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", None)
             }

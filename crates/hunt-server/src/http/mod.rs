@@ -169,11 +169,47 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             tenure_after,
         ))
+        .layer(axum::middleware::from_fn(head_limits))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             request_id,
         ))
         .with_state(app)
+}
+
+/// The longest request target taken (path and query), in bytes.
+pub const URI_BYTES_MAX: usize = 8 * 1024;
+/// The most header fields one request may carry.
+pub const HEADERS_MAX: usize = 100;
+/// The most bytes of header fields (names and values) one request may carry.
+pub const HEADER_BYTES_MAX: usize = 32 * 1024;
+
+/// Refuses a request head over the limits with a JSON 414 or 431. The connection
+/// layer lets hyper parse more than this (`conn::HYPER_HEADERS_MAX`), so that these
+/// answers, not hyper's empty ones, are what a client meets.
+async fn head_limits(req: Request, next: Next) -> Result<Response, ApiError> {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > URI_BYTES_MAX {
+        return Err(ApiError::UriTooLong {
+            len: uri,
+            max: URI_BYTES_MAX,
+        });
+    }
+    let count = req.headers().len();
+    let bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if count > HEADERS_MAX || bytes > HEADER_BYTES_MAX {
+        return Err(ApiError::HeadersTooLarge {
+            count,
+            bytes,
+            count_max: HEADERS_MAX,
+            bytes_max: HEADER_BYTES_MAX,
+        });
+    }
+    Ok(next.run(req).await)
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
