@@ -56,6 +56,7 @@ pub(super) async fn put_config(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let bytes = super::extract::body_bytes(
+        &headers,
         body,
         "a hunts file",
         CONFIG_BYTES_MAX,

@@ -124,14 +124,20 @@ pub fn limit(given: Option<&str>, default: usize, max: usize) -> Result<usize, A
 /// (declared or read) is 413; too slow is 408; cut short or badly framed (a broken chunk, a connection
 /// closed early) is 400.
 pub async fn body_bytes(
+    headers: &axum::http::HeaderMap,
     body: axum::body::Body,
     what: &'static str,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<axum::body::Bytes, ApiError> {
-    // A declared length over the limit is refused before a byte is read, so a client
-    // that sent `Expect: 100-continue` is not told to go on.
-    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+    // A client that sent `Expect: 100-continue` waits before it sends the body: a
+    // declared length over the limit is refused before it is told to go on. (A client
+    // already sending is read up to the limit instead: refusing it at once would close
+    // the connection under its body, and it would likely see a reset, not the 413.)
+    let waits = headers
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits && axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
         return Err(ApiError::BodyTooLarge { what, limit });
     }
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {

@@ -100,6 +100,7 @@ pub(super) async fn post_events(
     };
     let limits = &app.http.limits;
     let bytes = super::extract::body_bytes(
+        &headers,
         body,
         "the body",
         limits.body_bytes_max,
