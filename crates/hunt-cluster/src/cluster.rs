@@ -208,6 +208,37 @@ impl Cluster {
         })
     }
 
+    /// The key-value bucket `bucket` (one value per key, on file), created with
+    /// `replicas` if absent; another node creating it meanwhile is fine.
+    pub(crate) async fn kv_bucket(
+        &self,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
+        if let Ok(kv) = self.js.get_key_value(bucket).await {
+            return Ok(kv);
+        }
+        let created = self
+            .js
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: bucket.to_string(),
+                history: 1,
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(kv) => Ok(kv),
+            // Another node created it meanwhile.
+            Err(create) => self
+                .js
+                .get_key_value(bucket)
+                .await
+                .map_err(|_| ClusterError::Nats(format!("creating bucket {bucket}: {create}"))),
+        }
+    }
+
     /// The key-value bucket `bucket` if it exists (`None`: its stream is not found;
     /// an error: the servers did not answer), for readers that must create nothing.
     pub(crate) async fn existing_kv(

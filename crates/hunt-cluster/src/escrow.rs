@@ -383,27 +383,7 @@ impl Escrow {
         max_block: u64,
     ) -> Result<Escrow, EscrowError> {
         let bucket = format!("hunt_{}_pools", cluster.name());
-        let kv = match cluster.js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => match cluster
-                .js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    history: 1,
-                    num_replicas: replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => kv,
-                Err(create) => cluster
-                    .js
-                    .get_key_value(&bucket)
-                    .await
-                    .map_err(|_| nats(format!("creating bucket {bucket}: {create}")))?,
-            },
-        };
+        let kv = cluster.kv_bucket(&bucket, replicas).await?;
         Ok(Escrow {
             kv,
             policy: Policy {

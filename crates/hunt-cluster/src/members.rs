@@ -76,25 +76,7 @@ impl Members {
     /// The cluster's members bucket (created with `replicas` if absent).
     pub async fn open(cluster: &Cluster, replicas: usize) -> Result<Members, ClusterError> {
         let bucket = format!("hunt_{}_nodes", cluster.name());
-        let kv = match cluster.js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => match cluster
-                .js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    history: 1,
-                    num_replicas: replicas,
-                    storage: async_nats::jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => kv,
-                Err(create) => cluster.js.get_key_value(&bucket).await.map_err(|_| {
-                    ClusterError::Nats(format!("creating bucket {bucket}: {create}"))
-                })?,
-            },
-        };
+        let kv = cluster.kv_bucket(&bucket, replicas).await?;
         Ok(Members { kv })
     }
 
