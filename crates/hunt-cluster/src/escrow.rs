@@ -399,11 +399,6 @@ impl Escrow {
         self.ops.load(Ordering::Relaxed)
     }
 
-    /// The block policy in use.
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-
     /// The account at `key` and its revision (`None`: never written).
     pub async fn read(&self, key: &str) -> Result<Option<(Account, u64)>, EscrowError> {
         self.ops.fetch_add(1, Ordering::Relaxed);

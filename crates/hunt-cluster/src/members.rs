@@ -166,11 +166,6 @@ impl Liveness {
         live.sort();
         live
     }
-
-    /// Forgets every revision seen (a read failed): the count starts again.
-    pub fn forget(&mut self) {
-        self.seen.clear();
-    }
 }
 
 #[cfg(test)]

@@ -50,13 +50,20 @@ fn serve_with(data: &std::path::Path, config: &std::path::Path) -> Served {
 }
 
 fn serve_args(data: &std::path::Path, config: &std::path::Path, args: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hunt"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .arg("--data")
         .arg(data)
         .args(args)
-        .current_dir(root())
+        .current_dir(root());
+    serve_command(cmd)
+}
+
+/// Runs `cmd` (a `hunt serve` listening on an ephemeral port) and waits until it is
+/// ready.
+fn serve_command(mut cmd: Command) -> Served {
+    let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -931,29 +938,12 @@ fn a_restart_keeps_the_version_in_force_unless_told_to_apply_the_file() {
 fn serve_without_a_hunts_file_starts_on_the_embedded_example() {
     let dir = tempfile::tempdir().unwrap();
     // Run away from the repository: the example must come from the binary itself.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hunt"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path().join("data"))
-        .current_dir(dir.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (log, rx, _reader) = read_log(&mut child);
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("never listened: {}", log.lock().unwrap()))
-        .parse()
-        .unwrap();
-    let t = Instant::now();
-    while request(addr, "GET", "/readyz", "").map(|r| r.0) != Some(200) {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .current_dir(dir.path());
+    let mut s = serve_command(cmd);
+    let (addr, log) = (s.addr, s.log.clone());
     let (_, c) = request(addr, "GET", "/v1/config", "").unwrap();
     assert_eq!(c["version"], 1, "{c}");
     assert!(
@@ -974,7 +964,7 @@ fn serve_without_a_hunts_file_starts_on_the_embedded_example() {
     let (status, answer) = request(addr, "POST", "/v1/events", &eggs.to_string()).unwrap();
     assert_eq!(status, 200, "{answer}");
     assert!(answer.to_string().contains("WELCOME-A1"), "{answer}");
-    let status = terminate(&mut child, || log.lock().unwrap().clone());
+    let status = terminate(&mut s.child, || log.lock().unwrap().clone());
     assert!(status.success());
 }
 
