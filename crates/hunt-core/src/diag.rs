@@ -236,6 +236,19 @@ impl miette::Diagnostic for Diagnosed {
     }
 }
 
+/// A whole number with thousands separated by commas: `1,204,000`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The closest of `candidates` to a misspelt `word`, if one is close enough to suggest.
 pub fn did_you_mean<'a>(
     word: &str,

@@ -34,6 +34,7 @@ pub mod ids;
 pub mod ingest;
 pub mod plan;
 pub mod rewards;
+pub mod shapes;
 pub mod simulate;
 pub mod spec;
 pub mod stats;

@@ -75,6 +75,10 @@ impl Node {
 /// keeps a mistaken upload from using unbounded memory.
 pub const SOURCE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// The most parse events aliases may replay in one file (a scalar is one event, a
+/// mapping or a list two plus its entries').
+pub const ALIAS_EVENTS_MAX: usize = 10_000;
+
 /// Parses YAML (JSON is accepted, being YAML's subset) into a spanned tree.
 pub fn parse(source: &str) -> Result<Node, Problem> {
     if source.len() > SOURCE_BYTES_MAX {
@@ -87,7 +91,16 @@ pub fn parse(source: &str) -> Result<Node, Problem> {
         ));
     }
     // YAML 1.2 Core booleans: `on`, `yes`, `no` stay strings (a step's `on:` key!).
-    let options = serde_saphyr::options! { strict_booleans: true };
+    // Aliases replay at most ALIAS_EVENTS_MAX parse events in all: a hunts file reuses a
+    // condition or a list now and then, while an alias bomb (each alias doubling the one
+    // before) would build a million nodes before the parser's default limit stops it.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: ALIAS_EVENTS_MAX,
+            max_replay_stack_depth: 16,
+        },
+    };
     let root: Spanned<Raw> = serde_saphyr::from_str_with_options(source, options).map_err(|e| {
         let span = e
             .location()

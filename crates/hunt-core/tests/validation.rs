@@ -191,6 +191,111 @@ fn diagnostics_render_with_file_line_and_column() {
     assert_eq!(first["severity"], "error");
 }
 
+/// An alias bomb: each level's list holds the previous level ten times, so the last
+/// alias stands for 10^levels scalars.
+fn alias_bomb(levels: usize) -> String {
+    let mut s = String::from("version: 1\nx0: &a0 [\"lol\"]\n");
+    for i in 1..=levels {
+        let prev = format!("*a{}", i - 1);
+        s.push_str(&format!("x{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+    }
+    s
+}
+
+#[test]
+fn an_alias_bomb_is_refused_before_it_is_built_and_a_few_aliases_are_fine() {
+    // 10^5 scalars behind the last alias: refused at the alias limit (the parser's own
+    // default would build them all), and 10^7 as well.
+    for levels in [5, 7] {
+        let report = Catalog::load("bomb.yaml", &alias_bomb(levels)).unwrap_err();
+        let all = problems(&report);
+        let p = find(&all, "invalid YAML");
+        assert_eq!(p.0, Severity::Error);
+        assert!(p.3.contains("alias"), "names the aliases: {p:?}");
+    }
+    // A hunts file that reuses a condition and a list through aliases reads as usual.
+    let src = r#"
+version: 1
+pools:
+  - { id: p, codes: [A1, B2] }
+hunts:
+  - id: h
+    audience: &gold user.traits.tier == "gold"
+    steps:
+      - { id: a, on: search, when: *gold }
+      - { id: b, on: page_view, when: *gold }
+    reward: { pool: p }
+"#;
+    let (catalog, _) =
+        Catalog::load("reuse.yaml", src).unwrap_or_else(|r| panic!("{:#?}", r.problems));
+    assert_eq!(catalog.hunts[0].steps.len(), 2);
+}
+
+#[test]
+fn a_declared_event_type_refuses_conditions_on_fields_it_does_not_carry() {
+    let src = r#"version: 1
+events:
+  - { type: product_view, data: [product, category, price] }
+  - { type: product_view, data: [sku] }
+  - { type: Bad!, data: [x] }
+  - { type: search, data: [query, price.amount] }
+hunts:
+  - id: h
+    steps:
+      - { id: a, on: product_view, when: event.data.categry == "shoes" }
+      - { id: b, on: product_view, when: 'has(event.data.price) && event.data["colour"] == "red"' }
+      - { id: c, on: page_view, when: event.data.anything == 1 }
+"#;
+    let report = Catalog::load("decl.yaml", src).unwrap_err();
+    let all = problems(&report);
+    let p = find(&all, "no field `categry`");
+    assert_eq!((p.0, p.1, p.2), (Severity::Error, 10, 53), "{p:?}");
+    assert_eq!(
+        p.4.as_deref(),
+        Some(
+            "did you mean `event.data.category`? `product_view` declares `product`, `category`, `price`"
+        )
+    );
+    let p = find(&all, "no field `colour`");
+    assert!(
+        p.4.as_deref()
+            .unwrap()
+            .contains("add the field to its declaration"),
+        "{p:?}"
+    );
+    find(&all, "event type `product_view` is declared twice");
+    find(&all, "`Bad!` is not a valid event type");
+    find(&all, "`price.amount` is not a field name");
+    // An undeclared type is not checked, and a declared field is fine.
+    assert!(
+        !all.iter()
+            .any(|p| p.3.contains("anything") || p.3.contains("`price`")),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn misspelt_fields_of_event_and_user_are_errors_in_a_hunts_file() {
+    let src = r#"version: 1
+hunts:
+  - id: h
+    audience: user.trait.country == "US"
+    steps:
+      - { id: a, on: cart_add, when: event.dta.price >= 100 }
+"#;
+    let report = Catalog::load("typo.yaml", src).unwrap_err();
+    let all = problems(&report);
+    let p = find(&all, "`user` has no field `trait`");
+    assert_eq!((p.1, p.2), (4, 20), "{p:?}");
+    assert!(
+        p.4.as_deref()
+            .unwrap()
+            .starts_with("did you mean `user.traits`?")
+    );
+    let p = find(&all, "`event` has no field `dta`");
+    assert_eq!((p.1, p.2), (6, 44), "{p:?}");
+}
+
 fn mangled_example() -> impl Strategy<Value = String> {
     let base = include_str!("../../../examples/black-friday-eggs.yaml")
         .as_bytes()

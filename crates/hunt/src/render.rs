@@ -27,15 +27,7 @@ pub fn diagnostics(report: &Report) -> String {
 
 /// A whole number with thousands separated by commas: `1,204,000`.
 pub fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    hunt_core::diag::thousands(n)
 }
 
 /// A progress style from `template`, where `{rate}` is the items per second as a

@@ -100,6 +100,67 @@ fn check_refuses_unreadable_and_binary_files_without_panicking() {
 }
 
 #[test]
+fn check_events_warns_of_fields_and_types_the_recorded_events_never_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typos.yaml");
+    let src = std::fs::read_to_string(root().join("examples/black-friday-eggs.yaml"))
+        .unwrap()
+        .replace(
+            "event.data.query.contains(\"golden\")",
+            "event.data.qury.contains(\"golden\")",
+        )
+        .replace("on: cart_add", "on: add_to_cart");
+    std::fs::write(&file, src).unwrap();
+    let f = file.to_str().unwrap();
+    // Alone, the file is fine: nothing says which fields events carry.
+    let out = hunt(&["check", f]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("qury"));
+    let sample = "examples/traffic/sample.ndjson";
+    let out = hunt(&["check", f, "--events", sample]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "warnings only: {}",
+        text(&out.stderr)
+    );
+    let err = text(&out.stderr);
+    for needle in [
+        "`event.data.qury` occurs in none of the 367 `search` events in examples/traffic/sample.ndjson",
+        "did you mean `event.data.query`?",
+        "typos.yaml:38:26",
+        "no `add_to_cart` event in examples/traffic/sample.ndjson",
+        "`cart_add` (345)",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(
+        text(&out.stdout).contains("2 warning(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The examples' own conditions read only fields the sample carries.
+    let out = hunt(&[
+        "check",
+        "examples/black-friday-eggs.yaml",
+        "examples/detective.yaml",
+        "examples/welcome.yaml",
+        "--events",
+        sample,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !text(&out.stdout).contains("warning"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Events that cannot be read: the check could not run.
+    let out = hunt(&["check", f, "--events", "no/such.ndjson"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read no/such.ndjson"));
+}
+
+#[test]
 fn test_runs_cases_and_fails_with_a_diff() {
     let out = hunt(&["test", "examples/detective.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));

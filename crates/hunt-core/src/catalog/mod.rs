@@ -172,6 +172,9 @@ pub struct Step {
     pub id: Arc<str>,
     pub on: String,
     pub when: Condition,
+    /// The `event.data` fields `when` reads (`a.b` for `event.data.a.b`), each with
+    /// where it is written in the file: for `hunt check --events`.
+    pub data_fields: Vec<(String, Span)>,
     pub count: u32,
     pub within: Option<Duration>,
     pub clue: Option<Arc<str>>,

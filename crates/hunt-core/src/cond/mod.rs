@@ -27,7 +27,7 @@ mod interpreter;
 #[cfg(test)]
 mod tests;
 
-use check::check_variables;
+use check::{check_variables, data_paths, place_of};
 use fast::Pred;
 use interpreter::eval_cel;
 pub use interpreter::json_to_cel;
@@ -87,9 +87,28 @@ pub struct ProgressView<'a> {
     pub counts: &'a [u32],
 }
 
+/// A field below `event.data` that a condition reads, with where its first part is
+/// written inside the condition's text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataPath {
+    /// The parts below `data`: `["a", "b"]` for `event.data.a.b`.
+    pub path: Vec<String>,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl DataPath {
+    /// `a.b`
+    pub fn dotted(&self) -> String {
+        self.path.join(".")
+    }
+}
+
 /// A compiled condition.
 pub struct Condition {
     source: String,
+    /// The `event.data` fields it reads.
+    data_paths: Vec<DataPath>,
     plan: Plan,
     /// The CEL program, kept for [`Condition::eval_interpreted`] even when the fast path
     /// runs.
@@ -181,6 +200,15 @@ impl Condition {
             return Err(errors);
         }
         let uses_progress = program.references().has_variable("progress");
+        let mut found = Vec::new();
+        data_paths(program.expression(), &mut Vec::new(), &mut found);
+        let data_paths = found
+            .into_iter()
+            .map(|(path, id)| {
+                let (offset, len) = place_of(&program, id, &["event", "data", &path[0]], source);
+                DataPath { path, offset, len }
+            })
+            .collect();
         let program = Arc::new(program);
         let plan = match Pred::from_expr(program.expression()) {
             Some(pred) => Plan::Fast(pred),
@@ -188,6 +216,7 @@ impl Condition {
         };
         Ok(Condition {
             source: source.to_string(),
+            data_paths,
             plan,
             program: Some(program),
             uses_progress,
@@ -199,6 +228,7 @@ impl Condition {
     pub fn always() -> Condition {
         Condition {
             source: "true".into(),
+            data_paths: Vec::new(),
             plan: Plan::Fast(Pred::Const(true)),
             program: None,
             uses_progress: false,
@@ -208,6 +238,11 @@ impl Condition {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The `event.data` fields it reads, in the order they are written.
+    pub fn data_paths(&self) -> &[DataPath] {
+        &self.data_paths
     }
 
     /// Whether this condition runs on the native fast path.

@@ -136,6 +136,72 @@ fn unknown_variables_are_named_with_a_suggestion() {
 }
 
 #[test]
+fn unknown_fields_of_event_user_and_progress_are_named_with_a_suggestion() {
+    let src = "user.trait.country == 'US'";
+    let errs = Condition::compile(src, Scope::Step).unwrap_err();
+    assert_eq!(errs[0].message, "`user` has no field `trait`");
+    assert_eq!(
+        errs[0].help.as_deref(),
+        Some("did you mean `user.traits`? `user` has `id` and `traits`")
+    );
+    assert_eq!(&src[errs[0].offset..errs[0].offset + errs[0].len], "trait");
+    let src = "event.data.x == 1 && event.dta.price > 3";
+    let errs = Condition::compile(src, Scope::Step).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].message, "`event` has no field `dta`");
+    assert!(
+        errs[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .starts_with("did you mean `event.data`?")
+    );
+    assert_eq!(&src[errs[0].offset..errs[0].offset + errs[0].len], "dta");
+    // Far from any field: where an event's own fields are.
+    let errs = Condition::compile("event.price > 3", Scope::Step).unwrap_err();
+    assert!(
+        errs[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("`event.data.price`"),
+        "{errs:?}"
+    );
+    // In has(), by index, in an audience, and in progress.
+    for (src, scope) in [
+        ("has(event.dta)", Scope::Step),
+        ("event['kind'] == 'x'", Scope::Step),
+        ("user.tratis.tier == 'gold'", Scope::Audience),
+        ("progress.fund > 1", Scope::Step),
+    ] {
+        let errs = Condition::compile(src, scope).unwrap_err();
+        assert!(errs[0].message.contains("has no field"), "{src}: {errs:?}");
+    }
+    // Every field of each shape is fine, and a comprehension's variable is its own.
+    Condition::compile(
+        "event.id != '' && event.type == 'a' && event.time > timestamp('2026-01-01T00:00:00Z') \
+         && has(event.data.x) && user.id != '' && user.traits.tier == 'gold' \
+         && progress.found > 0 && progress.steps.a > 0 \
+         && event.data.items.exists(event, event.sku == 'x')",
+        Scope::Step,
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_event_data_fields_a_condition_reads_are_listed_with_their_place() {
+    let src = "event.data.a.b == 1 && has(event.data.c) && event.data['d'] > 2 \
+               && event.data.items.exists(i, i.sku == event.data.e) && event.type == 'x'";
+    let c = Condition::compile(src, Scope::Step).unwrap();
+    let paths: Vec<String> = c.data_paths().iter().map(|p| p.dotted()).collect();
+    assert_eq!(paths, ["a.b", "c", "d", "items", "e"]);
+    for p in c.data_paths() {
+        assert_eq!(&src[p.offset..p.offset + p.len], p.path[0], "{p:?}");
+    }
+    assert!(Condition::always().data_paths().is_empty());
+}
+
+#[test]
 fn syntax_errors_point_inside_the_expression() {
     let errs = Condition::compile("event.data.x == == 2", Scope::Step).unwrap_err();
     assert!(

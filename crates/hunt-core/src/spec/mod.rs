@@ -64,6 +64,10 @@ pub struct HuntsFile {
     /// Notification destinations that hunts can send their outcomes to.
     #[serde(default)]
     pub sinks: Vec<SinkSpec>,
+    /// Optional: the `data` fields each event type carries. A step condition on a
+    /// declared type that reads an `event.data` field not declared is an error.
+    #[serde(default)]
+    pub events: Vec<EventSpec>,
     /// The hunts.
     #[serde(default)]
     pub hunts: Vec<HuntSpec>,
@@ -81,6 +85,18 @@ pub struct Settings {
     /// still update the customer's traits but find nothing.
     #[schemars(with = "Option<String>")]
     pub max_lateness: Option<Sp<String>>,
+}
+
+/// The `data` fields of one event type, for checking conditions against.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EventSpec {
+    /// The event type (e.g. `product_view`), declared once.
+    #[serde(rename = "type")]
+    pub kind: Sp<String>,
+    /// The names of the fields its `data` object carries (the first level: a condition
+    /// on `event.data.price.amount` needs `price`).
+    pub data: Vec<Sp<String>>,
 }
 
 /// A pool of reward codes. Give either `codes` or `generate`.

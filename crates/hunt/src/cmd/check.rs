@@ -16,9 +16,26 @@ pub struct Args {
     /// Print problems as JSON (one array for all files) instead of drawing them.
     #[arg(long)]
     json: bool,
+    /// Recorded events (NDJSON, one event per line; `-` for standard input): warn of a
+    /// condition that reads an `event.data` field no event of its type carries there.
+    #[arg(long, value_name = "F.ndjson")]
+    events: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let shapes = match &args.events {
+        None => None,
+        Some(path) => {
+            let mut shapes = hunt_core::shapes::EventShapes::default();
+            match super::simulate::feed(path, |e| shapes.add(&e.kind, &e.data)) {
+                Ok(_) => Some((shapes, path.display().to_string())),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    };
     let mut failed = false;
     let mut unreadable = false;
     let mut all_json = Vec::new();
@@ -37,7 +54,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         let (report, summary) = match Catalog::load(&name, &source) {
-            Ok((c, report)) => {
+            Ok((c, mut report)) => {
+                if let Some((shapes, given)) = &shapes {
+                    let mut problems = std::mem::take(&mut report.problems);
+                    problems.extend(shapes.unseen_fields(&c, given));
+                    report = hunt_core::diag::Report::new(&name, report.source.clone(), problems);
+                }
                 let s = format!(
                     "{name}: ok — {} hunt(s), {} pool(s), {} sink(s), {} test case(s){}",
                     c.hunts.len(),

@@ -45,7 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut sim = Simulation::new(catalog.clone());
     let started = Instant::now();
-    let bad = feed(&args.events, &mut sim)?;
+    let bad = feed(&args.events, |e| {
+        sim.apply(e);
+    })?;
     let elapsed = started.elapsed();
     if args.json {
         print_json(&sim, bad, &catalog)?;
@@ -90,9 +92,9 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// Applies every good line of `events`; returns how many lines were bad (each said,
-/// up to a few).
-fn feed(events: &Path, sim: &mut Simulation) -> anyhow::Result<u64> {
+/// Gives every good line of `events` to `each`, with a progress bar; returns how many
+/// lines were bad (each said, up to a few). `hunt check --events` reads them too.
+pub fn feed(events: &Path, mut each: impl FnMut(&hunt_core::engine::Event)) -> anyhow::Result<u64> {
     let (input, len) = open_events(events)?;
     let bar = progress_bar(len);
     let limits = ingest::Limits::default();
@@ -128,9 +130,7 @@ fn feed(events: &Path, sim: &mut Simulation) -> anyhow::Result<u64> {
                 .map_err(|r| r.reason)
         };
         match parsed {
-            Ok(e) => {
-                sim.apply(&e);
-            }
+            Ok(e) => each(&e),
             Err(msg) => {
                 bad += 1;
                 if bad <= BAD_LINES_SHOWN_MAX {

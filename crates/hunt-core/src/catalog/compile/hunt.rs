@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::Ctx;
 use crate::catalog::{Hunt, Pool, Reward, STEPS_MAX, Step, is_valid_event_type};
 use crate::cond::{Condition, Scope};
-use crate::diag::Severity;
+use crate::diag::{Severity, Span};
 use crate::spec::{self, Order, Sp};
 use crate::time::Timestamp;
 
@@ -177,14 +177,60 @@ fn compile_step(cx: &mut Ctx, order: Order, i: usize, s: &spec::StepSpec) -> Ste
             Some("check the condition against the step's `on` event type".into()),
         );
     }
+    let data_fields = match (&when, &s.when) {
+        (Some(c), Some(w)) => data_fields(cx, s, c, w),
+        _ => Vec::new(),
+    };
     Step {
         id: Arc::from(s.id.value.as_str()),
         on: s.on.value.clone(),
+        data_fields,
         when: when.unwrap_or_else(Condition::always),
         count,
         within,
         clue: s.clue.as_deref().map(Arc::from),
     }
+}
+
+/// The `event.data` fields a step's condition reads, with their places in the file; each
+/// checked against the declaration of the step's event type, if the file has one.
+fn data_fields(
+    cx: &mut Ctx,
+    s: &spec::StepSpec,
+    when: &Condition,
+    text: &Sp<String>,
+) -> Vec<(String, Span)> {
+    let mut out = Vec::new();
+    for p in when.data_paths() {
+        let span = Span::new(cx.offset_inside(text, p.offset), p.len.max(1));
+        if let Some(fields) = cx.declared.get(&s.on.value)
+            && !fields.contains(&p.path[0])
+        {
+            let declared = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>();
+            let has = if declared.is_empty() {
+                format!("`{}` is declared with no `data` fields", s.on.value)
+            } else {
+                format!("`{}` declares {}", s.on.value, declared.join(", "))
+            };
+            let help =
+                match crate::diag::did_you_mean(&p.path[0], fields.iter().map(|f| f.as_str())) {
+                    Some(f) => format!("did you mean `event.data.{f}`? {has}"),
+                    None => format!(
+                        "{has}; add the field to its declaration under `events` if it is sent"
+                    ),
+                };
+            cx.error(
+                span,
+                format!(
+                    "`{}` events carry no field `{}` in `data`",
+                    s.on.value, p.path[0]
+                ),
+                Some(help),
+            );
+        }
+        out.push((p.dotted(), span));
+    }
+    out
 }
 
 /// `complete_after`, between 1 and the hunt's `n` steps (all of them when left out).

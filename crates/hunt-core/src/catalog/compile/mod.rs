@@ -21,6 +21,8 @@ use sink::compile_sink;
 struct Ctx<'a> {
     source: &'a str,
     problems: &'a mut Vec<Problem>,
+    /// The `data` fields of each declared event type (the file's `events`).
+    declared: HashMap<String, Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -151,12 +153,62 @@ impl Ctx<'_> {
     }
 }
 
+/// The event declarations: valid types, each once, and their field names.
+fn compile_events(cx: &mut Ctx, events: &[crate::spec::EventSpec]) {
+    let mut first: HashMap<&str, Span> = HashMap::new();
+    for e in events {
+        let kind = e.kind.value.as_str();
+        if !is_valid_event_type(kind) {
+            cx.error(
+                e.kind.span,
+                format!("`{kind}` is not a valid event type"),
+                Some("event types are 1-64 of a-z, 0-9, `_`, `.`, `:` or `-`".into()),
+            );
+            continue;
+        }
+        if let Some(at) = first.get(kind) {
+            let at = crate::diag::line_col(cx.source, at.offset);
+            cx.error(
+                e.kind.span,
+                format!("event type `{kind}` is declared twice"),
+                Some(format!(
+                    "the first declaration is at line {}, column {}; list all its fields there",
+                    at.line, at.column
+                )),
+            );
+            continue;
+        }
+        first.insert(kind, e.kind.span);
+        let mut fields: Vec<String> = Vec::new();
+        for f in &e.data {
+            if f.value.is_empty() || f.value.contains('.') {
+                cx.error(
+                    f.span,
+                    format!("`{}` is not a field name", f.value),
+                    Some(
+                        "list the names of `data`'s own fields: `price`, not `price.amount`".into(),
+                    ),
+                );
+            } else if fields.contains(&f.value) {
+                cx.warn(f.span, format!("field `{}` is listed twice", f.value), None);
+            } else {
+                fields.push(f.value.clone());
+            }
+        }
+        cx.declared.insert(kind.to_string(), fields);
+    }
+}
+
 pub(super) fn compile(
     file: &HuntsFile,
     source: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<Catalog> {
-    let mut cx = Ctx { source, problems };
+    let mut cx = Ctx {
+        source,
+        problems,
+        declared: HashMap::new(),
+    };
     let max_lateness = file
         .settings
         .max_lateness
@@ -168,6 +220,7 @@ pub(super) fn compile(
     cx.unique(file.sinks.iter().map(|s| &s.id), "sink");
     cx.unique(file.hunts.iter().map(|h| &h.id), "hunt");
     cx.unique(file.tests.iter().map(|t| &t.name), "test case");
+    compile_events(&mut cx, &file.events);
 
     let pools: Vec<Pool> = file
         .pools

@@ -14,9 +14,12 @@ mod specs;
 pub const FIELDS: &[(&str, &[&str])] = &[
     (
         "HuntsFile",
-        &["version", "settings", "pools", "sinks", "hunts", "tests"],
+        &[
+            "version", "settings", "pools", "sinks", "events", "hunts", "tests",
+        ],
     ),
     ("Settings", &["max_lateness"]),
+    ("EventSpec", &["type", "data"]),
     ("PoolSpec", &["id", "description", "codes", "generate"]),
     ("GenerateSpec", &["prefix", "count", "digits", "start"]),
     (

@@ -2,8 +2,8 @@
 
 use crate::diag::{Problem, Span, did_you_mean};
 use crate::spec::{
-    ActiveSpec, GenerateSpec, HuntSpec, HuntsFile, Order, PoolSpec, RewardSpec, Settings, SinkSpec,
-    Sp, StepSpec, TestEventSpec, TestSpec,
+    ActiveSpec, EventSpec, GenerateSpec, HuntSpec, HuntsFile, Order, PoolSpec, RewardSpec,
+    Settings, SinkSpec, Sp, StepSpec, TestEventSpec, TestSpec,
 };
 use crate::yaml::{Node, Value};
 
@@ -46,6 +46,11 @@ impl Reader<'_> {
             .iter()
             .filter_map(|n| self.sink(n))
             .collect();
+        let events = self
+            .list(&obj, "events", what)
+            .iter()
+            .filter_map(|n| self.event(n))
+            .collect();
         let hunts = self
             .list(&obj, "hunts", what)
             .iter()
@@ -61,8 +66,47 @@ impl Reader<'_> {
             settings,
             pools,
             sinks,
+            events,
             hunts,
             tests,
+        })
+    }
+
+    fn event(&mut self, node: &Node) -> Option<EventSpec> {
+        let what = "an event declaration";
+        let obj = self.obj(node, "EventSpec", what)?;
+        let kind = self.req_text(&obj, "type", what);
+        let data = match obj.get("data") {
+            Some(n) => match &n.value {
+                Value::Seq(items) => Some(
+                    items
+                        .iter()
+                        .filter_map(|c| self.text(c, "a `data` field name"))
+                        .collect(),
+                ),
+                _ => {
+                    self.error(
+                        n.span,
+                        format!(
+                            "`data` of an event declaration must be a list of field names, found {}",
+                            n.kind()
+                        ),
+                    );
+                    None
+                }
+            },
+            None => {
+                let span = self.key_span(&obj);
+                self.problems.push(
+                    Problem::error(span, "an event declaration is missing `data`")
+                        .with_help("list the fields its `data` carries: `data: [product, price]`"),
+                );
+                None
+            }
+        };
+        Some(EventSpec {
+            kind: kind?,
+            data: data?,
         })
     }
 
