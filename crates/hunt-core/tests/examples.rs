@@ -28,6 +28,42 @@ fn check_example(name: &str, src: &str) {
     }
 }
 
+/// The examples run whatever today's date: every hunt in them is open now and for
+/// decades to come (a newcomer following the README sees what it says).
+#[test]
+fn every_example_hunt_is_open_whatever_the_date() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let in_fifty_years = now + 50 * 366 * 24 * 3_600_000;
+    for (name, src) in [
+        (
+            "welcome.yaml",
+            include_str!("../../../examples/welcome.yaml"),
+        ),
+        (
+            "black-friday-eggs.yaml",
+            include_str!("../../../examples/black-friday-eggs.yaml"),
+        ),
+        (
+            "detective.yaml",
+            include_str!("../../../examples/detective.yaml"),
+        ),
+    ] {
+        let (catalog, _) = Catalog::load(name, src).unwrap();
+        for h in &catalog.hunts {
+            for t in [now, in_fifty_years] {
+                assert!(
+                    h.is_active(hunt_core::time::Timestamp(t)),
+                    "{name}: hunt `{}` is closed at {t}",
+                    h.id
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn black_friday_eggs() {
     check_example(

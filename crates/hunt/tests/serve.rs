@@ -934,6 +934,78 @@ fn a_restart_keeps_the_version_in_force_unless_told_to_apply_the_file() {
     assert!(err.contains("--apply-config"), "{err}");
 }
 
+/// The README's tour, on any date: the quick start's eggs, the upload of the Black
+/// Friday file, a gift-finder win whose notifications are dead letters (no secret), and
+/// the first version's hunt still answering after the switch.
+#[test]
+fn the_readme_tour_shows_what_it_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = serve(&dir.path().join("data"));
+    let addr = s.addr;
+    let eggs = json!([
+        {"id": "e1", "type": "product_view", "user": "ann", "data": {"category": "shoes"}},
+        {"id": "e2", "type": "page_view", "user": "ann", "data": {"url": "/blog/egg-hunt"}},
+        {"id": "e3", "type": "search", "user": "ann", "data": {"query": "golden egg"}},
+    ]);
+    let (status, a) = request(addr, "POST", "/v1/events", &eggs.to_string()).unwrap();
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["results"][2]["outcomes"][2]["code"], "WELCOME-A1", "{a}");
+    let bf = std::fs::read_to_string(root().join("examples/black-friday-eggs.yaml")).unwrap();
+    let (status, put) = request(addr, "PUT", "/v1/config", &bf).unwrap();
+    assert_eq!(status, 200, "{put}");
+    let gil = json!([
+        {"id": "g1", "type": "page_view", "user": "gil", "data": {"url": "/blog/gift-guide"}},
+        {"id": "g2", "type": "search", "user": "gil", "data": {"query": "gifts"}},
+    ]);
+    let (status, a) = request(addr, "POST", "/v1/events", &gil.to_string()).unwrap();
+    assert_eq!(status, 200, "{a}");
+    assert!(a.to_string().contains("\"code\":\"WRAP-A1\""), "{a}");
+    // The dead letters: `hunt dlq list` shows them once the notifier has had them.
+    let t = Instant::now();
+    let listed = loop {
+        let (code, out, err) = dlq(addr, &["list"]);
+        assert_eq!(code, 0, "{err}");
+        if out.contains("gift-finder") || t.elapsed() > Duration::from_secs(20) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(listed.contains("crm"), "{listed}");
+    assert!(listed.contains("HUNT_CRM_SECRET"), "{listed}");
+    // Ann's hunt left the file with the upload; she keeps her code and her steps by
+    // name, and the hunt's figures and winners still answer.
+    let (status, w) = request(addr, "GET", "/v1/hunts/three-eggs/winners", "").unwrap();
+    assert_eq!(status, 200, "{w}");
+    assert_eq!(w["in_force"], false, "{w}");
+    assert_eq!(w["winners"][0]["user"], "ann", "{w}");
+    assert_eq!(w["winners"][0]["code"], "WELCOME-A1", "{w}");
+    let (status, st) = request(addr, "GET", "/v1/hunts/three-eggs/stats", "").unwrap();
+    assert_eq!(status, 200, "{st}");
+    assert_eq!(
+        (st["in_force"].clone(), st["completions"].clone()),
+        (json!(false), json!(1)),
+        "{st}"
+    );
+    assert_eq!(st["funnel"].as_array().unwrap().len(), 3, "{st}");
+    let (_, u) = request(addr, "GET", "/v1/users/ann", "").unwrap();
+    assert_eq!(
+        u["hunts"][0]["found"],
+        json!(["egg-shoes", "egg-blog", "egg-search"]),
+        "{u}"
+    );
+    assert_eq!(u["rewards"][0]["code"], "WELCOME-A1", "{u}");
+    // A hunt no version had is still unknown.
+    let (status, e) = request(addr, "GET", "/v1/hunts/nope/winners", "").unwrap();
+    assert_eq!(
+        (status, e["error"]["code"].clone()),
+        (404, json!("unknown_hunt")),
+        "{e}"
+    );
+    let (status, _) = request(addr, "GET", "/v1/hunts/nope/stats", "").unwrap();
+    assert_eq!(status, 404);
+    assert!(terminate(&mut s.child, || s.log.lock().unwrap().clone()).success());
+}
+
 #[test]
 fn serve_without_a_hunts_file_starts_on_the_embedded_example() {
     let dir = tempfile::tempdir().unwrap();

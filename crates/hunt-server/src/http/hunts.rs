@@ -61,8 +61,26 @@ pub(super) async fn get_hunt_stats(
     Ready(service): Ready,
 ) -> Result<Json<Value>, ApiError> {
     let v = service.version();
-    let hunt = &v.catalog().hunts[hunt_index(&v, &id)?];
     let (stats, _, _) = service.stats(None).await;
+    let Ok(h) = hunt_index(&v, &id) else {
+        // A hunt a later version removed: its customers keep what they found and won,
+        // and its figures still answer, with the steps it was found by.
+        let c = stats
+            .get(id.as_str())
+            .ok_or_else(|| hunt_index(&v, &id).unwrap_err())?;
+        return Ok(Json(json!({
+            "hunt": id,
+            "in_force": false,
+            "participants": c.participants,
+            "funnel": c.found.iter().map(|(s, n)| json!({"step": s, "found": n})).collect::<Vec<_>>(),
+            "completions": c.completions,
+            "rewards_granted": c.granted,
+            "rewards_denied": c.denied,
+            "trails_gone_cold": c.trails_gone_cold,
+            "reward": null,
+        })));
+    };
+    let hunt = &v.catalog().hunts[h];
     let c = stats.get(&*hunt.id).cloned().unwrap_or_default();
     let reward = hunt.reward.map(|r| {
         let pool = &v.catalog().pools[r.pool];
@@ -74,6 +92,7 @@ pub(super) async fn get_hunt_stats(
     });
     Ok(Json(json!({
         "hunt": hunt.id,
+        "in_force": true,
         "participants": c.participants,
         "funnel": hunt.step_ids.iter().map(|s| json!({"step": s, "found": c.found.get(s).copied().unwrap_or(0)})).collect::<Vec<_>>(),
         "completions": c.completions,
@@ -96,12 +115,18 @@ pub(super) async fn get_hunt_winners(
     Ready(service): Ready,
 ) -> Result<Json<Value>, ApiError> {
     let v = service.version();
-    hunt_index(&v, &id)?;
     let limit = super::extract::limit(q.limit.as_deref(), 100, WINNERS_LIMIT_MAX)?;
-    let (_, winners, total) = service.stats(Some((&id, limit))).await;
+    let (stats, winners, total) = service.stats(Some((&id, limit))).await;
+    // A hunt a later version removed still has its winners, who keep their codes.
+    let in_force = hunt_index(&v, &id).is_ok();
+    if !in_force && !stats.contains_key(id.as_str()) {
+        hunt_index(&v, &id)?;
+    }
     let list: Vec<_> = winners
         .into_iter()
         .map(|w| json!({"user": w.user, "code": w.code, "at": w.at}))
         .collect();
-    Ok(Json(json!({ "hunt": id, "total": total, "winners": list })))
+    Ok(Json(
+        json!({ "hunt": id, "in_force": in_force, "total": total, "winners": list }),
+    ))
 }
