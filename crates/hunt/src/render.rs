@@ -30,6 +30,23 @@ pub fn count(n: u64) -> String {
     hunt_core::diag::thousands(n)
 }
 
+/// The bar of a log being replayed up to record `last` (hidden when the log is empty);
+/// set its position from the replay's progress.
+pub fn replay_bar(last: u64) -> indicatif::ProgressBar {
+    let bar = if last > 0 {
+        indicatif::ProgressBar::new(last)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        progress_style(
+            "{spinner} replaying [{bar:40}] {human_pos}/{human_len} records ({rate}, {eta} left)",
+        )
+        .progress_chars("=> "),
+    );
+    bar
+}
+
 /// A progress style from `template`, where `{rate}` is the items per second as a
 /// whole number with separators (`104,363/s`, not indicatif's `104,363.0409/s`).
 pub fn progress_style(template: &str) -> indicatif::ProgressStyle {

@@ -1132,6 +1132,21 @@ fn slow_and_idle_connections_are_closed_and_bodies_bounded_in_time() {
     let (text, _) = read_until_closed(&mut wide, Duration::from_secs(10));
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     assert!(text.contains("\"headers_too_large\""), "{text}");
+    // Requests hyper cannot parse, which it answers itself before any handler: JSON
+    // too, with a code, and the connection closed.
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ] {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.write_all(garbage).unwrap();
+        let (text, closed) = read_until_closed(&mut c, Duration::from_secs(10));
+        assert!(closed, "{text}");
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(text.contains("content-type: application/json"), "{text}");
+        assert!(text.contains("\"bad_request\""), "{text}");
+    }
     // A chunked body with a broken chunk: 400, not 413.
     let mut broken = std::net::TcpStream::connect(s.addr).unwrap();
     broken
@@ -1157,6 +1172,86 @@ fn slow_and_idle_connections_are_closed_and_bodies_bounded_in_time() {
         "{metrics}"
     );
     assert!(terminate(&mut s.child, || s.log.lock().unwrap().clone()).success());
+}
+
+/// The descriptor limit reached under a connection flood: every failed accept is
+/// counted and logged (never a silent hang), the watcher warns near the limit, and the
+/// server answers again once connections close.
+#[test]
+fn at_the_descriptor_limit_failed_accepts_are_logged_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = serve(&dir.path().join("data"));
+    let pid = s.child.id() as libc::pid_t;
+    let open = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count() as u64
+    };
+    // Lower the running server's soft limit to a few descriptors above what it holds
+    // (its connection cap stays what it was fitted to at start).
+    let mut was = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads `new` and writes `old`, both valid for the call.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut was) },
+        0
+    );
+    let limit = open() + 6;
+    let lowered = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: was.rlim_max,
+    };
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lowered, std::ptr::null_mut()) },
+        0
+    );
+    // More connections than descriptors left: the kernel queues them, the server
+    // cannot accept them all.
+    let held: Vec<std::net::TcpStream> = (0..24)
+        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .collect();
+    let t = Instant::now();
+    let log = || s.log.lock().unwrap().clone();
+    while !(log().contains("cannot accept a connection")
+        && log().contains("file descriptors near the limit"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no log line of the limit: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(held);
+    // Room again: the server answers, and its figures say what happened.
+    let t = Instant::now();
+    let metrics = loop {
+        use std::io::{Read, Write};
+        let mut text = String::new();
+        let got = std::net::TcpStream::connect(s.addr).and_then(|mut m| {
+            m.set_read_timeout(Some(Duration::from_secs(5)))?;
+            m.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            m.read_to_string(&mut text)
+        });
+        if got.is_ok() && text.starts_with("HTTP/1.0 200") {
+            break text;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let figure = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not on /metrics"))
+    };
+    assert!(figure("hunt_http_accept_errors_total") > 0, "{metrics}");
+    assert_eq!(figure("hunt_process_max_fds"), limit);
+    assert!(terminate(&mut s.child, log).success());
 }
 
 #[test]

@@ -10,6 +10,10 @@
 //!   bounds both a slow sender of headers and an idle keep-alive connection.
 //! - **A body timeout** is applied where bodies are read (`read_body`): the whole body
 //!   must arrive within it, or the answer is 408 `body_timeout`.
+//! - **hyper's own answers are JSON too.** A request hyper cannot parse (a malformed
+//!   request line or header, an unknown HTTP version) is answered by hyper itself, with
+//!   an empty body, before any handler runs. [`Answering`] sits between hyper and the
+//!   socket and puts a JSON error with a code in place of such an answer.
 //! - **File descriptors** are counted every few seconds; past four fifths of the limit a
 //!   warning is logged, and both figures are on `/metrics`. An accept that fails (the
 //!   limit reached) is logged and counted, never silent.
@@ -107,11 +111,14 @@ pub fn fd_limit() -> Option<u64> {
     (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
 }
 
-/// Descriptors open now (`None`: not countable here).
+/// Descriptors open now (`None`: not countable here). Counting needs a descriptor of
+/// its own: when none is left, every one is open, and the limit is the count.
 pub fn fds_open() -> Option<u64> {
-    std::fs::read_dir("/proc/self/fd")
-        .ok()
-        .map(|d| d.count() as u64)
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => Some(d.count() as u64),
+        Err(e) if e.raw_os_error() == Some(libc::EMFILE) => fd_limit(),
+        Err(_) => None,
+    }
 }
 
 /// The connection cap fitted under the descriptor limit: at most the limit less
@@ -154,18 +161,170 @@ pub async fn watch_fds(metrics: Arc<ConnMetrics>) {
     }
 }
 
-/// The answer to a connection over the cap: a complete HTTP/1.1 response, then close.
-fn refusal(max: usize) -> Vec<u8> {
-    let body = serde_json::json!({"error": {
-        "code": "too_many_connections",
-        "message": format!("the server has its {max} connections open; try again in a moment"),
-    }})
-    .to_string();
+/// A complete HTTP/1.1 error answer that closes the connection: `status` is the status
+/// line's code and reason ("503 Service Unavailable"), `extra` more header lines.
+fn raw_answer(status: &str, code: &str, message: &str, extra: &str) -> Vec<u8> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
+}
+
+/// The answer to a connection over the cap: a complete HTTP/1.1 response, then close.
+fn refusal(max: usize) -> Vec<u8> {
+    raw_answer(
+        "503 Service Unavailable",
+        "too_many_connections",
+        &format!("the server has its {max} connections open; try again in a moment"),
+        "retry-after: 1\r\n",
+    )
+}
+
+/// The JSON answer to put in place of `head`, when it is one hyper wrote itself for a
+/// request it could not parse: an error status, no body, no content type, and the
+/// connection closing. The handlers' answers always carry a content type.
+fn in_place_of(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let rest = text
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))?;
+    let lines = rest.strip_suffix("\r\n\r\n")?.to_ascii_lowercase();
+    let status = rest.get(..3)?;
+    let hyper_own = (status.starts_with('4') || status.starts_with('5'))
+        && lines.contains("\r\ncontent-length: 0")
+        && lines.contains("\r\nconnection: close")
+        && !lines.contains("\r\ncontent-type:");
+    if !hyper_own {
+        return None;
+    }
+    let (line, code, message) = match status {
+        "414" => (
+            "414 URI Too Long",
+            "uri_too_long",
+            "the request target is longer than the server reads",
+        ),
+        "431" => (
+            "431 Request Header Fields Too Large",
+            "headers_too_large",
+            "the request's headers are more than the server reads",
+        ),
+        "505" => (
+            "505 HTTP Version Not Supported",
+            "http_version_not_supported",
+            "the server speaks HTTP/1.1 (and 1.0)",
+        ),
+        _ => (
+            "400 Bad Request",
+            "bad_request",
+            "the request is not valid HTTP/1.1: its request line or a header could not be read",
+        ),
+    };
+    Some(raw_answer(line, code, message, ""))
+}
+
+/// The socket as hyper sees it: reads pass through; an answer hyper writes itself for
+/// a request it could not parse is replaced by a JSON one ([`in_place_of`]).
+struct Answering<T> {
+    io: T,
+    /// A replacement being written, and how much of it is out.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> Answering<T> {
+    /// Writes out the replacement, if any; ready once it is all written.
+    fn drain(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while let Some((bytes, done)) = &mut self.pending {
+            if *done == bytes.len() {
+                self.pending = None;
+                break;
+            }
+            match std::pin::Pin::new(&mut self.io).poll_write(cx, &bytes[*done..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => *done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `buf` as written when it is an answer to replace.
+    fn replaced(&mut self, buf: &[u8]) -> bool {
+        match in_place_of(buf) {
+            Some(answer) => {
+                self.pending = Some((answer, 0));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Answering<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Answering<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        if self.replaced(buf) {
+            let _ = self.drain(cx)?;
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.drain(cx))?;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && first.len() == total
+            && self.replaced(first)
+        {
+            let _ = self.drain(cx)?;
+            return std::task::Poll::Ready(Ok(total));
+        }
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -240,7 +399,11 @@ pub async fn serve(
                 .header_read_timeout(limits.header_timeout)
                 .max_headers(HYPER_HEADERS_MAX)
                 .keep_alive(true);
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            let io = Answering {
+                io: socket,
+                pending: None,
+            };
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -267,6 +430,35 @@ mod tests {
         assert_eq!(fit_cap(4096, Some(1_048_576)), 4096);
         assert_eq!(fit_cap(4096, Some(1024)), 1024 - FDS_RESERVED as usize);
         assert_eq!(fit_cap(4096, Some(100)), 16, "never below 16");
+    }
+
+    #[test]
+    fn only_hypers_own_empty_error_answers_are_replaced() {
+        let hyper_400 =
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Thu, 03 Dec 2026 16:01:08 GMT\r\n\r\n";
+        let text = String::from_utf8(in_place_of(hyper_400).unwrap()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(head.contains("content-type: application/json"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "bad_request");
+        let hyper_505 = b"HTTP/1.1 505 HTTP Version Not Supported\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        assert!(
+            String::from_utf8(in_place_of(hyper_505).unwrap())
+                .unwrap()
+                .contains("http_version_not_supported")
+        );
+        // The handlers' answers, and anything with a body, stay as they are.
+        for kept in [
+            &b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            b"{\"id\":\"HTTP/1.1 400\"}",
+        ] {
+            assert_eq!(in_place_of(kept), None, "{}", String::from_utf8_lossy(kept));
+        }
     }
 
     #[test]

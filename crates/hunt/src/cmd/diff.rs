@@ -162,14 +162,20 @@ fn plan_on_data(
         window: hunt_core::dedupe::WINDOW_DEFAULT,
         entries_max: DEDUPE_ENTRIES_DEFAULT,
     };
+    let bar = crate::render::replay_bar(hunt_store::PartitionLog::durable(&log));
     let recovered = hunt_server::recover::recover(
         &log,
         Some(&snapshots),
         PARTITIONS_DEFAULT,
         dedupe,
-        &mut |_| {},
-    )
-    .map_err(|e| anyhow::anyhow!("the log does not replay: {e}"))?;
+        &mut |lsn| {
+            if lsn % 4096 == 0 {
+                bar.set_position(lsn);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    let recovered = recovered.map_err(|e| anyhow::anyhow!("the log does not replay: {e}"))?;
     let note = match &recovered.version {
         Some(v) if v.record.text != old_text => Some(format!(
             "the version in force in {} is {} ({}), not OLD: customers are counted against OLD",

@@ -107,17 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => open_cluster(&args, &rt)?,
     };
-    let bar = if last > 0 {
-        indicatif::ProgressBar::new(last)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        crate::render::progress_style(
-            "{spinner} replaying [{bar:40}] {human_pos}/{human_len} records ({rate}, {eta} left)",
-        )
-        .progress_chars("=> "),
-    );
+    let bar = crate::render::replay_bar(last);
     let dedupe = DedupeConfig {
         window: hunt_core::dedupe::WINDOW_DEFAULT,
         entries_max: DEDUPE_ENTRIES_DEFAULT,
