@@ -14,6 +14,10 @@ pub struct ClusterMetrics {
     pub node: Mutex<String>,
     /// The partitions this node owns (the node records' subject excluded).
     pub owned: Mutex<Vec<u32>>,
+    /// The cluster's partition count.
+    pub partitions: AtomicU64,
+    /// The epoch of the leases this node holds: one more at every takeover, cluster-wide.
+    pub epoch: AtomicU64,
     /// Times this node took the partitions' leases over.
     pub takeovers: AtomicU64,
     /// Lease renewals confirmed, failed (no answer, no leader), refused (taken).
@@ -56,6 +60,17 @@ impl ClusterMetrics {
                 "hunt_cluster_partition_owner{{partition=\"{p}\",node=\"{node}\"}} 1"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP hunt_cluster_partitions The cluster's partitions, owned or not.\n\
+             # TYPE hunt_cluster_partitions gauge\n\
+             hunt_cluster_partitions{{node=\"{node}\"}} {}\n\
+             # HELP hunt_cluster_lease_epoch The epoch of the leases this node holds; every takeover in the cluster raises it by one.\n\
+             # TYPE hunt_cluster_lease_epoch gauge\n\
+             hunt_cluster_lease_epoch{{node=\"{node}\"}} {}",
+            get(&self.partitions),
+            get(&self.epoch)
+        );
         let counters: [(&str, &str, &AtomicU64); 4] = [
             (
                 "hunt_cluster_lease_takeovers_total",
@@ -129,6 +144,8 @@ mod tests {
         *m.owned.lock() = vec![0, 1];
         m.count_fenced();
         m.renewals_confirmed.fetch_add(3, Ordering::Relaxed);
+        m.partitions.store(8, Ordering::Relaxed);
+        m.epoch.store(41, Ordering::Relaxed);
         let mut out = String::new();
         m.render(&mut out, std::time::Duration::from_millis(1500));
         assert!(
@@ -137,6 +154,14 @@ mod tests {
         );
         assert!(
             out.contains("hunt_cluster_fenced_appends_total{node=\"a\\\"1\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hunt_cluster_partitions{node=\"a\\\"1\"} 8"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hunt_cluster_lease_epoch{node=\"a\\\"1\"} 41"),
             "{out}"
         );
         assert!(

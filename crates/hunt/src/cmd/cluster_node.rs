@@ -380,6 +380,12 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
     *metrics.node.lock() = node.clone();
     *metrics.owned.lock() = (0..parts).collect();
     metrics
+        .partitions
+        .store(u64::from(parts), std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .epoch
+        .store(epoch, std::sync::atomic::Ordering::Relaxed);
+    metrics
         .takeovers
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Nobody else can take a lease for a whole lease after it was written, and it was
