@@ -156,11 +156,14 @@ pub async fn watch_fds(metrics: Arc<ConnMetrics>) {
 
 /// The answer to a connection over the cap: a complete HTTP/1.1 response, then close.
 fn refusal(max: usize) -> Vec<u8> {
-    let body = serde_json::json!({"error": {
-        "code": "too_many_connections",
-        "message": format!("the server has its {max} connections open; try again in a moment"),
-    }})
-    .to_string();
+    let body = super::error::ErrorBody {
+        error: super::error::ErrorInfo {
+            code: "too_many_connections",
+            message: format!("the server has its {max} connections open; try again in a moment"),
+            details: None,
+        },
+    };
+    let body = serde_json::to_string(&body).unwrap_or_default();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
