@@ -327,6 +327,25 @@ async fn the_document_matches_the_router_and_the_answers() {
     let (st, body) = call(&s, "post", "/v1/events", Some("not json"), true).await;
     assert_eq!(st, 400);
     conforms(&doc, "/v1/events", "post", st, &body);
+    // A CloudEvent's `datacontenttype` is a string, as its schema says.
+    let r = s
+        .client
+        .post(format!("{}/v1/events", s.url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/cloudevents+json")
+        .body(
+            json!({"specversion": "1.0", "source": "shop", "id": "c1", "type": "page_view",
+                   "subject": "cy", "datacontenttype": {}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(body["results"][0]["field"], "datacontenttype", "{body}");
+    conforms(&doc, "/v1/events", "post", st, &body);
 
     for (path, live, want) in [
         ("/v1/hunts", "/v1/hunts", 200),
@@ -364,6 +383,8 @@ async fn the_document_matches_the_router_and_the_answers() {
         ("/v1/dlq/retry", r#"{"all": true}"#, 200),
         ("/v1/dlq/drop", r#"{"sink": "x"}"#, 200),
         ("/v1/dlq/retry", r#"{}"#, 400),
+        // A field is given or absent: null is not "absent", so this is not a filter.
+        ("/v1/dlq/retry", r#"{"id": null, "sink": "x"}"#, 400),
         ("/v1/dlq/drop", r#"{"id": "nothing"}"#, 404),
     ] {
         let (st, body) = call(&s, "post", path, Some(selection), true).await;

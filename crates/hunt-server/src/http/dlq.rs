@@ -34,14 +34,21 @@ pub struct DlqQuery {
     limit: Option<String>,
 }
 
-/// What `POST /v1/dlq/retry` and `/drop` act on: one id, a filter, or all.
+/// What `POST /v1/dlq/retry` and `/drop` act on: one id, a filter, or all. A field is
+/// given or absent: `null` is refused, not read as absent (`{"id": null, "sink": "s"}`
+/// is not a filter by sink).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
+    #[serde(default, deserialize_with = "given")]
     id: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     sink: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     hunt: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     since: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     until: Option<String>,
     #[serde(default)]
     all: bool,
@@ -110,6 +117,11 @@ impl JsonSchema for Selection {
         );
         s
     }
+}
+
+/// A field that is present: a string, never `null`.
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 fn time(v: &Option<String>, field: &'static str) -> Result<Option<Timestamp>, ApiError> {
