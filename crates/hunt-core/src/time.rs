@@ -47,6 +47,20 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// In JSON, an RFC 3339 date-time (as it is serialized there).
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An RFC 3339 date-time, e.g. 2026-11-27T10:00:00Z.",
+            "type": "string",
+            "format": "date-time"
+        })
+    }
+}
+
 /// RFC 3339 text in human-readable formats (JSON, YAML); milliseconds as an integer in
 /// binary ones (postcard snapshots), which is smaller and needs no parsing.
 impl serde::Serialize for Timestamp {

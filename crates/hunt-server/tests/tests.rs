@@ -9,5 +9,6 @@ mod config;
 mod ingest;
 mod limits;
 mod notify;
+mod openapi;
 mod restart;
 mod rewards;

@@ -9,23 +9,35 @@ use serde_json::{Map, Value as Json};
 use crate::ids::ID_BYTES_MAX;
 use crate::time::Timestamp;
 
-/// A customer's action, as posted by the shop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A customer's action, as posted by the shop. Its JSON Schema (in the OpenAPI
+/// document) states the checks of `ingest`: ids of 1-128 bytes without control
+/// characters (a schema counts characters, so it says at most 128 of them), the
+/// type's characters, no other fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Event {
-    /// Idempotency key: the same `(user, id)` is one event.
+    /// Idempotency key: the same `(user, id)` is one event. 1-128 bytes, no control
+    /// characters.
+    #[schemars(length(min = 1, max = 128), pattern(r"^[^\x00-\x1F\x7F-\x9F]*$"))]
     pub id: String,
     /// Event type, e.g. `product_view`.
     #[serde(rename = "type")]
+    #[schemars(pattern(r"^[a-z0-9_.:-]{1,64}$"))]
     pub kind: String,
-    /// The customer (the partition key).
+    /// The customer (the partition key). 1-128 bytes, no control characters.
+    #[schemars(length(min = 1, max = 128), pattern(r"^[^\x00-\x1F\x7F-\x9F]*$"))]
     pub user: String,
     /// When it happened, by the sender's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Timestamp>,
+    /// The event's fields, for conditions (`null` is none).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schemars(with = "Option<Map<String, Json>>")]
     pub data: Map<String, Json>,
-    /// Traits merged into the customer's profile (`null` removes one).
+    /// Traits merged into the customer's profile (`null` removes one; `null` for the
+    /// whole is none).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schemars(with = "Option<Map<String, Json>>")]
     pub traits: Map<String, Json>,
 }
 
@@ -55,7 +67,7 @@ impl Event {
 }
 
 /// What an event did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// A step was found.
@@ -100,7 +112,19 @@ impl Outcome {
 }
 
 /// Why a reward was denied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DenyReason {
     /// The pool has no codes left.

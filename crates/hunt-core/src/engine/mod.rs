@@ -114,7 +114,7 @@ impl UserState {
 }
 
 /// A reward code held by a customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Grant {
     pub hunt: Arc<str>,
     pub pool: Arc<str>,

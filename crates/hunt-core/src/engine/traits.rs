@@ -74,6 +74,19 @@ impl Serialize for Traits {
     }
 }
 
+/// A JSON object, as it is serialized.
+impl schemars::JsonSchema for Traits {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Traits".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "object" })
+    }
+}
+
 impl<'de> Deserialize<'de> for Traits {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Traits, D::Error> {
         Map::<String, Json>::deserialize(d).map(Traits::from)

@@ -11,12 +11,13 @@ use crate::spec::Order;
 use crate::time::Timestamp;
 
 /// What a customer sees of one hunt (`GET /v1/users/{user}/hunts`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct HuntView {
     pub hunt: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     /// `any` or `sequence`.
+    #[schemars(extend("enum" = ["any", "sequence"]))]
     pub order: &'static str,
     pub steps: usize,
     /// Steps needed to complete.

@@ -138,13 +138,24 @@ fn user_by_shape(
             {
                 return Err(r("source", "CloudEvents `source` is required".into()));
             }
-            if let Some(ct) = m.get("datacontenttype").and_then(Json::as_str)
-                && !ct.starts_with("application/json")
-            {
-                return Err(r(
-                    "datacontenttype",
-                    format!("`data` must be JSON, got {ct:?}"),
-                ));
+            match m.get("datacontenttype") {
+                None | Some(Json::Null) => {}
+                Some(Json::String(ct)) if ct.starts_with("application/json") => {}
+                Some(Json::String(ct)) => {
+                    return Err(r(
+                        "datacontenttype",
+                        format!("`data` must be JSON, got {ct:?}"),
+                    ));
+                }
+                Some(other) => {
+                    return Err(r(
+                        "datacontenttype",
+                        format!(
+                            "CloudEvents `datacontenttype` must be a string, found {}",
+                            kind(other)
+                        ),
+                    ));
+                }
             }
             ("subject", m.remove("subject"))
         }

@@ -32,7 +32,7 @@ use pools::pools;
 use sinks::sinks;
 
 /// One difference between two versions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Change {
     pub kind: ChangeKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,7 +53,7 @@ pub struct Change {
 }
 
 /// The kinds of change, and whom each counts in [`Change::customers`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     /// Customers whose progress, kept while the hunt was out of the file, resumes.
@@ -87,7 +87,7 @@ pub enum ChangeKind {
 }
 
 /// Why a version cannot be put in force.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Refusal {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<Arc<str>>,
@@ -95,7 +95,7 @@ pub struct Refusal {
 }
 
 /// Everything a new version changes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
     pub changes: Vec<Change>,
     /// Why it cannot be put in force (empty when it can).

@@ -28,7 +28,7 @@ mod evaluate;
 pub use config::{AlertWebhook, AlertsConfig, Condition, Rule};
 
 /// Where an alert stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Ok,
@@ -37,7 +37,7 @@ pub enum Phase {
 }
 
 /// One (rule, subject).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AlertState {
     pub alert: String,
     /// The sink or pool it is about (empty for the backlog).

@@ -2,31 +2,103 @@
 //! plans, checks and puts a new one in force.
 
 use axum::body::Body;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use hunt_core::plan::{Change, Plan, Refusal};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::extract::{Authorized, Params, Ready, role};
 use super::{ApiError, CONFIG_BYTES_MAX, Json};
 use crate::service::{ConfigAnswer, ConfigOptions};
 use hunt_core::time::Timestamp;
 
+/// `GET /v1/config`: the hunts file version in force.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct ConfigView {
+    version: u64,
+    /// The file's name, as given when it was put in force.
+    name: String,
+    in_force_since: Timestamp,
+    /// How many hunts it has.
+    hunts: usize,
+    /// How many pools it has.
+    pools: usize,
+    /// The file's text.
+    text: String,
+}
+
 pub(super) async fn get_config(
     _: Authorized<role::Admin>,
     Ready(service): Ready,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigView>, ApiError> {
     let v = service.version();
-    Ok(Json(json!({
-        "version": v.record.version,
-        "name": v.record.name,
-        "in_force_since": Timestamp(v.record.at),
-        "hunts": v.catalog().hunts.len(),
-        "pools": v.catalog().pools.len(),
-        "text": v.record.text,
-    })))
+    Ok(Json(ConfigView {
+        version: v.record.version,
+        name: v.record.name.to_string(),
+        in_force_since: Timestamp(v.record.at),
+        hunts: v.catalog().hunts.len(),
+        pools: v.catalog().pools.len(),
+        text: v.record.text.to_string(),
+    }))
 }
 
-#[derive(Deserialize)]
+/// `PUT /v1/config`: what was done.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum PutConfigAnswer {
+    /// The file is the version in force: nothing recorded.
+    Unchanged {
+        version: u64,
+        name: String,
+        in_force_since: Timestamp,
+        /// Always `true`.
+        unchanged: bool,
+    },
+    /// The new version, in force, and what it changed.
+    Switched {
+        #[serde(flatten)]
+        plan: PlanView,
+        version: u64,
+        name: String,
+        in_force_since: Timestamp,
+    },
+    /// `dry_run`: what it would change; nothing switched.
+    Planned {
+        #[serde(flatten)]
+        plan: PlanView,
+        /// Always `true`.
+        dry_run: bool,
+        version_in_force: u64,
+    },
+}
+
+/// A plan: its changes (with the customers each touches, when counted), one line per
+/// change for a person, and the refusals.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct PlanView {
+    changes: Vec<Change>,
+    /// One line per change, for a person.
+    summary: Vec<String>,
+    /// Why it cannot be put in force (empty when it can).
+    refusals: Vec<Refusal>,
+    /// Customers looked at to count the changes' effects.
+    customers: Option<u64>,
+}
+
+impl PlanView {
+    pub(super) fn of(plan: &Plan) -> PlanView {
+        PlanView {
+            changes: plan.changes.clone(),
+            summary: plan.changes.iter().map(|c| c.describe()).collect(),
+            refusals: plan.refusals.clone(),
+            customers: plan.customers,
+        }
+    }
+}
+
+/// `PUT /v1/config`'s query.
+#[derive(Deserialize, JsonSchema)]
 pub(super) struct ConfigQuery {
+    /// The file's name, for reports (`hunts.yaml` if absent).
     name: Option<String>,
     /// Say what the file would change, and to how many customers; switch nothing.
     #[serde(default)]
@@ -36,17 +108,6 @@ pub(super) struct ConfigQuery {
     skip_tests: bool,
 }
 
-/// A plan as JSON: its changes (with the customers each touches, when counted), one line
-/// per change for a person, and the refusals.
-pub(super) fn plan_json(plan: &hunt_core::plan::Plan) -> Value {
-    json!({
-        "changes": plan.changes,
-        "summary": plan.changes.iter().map(|c| c.describe()).collect::<Vec<_>>(),
-        "refusals": plan.refusals,
-        "customers": plan.customers,
-    })
-}
-
 pub(super) async fn put_config(
     axum::extract::State(app): axum::extract::State<std::sync::Arc<super::App>>,
     _: Authorized<role::Admin>,
@@ -54,7 +115,7 @@ pub(super) async fn put_config(
     Ready(service): Ready,
     headers: axum::http::HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PutConfigAnswer>, ApiError> {
     let bytes = super::extract::body_bytes(
         &headers,
         body,
@@ -72,25 +133,23 @@ pub(super) async fn put_config(
     };
     Ok(Json(
         match service.put_config(&name, text, options).await? {
-            ConfigAnswer::Unchanged(r) => json!({
-                "version": r.version,
-                "name": r.name,
-                "in_force_since": Timestamp(r.at),
-                "unchanged": true,
-            }),
-            ConfigAnswer::Planned(plan) => {
-                let mut body = plan_json(&plan);
-                body["dry_run"] = json!(true);
-                body["version_in_force"] = json!(service.version().record.version);
-                body
-            }
-            ConfigAnswer::Switched(r, plan) => {
-                let mut body = plan_json(&plan);
-                body["version"] = json!(r.version);
-                body["name"] = json!(r.name);
-                body["in_force_since"] = json!(Timestamp(r.at));
-                body
-            }
+            ConfigAnswer::Unchanged(r) => PutConfigAnswer::Unchanged {
+                version: r.version,
+                name: r.name.to_string(),
+                in_force_since: Timestamp(r.at),
+                unchanged: true,
+            },
+            ConfigAnswer::Planned(plan) => PutConfigAnswer::Planned {
+                plan: PlanView::of(&plan),
+                dry_run: true,
+                version_in_force: service.version().record.version,
+            },
+            ConfigAnswer::Switched(r, plan) => PutConfigAnswer::Switched {
+                plan: PlanView::of(&plan),
+                version: r.version,
+                name: r.name.to_string(),
+                in_force_since: Timestamp(r.at),
+            },
         },
     ))
 }

@@ -163,8 +163,15 @@ pub async fn watch_fds(metrics: Arc<ConnMetrics>) {
 
 /// A complete HTTP/1.1 error answer that closes the connection: `status` is the status
 /// line's code and reason ("503 Service Unavailable"), `extra` more header lines.
-fn raw_answer(status: &str, code: &str, message: &str, extra: &str) -> Vec<u8> {
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+fn raw_answer(status: &str, code: &'static str, message: &str, extra: &str) -> Vec<u8> {
+    let body = super::error::ErrorBody {
+        error: super::error::ErrorInfo {
+            code,
+            message: message.to_string(),
+            details: None,
+        },
+    };
+    let body = serde_json::to_string(&body).unwrap_or_default();
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

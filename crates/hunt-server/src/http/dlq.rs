@@ -5,35 +5,123 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::Path;
 use hunt_core::time::Timestamp;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::extract::{Authorized, Params, Ready, role};
 use super::{ApiError, DLQ_LIMIT_MAX, Json};
-use crate::notify::outbox::{Entry, Filter};
+use crate::notify::outbox::{Attempt, Entry, Filter};
 use crate::service::Service;
 
-#[derive(Deserialize)]
+/// `GET /v1/dlq`'s query. Times and the limit are read as text, so that a bad one gets
+/// its own error (`bad_time`, `bad_limit`).
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DlqQuery {
+    /// Only this sink's.
     sink: Option<String>,
+    /// Only this hunt's.
     hunt: Option<String>,
+    /// Dead-lettered at or after (RFC 3339).
+    #[schemars(with = "Option<Timestamp>")]
     since: Option<String>,
+    /// Dead-lettered before (RFC 3339).
+    #[schemars(with = "Option<Timestamp>")]
     until: Option<String>,
+    /// How many entries to show: 1 to 10000, 100 if absent.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 10000))]
     limit: Option<String>,
 }
 
-/// What `POST /v1/dlq/retry` and `/drop` act on: one id, a filter, or all.
+/// What `POST /v1/dlq/retry` and `/drop` act on: one id, a filter, or all. A field is
+/// given or absent: `null` is refused, not read as absent (`{"id": null, "sink": "s"}`
+/// is not a filter by sink).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
+    #[serde(default, deserialize_with = "given")]
     id: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     sink: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     hunt: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     since: Option<String>,
+    #[serde(default, deserialize_with = "given")]
     until: Option<String>,
     #[serde(default)]
     all: bool,
+}
+
+/// The forms a [`Selection`] may take, for its schema: what [`selection`] checks.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)]
+enum SelectionForms {
+    One(SelectOne),
+    Filter(SelectFilter),
+    All(SelectAll),
+}
+
+/// One dead letter, by id.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SelectOne {
+    id: String,
+}
+
+/// Every dead letter matching the filter: at least one field, combined with and.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, extend("minProperties" = 1))]
+#[allow(dead_code)]
+struct SelectFilter {
+    sink: Option<String>,
+    hunt: Option<String>,
+    /// Dead-lettered at or after (RFC 3339).
+    since: Option<Timestamp>,
+    /// Dead-lettered before (RFC 3339).
+    until: Option<Timestamp>,
+}
+
+/// Every dead letter.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SelectAll {
+    #[schemars(extend("const" = true))]
+    all: bool,
+}
+
+impl JsonSchema for Selection {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Selection".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut s = SelectionForms::json_schema(generator);
+        // A filter's fields may be absent, not null: a filter of nulls selects nothing.
+        if let Some(props) = generator
+            .definitions_mut()
+            .get_mut("SelectFilter")
+            .and_then(|f| f.get_mut("properties"))
+            .and_then(Value::as_object_mut)
+        {
+            for p in props.values_mut() {
+                *p = super::openapi::not_null(p.take());
+            }
+        }
+        s.insert(
+            "description".into(),
+            "What to act on: one `id`; a filter (`sink`, `hunt`, `since`, `until`, combined with and); or `all: true`.".into(),
+        );
+        s
+    }
+}
+
+/// A field that is present: a string, never `null`.
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 fn time(v: &Option<String>, field: &'static str) -> Result<Option<Timestamp>, ApiError> {
@@ -47,25 +135,84 @@ fn time(v: &Option<String>, field: &'static str) -> Result<Option<Timestamp>, Ap
         .transpose()
 }
 
-fn entry_json(e: &Entry) -> Value {
-    json!({
-        "id": e.key,
-        "sink": e.sink,
-        "hunt": e.hunt,
-        "state": if e.dead_at.is_some() { "dead" } else { "pending" },
-        "queued_at": e.queued_at,
-        "dead_at": e.dead_at,
-        "attempts": e.history.len(),
-        "last_error": e.history.last().map(|a| &*a.error),
-        "history": e.history,
-    })
+/// One delivery, pending or dead.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct EntryView {
+    /// The delivery's id (its idempotency key at the receiver).
+    id: String,
+    sink: Arc<str>,
+    hunt: Arc<str>,
+    /// `dead` (in the dead-letter queue) or `pending`.
+    #[schemars(extend("enum" = ["dead", "pending"]))]
+    state: &'static str,
+    queued_at: Timestamp,
+    dead_at: Option<Timestamp>,
+    /// Failed attempts in all.
+    attempts: usize,
+    last_error: Option<Arc<str>>,
+    /// Every failed attempt, oldest first.
+    history: Vec<Attempt>,
+}
+
+fn entry_view(e: &Entry) -> EntryView {
+    EntryView {
+        id: e.key.clone(),
+        sink: e.sink.clone(),
+        hunt: e.hunt.clone(),
+        state: if e.dead_at.is_some() {
+            "dead"
+        } else {
+            "pending"
+        },
+        queued_at: e.queued_at,
+        dead_at: e.dead_at,
+        attempts: e.history.len(),
+        last_error: e.history.last().map(|a| a.error.clone()),
+        history: e.history.clone(),
+    }
+}
+
+/// `GET /v1/dlq`: dead letters.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct DlqList {
+    /// Dead letters matching the filter, in all.
+    total: usize,
+    /// The first `limit` of them, in the log's order.
+    entries: Vec<EntryView>,
+}
+
+/// `GET /v1/dlq/{id}`: one delivery and the CloudEvent it carries.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct DeliveryView {
+    #[serde(flatten)]
+    entry: EntryView,
+    /// The CloudEvent sent (null once a dead letter let its body go).
+    event: Value,
+}
+
+/// `POST /v1/dlq/retry`.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Retried {
+    /// How many dead letters were sent back.
+    retried: usize,
+    /// Their ids (the first thousand).
+    ids: Vec<String>,
+}
+
+/// `POST /v1/dlq/drop`.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct Dropped {
+    /// How many dead letters were removed.
+    dropped: usize,
+    /// Their ids (the first thousand).
+    ids: Vec<String>,
 }
 
 pub(super) async fn list(
     _: Authorized<role::Admin>,
     Params(q): Params<DlqQuery>,
     Ready(service): Ready,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DlqList>, ApiError> {
     let limit = super::extract::limit(q.limit.as_deref(), 100, DLQ_LIMIT_MAX)?;
     let filter = Filter {
         key: None,
@@ -75,27 +222,28 @@ pub(super) async fn list(
         hunt: q.hunt,
     };
     let (entries, total) = service.notifier.dead_letters(&filter, limit);
-    Ok(Json(json!({
-        "total": total,
-        "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(DlqList {
+        total,
+        entries: entries.iter().map(entry_view).collect(),
+    }))
 }
 
 pub(super) async fn show(
     _: Authorized<role::Admin>,
     Path(id): Path<String>,
     Ready(service): Ready,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryView>, ApiError> {
     let Some(e) = service.notifier.get(&id).await else {
         return Err(ApiError::UnknownDelivery(id));
     };
-    let mut v = entry_json(&e);
-    v["event"] = e
-        .body
-        .as_deref()
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or(Value::Null);
-    Ok(Json(v))
+    Ok(Json(DeliveryView {
+        entry: entry_view(&e),
+        event: e
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null),
+    }))
 }
 
 fn selection(body: &Bytes) -> Result<Filter, ApiError> {
@@ -123,7 +271,12 @@ fn selection(body: &Bytes) -> Result<Filter, ApiError> {
     }
 }
 
-async fn operate(service: Arc<Service>, body: Bytes, retry: bool) -> Result<Json<Value>, ApiError> {
+/// Retries (`retry`) or drops the selection: how many, and their first thousand ids.
+async fn operate(
+    service: Arc<Service>,
+    body: Bytes,
+    retry: bool,
+) -> Result<(usize, Vec<String>), ApiError> {
     let filter = selection(&body)?;
     let keys = service
         .notifier
@@ -138,22 +291,24 @@ async fn operate(service: Arc<Service>, body: Bytes, retry: bool) -> Result<Json
     let verb = if retry { "retried" } else { "dropped" };
     tracing::info!(count = keys.len(), "dead letters {verb}");
     // The ids, up to a thousand (a retry of everything may touch many more).
-    let shown: Vec<&String> = keys.iter().take(1000).collect();
-    Ok(Json(json!({ verb: keys.len(), "ids": shown })))
+    let n = keys.len();
+    Ok((n, keys.into_iter().take(1000).collect()))
 }
 
 pub(super) async fn retry(
     _: Authorized<role::Admin>,
     Ready(service): Ready,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    operate(service, body, true).await
+) -> Result<Json<Retried>, ApiError> {
+    let (retried, ids) = operate(service, body, true).await?;
+    Ok(Json(Retried { retried, ids }))
 }
 
 pub(super) async fn drop(
     _: Authorized<role::Admin>,
     Ready(service): Ready,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    operate(service, body, false).await
+) -> Result<Json<Dropped>, ApiError> {
+    let (dropped, ids) = operate(service, body, false).await?;
+    Ok(Json(Dropped { dropped, ids }))
 }

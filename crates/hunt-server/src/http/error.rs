@@ -8,11 +8,32 @@ use axum::response::{IntoResponse, Response};
 use hunt_core::ids::IdError;
 use hunt_core::ingest::RequestError;
 use hunt_core::testing::DiffLine;
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Json;
 use crate::auth::Denied;
 use crate::service::{ConfigError, IngestError};
+
+/// Every error answer's body.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    pub error: ErrorInfo,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorInfo {
+    /// What went wrong, for programs: `unauthorized`, `bad_limit`, `unknown_hunt`, …
+    /// (each operation's answers list theirs).
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// More than the message says: a report's diagnostics, failed test cases, a plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
 
 /// Why a request got no answer of its own.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +231,9 @@ impl ApiError {
                     }).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })),
-            ApiError::Config(ConfigError::Unsafe(plan)) => Some(super::config::plan_json(plan)),
+            ApiError::Config(ConfigError::Unsafe(plan)) => {
+                serde_json::to_value(super::config::PlanView::of(plan)).ok()
+            }
             _ => None,
         }
     }
@@ -247,10 +270,13 @@ fn config_message(e: &ConfigError) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, retry) = self.parts();
-        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        if let Some(d) = self.details() {
-            body["error"]["details"] = d;
-        }
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code,
+                message: self.to_string(),
+                details: self.details(),
+            },
+        };
         let mut r = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             // How to authenticate (RFC 9110, 11.6.1): a bearer key.

@@ -1,41 +1,89 @@
 //! The hunts in force: `GET /v1/hunts`, a hunt's stats and its winners.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use axum::extract::Path;
 use hunt_core::spec::Order;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use hunt_core::time::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::extract::{Authorized, Params, Ready, role};
 use super::{ApiError, Json, WINNERS_LIMIT_MAX};
 use crate::service::now;
 use crate::state::Version;
 
+/// `GET /v1/hunts`: the hunts of the version in force.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct HuntsAnswer {
+    /// The hunts file version in force.
+    version: u64,
+    hunts: Vec<HuntSummary>,
+}
+
+/// One hunt of the version in force.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct HuntSummary {
+    id: Arc<str>,
+    title: Option<String>,
+    /// Whether the hunt's window holds the present moment.
+    active_now: bool,
+    /// Inclusive start, if any.
+    from: Option<Timestamp>,
+    /// Exclusive end, if any.
+    until: Option<Timestamp>,
+    /// `any` or `sequence`.
+    #[schemars(extend("enum" = ["any", "sequence"]))]
+    order: &'static str,
+    /// Step ids in order.
+    steps: Arc<[Arc<str>]>,
+    /// Steps needed to complete.
+    complete_after: u32,
+    reward: Option<HuntReward>,
+    max_winners: Option<u64>,
+}
+
+/// A hunt's reward.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct HuntReward {
+    pool: Arc<str>,
+    per_user: u32,
+}
+
 pub(super) async fn get_hunts(
     _: Authorized<role::Read>,
     Ready(service): Ready,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HuntsAnswer>, ApiError> {
     let v = service.version();
     let t = now();
-    let hunts: Vec<Value> = v
+    let hunts = v
         .catalog()
         .hunts
         .iter()
-        .map(|h| {
-            json!({
-                "id": h.id,
-                "title": h.title,
-                "active_now": h.is_active(t),
-                "from": h.from,
-                "until": h.until,
-                "order": match h.order { Order::Any => "any", Order::Sequence => "sequence" },
-                "steps": h.step_ids,
-                "complete_after": h.complete_after,
-                "reward": h.reward.map(|r| json!({"pool": v.catalog().pools[r.pool].id, "per_user": r.per_user})),
-                "max_winners": h.max_winners,
-            })
+        .map(|h| HuntSummary {
+            id: h.id.clone(),
+            title: h.title.clone(),
+            active_now: h.is_active(t),
+            from: h.from,
+            until: h.until,
+            order: match h.order {
+                Order::Any => "any",
+                Order::Sequence => "sequence",
+            },
+            steps: h.step_ids.clone(),
+            complete_after: h.complete_after,
+            reward: h.reward.map(|r| HuntReward {
+                pool: v.catalog().pools[r.pool].id.clone(),
+                per_user: r.per_user,
+            }),
+            max_winners: h.max_winners,
         })
         .collect();
-    Ok(Json(json!({ "version": v.record.version, "hunts": hunts })))
+    Ok(Json(HuntsAnswer {
+        version: v.record.version,
+        hunts,
+    }))
 }
 
 /// The hunt's index in the version in force.
@@ -55,11 +103,46 @@ fn hunt_index(v: &Version, id: &str) -> Result<usize, ApiError> {
         })
 }
 
+/// `GET /v1/hunts/{id}/stats`: a hunt's figures.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct StatsAnswer {
+    hunt: Arc<str>,
+    /// Whether the hunt is in the version in force. A hunt a later version removed
+    /// still answers (false), with the steps it was found by and no pool.
+    in_force: bool,
+    /// Customers who made progress.
+    participants: u64,
+    /// Finds per step, in step order (for a hunt no longer in force: the steps found,
+    /// by id).
+    funnel: Vec<FunnelStep>,
+    completions: u64,
+    rewards_granted: u64,
+    /// Denials by reason (`pool_empty`, `winners_cap`, `per_user_limit`, `not_in_audience`).
+    rewards_denied: BTreeMap<String, u64>,
+    trails_gone_cold: u64,
+    reward: Option<PoolFigures>,
+}
+
+/// One step's finds.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct FunnelStep {
+    step: Arc<str>,
+    found: u64,
+}
+
+/// The reward pool's codes.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct PoolFigures {
+    pool: Arc<str>,
+    size: u64,
+    remaining: u64,
+}
+
 pub(super) async fn get_hunt_stats(
     _: Authorized<role::Read>,
     Path(id): Path<String>,
     Ready(service): Ready,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatsAnswer>, ApiError> {
     let v = service.version();
     let (stats, _, _) = service.stats(None).await;
     let Ok(h) = hunt_index(&v, &id) else {
@@ -68,43 +151,82 @@ pub(super) async fn get_hunt_stats(
         let c = stats
             .get(id.as_str())
             .ok_or_else(|| hunt_index(&v, &id).unwrap_err())?;
-        return Ok(Json(json!({
-            "hunt": id,
-            "in_force": false,
-            "participants": c.participants,
-            "funnel": c.found.iter().map(|(s, n)| json!({"step": s, "found": n})).collect::<Vec<_>>(),
-            "completions": c.completions,
-            "rewards_granted": c.granted,
-            "rewards_denied": c.denied,
-            "trails_gone_cold": c.trails_gone_cold,
-            "reward": null,
-        })));
+        return Ok(Json(StatsAnswer {
+            hunt: Arc::from(id.as_str()),
+            in_force: false,
+            participants: c.participants,
+            funnel: c
+                .found
+                .iter()
+                .map(|(s, n)| FunnelStep {
+                    step: s.clone(),
+                    found: *n,
+                })
+                .collect(),
+            completions: c.completions,
+            rewards_granted: c.granted,
+            rewards_denied: c.denied.clone(),
+            trails_gone_cold: c.trails_gone_cold,
+            reward: None,
+        }));
     };
     let hunt = &v.catalog().hunts[h];
     let c = stats.get(&*hunt.id).cloned().unwrap_or_default();
     let reward = hunt.reward.map(|r| {
         let pool = &v.catalog().pools[r.pool];
-        json!({
-            "pool": pool.id,
-            "size": pool.size(),
-            "remaining": pool.size().saturating_sub(v.pools.taken(r.pool)),
-        })
+        PoolFigures {
+            pool: pool.id.clone(),
+            size: pool.size(),
+            remaining: pool.size().saturating_sub(v.pools.taken(r.pool)),
+        }
     });
-    Ok(Json(json!({
-        "hunt": hunt.id,
-        "in_force": true,
-        "participants": c.participants,
-        "funnel": hunt.step_ids.iter().map(|s| json!({"step": s, "found": c.found.get(s).copied().unwrap_or(0)})).collect::<Vec<_>>(),
-        "completions": c.completions,
-        "rewards_granted": c.granted,
-        "rewards_denied": c.denied,
-        "trails_gone_cold": c.trails_gone_cold,
-        "reward": reward,
-    })))
+    Ok(Json(StatsAnswer {
+        hunt: hunt.id.clone(),
+        in_force: true,
+        participants: c.participants,
+        funnel: hunt
+            .step_ids
+            .iter()
+            .map(|s| FunnelStep {
+                step: s.clone(),
+                found: c.found.get(s).copied().unwrap_or(0),
+            })
+            .collect(),
+        completions: c.completions,
+        rewards_granted: c.granted,
+        rewards_denied: c.denied,
+        trails_gone_cold: c.trails_gone_cold,
+        reward,
+    }))
 }
 
-#[derive(Deserialize)]
+/// `GET /v1/hunts/{id}/winners`.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct WinnersAnswer {
+    hunt: String,
+    /// Whether the hunt is in the version in force. A hunt a later version removed
+    /// still has its winners, who keep their codes (false).
+    in_force: bool,
+    /// Winners in all.
+    total: u64,
+    /// The first `limit`, in order of their grant.
+    winners: Vec<WinnerView>,
+}
+
+/// One winner.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct WinnerView {
+    user: String,
+    code: String,
+    at: Timestamp,
+}
+
+/// `GET /v1/hunts/{id}/winners`' query. The limit is read as text, so that a bad one
+/// gets `bad_limit`.
+#[derive(Deserialize, JsonSchema)]
 pub(super) struct WinnersQuery {
+    /// How many winners to show: 1 to 10000, 100 if absent.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 10000))]
     limit: Option<String>,
 }
 
@@ -113,7 +235,7 @@ pub(super) async fn get_hunt_winners(
     Path(id): Path<String>,
     Params(q): Params<WinnersQuery>,
     Ready(service): Ready,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WinnersAnswer>, ApiError> {
     let v = service.version();
     let limit = super::extract::limit(q.limit.as_deref(), 100, WINNERS_LIMIT_MAX)?;
     let (stats, winners, total) = service.stats(Some((&id, limit))).await;
@@ -122,11 +244,18 @@ pub(super) async fn get_hunt_winners(
     if !in_force && !stats.contains_key(id.as_str()) {
         hunt_index(&v, &id)?;
     }
-    let list: Vec<_> = winners
+    let winners = winners
         .into_iter()
-        .map(|w| json!({"user": w.user, "code": w.code, "at": w.at}))
+        .map(|w| WinnerView {
+            user: w.user,
+            code: w.code,
+            at: w.at,
+        })
         .collect();
-    Ok(Json(
-        json!({ "hunt": id, "in_force": in_force, "total": total, "winners": list }),
-    ))
+    Ok(Json(WinnersAnswer {
+        hunt: id,
+        in_force,
+        total,
+        winners,
+    }))
 }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use hunt_core::engine::{Event, Outcome};
 use hunt_core::ingest::{self, Decoded, Limits, Rejection};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::error::BatchTally;
@@ -23,14 +24,17 @@ use crate::partition::Status;
 use crate::service::Service;
 
 /// One event's answer.
-#[derive(Serialize)]
-struct EventResult {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct EventResult {
+    /// The event's position in the request (0-based; the line for NDJSON).
     index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
+    #[schemars(extend("enum" = ["accepted", "duplicate", "rejected"]))]
     status: &'static str,
     /// `internal` for an event the server failed to apply (a bug; retrying is safe).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["internal"]))]
     code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcomes: Option<Arc<[Outcome]>>,
@@ -78,12 +82,52 @@ impl EventResult {
     }
 }
 
-#[derive(Serialize)]
-struct IngestAnswer {
+/// `POST /v1/events`: an answer per event, in the request's order.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct IngestAnswer {
     accepted: usize,
     duplicates: usize,
     rejected: usize,
     results: Vec<EventResult>,
+}
+
+/// A CloudEvent 1.0 in structured mode (`application/cloudevents+json`, or an array of
+/// them as `application/cloudevents-batch+json`), as `hunt_core::ingest` reads it:
+/// `subject` is the customer, `data` the event's data, with the customer's traits in
+/// `data.traits`. Other attributes (extensions) are taken and ignored. Only its schema
+/// is used (in the OpenAPI document); the decoder reads the JSON itself.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub(super) struct CloudEventIn {
+    /// `1.0`.
+    #[schemars(extend("const" = "1.0"))]
+    specversion: String,
+    #[schemars(length(min = 1))]
+    source: String,
+    /// Idempotency key: the same `(subject, id)` is one event. 1-128 bytes, no control
+    /// characters.
+    #[schemars(length(min = 1, max = 128), pattern(r"^[^\x00-\x1F\x7F-\x9F]*$"))]
+    id: String,
+    /// Event type, e.g. `product_view`.
+    #[serde(rename = "type")]
+    #[schemars(pattern(r"^[a-z0-9_.:-]{1,64}$"))]
+    kind: String,
+    /// The customer. 1-128 bytes, no control characters.
+    #[schemars(length(min = 1, max = 128), pattern(r"^[^\x00-\x1F\x7F-\x9F]*$"))]
+    subject: String,
+    time: Option<hunt_core::time::Timestamp>,
+    /// JSON, if given.
+    #[schemars(pattern(r"^application/json"))]
+    datacontenttype: Option<String>,
+    data: Option<CloudEventData>,
+}
+
+/// A CloudEvent's `data`: the event's data, with the customer's traits in `traits`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub(super) struct CloudEventData {
+    /// Traits merged into the customer's profile (`null` removes one).
+    traits: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 pub(super) async fn post_events(

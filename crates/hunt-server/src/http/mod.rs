@@ -67,6 +67,8 @@ pub struct App {
     started: Instant,
     /// What the connection layer counts.
     pub conn_metrics: Arc<conn::ConnMetrics>,
+    /// `/openapi.json`, written on first use.
+    openapi: OnceLock<String>,
 }
 
 impl App {
@@ -81,6 +83,7 @@ impl App {
             request_ids: AtomicU64::new(0),
             started: Instant::now(),
             conn_metrics: Arc::default(),
+            openapi: OnceLock::new(),
         })
     }
 

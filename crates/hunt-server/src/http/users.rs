@@ -1,24 +1,44 @@
 //! A customer's progress: `GET /v1/users/{user}` and `/v1/users/{user}/hunts`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hunt_core::engine::HuntProgress;
+use hunt_core::engine::{Grant, HuntProgress, HuntView, Traits};
+use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use super::extract::{Authorized, Customer, Ready, role};
 use super::{ApiError, Json};
 use crate::service::now;
 use crate::state::Version;
 
+/// `GET /v1/users/{user}`: a customer.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct UserAnswer {
+    user: String,
+    traits: Traits,
+    /// Progress in each hunt the customer has taken part in, in order of joining.
+    hunts: Vec<ProgressView>,
+    /// Reward codes held.
+    rewards: Vec<Grant>,
+}
+
+/// `GET /v1/users/{user}/hunts`: the active hunts the customer may see.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct UserHuntsAnswer {
+    user: String,
+    hunts: Vec<HuntView>,
+}
+
 /// A customer's progress in one hunt, by step id.
-#[derive(Serialize)]
-struct ProgressView {
+#[derive(Serialize, JsonSchema)]
+pub(super) struct ProgressView {
     hunt: Arc<str>,
+    /// The steps found, by id.
     found: Vec<Arc<str>>,
     found_count: u32,
     /// Matching events per step, for steps with a count.
-    counts: serde_json::Map<String, Value>,
+    counts: BTreeMap<String, u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_found_at: Option<hunt_core::time::Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,7 +69,7 @@ fn progress_view(v: &Version, p: &HuntProgress) -> ProgressView {
             .iter()
             .zip(&p.counts)
             .filter(|(id, c)| **c > 0 && counted(id))
-            .map(|(id, c)| (id.to_string(), json!(c)))
+            .map(|(id, c)| (id.to_string(), *c))
             .collect(),
         last_found_at: p.last_found_at,
         completed_at: p.completed_at,
@@ -60,23 +80,28 @@ pub(super) async fn get_user(
     _: Authorized<role::Read>,
     Customer(user): Customer,
     Ready(service): Ready,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserAnswer>, ApiError> {
     let (view, _) = service.user(&user, None).await?;
     let view = view.ok_or(ApiError::UnknownUser(user))?;
     let v = service.version();
-    Ok(Json(json!({
-        "user": view.user,
-        "traits": view.state.traits,
-        "hunts": view.state.hunts().iter().map(|p| progress_view(&v, p)).collect::<Vec<_>>(),
-        "rewards": view.state.rewards,
-    })))
+    Ok(Json(UserAnswer {
+        hunts: view
+            .state
+            .hunts()
+            .iter()
+            .map(|p| progress_view(&v, p))
+            .collect(),
+        user: view.user,
+        traits: view.state.traits,
+        rewards: view.state.rewards,
+    }))
 }
 
 pub(super) async fn get_user_hunts(
     _: Authorized<role::Read>,
     Customer(user): Customer,
     Ready(service): Ready,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserHuntsAnswer>, ApiError> {
     let (_, hunts) = service.user(&user, Some(now())).await?;
-    Ok(Json(json!({ "user": user, "hunts": hunts })))
+    Ok(Json(UserHuntsAnswer { user, hunts }))
 }

@@ -62,7 +62,7 @@ pub fn decode(payload: &[u8]) -> Result<DeliveryRecord, String> {
 }
 
 /// One failed attempt, or how an entry got where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attempt {
     pub at: Timestamp,
     pub error: Arc<str>,
