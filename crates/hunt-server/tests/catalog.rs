@@ -235,6 +235,7 @@ fn catalog() -> Vec<Case> {
         case("a hunts file that is not YAML", ": : :\n\t-", Error(422, "invalid_hunts_file", "")).key(Some("admin-secret-0123456789")).at("PUT", "/v1/config").ct(Some("application/yaml")),
         case("an empty hunts file", "", Error(422, "invalid_hunts_file", "")).key(Some("admin-secret-0123456789")).at("PUT", "/v1/config").ct(Some("application/yaml")),
         case("a dead-letter retry that is not JSON", "{retry", Error(400, "bad_selection", "send {")).key(Some("admin-secret-0123456789")).at("POST", "/v1/dlq/retry"),
+        case("a dead-letter selection over 64 KiB", format!("{{\"sink\": \"{}\"}}", "s".repeat(70_000)), Error(413, "body_too_large", "a selection of dead letters")).key(Some("admin-secret-0123456789")).at("POST", "/v1/dlq/drop"),
         case("a dead-letter filter with a bad date", "", Error(400, "bad_time", "`since`: `yesterday` is not an RFC 3339 time")).key(Some("admin-secret-0123456789")).at("GET", "/v1/dlq?since=yesterday"),
         case("a dead-letter list with a negative limit", "", Error(400, "bad_limit", "`limit` must be a whole number from 1 to 10000, got \"-1\"")).key(Some("admin-secret-0123456789")).at("GET", "/v1/dlq?limit=-1"),
         case("a dead-letter list with a zero limit", "", Error(400, "bad_limit", "got \"0\"")).key(Some("admin-secret-0123456789")).at("GET", "/v1/dlq?limit=0"),

@@ -110,8 +110,19 @@ fn check_events_warns_of_fields_and_types_the_recorded_events_never_carry() {
             "event.data.qury.contains(\"golden\")",
         )
         .replace("on: cart_add", "on: add_to_cart");
-    std::fs::write(&file, src).unwrap();
+    std::fs::write(&file, &src).unwrap();
     let f = file.to_str().unwrap();
+    // Where the misspelt field is written: line and column, counted from 1.
+    let (line, written) = src
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("qury"))
+        .unwrap();
+    let place = format!(
+        "typos.yaml:{}:{}",
+        line + 1,
+        written.find("qury").unwrap() + 1
+    );
     // Alone, the file is fine: nothing says which fields events carry.
     let out = hunt(&["check", f]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -128,7 +139,7 @@ fn check_events_warns_of_fields_and_types_the_recorded_events_never_carry() {
     for needle in [
         "`event.data.qury` occurs in none of the 367 `search` events in examples/traffic/sample.ndjson",
         "did you mean `event.data.query`?",
-        "typos.yaml:38:26",
+        &place,
         "no `add_to_cart` event in examples/traffic/sample.ndjson",
         "`cart_add` (345)",
     ] {

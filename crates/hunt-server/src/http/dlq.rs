@@ -295,20 +295,45 @@ async fn operate(
     Ok((n, keys.into_iter().take(1000).collect()))
 }
 
+/// The most bytes a selection may have: it is a few fields.
+pub const SELECTION_BYTES_MAX: usize = 64 * 1024;
+
+/// A selection's body, read as every body is: within the body timeout and the limit.
+async fn selection_body(
+    app: &super::App,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Bytes, ApiError> {
+    super::extract::body_bytes(
+        headers,
+        body,
+        "a selection of dead letters",
+        SELECTION_BYTES_MAX,
+        app.http.conn.body_timeout,
+    )
+    .await
+}
+
 pub(super) async fn retry(
+    axum::extract::State(app): axum::extract::State<Arc<super::App>>,
     _: Authorized<role::Admin>,
     Ready(service): Ready,
-    body: Bytes,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<Retried>, ApiError> {
+    let body = selection_body(&app, &headers, body).await?;
     let (retried, ids) = operate(service, body, true).await?;
     Ok(Json(Retried { retried, ids }))
 }
 
 pub(super) async fn drop(
+    axum::extract::State(app): axum::extract::State<Arc<super::App>>,
     _: Authorized<role::Admin>,
     Ready(service): Ready,
-    body: Bytes,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<Dropped>, ApiError> {
+    let body = selection_body(&app, &headers, body).await?;
     let (dropped, ids) = operate(service, body, false).await?;
     Ok(Json(Dropped { dropped, ids }))
 }

@@ -453,7 +453,8 @@ pub fn document(http: &HttpConfig) -> String {
                 )
                 .secured()
                 .err(404, &["unknown_dead_letter"], "The `id` given is not a dead letter")
-                .err(413, &["too_large"], "The body is over 2 MiB")
+                .err(408, &["body_timeout"], "The body was not received within the body timeout")
+                .err(413, &["body_too_large"], "The body is over 64 KiB")
                 .head()
                 .unavailable(&["log_stopped"])
                 .done(),
