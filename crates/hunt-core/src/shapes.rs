@@ -10,6 +10,9 @@ use crate::diag::{Problem, did_you_mean, thousands};
 
 /// How deep into nested objects fields are recorded.
 const DEPTH_MAX: usize = 8;
+/// The most field paths kept per event type: data keyed by ids (a map of SKUs) would
+/// otherwise grow without bound. Past it, new paths are not recorded.
+const PATHS_MAX: usize = 10_000;
 
 /// Per event type: how many events were seen, and every field path their `data` held
 /// (`a` and `a.b` for `{"a": {"b": 1}}`; a list's items are not looked into).
@@ -82,7 +85,7 @@ impl EventShapes {
                         Problem::warning(
                             *span,
                             format!(
-                                "`event.data.{path}` occurs in none of the {} `{}` events in {given}: step `{}` of hunt `{}` is never found by them",
+                                "`event.data.{path}` occurs in none of the {} `{}` events in {given}, and step `{}` of hunt `{}` reads it",
                                 thousands(*count),
                                 s.on,
                                 s.id,
@@ -124,6 +127,9 @@ fn record(data: &Map<String, Value>, prefix: &str, depth: usize, into: &mut BTre
         } else {
             format!("{prefix}.{k}")
         };
+        if into.len() >= PATHS_MAX {
+            return;
+        }
         if let Value::Object(inner) = v
             && depth + 1 < DEPTH_MAX
         {

@@ -137,7 +137,7 @@ fn check_events_warns_of_fields_and_types_the_recorded_events_never_carry() {
     );
     let err = text(&out.stderr);
     for needle in [
-        "`event.data.qury` occurs in none of the 367 `search` events in examples/traffic/sample.ndjson",
+        "`event.data.qury` occurs in none of the 367 `search` events in examples/traffic/sample.ndjson, and step `egg-search` of hunt `golden-eggs` reads it",
         "did you mean `event.data.query`?",
         &place,
         "no `add_to_cart` event in examples/traffic/sample.ndjson",
@@ -165,10 +165,20 @@ fn check_events_warns_of_fields_and_types_the_recorded_events_never_carry() {
         "{}",
         text(&out.stdout)
     );
-    // Events that cannot be read: the check could not run.
+    // Events that cannot be read, or none of whose lines is an event: the check could
+    // not run.
     let out = hunt(&["check", f, "--events", "no/such.ndjson"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read no/such.ndjson"));
+    let junk = dir.path().join("junk.ndjson");
+    std::fs::write(&junk, "not json\n{\"also\": \"not an event\"}\n").unwrap();
+    let out = hunt(&["check", f, "--events", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no event could be read"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -62,7 +62,7 @@ pub(super) fn place_of(
         .offset_for(id)
         .map(|(s, t)| (s as usize, (t.saturating_sub(s)) as usize))
         .unwrap_or((0, 0));
-    let start = char_to_byte(source, start);
+    let start = on_boundary(source, start);
     let mut at = start;
     let mut last = 0;
     for w in words {
@@ -99,7 +99,7 @@ pub(super) fn check_variables(
                 .offset_for(e.id)
                 .map(|(s, t)| (s as usize, (t.saturating_sub(s)) as usize))
                 .unwrap_or((0, 0));
-            let offset = char_to_byte(source, offset);
+            let offset = on_boundary(source, offset);
             let vars = scope.variables();
             let help = match crate::diag::did_you_mean(name, vars.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
@@ -279,9 +279,12 @@ fn data_path(e: &cel::IdedExpr, bound: &[String]) -> Option<(Vec<String>, u64)> 
     }
 }
 
-fn char_to_byte(text: &str, chars: usize) -> usize {
-    text.char_indices()
-        .nth(chars)
-        .map(|(b, _)| b)
-        .unwrap_or(text.len())
+/// The parser's offsets are bytes (its input stream steps over UTF-8 characters):
+/// kept inside the text and on a character's first byte.
+fn on_boundary(text: &str, offset: usize) -> usize {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }

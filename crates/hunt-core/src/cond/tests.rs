@@ -157,6 +157,13 @@ fn unknown_fields_of_event_user_and_progress_are_named_with_a_suggestion() {
             .starts_with("did you mean `event.data`?")
     );
     assert_eq!(&src[errs[0].offset..errs[0].offset + errs[0].len], "dta");
+    // Text that is not ASCII before the field does not move the place.
+    let src = "user.traits.city == 'Zürich' && event.dta > 1 && user.traits.n == '東京'";
+    let errs = Condition::compile(src, Scope::Step).unwrap_err();
+    assert_eq!(&src[errs[0].offset..errs[0].offset + errs[0].len], "dta");
+    let errs = Condition::compile("'東京' == 'x' && evnt.data.a == 1", Scope::Step).unwrap_err();
+    assert_eq!(errs[0].message, "unknown variable `evnt`");
+    assert_eq!(errs[0].offset, "'東京' == 'x' && ".len());
     // Far from any field: where an event's own fields are.
     let errs = Condition::compile("event.price > 3", Scope::Step).unwrap_err();
     assert!(
@@ -198,6 +205,10 @@ fn the_event_data_fields_a_condition_reads_are_listed_with_their_place() {
     for p in c.data_paths() {
         assert_eq!(&src[p.offset..p.offset + p.len], p.path[0], "{p:?}");
     }
+    let src = "user.traits.city == 'Zürich' && event.data.price > 1";
+    let c = Condition::compile(src, Scope::Step).unwrap();
+    let p = &c.data_paths()[0];
+    assert_eq!(&src[p.offset..p.offset + p.len], "price");
     assert!(Condition::always().data_paths().is_empty());
 }
 

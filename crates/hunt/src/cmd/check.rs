@@ -28,6 +28,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => {
             let mut shapes = hunt_core::shapes::EventShapes::default();
             match super::simulate::feed(path, |e| shapes.add(&e.kind, &e.data)) {
+                Ok(bad) if bad > 0 && shapes.total() == 0 => {
+                    eprintln!(
+                        "error: no event could be read from {} ({bad} bad lines): nothing to check the conditions against",
+                        path.display()
+                    );
+                    return Ok(ExitCode::from(2));
+                }
                 Ok(_) => Some((shapes, path.display().to_string())),
                 Err(e) => {
                     eprintln!("error: {e}");
