@@ -25,22 +25,28 @@ fn listed(fields: &[&str]) -> String {
     }
 }
 
+/// The field a select (`x.f`, `has(x.f)`) or an index by a string (`x['f']`) reads,
+/// and what it reads it from.
+fn selected(e: &cel::IdedExpr) -> Option<(&cel::IdedExpr, &str)> {
+    match &e.expr {
+        Expr::Select(s) => Some((&*s.operand, s.field.as_str())),
+        Expr::Call(c) if c.func_name == "_[_]" && c.target.is_none() && c.args.len() == 2 => {
+            match &c.args[1].expr {
+                Expr::Literal(LiteralValue::String(s)) => Some((&c.args[0], s.as_ref())),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// The field a select or a string index reads from a variable that no comprehension
 /// shadows: (variable, field, the variable's expression id).
 fn field_of_variable<'e>(
     e: &'e cel::IdedExpr,
     bound: &[String],
 ) -> Option<(&'e str, &'e str, u64)> {
-    let (operand, field) = match &e.expr {
-        Expr::Select(s) => (&*s.operand, s.field.as_str()),
-        Expr::Call(c) if c.func_name == "_[_]" && c.target.is_none() && c.args.len() == 2 => {
-            match &c.args[1].expr {
-                Expr::Literal(LiteralValue::String(s)) => (&c.args[0], s.as_ref()),
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
+    let (operand, field) = selected(e)?;
     match &operand.expr {
         Expr::Ident(name) if !bound.iter().any(|b| b == name) => {
             Some((name.as_str(), field, operand.id))
@@ -257,16 +263,7 @@ fn data_path(e: &cel::IdedExpr, bound: &[String]) -> Option<(Vec<String>, u64)> 
     let mut path = Vec::new();
     let mut at = e;
     loop {
-        let (operand, field) = match &at.expr {
-            Expr::Select(s) => (&*s.operand, s.field.clone()),
-            Expr::Call(c) if c.func_name == "_[_]" && c.target.is_none() && c.args.len() == 2 => {
-                match &c.args[1].expr {
-                    Expr::Literal(LiteralValue::String(s)) => (&c.args[0], s.to_string()),
-                    _ => return None,
-                }
-            }
-            _ => return None,
-        };
+        let (operand, field) = selected(at)?;
         if let Some(("event", "data", id)) = field_of_variable(at, bound) {
             if path.is_empty() {
                 return None;
@@ -274,7 +271,7 @@ fn data_path(e: &cel::IdedExpr, bound: &[String]) -> Option<(Vec<String>, u64)> 
             path.reverse();
             return Some((path, id));
         }
-        path.push(field);
+        path.push(field.to_string());
         at = operand;
     }
 }
