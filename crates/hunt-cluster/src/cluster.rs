@@ -336,9 +336,10 @@ async fn ensure_stream(
             metadata: HashMap::from([(META_PARTITIONS.to_string(), partitions.to_string())]),
             ..Default::default()
         };
-        // Servers just started may not all be placed yet ("no suitable peers", 10005):
-        // asked again for a few seconds before the error is given.
-        let until = std::time::Instant::now() + Duration::from_secs(10);
+        // Servers just started may not all be known to the meta leader as online yet
+        // ("no suitable peers", 10005; on a busy machine this took over 10 s): asked
+        // again for up to 30 s before the error is given.
+        let until = std::time::Instant::now() + Duration::from_secs(30);
         let created = loop {
             match js.create_stream(config.clone()).await {
                 Err(e)

@@ -36,6 +36,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, ClusterError};
 
+/// How long a read of an account that failed for a moment is asked again.
+const READ_RETRY_FOR: Duration = Duration::from_secs(5);
+
 /// Indexes `start..end`.
 pub type Span = (u64, u64);
 
@@ -401,8 +404,25 @@ impl Escrow {
 
     /// The account at `key` and its revision (`None`: never written).
     pub async fn read(&self, key: &str) -> Result<Option<(Account, u64)>, EscrowError> {
-        self.ops.fetch_add(1, Ordering::Relaxed);
-        match self.kv.entry(key).await.map_err(nats)? {
+        // A read changes nothing, so one that failed for a moment (no responders while
+        // the bucket's leader is elected, a time-out) is asked again, for a few seconds.
+        let until = std::time::Instant::now() + READ_RETRY_FOR;
+        let mut pause = Duration::from_millis(50);
+        let entry = loop {
+            self.ops.fetch_add(1, Ordering::Relaxed);
+            match self.kv.entry(key).await {
+                Ok(e) => break e,
+                Err(e)
+                    if e.kind() != kv::EntryErrorKind::InvalidKey
+                        && std::time::Instant::now() + pause < until =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(800));
+                }
+                Err(e) => return Err(nats(e)),
+            }
+        };
+        match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let a =
                     serde_json::from_slice(&e.value).map_err(|err| EscrowError::Unreadable {
