@@ -125,34 +125,46 @@ pub(super) fn check_variables(
                 help: Some(help),
             });
         }
+        Expr::Call(_) | Expr::Select(_) => check_field(program, e, scope, bound, source, out),
+        _ => {}
+    }
+    each_child(e, bound, &mut |x, bound| {
+        check_variables(program, x, scope, bound, source, out)
+    });
+}
+
+/// Calls `f` on each expression directly inside `e`, with a comprehension's variables
+/// in `bound` while its body is visited.
+fn each_child(
+    e: &cel::IdedExpr,
+    bound: &mut Vec<String>,
+    f: &mut dyn FnMut(&cel::IdedExpr, &mut Vec<String>),
+) {
+    match &e.expr {
         Expr::Call(c) => {
-            check_field(program, e, scope, bound, source, out);
             if let Some(t) = &c.target {
-                check_variables(program, t, scope, bound, source, out);
+                f(t, bound);
             }
             for a in &c.args {
-                check_variables(program, a, scope, bound, source, out);
+                f(a, bound);
             }
         }
-        Expr::Select(s) => {
-            check_field(program, e, scope, bound, source, out);
-            check_variables(program, &s.operand, scope, bound, source, out)
-        }
+        Expr::Select(s) => f(&s.operand, bound),
         Expr::List(l) => {
             for x in &l.elements {
-                check_variables(program, x, scope, bound, source, out);
+                f(x, bound);
             }
         }
         Expr::Map(m) => {
             for entry in &m.entries {
                 if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
-                    check_variables(program, &me.key, scope, bound, source, out);
-                    check_variables(program, &me.value, scope, bound, source, out);
+                    f(&me.key, bound);
+                    f(&me.value, bound);
                 }
             }
         }
         Expr::Comprehension(c) => {
-            check_variables(program, &c.iter_range, scope, bound, source, out);
+            f(&c.iter_range, bound);
             let depth = bound.len();
             bound.push(c.iter_var.clone());
             if let Some(v) = &c.iter_var2 {
@@ -160,11 +172,11 @@ pub(super) fn check_variables(
             }
             bound.push(c.accu_var.clone());
             for x in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
-                check_variables(program, x, scope, bound, source, out);
+                f(x, bound);
             }
             bound.truncate(depth);
         }
-        Expr::Struct(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        Expr::Ident(_) | Expr::Struct(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 
@@ -217,44 +229,7 @@ pub(super) fn data_paths(
         out.push(found);
         return;
     }
-    match &e.expr {
-        Expr::Call(c) => {
-            if let Some(t) = &c.target {
-                data_paths(t, bound, out);
-            }
-            for a in &c.args {
-                data_paths(a, bound, out);
-            }
-        }
-        Expr::Select(s) => data_paths(&s.operand, bound, out),
-        Expr::List(l) => {
-            for x in &l.elements {
-                data_paths(x, bound, out);
-            }
-        }
-        Expr::Map(m) => {
-            for entry in &m.entries {
-                if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
-                    data_paths(&me.key, bound, out);
-                    data_paths(&me.value, bound, out);
-                }
-            }
-        }
-        Expr::Comprehension(c) => {
-            data_paths(&c.iter_range, bound, out);
-            let depth = bound.len();
-            bound.push(c.iter_var.clone());
-            if let Some(v) = &c.iter_var2 {
-                bound.push(v.clone());
-            }
-            bound.push(c.accu_var.clone());
-            for x in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
-                data_paths(x, bound, out);
-            }
-            bound.truncate(depth);
-        }
-        Expr::Ident(_) | Expr::Struct(_) | Expr::Literal(_) | Expr::Unspecified => {}
-    }
+    each_child(e, bound, &mut |x, bound| data_paths(x, bound, out));
 }
 
 /// `e` as a path below `event.data`, when it is one (at least one field deep), with the

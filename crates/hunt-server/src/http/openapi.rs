@@ -349,7 +349,7 @@ pub fn document(http: &HttpConfig) -> String {
             .err(
                 404,
                 &["unknown_hunt"],
-                "No such hunt in the version in force",
+                "No hunt of that id in the version in force, nor one a later version removed after customers took part in it",
             )
             .head()
             .unavailable(&[])
@@ -369,7 +369,7 @@ pub fn document(http: &HttpConfig) -> String {
             .err(
                 404,
                 &["unknown_hunt"],
-                "No such hunt in the version in force",
+                "No hunt of that id in the version in force, nor one a later version removed after customers took part in it",
             )
             .head()
             .unavailable(&[])
