@@ -312,6 +312,35 @@ impl Account {
         Ok(holding)
     }
 
+    /// Records what `partition`'s customers already hold of a new account (a lineage
+    /// started by a hunts-file version, ADR 0012's addendum): those indexes are never
+    /// handed out. A merge, so seeding again with more is safe; seeding must come
+    /// before any index of the account is handed out.
+    pub fn seed(&mut self, partition: u32, used: Used<'_>) {
+        let taken: Vec<u64> = match used {
+            Used::Indexes(ix) => ix.to_vec(),
+            // Slots are told apart by count alone: the next `n` fresh ones.
+            Used::Count(n) => {
+                let more = n.saturating_sub(self.held.get(&partition).map_or(0, |h| h.used));
+                (self.cursor..self.cursor + more).collect()
+            }
+        };
+        let mut newly = 0;
+        for i in taken {
+            if i >= self.size {
+                continue;
+            }
+            if i >= self.cursor {
+                insert(&mut self.returned, (self.cursor, i));
+                self.cursor = i + 1;
+                newly += 1;
+            } else if remove(&mut self.returned, (i, i + 1)) > 0 {
+                newly += 1;
+            }
+        }
+        self.held.entry(partition).or_default().used += newly;
+    }
+
     fn drop_used(&mut self, partition: u32, used: Used<'_>) {
         let h = self.held.get_mut(&partition).expect("claimed before");
         match used {
@@ -393,7 +422,7 @@ impl Escrow {
                 partitions: cluster.partitions(),
                 max_block,
             },
-            ops: Arc::new(AtomicU64::new(0)),
+            ops: cluster.metrics().escrow_ops.clone(),
         })
     }
 
@@ -450,6 +479,11 @@ impl Escrow {
                 Some((a, r)) => (a, r),
                 None => (Account::new(id, size), 0),
             };
+            // A pool whose codes only grew keeps its account (ADR 0012's addendum):
+            // the first to ask with the larger size raises it; never lowered.
+            if account.size < size && revision != 0 {
+                account.size = size;
+            }
             if account.size != size {
                 return Err(EscrowError::Size {
                     key: key.to_string(),
@@ -532,6 +566,50 @@ impl Escrow {
             a.give_back(key, partition, epoch, used, unused)
         })
         .await
+    }
+
+    /// Seeds a new account with what partitions' customers already hold
+    /// ([`Account::seed`]), all in one write: `(partition, used)`.
+    pub async fn seed(
+        &self,
+        key: &str,
+        id: &str,
+        size: u64,
+        seeds: &[(u32, Used<'_>)],
+    ) -> Result<(), EscrowError> {
+        self.change(key, id, size, |a| {
+            for (p, used) in seeds {
+                a.seed(*p, *used);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A JSON value kept beside the accounts (which account each pool uses in a
+    /// hunts-file version), `None` if never written.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, EscrowError> {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        match self.kv.get(key).await.map_err(nats)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| EscrowError::Unreadable {
+                    key: key.to_string(),
+                    detail: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a JSON value beside the accounts.
+    pub async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), EscrowError> {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        let bytes = Bytes::from(serde_json::to_vec(value).expect("a value encodes"));
+        self.kv.put(key, bytes).await.map_err(nats)?;
+        Ok(())
     }
 
     /// Waits until the account at `key` has indexes left for any partition (given
@@ -656,6 +734,36 @@ mod tests {
         a.refill("k", 2, 2, Used::Count(3), 0, POLICY).unwrap();
         assert_eq!(a.held[&2].spans, vec![(3, 5)]);
         assert_eq!(a.held[&2].used, 3);
+    }
+
+    #[test]
+    fn seeding_keeps_held_codes_out_and_seeding_again_counts_nothing_twice() {
+        let mut a = Account::new("gold", 10);
+        a.seed(0, Used::Indexes(&[2, 5]));
+        a.seed(1, Used::Indexes(&[3]));
+        a.seed(1, Used::Indexes(&[3, 12]));
+        assert_eq!(a.cursor, 6);
+        assert_eq!(a.returned, vec![(0, 2), (4, 5)]);
+        assert_eq!((a.held[&0].used, a.held[&1].used), (2, 1));
+        assert_eq!(a.left(), 7, "10 less the three held");
+        let mut out = Vec::new();
+        for p in 0..4 {
+            loop {
+                let r = a.refill("k", p, 1, Used::Count(0), 10, POLICY).unwrap();
+                if r.got.is_empty() {
+                    break;
+                }
+                out.extend(r.got.iter().flat_map(|&(s, e)| s..e));
+            }
+        }
+        out.sort_unstable();
+        assert_eq!(out, vec![0, 1, 4, 6, 7, 8, 9]);
+        a.check().unwrap();
+        // Winner slots by count: seeding 3 wins, then 3 again, takes 3.
+        let mut c = Account::new("cap", 5);
+        c.seed(2, Used::Count(3));
+        c.seed(2, Used::Count(3));
+        assert_eq!(c.left(), 2);
     }
 
     mod model {

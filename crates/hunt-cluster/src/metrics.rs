@@ -30,6 +30,10 @@ pub struct ClusterMetrics {
     pub append_resends: AtomicU64,
     /// Requests this node answered for standbys.
     pub forwarded_answered: AtomicU64,
+    /// Reads and writes of the pools bucket (the escrow), shared with [`crate::Escrow`].
+    pub escrow_ops: std::sync::Arc<AtomicU64>,
+    /// Grants made from escrow blocks, counted by the engine.
+    pub escrow_grants: std::sync::Arc<AtomicU64>,
 }
 
 fn add(c: &AtomicU64) {
@@ -71,7 +75,7 @@ impl ClusterMetrics {
             get(&self.partitions),
             get(&self.epoch)
         );
-        let counters: [(&str, &str, &AtomicU64); 4] = [
+        let counters: [(&str, &str, &AtomicU64); 6] = [
             (
                 "hunt_cluster_lease_takeovers_total",
                 "Times this node took the partitions' leases over.",
@@ -91,6 +95,16 @@ impl ClusterMetrics {
                 "hunt_cluster_forwarded_answered_total",
                 "Requests that reached a standby and were answered here, by the owner.",
                 &self.forwarded_answered,
+            ),
+            (
+                "hunt_cluster_escrow_ops_total",
+                "Reads and writes of the pools bucket: with hunt_cluster_escrow_grants_total, the KV operations per grant.",
+                &self.escrow_ops,
+            ),
+            (
+                "hunt_cluster_escrow_grants_total",
+                "Codes granted from this node's partitions' escrow blocks.",
+                &self.escrow_grants,
             ),
         ];
         for (name, help, c) in counters {

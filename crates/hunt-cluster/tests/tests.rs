@@ -604,14 +604,16 @@ async fn an_idle_partitions_codes_come_back_and_a_new_owner_inherits_and_fences(
     account.check().unwrap();
     assert_eq!(account.held[&0].spans, vec![(3, 5)]);
     assert_eq!(account.left(), 0);
-    // Another size for the same key is refused, not merged.
-    let err = c.claim(POOL_KEY, "gold", 41, 0, 2).await.unwrap_err();
+    // A larger size raises it (codes appended to the pool); a smaller one is refused.
+    c.claim(POOL_KEY, "gold", 41, 0, 2).await.unwrap();
+    assert_eq!(c.read(POOL_KEY).await.unwrap().unwrap().0.left(), 1);
+    let err = c.claim(POOL_KEY, "gold", 40, 0, 2).await.unwrap_err();
     assert!(
         matches!(
             err,
             EscrowError::Size {
-                stored: 40,
-                asked: 41,
+                stored: 41,
+                asked: 40,
                 ..
             }
         ),

@@ -16,6 +16,8 @@
 //!   local log (`open.rs`), new hunts-file versions (`config.rs`), snapshots taken a
 //!   partition at a time without stopping the others (`snapshot.rs`);
 //! - [`tenure`]: how long a node on a cluster may answer for its leased partitions;
+//! - [`escrow`]: on a cluster, each partition's blocks of the pools' codes and the
+//!   hunts' winner slots, from the escrow every node shares (ADR 0012);
 //! - [`backlog`]: what is admitted and not yet answered, the one count that bounds it;
 //! - [`partition`]: a partition's worker, one method per message;
 //! - [`state`]: one partition's projections and the admission of one event; its
@@ -29,6 +31,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod backlog;
+pub mod escrow;
 pub mod http;
 pub mod metrics;
 pub mod notify;

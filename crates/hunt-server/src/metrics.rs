@@ -92,13 +92,15 @@ pub enum RejectReason {
     RateLimited,
     /// The dedupe window is full.
     WindowFull,
+    /// On a cluster, the escrow of the codes it needed could not be reached.
+    PoolsUnavailable,
 }
 
 pub struct Metrics {
     pub received: AtomicU64,
     pub accepted: AtomicU64,
     pub duplicate: AtomicU64,
-    rejected: [AtomicU64; 3],
+    rejected: [AtomicU64; 4],
     /// Whole requests refused, by HTTP status.
     refused: Mutex<BTreeMap<u16, u64>>,
     pub ack_seconds: Histogram,
@@ -171,9 +173,14 @@ impl Metrics {
             out,
             "# HELP hunt_events_rejected_total Events not stored, by reason.\n# TYPE hunt_events_rejected_total counter"
         );
-        for (i, r) in ["invalid", "rate_limited", "window_full"]
-            .iter()
-            .enumerate()
+        for (i, r) in [
+            "invalid",
+            "rate_limited",
+            "window_full",
+            "pools_unavailable",
+        ]
+        .iter()
+        .enumerate()
         {
             let _ = writeln!(
                 out,

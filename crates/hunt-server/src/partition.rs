@@ -37,6 +37,9 @@ pub enum Status {
     /// Applying it panicked (a bug): nothing of it was recorded, and the customer's
     /// state is what it was.
     Internal(String),
+    /// On a cluster, the escrow of the codes it needed could not be reached: nothing
+    /// of it was recorded; retry later.
+    Unavailable(String),
 }
 
 /// Events of one request for this partition: `(index in the request, event)`.
@@ -117,7 +120,38 @@ pub enum Msg {
     Snapshot {
         reply: oneshot::Sender<Copied>,
     },
+    /// On a cluster: another partition found the escrow account `key` empty; give back
+    /// what this one holds of it unused.
+    GiveBack {
+        key: String,
+    },
 }
+
+/// Every partition's queue, for a partition to ask the others to give codes back.
+#[derive(Default)]
+pub struct Peers(std::sync::OnceLock<Vec<mpsc::Sender<Msg>>>);
+
+impl Peers {
+    pub fn set(&self, senders: Vec<mpsc::Sender<Msg>>) {
+        let _ = self.0.set(senders);
+    }
+
+    /// Asks every partition but `from` to give back what it holds of `key` (without
+    /// waiting for room: a full queue is a busy partition, which will ask itself).
+    fn give_back(&self, from: u32, key: &str) {
+        for (p, tx) in self.0.get().into_iter().flatten().enumerate() {
+            if p as u32 != from {
+                let _ = tx.try_send(Msg::GiveBack {
+                    key: key.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// How many fetches from the escrow one event may need (each account it grants from
+/// at most once, and again after a wait).
+const FETCHES_MAX: usize = 16;
 
 /// The sending side of a partition's queue. Its events are counted in the backlog;
 /// the queue holds room for all of them and for the messages that are not events.
@@ -130,10 +164,12 @@ pub struct Handle {
 /// (a sender waits for room when these fill it).
 pub const QUEUE_MESSAGES_MORE: usize = 4096;
 
-/// A partition's place in the log: its number, and the log its rounds go to.
+/// A partition's place: its number, the log its rounds go to, and the other
+/// partitions' queues.
 pub struct Seat {
     pub partition: u32,
     pub log: Arc<dyn PartitionLog>,
+    pub peers: Arc<Peers>,
 }
 
 pub struct Worker {
@@ -157,6 +193,8 @@ pub struct Worker {
     records: Vec<(u8, Vec<u8>)>,
     /// This round's replies, sent once its records are submitted.
     replies: Vec<Reply>,
+    /// On a cluster, this partition's blocks of the escrow's accounts.
+    holdings: crate::escrow::Holdings,
 }
 
 /// Replies waiting for this round's submission.
@@ -197,6 +235,7 @@ impl Worker {
             notify_items: Vec::new(),
             records: Vec::new(),
             replies: Vec::new(),
+            holdings: crate::escrow::Holdings::default(),
         }
     }
 
@@ -211,7 +250,7 @@ impl Worker {
             self.last_received = received;
             for msg in msgs.drain(..) {
                 match msg {
-                    Msg::Events(batch) => self.on_events(batch, received),
+                    Msg::Events(batch) => self.on_events(batch, received).await,
                     Msg::User {
                         user,
                         hunts_at,
@@ -221,15 +260,16 @@ impl Worker {
                     Msg::Plan { new, plan, reply } => self.on_plan(&new, plan, reply),
                     Msg::Pause { reply, resume } => self.on_pause(reply, resume).await,
                     Msg::Snapshot { reply } => self.on_snapshot(reply).await,
+                    Msg::GiveBack { key } => self.on_give_back(key).await,
                 }
             }
             self.flush().await;
         }
     }
 
-    fn on_events(&mut self, batch: Batch, received: Timestamp) {
+    async fn on_events(&mut self, batch: Batch, received: Timestamp) {
         let n = batch.items.len();
-        let statuses = self.apply(batch.items, received);
+        let statuses = self.apply(batch.items, received).await;
         self.backlog.applied(self.seat.partition as usize, n);
         self.replies.push(Reply::Batch(batch.reply, statuses));
     }
@@ -334,7 +374,7 @@ impl Worker {
     }
 
     /// Applies the events of one request; their records join the round's.
-    fn apply(
+    async fn apply(
         &mut self,
         items: Vec<(usize, Event)>,
         received: Timestamp,
@@ -342,7 +382,40 @@ impl Worker {
         let version = self.version.clone();
         let mut statuses = Vec::with_capacity(items.len());
         for (index, event) in items {
-            let answer = match self.state.admit(&version, &event, received) {
+            let mut fetches = 0;
+            let admitted = loop {
+                match self
+                    .state
+                    .admit(&version, &event, received, &mut self.holdings)
+                {
+                    Admission::Fetch(need) if fetches < FETCHES_MAX => {
+                        fetches += 1;
+                        if let Err(e) = self.fetch(&version, &need).await {
+                            break Err(e);
+                        }
+                    }
+                    Admission::Fetch(need) => {
+                        break Err(format!("account {} still empty", need.account.key));
+                    }
+                    admitted => break Ok(admitted),
+                }
+            };
+            let admitted = match admitted {
+                Ok(a) => a,
+                Err(why) => {
+                    tracing::warn!(
+                        partition = self.seat.partition,
+                        user = %event.user,
+                        id = %event.id,
+                        error = %why,
+                        "the escrow of the codes an event needs could not be reached; refused for a retry"
+                    );
+                    statuses.push((index, event.id, Status::Unavailable(why)));
+                    continue;
+                }
+            };
+            let answer = match admitted {
+                Admission::Fetch(_) => unreachable!("fetched above"),
                 Admission::Applied(answer) => answer,
                 Admission::Duplicate(first) => {
                     statuses.push((index, event.id, Status::Duplicate(first)));
@@ -374,6 +447,90 @@ impl Worker {
             statuses.push((index, event.id, Status::Accepted(answer)));
         }
         statuses
+    }
+
+    /// Fetches what an event needs from the escrow: every grant so far made durable
+    /// first (only then may the escrow count it used), then a block; if none is left,
+    /// the other partitions are asked to give back, and after a bounded wait the
+    /// account is asked again, or taken as empty for a while.
+    async fn fetch(&mut self, version: &Version, need: &crate::escrow::Need) -> Result<(), String> {
+        let Some(pools) = version.escrow.clone() else {
+            return Err("no escrow".into());
+        };
+        self.flush().await;
+        if let Some(t) = self.last_ticket.clone() {
+            t.await.map_err(|e| format!("the log: {e}"))?;
+        }
+        let partition = self.seat.partition;
+        let catalog = version.catalog().clone();
+        let state = &self.state;
+        let account = &need.account;
+        // What the partition's customers hold of the account: taken out of a
+        // holding claimed from an earlier owner.
+        let granted = || {
+            let pool = catalog.pools.iter().find(|p| *p.id == *account.id);
+            let mut codes = Vec::new();
+            let mut wins = 0;
+            for (h, _, code) in state.grants() {
+                if need.slots {
+                    wins += u64::from(h == account.id);
+                } else if let Some(i) = pool.and_then(|p| p.index_of(code)) {
+                    codes.push(i);
+                }
+            }
+            (codes, wins)
+        };
+        let fail = |e: crate::escrow::EscrowFailure| e.to_string();
+        let empty = self
+            .holdings
+            .fetch(&*pools.backend, partition, need, granted)
+            .await
+            .map_err(fail)?;
+        if !empty {
+            return Ok(());
+        }
+        self.seat.peers.give_back(partition, &account.key);
+        if pools
+            .backend
+            .wait_left(account, crate::escrow::WAIT_LEFT)
+            .await
+            .map_err(fail)?
+        {
+            let empty = self
+                .holdings
+                .fetch(&*pools.backend, partition, need, || (Vec::new(), 0))
+                .await
+                .map_err(fail)?;
+            if !empty {
+                return Ok(());
+            }
+        }
+        self.holdings.dry(&account.key);
+        Ok(())
+    }
+
+    /// Another partition wants `key`'s indexes: what this one holds unused goes back,
+    /// its grants made durable first.
+    async fn on_give_back(&mut self, key: String) {
+        let Some(pools) = self.version.escrow.clone() else {
+            return;
+        };
+        if !self.holdings.holds(&key) {
+            return;
+        }
+        self.flush().await;
+        if let Some(t) = self.last_ticket.clone()
+            && t.await.is_err()
+        {
+            return;
+        }
+        if let Err(e) = self
+            .holdings
+            .give_back(&pools, self.seat.partition, &key)
+            .await
+        {
+            tracing::warn!(partition = self.seat.partition, key, error = %e, "codes not given back");
+        }
     }
 
     /// Submits the round's records and sends its replies with the ticket, then hands

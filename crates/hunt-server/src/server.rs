@@ -331,8 +331,20 @@ async fn rebuild(
     })
     .await
     .map_err(|e| e.to_string())??;
-    let (log, snapshots, recovered, started) = opened;
+    let (log, snapshots, mut recovered, started) = opened;
     log_rebuild(&recovered, &started);
+    if let Some(p) = &config.engine.provided_log
+        && let Some(backend) = &p.escrow
+        && let Some(v) = &mut recovered.version
+    {
+        let grants: crate::escrow::PartitionGrants<'_> = recovered
+            .states
+            .iter()
+            .enumerate()
+            .map(|(p, s)| (p as u32, s.grants().collect()))
+            .collect();
+        crate::escrow::attach(backend.clone(), v, &grants, p.escrow_grants.clone()).await?;
+    }
     Service::start(config.engine.clone(), log, snapshots, recovered)
 }
 

@@ -42,6 +42,8 @@ pub struct Options {
     pub sink_dlq_max: usize,
     /// `--apply-config`: the tests here start again with a new file to switch to it.
     pub apply_hunts: bool,
+    /// Pools from this escrow, as on a cluster (the log then in `<dir>/log`).
+    pub escrow: Option<std::sync::Arc<dyn hunt_server::escrow::EscrowBackend>>,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             sink_queue_max: 100_000,
             sink_dlq_max: 1_000_000,
             apply_hunts: true,
+            escrow: None,
         }
     }
 }
@@ -101,6 +104,23 @@ impl Server {
         engine.sink_queue_max = o.sink_queue_max;
         engine.sink_dlq_max = o.sink_dlq_max;
         engine.apply_hunts_file = o.apply_hunts;
+        if let Some(escrow) = o.escrow {
+            // As on a cluster: a log given from outside, and pools from the escrow.
+            let (log, _) = hunt_store::Log::open(
+                std::sync::Arc::new(hunt_store::fs::RealFs),
+                hunt_store::LogConfig::new(dir.join("log")),
+            )
+            .map_err(|e| e.to_string())?;
+            engine.provided_log = Some(hunt_server::service::ProvidedLog {
+                log: std::sync::Arc::new(log),
+                name: "a log given from outside".into(),
+                snapshots: None,
+                tenure: None,
+                metrics: None,
+                escrow: Some(escrow),
+                escrow_grants: Default::default(),
+            });
+        }
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             engine,

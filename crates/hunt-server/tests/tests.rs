@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod catalog;
 mod config;
+mod escrow;
 mod ingest;
 mod limits;
 mod notify;

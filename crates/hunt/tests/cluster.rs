@@ -398,7 +398,8 @@ struct Ledger {
 }
 
 /// `clients` clients send batches of new customers' events until `stop_at`, each
-/// batch sent again (to the next address in turn) until it is answered 200; every
+/// batch sent again (to the next address in turn) until every event of it is taken
+/// (answered 200, and not refused for a retry); every
 /// fourth batch is sent once more after its answer, as a client that missed it
 /// would, and must come back as duplicates with the first answer.
 fn load(addrs: Vec<SocketAddr>, clients: usize, stop_at: Instant) -> Arc<Mutex<Ledger>> {
@@ -412,11 +413,27 @@ fn load(addrs: Vec<SocketAddr>, clients: usize, stop_at: Instant) -> Arc<Mutex<L
                 while Instant::now() < stop_at {
                     let body = hunt_batch(c * 1_000_000 + n * 5, 5);
                     let sent = Instant::now();
+                    // Each event's first answer: an event refused for a retry (the
+                    // pools' escrow out of reach) is sent again with its batch.
+                    let mut got: Vec<Option<Value>> = Vec::new();
                     let first = loop {
                         turn += 1;
                         let at = addrs[turn % addrs.len()];
                         match request(at, "POST", "/v1/events", &body) {
-                            Some((200, v)) => break v,
+                            Some((200, v)) => {
+                                let results = v["results"].as_array().unwrap();
+                                got.resize(results.len(), None);
+                                for (i, r) in results.iter().enumerate() {
+                                    if r["status"] == "rejected" {
+                                        assert_eq!(r["code"], "pools_unavailable", "{v}");
+                                    } else if got[i].is_none() {
+                                        got[i] = Some(r.clone());
+                                    }
+                                }
+                                if got.iter().all(Option::is_some) {
+                                    break serde_json::json!({ "results": got });
+                                }
+                            }
                             Some((503 | 504, _)) | None => {}
                             Some((s, v)) => panic!("answered {s}: {v}"),
                         }
@@ -533,6 +550,11 @@ fn ingest_goes_on_when_a_nats_server_is_killed_under_the_owner() {
     assert!(failed.is_some_and(|n| n > 0.0), "{failed:?}");
     let forwarded = metric(a_addr, "hunt_cluster_forwarded_answered_total{node=\"a\"}");
     assert!(forwarded.is_some_and(|n| n > 0.0), "{forwarded:?}");
+    // The pool's three codes came from the escrow, at a few KV operations each.
+    let grants = metric(a_addr, "hunt_cluster_escrow_grants_total{node=\"a\"}");
+    assert_eq!(grants, Some(3.0));
+    let ops = metric(a_addr, "hunt_cluster_escrow_ops_total{node=\"a\"}");
+    assert!(ops.is_some_and(|n| n >= 2.0), "{ops:?}");
 }
 
 #[test]

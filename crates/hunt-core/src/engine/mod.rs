@@ -134,6 +134,13 @@ pub trait Allocator {
         hunt: usize,
         pool: usize,
     ) -> Result<String, DenyReason>;
+
+    /// Whether an answer it gave was only "not now": its codes are elsewhere (a
+    /// cluster's escrow) and must be fetched first. The caller then drops everything
+    /// the event did and applies it again once they are here.
+    fn stalled(&self) -> bool {
+        false
+    }
 }
 
 /// The in-memory allocator for one process lives with the shared pools it uses.

@@ -197,6 +197,7 @@ impl ApiError {
                 ConfigError::Unsafe(_) => (S::CONFLICT, "unsafe_change", None),
                 ConfigError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
                 ConfigError::Stopped(_) => unavailable("log_stopped"),
+                ConfigError::PoolsUnavailable(_) => unavailable("pools_unavailable"),
             },
             ApiError::Plain { status, .. } => {
                 let code = match status.as_u16() {
@@ -264,6 +265,9 @@ fn config_message(e: &ConfigError) -> String {
         }
         ConfigError::Internal(why) => format!("{why}; nothing changed"),
         ConfigError::Stopped(why) => why.to_string(),
+        ConfigError::PoolsUnavailable(why) => {
+            format!("the cluster's pools could not be reached ({why}); nothing changed, retry")
+        }
     }
 }
 

@@ -177,7 +177,7 @@ pub(super) async fn get_hunt_stats(
         PoolFigures {
             pool: pool.id.clone(),
             size: pool.size(),
-            remaining: pool.size().saturating_sub(v.pools.taken(r.pool)),
+            remaining: pool.size().saturating_sub(v.taken(r.pool)),
         }
     });
     Ok(Json(StatsAnswer {

@@ -32,9 +32,10 @@ pub(super) struct EventResult {
     id: Option<String>,
     #[schemars(extend("enum" = ["accepted", "duplicate", "rejected"]))]
     status: &'static str,
-    /// `internal` for an event the server failed to apply (a bug; retrying is safe).
+    /// `internal` for an event the server failed to apply (a bug; retrying is safe);
+    /// `pools_unavailable` on a cluster whose pools could not be reached (retry).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["internal"]))]
+    #[schemars(extend("enum" = ["internal", "pools_unavailable"]))]
     code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcomes: Option<Arc<[Outcome]>>,
@@ -292,6 +293,21 @@ fn answer_one(
             service.metrics.reject(RejectReason::WindowFull, 1);
             let reason = "the dedupe window is full of recent events; retry later".into();
             EventResult::refused(i, Some(id), None, reason)
+        }
+        Status::Unavailable(why) => {
+            tally.window_full += 1;
+            service.metrics.reject(RejectReason::PoolsUnavailable, 1);
+            EventResult {
+                code: Some("pools_unavailable"),
+                ..EventResult::refused(
+                    i,
+                    Some(id),
+                    None,
+                    format!(
+                        "the cluster's pools could not be reached for this event ({why}); nothing of it was recorded, retry later"
+                    ),
+                )
+            }
         }
         Status::Internal(why) => {
             tally.internal += 1;

@@ -407,7 +407,7 @@ pub fn document(http: &HttpConfig) -> String {
             .err(422, &["invalid_hunts_file", "tests_failed"], "The file has errors (`details` hold every diagnostic, as `hunt check --json`), or its test cases fail (`details` hold each case's diff)")
             .err(500, &["internal"], "Putting it in force failed (a bug); nothing changed")
             .head()
-            .unavailable(&["log_stopped"])
+            .unavailable(&["log_stopped", "pools_unavailable"])
             .done(),
     });
 

@@ -17,6 +17,10 @@ pub enum ConfigError {
     Internal(String),
     #[error("the event log stopped ({0})")]
     Stopped(Stopped),
+    /// On a cluster, the pools' escrow could not be reached to start the new
+    /// version's accounts: nothing changed; retry.
+    #[error("the cluster's pools could not be reached ({0})")]
+    PoolsUnavailable(String),
 }
 
 /// How a new hunts file is to be taken.
@@ -180,6 +184,21 @@ impl Service {
             }
             v.restore_pools(grants())
                 .map_err(|e| ConfigError::Stopped(Stopped::Version(e)))?;
+            let per_partition: crate::escrow::PartitionGrants<'_> = paused
+                .iter()
+                .enumerate()
+                .map(|(p, g)| {
+                    let g = g
+                        .grants
+                        .iter()
+                        .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
+                        .collect();
+                    (p as u32, g)
+                })
+                .collect();
+            crate::escrow::switch(&old, &mut v, &per_partition)
+                .await
+                .map_err(ConfigError::PoolsUnavailable)?;
             let ticket = self
                 .log
                 .submit(NODE, vec![(KIND_CONFIG, encode_config(&record))])

@@ -79,6 +79,11 @@ pub struct ProvidedLog {
     pub tenure: Option<Arc<crate::tenure::Tenure>>,
     /// The figures that come with it, on `/metrics`.
     pub metrics: Option<Arc<dyn crate::metrics::MetricsSource>>,
+    /// Where the pools' codes and the hunts' winner slots come from, when other nodes
+    /// may grant from the same pools (ADR 0012); `None`: this process's own counters.
+    pub escrow: Option<Arc<dyn crate::escrow::EscrowBackend>>,
+    /// Grants made through the escrow (counted here, written by `metrics`).
+    pub escrow_grants: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ProvidedLog {
@@ -217,6 +222,7 @@ impl Service {
         )?;
         let mut partitions = Vec::new();
         let mut workers = Vec::new();
+        let peers = Arc::new(crate::partition::Peers::default());
         let backlog = Arc::new(Backlog::new(
             recovered.states.len(),
             config.backlog_events_max,
@@ -233,6 +239,7 @@ impl Service {
                 Seat {
                     partition: p as u32,
                     log: log.clone(),
+                    peers: peers.clone(),
                 },
                 backlog.clone(),
                 rx,
@@ -242,6 +249,7 @@ impl Service {
             workers.push(tokio::spawn(w.run()));
             partitions.push(Handle { tx });
         }
+        peers.set(partitions.iter().map(|h: &Handle| h.tx.clone()).collect());
         let (fatal, _) = tokio::sync::watch::channel(None);
         let service = Arc::new_cyclic(|me| Service {
             me: me.clone(),
@@ -498,13 +506,7 @@ impl Service {
             .pools
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                (
-                    p.id.clone(),
-                    p.size(),
-                    p.size().saturating_sub(v.pools.taken(i)),
-                )
-            })
+            .map(|(i, p)| (p.id.clone(), p.size(), p.size().saturating_sub(v.taken(i))))
             .collect()
     }
 }

@@ -25,6 +25,10 @@ pub struct Version {
     pub record: ConfigRecord,
     pub engine: Engine,
     pub pools: Arc<SharedPools>,
+    /// On a cluster, where the codes and winner slots come from instead of `pools`.
+    pub escrow: Option<Arc<crate::escrow::EscrowPools>>,
+    /// On a cluster, the accounts `escrow` uses.
+    pub lineage: Option<crate::escrow::Lineage>,
 }
 
 impl Version {
@@ -48,11 +52,22 @@ impl Version {
             record,
             engine: Engine::new(Arc::new(catalog)),
             pools,
+            escrow: None,
+            lineage: None,
         })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
         self.engine.catalog()
+    }
+
+    /// Codes of pool `i` handed out: on a cluster, to this node's partitions'
+    /// customers.
+    pub fn taken(&self, i: usize) -> u64 {
+        match &self.escrow {
+            Some(e) => e.taken(i),
+            None => self.pools.taken(i),
+        }
     }
 
     /// The same version with its pools rebuilt from `grants` (hunt id, pool id, code):
@@ -173,6 +188,9 @@ pub enum Admission {
     WindowFull,
     /// Applied: its outcomes.
     Applied(Answer),
+    /// Not applied: its partition must first fetch codes or winner slots from the
+    /// escrow (on a cluster); nothing of it was kept.
+    Fetch(crate::escrow::Need),
     /// Applying it panicked: nothing of it kept.
     Failed(Panicked),
 }
@@ -186,6 +204,13 @@ impl std::fmt::Display for Panicked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "applying the event panicked: {}", self.0)
     }
+}
+
+/// Why an event was not applied.
+enum Unapplied {
+    Panicked(Panicked),
+    /// The allocator must fetch codes first.
+    Stalled,
 }
 
 /// The message a panic carried.
@@ -227,13 +252,35 @@ impl PartitionState {
     /// if the append fails the log stops and so does the process (fail-stop), and codes
     /// allocated but never recorded are free again when the pools are rebuilt from the
     /// log on restart. If applying panics, they go back at once.
-    pub fn admit(&mut self, version: &Version, event: &Event, received: Timestamp) -> Admission {
+    pub fn admit(
+        &mut self,
+        version: &Version,
+        event: &Event,
+        received: Timestamp,
+        holdings: &mut crate::escrow::Holdings,
+    ) -> Admission {
         let key = self.dedupe.key(&event.user, &event.id);
         if let Some(first) = self.dedupe.get_key(key, received) {
             return Admission::Duplicate(first.clone());
         }
         if !self.dedupe.has_room(received) {
             return Admission::WindowFull;
+        }
+        if let Some(pools) = &version.escrow {
+            let mut alloc = crate::escrow::EscrowAllocation::new(pools, holdings);
+            return match self.apply_keyed(&version.engine, event, key, received, &mut alloc) {
+                Ok(answer) => {
+                    alloc.commit();
+                    Admission::Applied(answer)
+                }
+                Err(Unapplied::Stalled) => Admission::Fetch(
+                    alloc
+                        .need()
+                        .cloned()
+                        .expect("a stalled allocation says what it needs"),
+                ),
+                Err(Unapplied::Panicked(p)) => Admission::Failed(p),
+            };
         }
         let mut alloc = Allocation::new(&version.pools);
         match self.apply_keyed(&version.engine, event, key, received, &mut alloc) {
@@ -242,7 +289,8 @@ impl PartitionState {
                 Admission::Applied(answer)
             }
             // `alloc` drops uncommitted: its codes go back.
-            Err(panicked) => Admission::Failed(panicked),
+            Err(Unapplied::Panicked(panicked)) => Admission::Failed(panicked),
+            Err(Unapplied::Stalled) => unreachable!("the shared pools never stall"),
         }
     }
 
@@ -259,6 +307,10 @@ impl PartitionState {
     ) -> Result<Answer, Panicked> {
         let key = self.dedupe.key(&event.user, &event.id);
         self.apply_keyed(engine, event, key, received, alloc)
+            .map_err(|e| match e {
+                Unapplied::Panicked(p) => p,
+                Unapplied::Stalled => Panicked("the allocator stalled".into()),
+            })
     }
 
     /// [`apply`](Self::apply) with the event's dedupe identity already computed (the
@@ -270,7 +322,7 @@ impl PartitionState {
         key: hunt_core::dedupe::PairKey,
         received: Timestamp,
         alloc: &mut dyn Allocator,
-    ) -> Result<Answer, Panicked> {
+    ) -> Result<Answer, Unapplied> {
         let (state, new) = match self.users.get_mut(&event.user) {
             Some(s) => (s, false),
             None => (self.users.insert_default(&event.user), true),
@@ -282,14 +334,21 @@ impl PartitionState {
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             engine.apply_undoable(state, event, received, alloc, scratch, undo)
         }));
-        if let Err(payload) = applied {
+        // A panic, or an allocation that must first fetch codes: nothing of the
+        // event is kept.
+        let failed = match applied {
+            Err(payload) => Some(Unapplied::Panicked(Panicked(panic_message(&*payload)))),
+            Ok(_) if alloc.stalled() => Some(Unapplied::Stalled),
+            Ok(_) => None,
+        };
+        if let Some(failed) = failed {
             if new {
                 self.users.remove(&event.user);
             } else if let Some(state) = self.users.get_mut(&event.user) {
                 self.undo.restore(state);
             }
             self.scratch.clear();
-            return Err(Panicked(panic_message(&*payload)));
+            return Err(failed);
         }
         let state = self
             .users

@@ -90,6 +90,8 @@ pub struct Owned {
     /// Send to give every lease up (after a clean stop), so that a standby takes over
     /// at once; the reply says it is done.
     pub release: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+    /// The pools' escrow, with this node's epoch.
+    pub escrow: std::sync::Arc<NodeEscrow>,
 }
 
 /// Without API keys (development mode) every endpoint is open, and the owner runs
@@ -366,6 +368,7 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
 
     let snapshots =
         ObjectSnapshots::open(&cluster, replicas, tokio::runtime::Handle::current()).await?;
+    let escrow = hunt_cluster::Escrow::open(&cluster, replicas, ESCROW_BLOCK_MAX).await?;
     let log = JetStreamLog::new(cluster, tokio::runtime::Handle::current());
     let epoch = held.iter().map(|h| h.epoch).max().unwrap_or(0);
     let who = format!("{node}/{epoch}");
@@ -404,6 +407,7 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
         release_rx,
     ));
     Ok(Owned {
+        escrow: std::sync::Arc::new(NodeEscrow { escrow, epoch }),
         tenure,
         log,
         snapshots,
@@ -502,5 +506,157 @@ async fn keep(
             );
             said_lapsed = true;
         }
+    }
+}
+
+/// The pools bucket as the engine uses it: every change carries the epoch of this
+/// node's leases, so that a deposed owner's is refused.
+pub struct NodeEscrow {
+    pub escrow: hunt_cluster::Escrow,
+    pub epoch: u64,
+}
+
+/// How much one refill hands a partition at most (ADR 0012).
+pub const ESCROW_BLOCK_MAX: u64 = 64;
+
+fn failure(e: hunt_cluster::EscrowError) -> hunt_server::escrow::EscrowFailure {
+    use hunt_server::escrow::EscrowFailure;
+    match e {
+        hunt_cluster::EscrowError::Fenced { .. } => EscrowFailure::Fenced(e.to_string()),
+        _ => EscrowFailure::Unavailable(e.to_string()),
+    }
+}
+
+fn used(u: hunt_server::escrow::UsedIdx<'_>) -> hunt_cluster::Used<'_> {
+    match u {
+        hunt_server::escrow::UsedIdx::Indexes(ix) => hunt_cluster::Used::Indexes(ix),
+        hunt_server::escrow::UsedIdx::Count(n) => hunt_cluster::Used::Count(n),
+    }
+}
+
+impl hunt_server::escrow::EscrowBackend for NodeEscrow {
+    fn claim<'a>(
+        &'a self,
+        a: &'a hunt_server::escrow::AccountRef,
+        partition: u32,
+    ) -> hunt_server::escrow::BoxFuture<
+        'a,
+        Result<hunt_server::escrow::Claimed, hunt_server::escrow::EscrowFailure>,
+    > {
+        Box::pin(async move {
+            let h = self
+                .escrow
+                .claim(&a.key, &a.id, a.size, partition, self.epoch)
+                .await
+                .map_err(failure)?;
+            Ok(hunt_server::escrow::Claimed {
+                spans: h.spans,
+                used: h.used,
+            })
+        })
+    }
+
+    fn refill<'a>(
+        &'a self,
+        a: &'a hunt_server::escrow::AccountRef,
+        partition: u32,
+        u: hunt_server::escrow::UsedIdx<'a>,
+    ) -> hunt_server::escrow::BoxFuture<
+        'a,
+        Result<Vec<hunt_server::escrow::Span>, hunt_server::escrow::EscrowFailure>,
+    > {
+        Box::pin(async move {
+            let r = self
+                .escrow
+                .refill(
+                    &a.key,
+                    &a.id,
+                    a.size,
+                    partition,
+                    self.epoch,
+                    used(u),
+                    ESCROW_BLOCK_MAX,
+                )
+                .await
+                .map_err(failure)?;
+            Ok(r.got)
+        })
+    }
+
+    fn give_back<'a>(
+        &'a self,
+        a: &'a hunt_server::escrow::AccountRef,
+        partition: u32,
+        u: hunt_server::escrow::UsedIdx<'a>,
+        unused: &'a [hunt_server::escrow::Span],
+    ) -> hunt_server::escrow::BoxFuture<'a, Result<(), hunt_server::escrow::EscrowFailure>> {
+        Box::pin(async move {
+            self.escrow
+                .give_back(
+                    &a.key,
+                    &a.id,
+                    a.size,
+                    partition,
+                    self.epoch,
+                    used(u),
+                    unused,
+                )
+                .await
+                .map_err(failure)?;
+            Ok(())
+        })
+    }
+
+    fn wait_left<'a>(
+        &'a self,
+        a: &'a hunt_server::escrow::AccountRef,
+        limit: Duration,
+    ) -> hunt_server::escrow::BoxFuture<'a, Result<bool, hunt_server::escrow::EscrowFailure>> {
+        Box::pin(async move { self.escrow.wait_left(&a.key, limit).await.map_err(failure) })
+    }
+
+    fn seed<'a>(
+        &'a self,
+        a: &'a hunt_server::escrow::AccountRef,
+        seeds: Vec<(u32, hunt_server::escrow::Seed)>,
+    ) -> hunt_server::escrow::BoxFuture<'a, Result<(), hunt_server::escrow::EscrowFailure>> {
+        Box::pin(async move {
+            let seeds: Vec<(u32, hunt_cluster::Used<'_>)> = seeds
+                .iter()
+                .map(|(p, s)| {
+                    let u = match s {
+                        hunt_server::escrow::Seed::Indexes(ix) => hunt_cluster::Used::Indexes(ix),
+                        hunt_server::escrow::Seed::Count(n) => hunt_cluster::Used::Count(*n),
+                    };
+                    (*p, u)
+                })
+                .collect();
+            self.escrow
+                .seed(&a.key, &a.id, a.size, &seeds)
+                .await
+                .map_err(failure)
+        })
+    }
+
+    fn lineage<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> hunt_server::escrow::BoxFuture<
+        'a,
+        Result<Option<hunt_server::escrow::Lineage>, hunt_server::escrow::EscrowFailure>,
+    > {
+        Box::pin(async move { self.escrow.get_json(key).await.map_err(failure) })
+    }
+
+    fn set_lineage<'a>(
+        &'a self,
+        key: &'a str,
+        lineage: &'a hunt_server::escrow::Lineage,
+    ) -> hunt_server::escrow::BoxFuture<'a, Result<(), hunt_server::escrow::EscrowFailure>> {
+        Box::pin(async move { self.escrow.put_json(key, lineage).await.map_err(failure) })
+    }
+
+    fn ops(&self) -> u64 {
+        self.escrow.ops()
     }
 }

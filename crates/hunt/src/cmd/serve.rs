@@ -251,6 +251,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     cluster: o.log.cluster().metrics().clone(),
                     tenure: o.tenure,
                 })),
+                escrow: Some(o.escrow.clone()),
+                escrow_grants: o.log.cluster().metrics().escrow_grants.clone(),
             });
             config.validate().map_err(anyhow::Error::msg)?;
             let counted = o.log.cluster().metrics().clone();

@@ -1,0 +1,687 @@
+//! A cluster's pools (ADR 0012): each partition grants from its own block of a pool's
+//! codes and of a hunt's winner slots, fetched from an escrow shared by every node,
+//! instead of from the process's atomics (ADR 0004), which two nodes would not share.
+//!
+//! Owns: the partition's blocks ([`Holdings`], one per worker, no lock), the
+//! allocation that takes from them ([`EscrowAllocation`]), and which account each pool
+//! and capped hunt uses in a hunts-file version ([`Lineage`]).
+//! Must never: grant an index the escrow did not hand to the partition, or tell the
+//! escrow an index was used before the grant's record is durable.
+//!
+//! The escrow itself (a KV bucket on NATS) is behind [`EscrowBackend`], so that the
+//! server knows nothing of NATS; `hunt serve --cluster` gives the real one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hunt_core::catalog::Catalog;
+use hunt_core::engine::{Allocator, DenyReason};
+use serde::{Deserialize, Serialize};
+
+/// Indexes `start..end`.
+pub type Span = (u64, u64);
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How long a partition that found an account empty waits for others to give back.
+pub const WAIT_LEFT: Duration = Duration::from_millis(300);
+/// How long after that it denies at once, without asking the escrow again.
+pub const DRY_FOR: Duration = Duration::from_secs(1);
+
+/// One account of the escrow: its key, the pool's or hunt's id, and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRef {
+    pub key: String,
+    pub id: String,
+    pub size: u64,
+}
+
+/// Indexes a partition has used, their grants durable.
+#[derive(Debug, Clone, Copy)]
+pub enum UsedIdx<'a> {
+    /// These indexes (a pool's codes).
+    Indexes(&'a [u64]),
+    /// This many, any (a hunt's winner slots).
+    Count(u64),
+}
+
+/// What a partition's customers already hold of a new account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seed {
+    Indexes(Vec<u64>),
+    Count(u64),
+}
+
+/// A partition's holding as its new owner claims it.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub spans: Vec<Span>,
+    /// How many it has dropped as used, every owner together.
+    pub used: u64,
+}
+
+/// Why the escrow could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EscrowFailure {
+    /// A newer owner claimed the partition's holding: this node no longer owns it.
+    #[error("{0}")]
+    Fenced(String),
+    /// The escrow could not be reached or changed now; nothing was taken.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The escrow, as the server uses it: every call is one partition's, with the epoch of
+/// this node's lease held by the implementation.
+pub trait EscrowBackend: Send + Sync + 'static {
+    /// Takes the partition's holding over (no older owner may change it after).
+    fn claim<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<Claimed, EscrowFailure>>;
+    /// Drops `used` from the holding and hands a block (empty: nothing left).
+    fn refill<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        partition: u32,
+        used: UsedIdx<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Span>, EscrowFailure>>;
+    /// Drops `used` and gives `unused` back for any partition.
+    fn give_back<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        partition: u32,
+        used: UsedIdx<'a>,
+        unused: &'a [Span],
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>>;
+    /// Waits until the account has indexes left for any partition, at most `limit`.
+    fn wait_left<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<bool, EscrowFailure>>;
+    /// Seeds a new account with what partitions' customers hold, in one write.
+    fn seed<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        seeds: Vec<(u32, Seed)>,
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>>;
+    /// The accounts of a hunts-file version, as recorded at its switch.
+    fn lineage<'a>(&'a self, key: &'a str)
+    -> BoxFuture<'a, Result<Option<Lineage>, EscrowFailure>>;
+    fn set_lineage<'a>(
+        &'a self,
+        key: &'a str,
+        lineage: &'a Lineage,
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>>;
+    /// Reads and writes of the escrow so far.
+    fn ops(&self) -> u64;
+}
+
+/// Which account each pool and each capped hunt of a version uses (ADR 0012's
+/// addendum): a pool whose codes only grew keeps its account; any other change
+/// starts a new one, seeded with what customers hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// Pool id → account key.
+    pub pools: BTreeMap<String, String>,
+    /// Capped hunt id → account key.
+    pub caps: BTreeMap<String, String>,
+}
+
+/// The key under which a version's lineage is kept: its number and a digest of its
+/// text, so that a switch that failed and one retried with another file differ.
+pub fn lineage_key(version: u64, text: &str) -> String {
+    format!("version.{version}.{:08x}", crc32c::crc32c(text.as_bytes()))
+}
+
+impl Lineage {
+    /// A version's lineage from the previous one's: what keeps its account, and the
+    /// accounts to start (to be seeded before use).
+    pub fn next(
+        old: Option<(&Lineage, &Catalog)>,
+        new: &Catalog,
+        version: u64,
+    ) -> (Lineage, Vec<AccountRef>) {
+        let mut lineage = Lineage::default();
+        let mut start = Vec::new();
+        for pool in &new.pools {
+            let kept = old.and_then(|(l, c)| {
+                let before = c.pools.iter().find(|p| p.id == pool.id)?;
+                let key = l.pools.get(&*pool.id)?;
+                let grew_only = before.size() <= pool.size()
+                    && (0..before.size()).all(|i| before.code(i) == pool.code(i));
+                grew_only.then(|| key.clone())
+            });
+            let key = kept.unwrap_or_else(|| {
+                let key = format!("code.{}.v{version}", pool.id);
+                start.push(AccountRef {
+                    key: key.clone(),
+                    id: pool.id.to_string(),
+                    size: pool.size(),
+                });
+                key
+            });
+            lineage.pools.insert(pool.id.to_string(), key);
+        }
+        for hunt in &new.hunts {
+            let Some(cap) = hunt.max_winners else {
+                continue;
+            };
+            let kept = old.and_then(|(l, c)| {
+                let before = c.hunts.iter().find(|h| h.id == hunt.id)?;
+                let key = l.caps.get(&*hunt.id)?;
+                (before.max_winners? <= cap).then(|| key.clone())
+            });
+            let key = kept.unwrap_or_else(|| {
+                let key = format!("cap.{}.v{version}", hunt.id);
+                start.push(AccountRef {
+                    key: key.clone(),
+                    id: hunt.id.to_string(),
+                    size: cap,
+                });
+                key
+            });
+            lineage.caps.insert(hunt.id.to_string(), key);
+        }
+        (lineage, start)
+    }
+
+    /// What each partition's customers hold of a new account: `grants` per partition
+    /// as (hunt, pool, code).
+    pub fn seeds<'a>(
+        account: &AccountRef,
+        catalog: &Catalog,
+        grants: impl Iterator<Item = (u32, Vec<(&'a str, &'a str, &'a str)>)>,
+    ) -> Vec<(u32, Seed)> {
+        let pool = catalog.pools.iter().find(|p| *p.id == *account.id);
+        let is_cap = account.key.starts_with("cap.");
+        grants
+            .map(|(p, g)| {
+                let seed = if is_cap {
+                    Seed::Count(g.iter().filter(|(h, _, _)| *h == account.id).count() as u64)
+                } else {
+                    // A code counts whatever pool granted it: a pool renamed or
+                    // reordered never hands a granted code out again.
+                    Seed::Indexes(
+                        g.iter()
+                            .filter_map(|(_, _, c)| pool.and_then(|pool| pool.index_of(c)))
+                            .collect(),
+                    )
+                };
+                (p, seed)
+            })
+            .collect()
+    }
+}
+
+/// A version's pools on a cluster: the account of each pool and capped hunt.
+pub struct EscrowPools {
+    pub backend: Arc<dyn EscrowBackend>,
+    /// Per pool of the catalog.
+    pub codes: Vec<AccountRef>,
+    /// Per hunt of the catalog: its winner slots' account, if capped.
+    pub caps: Vec<Option<AccountRef>>,
+    /// Codes granted per pool, as this node knows them (its partitions' customers').
+    granted: Vec<AtomicU64>,
+    /// Grants made through the escrow, for the KV operations per grant.
+    pub grants: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for EscrowPools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EscrowPools")
+            .field("codes", &self.codes)
+            .finish()
+    }
+}
+
+impl EscrowPools {
+    pub fn new(
+        backend: Arc<dyn EscrowBackend>,
+        catalog: &Catalog,
+        lineage: &Lineage,
+        granted: &[u64],
+        grants: Arc<AtomicU64>,
+    ) -> Result<EscrowPools, String> {
+        let codes = catalog
+            .pools
+            .iter()
+            .map(|p| {
+                let key = lineage
+                    .pools
+                    .get(&*p.id)
+                    .ok_or_else(|| format!("no account for pool `{}`", p.id))?;
+                Ok(AccountRef {
+                    key: key.clone(),
+                    id: p.id.to_string(),
+                    size: p.size(),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let caps = catalog
+            .hunts
+            .iter()
+            .map(|h| {
+                let Some(cap) = h.max_winners else {
+                    return Ok(None);
+                };
+                let key = lineage
+                    .caps
+                    .get(&*h.id)
+                    .ok_or_else(|| format!("no account for the winners of `{}`", h.id))?;
+                Ok(Some(AccountRef {
+                    key: key.clone(),
+                    id: h.id.to_string(),
+                    size: cap,
+                }))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(EscrowPools {
+            backend,
+            codes,
+            caps,
+            granted: (0..catalog.pools.len())
+                .map(|i| AtomicU64::new(granted.get(i).copied().unwrap_or(0)))
+                .collect(),
+            grants,
+        })
+    }
+
+    /// Codes of `pool` granted to this node's partitions' customers.
+    pub fn taken(&self, pool: usize) -> u64 {
+        self.granted[pool].load(Ordering::Relaxed)
+    }
+
+    fn account(&self, key: &str) -> Option<&AccountRef> {
+        self.codes
+            .iter()
+            .chain(self.caps.iter().flatten())
+            .find(|a| a.key == key)
+    }
+}
+
+/// One account's block in one partition.
+#[derive(Debug, Default)]
+struct Local {
+    claimed: bool,
+    /// Unused indexes, highest first (the lowest goes out first).
+    free: Vec<u64>,
+    /// Granted, not yet told to the escrow (codes).
+    used: Vec<u64>,
+    /// Granted, not yet told to the escrow (winner slots).
+    used_count: u64,
+    /// Found empty: deny at once until then.
+    dry_until: Option<Instant>,
+}
+
+enum Take {
+    Got(u64),
+    Dry,
+    Fetch,
+}
+
+/// What an allocation found missing: fetch it, then apply the event again.
+#[derive(Debug, Clone)]
+pub struct Need {
+    pub account: AccountRef,
+    pub slots: bool,
+}
+
+/// One partition's blocks of every account it has used.
+#[derive(Debug, Default)]
+pub struct Holdings {
+    local: HashMap<String, Local>,
+}
+
+impl Holdings {
+    fn take(&mut self, key: &str, now: Instant) -> Take {
+        let Some(l) = self.local.get_mut(key).filter(|l| l.claimed) else {
+            return Take::Fetch;
+        };
+        if let Some(i) = l.free.pop() {
+            return Take::Got(i);
+        }
+        match l.dry_until {
+            Some(t) if t > now => Take::Dry,
+            _ => Take::Fetch,
+        }
+    }
+
+    fn put_back(&mut self, key: &str, index: u64) {
+        if let Some(l) = self.local.get_mut(key) {
+            let at = l.free.partition_point(|x| *x > index);
+            l.free.insert(at, index);
+        }
+    }
+
+    /// Whether the partition holds unused indexes of `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        self.local.get(key).is_some_and(|l| !l.free.is_empty())
+    }
+
+    /// Fetches what `need` names: claims the holding first if this owner has not yet
+    /// (less what the partition's customers already hold: `granted` codes, or `wins`
+    /// winner slots), then refills, telling the escrow what was used. The caller
+    /// makes every grant so far durable first. Returns whether it came back empty.
+    pub async fn fetch(
+        &mut self,
+        backend: &dyn EscrowBackend,
+        partition: u32,
+        need: &Need,
+        granted: impl FnOnce() -> (Vec<u64>, u64),
+    ) -> Result<bool, EscrowFailure> {
+        let key = &need.account.key;
+        let l = self.local.entry(key.clone()).or_default();
+        if !l.claimed {
+            let claimed = backend.claim(&need.account, partition).await?;
+            let (codes, wins) = granted();
+            let mut free: Vec<u64> = claimed
+                .spans
+                .iter()
+                .flat_map(|&(s, e)| s..e)
+                .filter(|i| need.slots || !codes.contains(i))
+                .collect();
+            if need.slots {
+                // Wins the escrow was not told of take the lowest held slots.
+                let unreported = wins.saturating_sub(claimed.used) as usize;
+                free.drain(..unreported.min(free.len()));
+            }
+            free.reverse();
+            l.free = free;
+            l.claimed = true;
+            if !l.free.is_empty() {
+                return Ok(false);
+            }
+        }
+        let used = std::mem::take(&mut l.used);
+        let used_count = std::mem::take(&mut l.used_count);
+        let told = if need.slots {
+            UsedIdx::Count(used_count)
+        } else {
+            UsedIdx::Indexes(&used)
+        };
+        let got = match backend.refill(&need.account, partition, told).await {
+            Ok(got) => got,
+            Err(e) => {
+                // Not told: still to tell next time.
+                l.used = used;
+                l.used_count = used_count;
+                return Err(e);
+            }
+        };
+        let empty = got.is_empty();
+        for (s, e) in got {
+            for i in s..e {
+                let at = l.free.partition_point(|x| *x > i);
+                l.free.insert(at, i);
+            }
+        }
+        l.dry_until = None;
+        Ok(empty)
+    }
+
+    /// After a wait for others to give back found nothing: deny at once for a while.
+    pub fn dry(&mut self, key: &str) {
+        if let Some(l) = self.local.get_mut(key) {
+            l.dry_until = Some(Instant::now() + DRY_FOR);
+        }
+    }
+
+    /// Gives every unused index of `key` back (another partition wants them), telling
+    /// what was used. The caller makes every grant so far durable first.
+    pub async fn give_back(
+        &mut self,
+        pools: &EscrowPools,
+        partition: u32,
+        key: &str,
+    ) -> Result<(), EscrowFailure> {
+        let Some(account) = pools.account(key) else {
+            return Ok(());
+        };
+        let slots = account.key.starts_with("cap.");
+        let Some(l) = self.local.get_mut(key).filter(|l| l.claimed) else {
+            return Ok(());
+        };
+        if l.free.is_empty() {
+            return Ok(());
+        }
+        let unused: Vec<Span> = l.free.iter().rev().map(|&i| (i, i + 1)).collect();
+        let told = if slots {
+            UsedIdx::Count(l.used_count)
+        } else {
+            UsedIdx::Indexes(&l.used)
+        };
+        pools
+            .backend
+            .give_back(account, partition, told, &unused)
+            .await?;
+        l.free.clear();
+        l.used.clear();
+        l.used_count = 0;
+        Ok(())
+    }
+}
+
+/// One grant of an event: its winner slot (account and index) if capped, its pool and
+/// code index.
+type Taken<'a> = (Option<(&'a str, u64)>, usize, u64);
+
+/// The allocations of one event, from one partition's blocks. Commit to keep them;
+/// dropped uncommitted they go back to the blocks.
+pub struct EscrowAllocation<'a> {
+    pools: &'a EscrowPools,
+    holdings: &'a mut Holdings,
+    /// (slot's account and index, pool, code index).
+    taken: Vec<Taken<'a>>,
+    need: Option<Need>,
+    now: Instant,
+}
+
+impl<'a> EscrowAllocation<'a> {
+    pub fn new(pools: &'a EscrowPools, holdings: &'a mut Holdings) -> EscrowAllocation<'a> {
+        EscrowAllocation {
+            pools,
+            holdings,
+            taken: Vec::new(),
+            need: None,
+            now: Instant::now(),
+        }
+    }
+
+    /// What must be fetched before the event can be applied again.
+    pub fn need(&self) -> Option<&Need> {
+        self.need.as_ref()
+    }
+
+    /// Keeps the grants: they are told to the escrow as used once durable.
+    pub fn commit(mut self) {
+        for (slot, pool, i) in std::mem::take(&mut self.taken) {
+            if let Some((key, _)) = slot
+                && let Some(l) = self.holdings.local.get_mut(key)
+            {
+                l.used_count += 1;
+            }
+            if let Some(l) = self.holdings.local.get_mut(&self.pools.codes[pool].key) {
+                l.used.push(i);
+            }
+            self.pools.granted[pool].fetch_add(1, Ordering::Relaxed);
+            self.pools.grants.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for EscrowAllocation<'_> {
+    fn drop(&mut self) {
+        for (slot, pool, i) in std::mem::take(&mut self.taken) {
+            if let Some((key, s)) = slot {
+                self.holdings.put_back(key, s);
+            }
+            self.holdings.put_back(&self.pools.codes[pool].key, i);
+        }
+    }
+}
+
+impl Allocator for EscrowAllocation<'_> {
+    fn allocate(
+        &mut self,
+        catalog: &Catalog,
+        hunt: usize,
+        pool: usize,
+    ) -> Result<String, DenyReason> {
+        if self.need.is_some() {
+            return Err(DenyReason::PoolEmpty);
+        }
+        let pools = self.pools;
+        let slot = match &pools.caps[hunt] {
+            Some(a) => match self.holdings.take(&a.key, self.now) {
+                Take::Got(i) => Some((a.key.as_str(), i)),
+                Take::Dry => return Err(DenyReason::WinnersCap),
+                Take::Fetch => {
+                    self.need = Some(Need {
+                        account: a.clone(),
+                        slots: true,
+                    });
+                    return Err(DenyReason::WinnersCap);
+                }
+            },
+            None => None,
+        };
+        let account = &pools.codes[pool];
+        let give_slot_back = |h: &mut Holdings| {
+            if let Some((key, s)) = slot {
+                h.put_back(key, s);
+            }
+        };
+        match self.holdings.take(&account.key, self.now) {
+            Take::Got(i) => match catalog.pools[pool].code(i) {
+                Some(code) => {
+                    self.taken.push((slot, pool, i));
+                    Ok(code)
+                }
+                None => {
+                    // An index past this version's pool: not ours to grant.
+                    self.holdings.put_back(&account.key, i);
+                    give_slot_back(self.holdings);
+                    Err(DenyReason::PoolEmpty)
+                }
+            },
+            Take::Dry => {
+                give_slot_back(self.holdings);
+                Err(DenyReason::PoolEmpty)
+            }
+            Take::Fetch => {
+                give_slot_back(self.holdings);
+                self.need = Some(Need {
+                    account: account.clone(),
+                    slots: false,
+                });
+                Err(DenyReason::PoolEmpty)
+            }
+        }
+    }
+
+    fn stalled(&self) -> bool {
+        self.need.is_some()
+    }
+}
+
+/// Grants per partition, as (hunt, pool, code).
+pub type PartitionGrants<'a> = Vec<(u32, Vec<(&'a str, &'a str, &'a str)>)>;
+
+fn granted_per_pool(catalog: &Catalog, grants: &PartitionGrants<'_>) -> Vec<u64> {
+    catalog
+        .pools
+        .iter()
+        .map(|p| {
+            grants
+                .iter()
+                .flat_map(|(_, g)| g)
+                .filter(|(_, pool, _)| *pool == &*p.id)
+                .count() as u64
+        })
+        .collect()
+}
+
+/// Starts the accounts of `start`, each seeded with what every partition's customers
+/// hold, then records the lineage: once it is recorded, every account it names is
+/// seeded.
+async fn start_accounts(
+    backend: &dyn EscrowBackend,
+    catalog: &Catalog,
+    key: &str,
+    lineage: &Lineage,
+    start: &[AccountRef],
+    grants: &PartitionGrants<'_>,
+) -> Result<(), EscrowFailure> {
+    for account in start {
+        let seeds = Lineage::seeds(account, catalog, grants.iter().cloned());
+        backend.seed(account, seeds).await?;
+    }
+    backend.set_lineage(key, lineage).await
+}
+
+/// Puts the escrow behind the version in force at a start or a takeover (this node
+/// owns every partition, whose `grants` are given): the version's lineage as recorded
+/// at its switch, or, if none was (a cluster's first version), every account started
+/// and seeded.
+pub async fn attach(
+    backend: Arc<dyn EscrowBackend>,
+    version: &mut crate::state::Version,
+    grants: &PartitionGrants<'_>,
+    counter: Arc<AtomicU64>,
+) -> Result<(), String> {
+    let key = lineage_key(version.record.version, &version.record.text);
+    let catalog = version.catalog().clone();
+    let lineage = match backend.lineage(&key).await.map_err(|e| e.to_string())? {
+        Some(l) => l,
+        None => {
+            let (lineage, start) = Lineage::next(None, &catalog, version.record.version);
+            start_accounts(&*backend, &catalog, &key, &lineage, &start, grants)
+                .await
+                .map_err(|e| format!("starting the pools' accounts: {e}"))?;
+            lineage
+        }
+    };
+    let granted = granted_per_pool(&catalog, grants);
+    version.escrow = Some(Arc::new(EscrowPools::new(
+        backend, &catalog, &lineage, &granted, counter,
+    )?));
+    version.lineage = Some(lineage);
+    Ok(())
+}
+
+/// A new version's accounts at its switch (every partition paused, their `grants`
+/// given): kept where its pools only grew, started and seeded otherwise, and the
+/// lineage recorded before the version is.
+pub async fn switch(
+    old: &crate::state::Version,
+    new: &mut crate::state::Version,
+    grants: &PartitionGrants<'_>,
+) -> Result<(), String> {
+    let (Some(pools), Some(before)) = (&old.escrow, &old.lineage) else {
+        return Ok(());
+    };
+    let catalog = new.catalog().clone();
+    let key = lineage_key(new.record.version, &new.record.text);
+    let (lineage, start) =
+        Lineage::next(Some((before, old.catalog())), &catalog, new.record.version);
+    start_accounts(&*pools.backend, &catalog, &key, &lineage, &start, grants)
+        .await
+        .map_err(|e| format!("starting the pools' accounts of the new version: {e}"))?;
+    let granted = granted_per_pool(&catalog, grants);
+    new.escrow = Some(Arc::new(EscrowPools::new(
+        pools.backend.clone(),
+        &catalog,
+        &lineage,
+        &granted,
+        pools.grants.clone(),
+    )?));
+    new.lineage = Some(lineage);
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! A cluster's pools through the escrow (ADR 0012), without NATS: the server with its
+//! pools behind an in-memory escrow that keeps the same accounts as the pools bucket
+//! (`hunt_cluster::Account`), shared by every "node" of a test.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hunt_cluster::{Account, EscrowError, Policy, Used};
+use hunt_server::escrow::{
+    AccountRef, BoxFuture, Claimed, EscrowBackend, EscrowFailure, Lineage, Seed, Span, UsedIdx,
+};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::common::*;
+
+/// The accounts and lineages, as the pools bucket holds them.
+#[derive(Default)]
+struct Bucket {
+    accounts: Mutex<HashMap<String, Account>>,
+    lineages: Mutex<HashMap<String, Lineage>>,
+    ops: AtomicU64,
+}
+
+/// One node's view of the bucket: its lease's epoch.
+struct MemoryEscrow {
+    bucket: Arc<Bucket>,
+    epoch: u64,
+    policy: Policy,
+}
+
+fn failure(e: EscrowError) -> EscrowFailure {
+    match e {
+        EscrowError::Fenced { .. } => EscrowFailure::Fenced(e.to_string()),
+        _ => EscrowFailure::Unavailable(e.to_string()),
+    }
+}
+
+fn used(u: UsedIdx<'_>) -> Used<'_> {
+    match u {
+        UsedIdx::Indexes(ix) => Used::Indexes(ix),
+        UsedIdx::Count(n) => Used::Count(n),
+    }
+}
+
+impl MemoryEscrow {
+    fn node(bucket: &Arc<Bucket>, epoch: u64, partitions: u32) -> Arc<MemoryEscrow> {
+        Arc::new(MemoryEscrow {
+            bucket: bucket.clone(),
+            epoch,
+            policy: Policy {
+                partitions,
+                max_block: 64,
+            },
+        })
+    }
+
+    /// Changes `a`'s account as the pools bucket does: created if absent, its size
+    /// raised if asked larger, refused if asked smaller.
+    fn change<T>(
+        &self,
+        a: &AccountRef,
+        f: impl FnOnce(&mut Account) -> Result<T, EscrowError>,
+    ) -> Result<T, EscrowFailure> {
+        self.bucket.ops.fetch_add(2, Ordering::Relaxed);
+        let mut all = self.bucket.accounts.lock();
+        let account = all
+            .entry(a.key.clone())
+            .or_insert_with(|| Account::new(&a.id, a.size));
+        if account.size < a.size {
+            account.size = a.size;
+        }
+        if account.size != a.size {
+            return Err(EscrowFailure::Unavailable(format!(
+                "{} holds {}, not {}",
+                a.key, account.size, a.size
+            )));
+        }
+        let mut changed = account.clone();
+        let out = f(&mut changed).map_err(failure)?;
+        changed.check().expect("an account stays consistent");
+        *account = changed;
+        Ok(out)
+    }
+}
+
+impl EscrowBackend for MemoryEscrow {
+    fn claim<'a>(
+        &'a self,
+        a: &'a AccountRef,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<Claimed, EscrowFailure>> {
+        Box::pin(async move {
+            let h = self.change(a, |acc| acc.claim(&a.key, partition, self.epoch))?;
+            Ok(Claimed {
+                spans: h.spans,
+                used: h.used,
+            })
+        })
+    }
+
+    fn refill<'a>(
+        &'a self,
+        a: &'a AccountRef,
+        partition: u32,
+        u: UsedIdx<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Span>, EscrowFailure>> {
+        Box::pin(async move {
+            let policy = self.policy;
+            let r = self.change(a, |acc| {
+                acc.refill(&a.key, partition, self.epoch, used(u), 64, policy)
+            })?;
+            Ok(r.got)
+        })
+    }
+
+    fn give_back<'a>(
+        &'a self,
+        a: &'a AccountRef,
+        partition: u32,
+        u: UsedIdx<'a>,
+        unused: &'a [Span],
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>> {
+        Box::pin(async move {
+            self.change(a, |acc| {
+                acc.give_back(&a.key, partition, self.epoch, used(u), unused)
+            })?;
+            Ok(())
+        })
+    }
+
+    fn wait_left<'a>(
+        &'a self,
+        a: &'a AccountRef,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<bool, EscrowFailure>> {
+        Box::pin(async move {
+            let until = tokio::time::Instant::now() + limit;
+            loop {
+                self.bucket.ops.fetch_add(1, Ordering::Relaxed);
+                let left = self
+                    .bucket
+                    .accounts
+                    .lock()
+                    .get(&a.key)
+                    .is_some_and(|acc| acc.left() > 0);
+                if left || tokio::time::Instant::now() >= until {
+                    return Ok(left);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
+
+    fn seed<'a>(
+        &'a self,
+        a: &'a AccountRef,
+        seeds: Vec<(u32, Seed)>,
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>> {
+        Box::pin(async move {
+            self.change(a, |acc| {
+                for (p, s) in &seeds {
+                    match s {
+                        Seed::Indexes(ix) => acc.seed(*p, Used::Indexes(ix)),
+                        Seed::Count(n) => acc.seed(*p, Used::Count(*n)),
+                    }
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn lineage<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Lineage>, EscrowFailure>> {
+        Box::pin(async move { Ok(self.bucket.lineages.lock().get(key).cloned()) })
+    }
+
+    fn set_lineage<'a>(
+        &'a self,
+        key: &'a str,
+        lineage: &'a Lineage,
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>> {
+        Box::pin(async move {
+            self.bucket
+                .lineages
+                .lock()
+                .insert(key.to_string(), lineage.clone());
+            Ok(())
+        })
+    }
+
+    fn ops(&self) -> u64 {
+        self.bucket.ops.load(Ordering::Relaxed)
+    }
+}
+
+/// One hunt of one step, rewarded from `gold`, whose codes are `codes`.
+fn one_step(codes: &str, cap: Option<u64>) -> String {
+    let cap = cap.map_or(String::new(), |c| format!("\n    max_winners: {c}"));
+    format!(
+        r#"
+version: 1
+pools:
+  - id: gold
+    {codes}
+hunts:
+  - id: dash
+    steps: [{{ id: buy, on: purchase }}]
+    reward: {{ pool: gold, per_user: 1 }}{cap}
+"#
+    )
+}
+
+async fn start(dir: &std::path::Path, hunts: Option<String>, escrow: Arc<MemoryEscrow>) -> Server {
+    Server::start(
+        dir,
+        Options {
+            hunts,
+            partitions: 8,
+            apply_hunts: false,
+            escrow: Some(escrow),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+/// Every customer of `users` posts a purchase at once, each answer refused for a
+/// retry posted again (and a duplicate sent beside it); the codes granted, by customer.
+async fn race(s: &Arc<Server>, users: impl Iterator<Item = String>) -> BTreeMap<String, String> {
+    let mut tasks = Vec::new();
+    for u in users {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let event = ev(&format!("{u}-buy"), &u, "purchase", json!({}));
+            loop {
+                let (st, a) = s.post(json!([event.clone(), event.clone()])).await;
+                assert!(st == 200 || st == 503, "{st} {a}");
+                let first = &a["results"][0];
+                if first["status"] == "rejected" {
+                    assert_eq!(first["code"], "pools_unavailable", "{a}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                assert_eq!(a["results"][1]["status"], "duplicate", "{a}");
+                assert_eq!(
+                    a["results"][0]["outcomes"], a["results"][1]["outcomes"],
+                    "a duplicate gets the first answer"
+                );
+                let code = first["outcomes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["kind"] == "reward_granted")
+                    .map(|o| o["code"].as_str().unwrap().to_string());
+                return (u, code);
+            }
+        }));
+    }
+    let mut won = BTreeMap::new();
+    for t in tasks {
+        if let (u, Some(code)) = t.await.unwrap() {
+            won.insert(u, code);
+        }
+    }
+    won
+}
+
+/// Each code once: the codes of `won`, sorted, with no repeat.
+fn codes_once(won: &BTreeMap<String, String>) -> Vec<String> {
+    let codes: Vec<String> = won.values().cloned().collect();
+    let set: BTreeSet<&String> = codes.iter().collect();
+    assert_eq!(set.len(), codes.len(), "a code granted twice: {won:?}");
+    set.into_iter().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_seven_is_granted_once_across_eight_partitions_from_the_escrow() {
+    let (_d, dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let hunts = one_step(r#"generate: { prefix: "G-", count: 7 }"#, None);
+    let s = Arc::new(start(&dir, Some(hunts), MemoryEscrow::node(&bucket, 1, 8)).await);
+    let won = race(&s, (0..300).map(|i| format!("c{i}"))).await;
+    let codes = codes_once(&won);
+    assert_eq!(codes.len(), 7, "every code of the pool granted: {won:?}");
+    let accounts = bucket.accounts.lock().clone();
+    let gold = &accounts["code.gold.v1"];
+    gold.check().unwrap();
+    assert_eq!(gold.cursor, 7);
+    // Blocks of one, as 7 codes over 8 partitions is less than one each: codes held
+    // by partitions nobody asked on came back to those that asked.
+    let (_, stats) = s.get("/v1/hunts/dash/stats").await;
+    assert_eq!(stats["rewards_granted"], 7, "{stats}");
+    assert_eq!(stats["rewards_denied"]["pool_empty"], 293, "{stats}");
+    assert_eq!(
+        stats["reward"]["remaining"], 0,
+        "the pools' figures count the escrow's grants: {stats}"
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_claims_the_blocks_and_grants_no_code_twice() {
+    let (_d, dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let hunts = one_step(r#"generate: { prefix: "G-", count: 100 }"#, Some(90));
+    let first = MemoryEscrow::node(&bucket, 1, 8);
+    let a = Arc::new(start(&dir, Some(hunts), first.clone()).await);
+    let mut won = race(&a, (0..40).map(|i| format!("a{i}"))).await;
+    assert_eq!(won.len(), 40);
+    // The owner dies: its blocks, partly used, stay with its partitions.
+    a.abort().await;
+    drop(a);
+    let held: u64 = bucket.accounts.lock()["code.gold.v1"]
+        .held
+        .values()
+        .map(|h| hunt_cluster::escrow::count(&h.spans))
+        .sum();
+    assert!(held > 0, "the dead owner's partitions still hold codes");
+    let b = Arc::new(start(&dir, None, MemoryEscrow::node(&bucket, 2, 8)).await);
+    // A repeat of a customer who won on the first owner gets the first answer.
+    let again = race(&b, std::iter::once("a0".to_string())).await;
+    assert_eq!(again["a0"], won["a0"]);
+    won.extend(race(&b, (0..80).map(|i| format!("b{i}"))).await);
+    let codes = codes_once(&won);
+    assert_eq!(codes.len(), 90, "the winner cap, not more: {}", codes.len());
+    // The deposed owner can no longer change what the new one claimed.
+    let acct = AccountRef {
+        key: "code.gold.v1".into(),
+        id: "gold".into(),
+        size: 100,
+    };
+    let stale = bucket.accounts.lock()["code.gold.v1"]
+        .held
+        .iter()
+        .find(|(_, h)| !h.spans.is_empty())
+        .map(|(p, h)| (*p, h.spans.clone()));
+    if let Some((p, spans)) = stale {
+        let err = first
+            .give_back(&acct, p, UsedIdx::Count(0), &spans)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EscrowFailure::Fenced(_)), "{err}");
+    }
+    for acc in bucket.accounts.lock().values() {
+        acc.check().unwrap();
+    }
+    b.stop().await.unwrap();
+}
+
+fn granted(won: &BTreeMap<String, String>) -> Vec<&str> {
+    won.values().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_grows_keeps_its_account_and_one_reordered_starts_a_seeded_one() {
+    let (_d, dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let s = Arc::new(
+        start(
+            &dir,
+            Some(one_step("codes: [A, B, C, D]", None)),
+            MemoryEscrow::node(&bucket, 1, 8),
+        )
+        .await,
+    );
+    let mut won = race(&s, (0..3).map(|i| format!("a{i}"))).await;
+    assert_eq!(won.len(), 3);
+
+    // Codes appended: the same account, its size raised at the next refill.
+    let (st, v) = s
+        .put_config(&one_step("codes: [A, B, C, D, E, F]", None))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    won.extend(race(&s, (0..3).map(|i| format!("b{i}"))).await);
+    assert_eq!(won.len(), 6, "{won:?}");
+    {
+        let accounts = bucket.accounts.lock();
+        assert_eq!(accounts.len(), 1, "{:?}", accounts.keys());
+        assert_eq!(accounts["code.gold.v1"].size, 6);
+    }
+    let _ = codes_once(&won);
+
+    // The codes reordered (every granted one kept) and three new: a new account,
+    // seeded with the codes customers hold, so none of them is handed out again.
+    let (st, v) = s
+        .put_config(&one_step("codes: [F, E, X, D, C, B, A, Y, Z]", None))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    won.extend(race(&s, (0..10).map(|i| format!("c{i}"))).await);
+    let codes = codes_once(&won);
+    assert_eq!(
+        codes,
+        vec!["A", "B", "C", "D", "E", "F", "X", "Y", "Z"],
+        "{:?}",
+        granted(&won)
+    );
+    let accounts = bucket.accounts.lock().clone();
+    let v3: Vec<&String> = accounts.keys().filter(|k| k.ends_with(".v3")).collect();
+    assert_eq!(v3, vec!["code.gold.v3"], "{:?}", accounts.keys());
+    let seeded: u64 = accounts["code.gold.v3"].held.values().map(|h| h.used).sum();
+    assert!(seeded >= 6, "the six codes held when it started: {seeded}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_cap_starts_a_slots_account_seeded_with_the_wins() {
+    let (_d, dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let codes = r#"generate: { prefix: "G-", count: 50 }"#;
+    let s = Arc::new(
+        start(
+            &dir,
+            Some(one_step(codes, Some(20))),
+            MemoryEscrow::node(&bucket, 1, 8),
+        )
+        .await,
+    );
+    let mut won = race(&s, (0..12).map(|i| format!("a{i}"))).await;
+    assert_eq!(won.len(), 12);
+    let (st, v) = s.put_config(&one_step(codes, Some(15))).await;
+    assert_eq!(st, 200, "{v}");
+    won.extend(race(&s, (0..10).map(|i| format!("b{i}"))).await);
+    assert_eq!(won.len(), 15, "12 wins counted against the new cap of 15");
+    let _ = codes_once(&won);
+    let (_, stats) = s.get("/v1/hunts/dash/stats").await;
+    assert_eq!(stats["rewards_denied"]["winners_cap"], 7, "{stats}");
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("hunt_events_rejected_total{reason=\"pools_unavailable\"} 0"),
+        "{metrics}"
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_held_by_idle_partitions_come_back_to_the_one_that_asks() {
+    use hunt_server::state::partition_of;
+    let (_d, dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let hunts = one_step(r#"generate: { prefix: "G-", count: 100 }"#, None);
+    let s = Arc::new(start(&dir, Some(hunts), MemoryEscrow::node(&bucket, 1, 8)).await);
+    // One customer on each partition: each takes a block and uses one code of it.
+    let mut seen = BTreeSet::new();
+    let one_each: Vec<String> = (0..)
+        .map(|i| format!("w{i}"))
+        .filter(|u| seen.insert(partition_of(u, 8)))
+        .take(8)
+        .collect();
+    let mut won = race(&s, one_each.into_iter()).await;
+    assert_eq!(won.len(), 8);
+    let held: u64 = bucket.accounts.lock()["code.gold.v1"]
+        .held
+        .values()
+        .map(|h| hunt_cluster::escrow::count(&h.spans))
+        .sum();
+    assert!(held > 20, "the idle partitions hold codes: {held}");
+    // Then customers of partition 0 only: once the account is empty, the others give
+    // back what they hold, and every code is granted.
+    let busy: Vec<String> = (0..)
+        .map(|i| format!("p{i}"))
+        .filter(|u| partition_of(u, 8) == 0)
+        .take(150)
+        .collect();
+    won.extend(race(&s, busy.into_iter()).await);
+    assert_eq!(codes_once(&won).len(), 100, "every code granted");
+    bucket.accounts.lock()["code.gold.v1"].check().unwrap();
+    s.stop().await.unwrap();
+}
