@@ -200,6 +200,9 @@ pub struct Refill {
     pub left: u64,
     /// Partitions waiting for indexes (this one included when it got none).
     pub wanted: BTreeSet<u32>,
+    /// Unused indexes other partitions hold: what could still come back. With none
+    /// left and none held elsewhere, the account is spent for good (until it grows).
+    pub held_elsewhere: u64,
 }
 
 impl Account {
@@ -272,11 +275,19 @@ impl Account {
         } else {
             self.wanted.remove(&partition);
         }
+        let holding = h.spans.clone();
+        let held_elsewhere = self
+            .held
+            .iter()
+            .filter(|(p, _)| **p != partition)
+            .map(|(_, h)| count(&h.spans))
+            .sum();
         Ok(Refill {
             got,
-            holding: h.spans.clone(),
+            holding,
             left: self.left(),
             wanted: self.wanted.clone(),
+            held_elsewhere,
         })
     }
 

@@ -64,6 +64,26 @@ pub struct Claimed {
     pub used: u64,
 }
 
+/// What a refill handed over.
+#[derive(Debug, Clone, Default)]
+pub struct Refilled {
+    /// Indexes newly handed to the partition (empty: none left).
+    pub got: Vec<Span>,
+    /// Unused indexes other partitions hold: what could still be given back.
+    pub held_elsewhere: u64,
+}
+
+/// What a fetch came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// The partition holds indexes of the account now.
+    Some,
+    /// None left; others hold some that could come back.
+    Wait,
+    /// None left and none held anywhere: spent until a version grows it.
+    Spent,
+}
+
 /// Why the escrow could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EscrowFailure {
@@ -90,7 +110,7 @@ pub trait EscrowBackend: Send + Sync + 'static {
         account: &'a AccountRef,
         partition: u32,
         used: UsedIdx<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Span>, EscrowFailure>>;
+    ) -> BoxFuture<'a, Result<Refilled, EscrowFailure>>;
     /// Drops `used` and gives `unused` back for any partition.
     fn give_back<'a>(
         &'a self,
@@ -318,6 +338,9 @@ struct Local {
     used_count: u64,
     /// Found empty: deny at once until then.
     dry_until: Option<Instant>,
+    /// Found spent (nothing left, nothing held anywhere): deny at once until the
+    /// version changes.
+    spent: bool,
 }
 
 enum Take {
@@ -347,6 +370,9 @@ impl Holdings {
         if let Some(i) = l.free.pop() {
             return Take::Got(i);
         }
+        if l.spent {
+            return Take::Dry;
+        }
         match l.dry_until {
             Some(t) if t > now => Take::Dry,
             _ => Take::Fetch,
@@ -368,14 +394,14 @@ impl Holdings {
     /// Fetches what `need` names: claims the holding first if this owner has not yet
     /// (less what the partition's customers already hold: `granted` codes, or `wins`
     /// winner slots), then refills, telling the escrow what was used. The caller
-    /// makes every grant so far durable first. Returns whether it came back empty.
+    /// makes every grant so far durable first.
     pub async fn fetch(
         &mut self,
         backend: &dyn EscrowBackend,
         partition: u32,
         need: &Need,
         granted: impl FnOnce() -> (Vec<u64>, u64),
-    ) -> Result<bool, EscrowFailure> {
+    ) -> Result<Fetched, EscrowFailure> {
         let key = &need.account.key;
         let l = self.local.entry(key.clone()).or_default();
         if !l.claimed {
@@ -396,7 +422,7 @@ impl Holdings {
             l.free = free;
             l.claimed = true;
             if !l.free.is_empty() {
-                return Ok(false);
+                return Ok(Fetched::Some);
             }
         }
         let used = std::mem::take(&mut l.used);
@@ -406,8 +432,8 @@ impl Holdings {
         } else {
             UsedIdx::Indexes(&used)
         };
-        let got = match backend.refill(&need.account, partition, told).await {
-            Ok(got) => got,
+        let r = match backend.refill(&need.account, partition, told).await {
+            Ok(r) => r,
             Err(e) => {
                 // Not told: still to tell next time.
                 l.used = used;
@@ -415,21 +441,37 @@ impl Holdings {
                 return Err(e);
             }
         };
-        let empty = got.is_empty();
-        for (s, e) in got {
+        l.dry_until = None;
+        if r.got.is_empty() {
+            l.spent = r.held_elsewhere == 0;
+            return Ok(if l.spent {
+                Fetched::Spent
+            } else {
+                Fetched::Wait
+            });
+        }
+        for (s, e) in r.got {
             for i in s..e {
                 let at = l.free.partition_point(|x| *x > i);
                 l.free.insert(at, i);
             }
         }
-        l.dry_until = None;
-        Ok(empty)
+        Ok(Fetched::Some)
     }
 
     /// After a wait for others to give back found nothing: deny at once for a while.
     pub fn dry(&mut self, key: &str) {
         if let Some(l) = self.local.get_mut(key) {
             l.dry_until = Some(Instant::now() + DRY_FOR);
+        }
+    }
+
+    /// A new version is in force: accounts it grew may hand out again, so none is
+    /// taken as spent or empty any longer.
+    pub fn version_changed(&mut self) {
+        for l in self.local.values_mut() {
+            l.spent = false;
+            l.dry_until = None;
         }
     }
 

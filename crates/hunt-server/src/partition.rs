@@ -349,6 +349,7 @@ impl Worker {
         let _ = reply.send(paused);
         if let Ok(v) = resume.await {
             self.version = v;
+            self.holdings.version_changed();
         }
     }
 
@@ -481,14 +482,17 @@ impl Worker {
             (codes, wins)
         };
         let fail = |e: crate::escrow::EscrowFailure| e.to_string();
-        let empty = self
+        use crate::escrow::Fetched;
+        match self
             .holdings
             .fetch(&*pools.backend, partition, need, granted)
             .await
-            .map_err(fail)?;
-        if !empty {
-            return Ok(());
+            .map_err(fail)?
+        {
+            Fetched::Some | Fetched::Spent => return Ok(()),
+            Fetched::Wait => {}
         }
+        // Others hold some unused: ask them to give back, and wait a little.
         self.seat.peers.give_back(partition, &account.key);
         if pools
             .backend
@@ -496,12 +500,12 @@ impl Worker {
             .await
             .map_err(fail)?
         {
-            let empty = self
+            let again = self
                 .holdings
                 .fetch(&*pools.backend, partition, need, || (Vec::new(), 0))
                 .await
                 .map_err(fail)?;
-            if !empty {
+            if again != Fetched::Wait {
                 return Ok(());
             }
         }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use hunt_cluster::{Account, EscrowError, Policy, Used};
 use hunt_server::escrow::{
-    AccountRef, BoxFuture, Claimed, EscrowBackend, EscrowFailure, Lineage, Seed, Span, UsedIdx,
+    AccountRef, BoxFuture, Claimed, EscrowBackend, EscrowFailure, Lineage, Refilled, Seed, Span,
+    UsedIdx,
 };
 use parking_lot::Mutex;
 use serde_json::json;
@@ -106,13 +107,16 @@ impl EscrowBackend for MemoryEscrow {
         a: &'a AccountRef,
         partition: u32,
         u: UsedIdx<'a>,
-    ) -> BoxFuture<'a, Result<Vec<Span>, EscrowFailure>> {
+    ) -> BoxFuture<'a, Result<Refilled, EscrowFailure>> {
         Box::pin(async move {
             let policy = self.policy;
             let r = self.change(a, |acc| {
                 acc.refill(&a.key, partition, self.epoch, used(u), 64, policy)
             })?;
-            Ok(r.got)
+            Ok(Refilled {
+                got: r.got,
+                held_elsewhere: r.held_elsewhere,
+            })
         })
     }
 
@@ -300,6 +304,15 @@ async fn a_pool_of_seven_is_granted_once_across_eight_partitions_from_the_escrow
         stats["reward"]["remaining"], 0,
         "the pools' figures count the escrow's grants: {stats}"
     );
+    // A spent pool is known as spent: more customers are denied at once, with at
+    // most a refill per partition, not one per customer, also once the short wait
+    // after an empty answer is over.
+    tokio::time::sleep(hunt_server::escrow::DRY_FOR + Duration::from_millis(200)).await;
+    let before = bucket.ops.load(Ordering::Relaxed);
+    let more = race(&s, (300..500).map(|i| format!("c{i}"))).await;
+    assert!(more.is_empty());
+    let asked = bucket.ops.load(Ordering::Relaxed) - before;
+    assert!(asked <= 8 * 2, "{asked} bucket operations for a spent pool");
     s.stop().await.unwrap();
 }
 

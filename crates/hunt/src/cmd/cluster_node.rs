@@ -563,7 +563,7 @@ impl hunt_server::escrow::EscrowBackend for NodeEscrow {
         u: hunt_server::escrow::UsedIdx<'a>,
     ) -> hunt_server::escrow::BoxFuture<
         'a,
-        Result<Vec<hunt_server::escrow::Span>, hunt_server::escrow::EscrowFailure>,
+        Result<hunt_server::escrow::Refilled, hunt_server::escrow::EscrowFailure>,
     > {
         Box::pin(async move {
             let r = self
@@ -579,7 +579,10 @@ impl hunt_server::escrow::EscrowBackend for NodeEscrow {
                 )
                 .await
                 .map_err(failure)?;
-            Ok(r.got)
+            Ok(hunt_server::escrow::Refilled {
+                got: r.got,
+                held_elsewhere: r.held_elsewhere,
+            })
         })
     }
 
