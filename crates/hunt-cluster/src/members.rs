@@ -72,6 +72,14 @@ fn key(node: &str) -> String {
         .collect()
 }
 
+/// Where drain requests are kept: node ids never hold a dot, so these never collide
+/// with a heartbeat's key.
+const DRAIN: &str = "drain.";
+
+fn drain_key(node: &str) -> String {
+    format!("{DRAIN}{}", key(node))
+}
+
 impl Members {
     /// The cluster's members bucket (created with `replicas` if absent).
     pub async fn open(cluster: &Cluster, replicas: usize) -> Result<Members, ClusterError> {
@@ -103,6 +111,34 @@ impl Members {
         self.kv.delete(key(node)).await.map_err(nats)
     }
 
+    /// Asks `node` to give its partitions away (`hunt cluster drain`): a key of its
+    /// own beside its heartbeat, which it reads at each beat. It stays until cleared,
+    /// or until the node starts again.
+    pub async fn request_drain(&self, node: &str) -> Result<(), ClusterError> {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let value = Bytes::from(format!("{{\"at_ms\":{at}}}"));
+        self.kv.put(drain_key(node), value).await.map_err(nats)?;
+        Ok(())
+    }
+
+    /// Whether `node` has been asked to drain.
+    pub async fn drain_requested(&self, node: &str) -> Result<bool, ClusterError> {
+        Ok(self
+            .kv
+            .entry(drain_key(node))
+            .await
+            .map_err(nats)?
+            .is_some_and(|e| e.operation == kv::Operation::Put))
+    }
+
+    /// Withdraws a drain request (`hunt cluster drain --undo`, or the node starting
+    /// again after its maintenance).
+    pub async fn clear_drain(&self, node: &str) -> Result<(), ClusterError> {
+        self.kv.delete(drain_key(node)).await.map_err(nats)
+    }
+
     /// Every member with a key now, by id.
     pub async fn read(&self) -> Result<Vec<SeenMember>, ClusterError> {
         let keys: Vec<String> = self
@@ -114,7 +150,7 @@ impl Members {
             .await
             .map_err(nats)?;
         let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
+        for k in keys.into_iter().filter(|k| !k.starts_with(DRAIN)) {
             if let Some(e) = self.kv.entry(&k).await.map_err(nats)?
                 && e.operation == kv::Operation::Put
                 && let Ok(member) = serde_json::from_slice::<Member>(&e.value)

@@ -680,3 +680,99 @@ fn cluster_status_shows_the_nodes_the_owners_leases_and_lag() {
     assert!(err.contains("no cluster named nosuch"), "{err}");
     assert!(cluster_status(&nats, "nosuch").is_err());
 }
+
+/// `hunt cluster drain` with these arguments: its exit code, standard output and error.
+fn cluster_drain(nats: &NatsCluster, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["cluster", "drain", "--cluster", &nats.urls().join(",")])
+        .args(["--cluster-name", "test"])
+        .args(args)
+        .output()
+        .expect("hunt cluster drain runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_drained_owner_hands_its_partitions_over_under_load_and_no_answer_is_lost() {
+    let nats = NatsCluster::start(3, false);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, a_addr, b, b_addr) = two_nodes(&nats, dir.path(), &[]);
+    // An unknown node is named in the error, and nothing is asked.
+    let (code, _, err) = cluster_drain(&nats, &["nosuch"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("no node nosuch") && err.contains("a, b"),
+        "{err}"
+    );
+
+    let stop_at = Instant::now() + Duration::from_secs(14);
+    let drainer = {
+        let urls = nats.urls().join(",");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(3));
+            let asked = Instant::now();
+            let out = Command::new(env!("CARGO_BIN_EXE_hunt"))
+                .args(["cluster", "drain", "a", "--cluster", &urls])
+                .args(["--cluster-name", "test"])
+                .output()
+                .unwrap();
+            (out, asked)
+        })
+    };
+    // Two clients, each to both addresses in turn, with retries and duplicates.
+    let ledger = load(vec![a_addr, b_addr], 2, stop_at);
+    let (out, asked) = drainer.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("node a: asked to drain (8 partition(s); other nodes: b)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("node a: drained in") && text.contains("owned by: b"),
+        "{text}"
+    );
+    // The drained owner stopped by itself, cleanly; the standby took over.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = a.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "a did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{}", a.log.lock().unwrap());
+    assert!(
+        a.log.lock().unwrap().contains("drained: stopping cleanly"),
+        "{}",
+        a.log.lock().unwrap()
+    );
+    assert!(b.log.lock().unwrap().contains("owns every partition"));
+    let ledger = ledger.lock().unwrap();
+    let after = ledger.answered_at.iter().filter(|t| **t > asked).count();
+    eprintln!(
+        "{text}batches answered {}, after the drain was asked {after}; longest wait for one batch {:?}",
+        ledger.acked.len(),
+        ledger.longest
+    );
+    assert!(after > 0, "no batch answered after the drain");
+    // Every acknowledged batch is there with its first answer; no code twice.
+    check_ledger(b_addr, &ledger);
+
+    // The last node cannot be drained: nobody would take its partitions over.
+    let (code, _, err) = cluster_drain(&nats, &["b"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no other node"), "{err}");
+    // A drain withdrawn is gone.
+    let (code, out, _) = cluster_drain(&nats, &["b", "--undo"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("drain withdrawn"), "{out}");
+}

@@ -1,6 +1,9 @@
 //! `hunt cluster status`: what a cluster's buckets and stream say now — its nodes,
 //! and for each partition its owner, lease and lag. It only reads: it takes no lease
 //! and creates nothing.
+//!
+//! `hunt cluster drain NODE`: asks a node to give its partitions away before
+//! maintenance, and waits until it owns none.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -21,6 +24,36 @@ pub struct Args {
 enum Sub {
     /// The cluster's nodes, and each partition's owner, lease and lag.
     Status(StatusArgs),
+    /// Moves a node's partitions to other nodes before maintenance: the node finishes
+    /// its rounds in flight, writes a snapshot, gives its leases up and stops; another
+    /// node takes the partitions over. A standby asked to drain takes nothing over.
+    Drain(DrainArgs),
+}
+
+#[derive(clap::Args)]
+struct DrainArgs {
+    /// The node's id (as `hunt cluster status` lists it).
+    node: String,
+    /// The cluster's NATS servers: their client URLs (nats://host:port).
+    #[arg(
+        long,
+        value_name = "URL[,URL…]",
+        value_delimiter = ',',
+        required = true
+    )]
+    cluster: Vec<String>,
+    /// The cluster's name (its stream is HUNT_<name>).
+    #[arg(long, default_value = "hunt")]
+    cluster_name: String,
+    /// Withdraw the request instead (a node that starts again withdraws it too).
+    #[arg(long)]
+    undo: bool,
+    /// Drain even when no other live node could take the partitions over.
+    #[arg(long)]
+    force: bool,
+    /// How long to wait for the node to own no partition.
+    #[arg(long, default_value = "60s", value_parser = hunt_core::time::Duration::parse)]
+    timeout: hunt_core::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -85,10 +118,13 @@ fn now_ms() -> i64 {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Sub::Status(args) = args.command;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let args = match args.command {
+        Sub::Status(a) => a,
+        Sub::Drain(a) => return rt.block_on(drain(&a)),
+    };
     let status = rt.block_on(status(&args))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -98,13 +134,115 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(args: &StatusArgs) -> anyhow::Result<Status> {
-    let mut cfg = ClusterConfig::new(args.cluster.clone(), args.cluster_name.clone());
-    // A reader writes nothing: the checks that guard writes do not apply.
+/// Connects to an existing cluster as a tool: it creates nothing, and the checks
+/// that guard the stream's writes do not apply.
+async fn connect(urls: &[String], name: &str) -> anyhow::Result<Cluster> {
+    let mut cfg = ClusterConfig::new(urls.to_vec(), name.to_string());
     cfg.create = false;
     cfg.replicas = 1;
     cfg.accept_lazy_fsync = true;
-    let cluster = Cluster::connect(&cfg).await?;
+    Ok(Cluster::connect(&cfg).await?)
+}
+
+async fn drain(args: &DrainArgs) -> anyhow::Result<ExitCode> {
+    let cluster = connect(&args.cluster, &args.cluster_name).await?;
+    let Some(members) = Members::existing(&cluster).await? else {
+        anyhow::bail!("no node has joined cluster {}", args.cluster_name);
+    };
+    if args.undo {
+        members.clear_drain(&args.node).await?;
+        println!("node {}: drain withdrawn", args.node);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let seen = members.read().await?;
+    let Some(me) = seen.iter().find(|m| m.member.node == args.node) else {
+        let known: Vec<&str> = seen.iter().map(|m| m.member.node.as_str()).collect();
+        eprintln!(
+            "error: no node {} has a heartbeat in cluster {} (nodes: {})",
+            args.node,
+            args.cluster_name,
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let others: Vec<&str> = seen
+        .iter()
+        .filter(|m| m.member.node != args.node && !m.member.draining)
+        .map(|m| m.member.node.as_str())
+        .collect();
+    if !me.member.owned.is_empty() && others.is_empty() && !args.force {
+        eprintln!(
+            "error: node {} owns {} partition(s) and no other node that is not draining has a heartbeat: nobody would take them over. Start another node first, or give --force",
+            args.node,
+            me.member.owned.len()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    members.request_drain(&args.node).await?;
+    println!(
+        "node {}: asked to drain ({} partition(s); other nodes: {})",
+        args.node,
+        me.member.owned.len(),
+        if others.is_empty() {
+            "none".into()
+        } else {
+            others.join(", ")
+        }
+    );
+    let started = std::time::Instant::now();
+    let limit = std::time::Duration::from_millis(args.timeout.0.max(0) as u64);
+    loop {
+        let seen = members.read().await?;
+        let mine = seen.iter().find(|m| m.member.node == args.node);
+        let owned = mine.map_or(0, |m| m.member.owned.len());
+        let taken: usize = seen
+            .iter()
+            .filter(|m| m.member.node != args.node)
+            .map(|m| m.member.owned.len())
+            .sum();
+        // Drained once it owns nothing and the others own every partition (or there
+        // are no others, with --force).
+        if owned == 0 && (others.is_empty() || taken >= cluster.partitions() as usize) {
+            let owners: std::collections::BTreeSet<&str> = seen
+                .iter()
+                .filter(|m| !m.member.owned.is_empty())
+                .map(|m| m.member.node.as_str())
+                .collect();
+            println!(
+                "node {}: drained in {:.1} s ({}); partitions now owned by: {}",
+                args.node,
+                started.elapsed().as_secs_f64(),
+                if mine.is_some() {
+                    "still running"
+                } else {
+                    "stopped"
+                },
+                if owners.is_empty() {
+                    "nobody yet".into()
+                } else {
+                    owners.into_iter().collect::<Vec<_>>().join(", ")
+                }
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if started.elapsed() > limit {
+            eprintln!(
+                "error: node {} still owns {owned} partition(s) after {:.0} s; the request stands (withdraw it with --undo)",
+                args.node,
+                limit.as_secs_f64()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn status(args: &StatusArgs) -> anyhow::Result<Status> {
+    let cluster = connect(&args.cluster, &args.cluster_name).await?;
     let partitions = cluster.partitions();
     let now = now_ms();
     let members = match Members::existing(&cluster).await? {

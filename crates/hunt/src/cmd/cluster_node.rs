@@ -189,6 +189,12 @@ pub async fn join(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result
     let node = node_id(args)?;
     let leases = Leases::open(&cluster, node.clone(), args.cluster_replicas).await?;
     let members = Members::open(&cluster, args.cluster_replicas).await?;
+    // A node that starts again is back from its maintenance: a drain asked of it
+    // before no longer holds.
+    if members.drain_requested(&node).await.unwrap_or(false) {
+        members.clear_drain(&node).await?;
+        tracing::info!(node = %node, "a drain was asked of this node before it started: cleared");
+    }
     tracing::info!(
         stream = cluster.stream(),
         partitions = parts,
@@ -212,6 +218,7 @@ pub async fn join(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result
 pub struct Heartbeat {
     log: std::sync::Arc<parking_lot::Mutex<Option<JetStreamLog>>>,
     stop: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Heartbeat {
@@ -226,9 +233,16 @@ impl Heartbeat {
             joined.cluster.partitions(),
         );
         let source = log.clone();
+        let (drain_tx, draining) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut failing = false;
             loop {
+                // Asked to drain (`hunt cluster drain`)? Once asked, the node stays
+                // draining until it stops.
+                if !*drain_tx.borrow() && members.drain_requested(&node).await.unwrap_or(false) {
+                    tracing::info!("asked to drain: giving the partitions to another node");
+                    drain_tx.send_replace(true);
+                }
                 let positions: std::collections::BTreeMap<u32, u64> = source
                     .lock()
                     .as_ref()
@@ -242,7 +256,7 @@ impl Heartbeat {
                     http: http.clone(),
                     owned: positions.keys().copied().collect(),
                     positions,
-                    draining: false,
+                    draining: *drain_tx.borrow(),
                     beat_at_ms: 0,
                 };
                 match members.beat(&me).await {
@@ -271,7 +285,16 @@ impl Heartbeat {
                 }
             }
         });
-        Heartbeat { log, stop }
+        Heartbeat {
+            log,
+            stop,
+            draining,
+        }
+    }
+
+    /// Becomes true when the node is asked to drain.
+    pub fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining.clone()
     }
 
     /// From now on the heartbeat reports what `log` owns.
@@ -290,7 +313,10 @@ impl Heartbeat {
 
 /// Waits as a standby until every lease is free, takes them all and the partitions'
 /// subjects, and keeps the leases renewed.
-pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
+pub async fn become_owner(
+    joined: Joined,
+    draining: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Owned> {
     let Joined {
         cluster,
         leases,
@@ -304,7 +330,17 @@ pub async fn become_owner(joined: Joined) -> anyhow::Result<Owned> {
 
     let mut lapses = Lapses::new(lease);
     let mut said_standby = false;
+    let mut said_draining = false;
     let (taking, held) = loop {
+        if *draining.borrow() {
+            // A draining node takes nothing over: it waits to be stopped.
+            if !said_draining {
+                tracing::info!("draining: this standby will not take the partitions over");
+                said_draining = true;
+            }
+            tokio::time::sleep(lease / 4).await;
+            continue;
+        }
         // Time counts towards a lapse only while the bucket takes writes.
         if let Err(e) = leases.beat().await {
             lapses.forget();

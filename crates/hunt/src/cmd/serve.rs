@@ -194,6 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async move {
         let (mut lost, mut release, mut forwarded) = (None, None, None);
+        let mut drained = None::<tokio::sync::watch::Receiver<bool>>;
         let mut beating = None::<cluster_node::Heartbeat>;
         // Bound before the cluster is joined: a standby answers on it at once.
         let bound = std::net::TcpListener::bind(config.listen)
@@ -224,7 +225,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "listening as a standby: requests are forwarded to the owner"
             );
             let o = tokio::select! {
-                o = cluster_node::become_owner(joined) => o,
+                o = cluster_node::become_owner(joined, heartbeat.draining()) => o,
                 () = signals() => {
                     standby.stop().await;
                     heartbeat.stop().await;
@@ -235,6 +236,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             standby.stop().await;
             let o = o?;
             heartbeat.owns(&o.log);
+            drained = Some(heartbeat.draining());
             beating = Some(heartbeat);
             // The data directory keeps only the lock that keeps a second process off it:
             // the log and the snapshots are the cluster's.
@@ -280,6 +282,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                             let why = why.unwrap_or_else(|_| "the lease keeper stopped".into());
                             tracing::error!(reason = %why, "lost the cluster's partitions: stopping");
                             *deposed.lock() = Some(why);
+                        }
+                        () = drain_asked(drained) => {
+                            tracing::info!("drained: stopping cleanly, and giving every lease up for a standby to take over");
                         }
                     },
                     None => signals().await,
@@ -343,6 +348,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// Resolves when the node is asked to drain (never without a cluster).
+async fn drain_asked(drained: Option<tokio::sync::watch::Receiver<bool>>) {
+    match drained {
+        Some(mut d) => {
+            if d.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Aborts the answering of forwarded requests when dropped (when the stop begins).
