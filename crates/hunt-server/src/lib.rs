@@ -22,6 +22,8 @@
 //! - [`partition`]: a partition's worker, one method per message;
 //! - [`state`]: one partition's projections and the admission of one event; its
 //!   customers, shared with a snapshot shard by shard and one by one (`users.rs`);
+//! - [`route`]: on a cluster whose partitions are spread over nodes, the partitions
+//!   this node applies and the router that sends the others' events to their owners;
 //! - [`records`]: what is written to the log; [`recover`]: rebuilding from it;
 //!   [`snapshot`]: the snapshot payload, each part with its log position;
 //! - [`notify`]: notifications — the outbox, deliveries to sinks, the dead letters;
@@ -39,6 +41,7 @@ mod observe;
 pub mod partition;
 pub mod records;
 pub mod recover;
+pub mod route;
 pub mod server;
 pub mod service;
 pub mod snapshot;

@@ -127,24 +127,41 @@ pub enum Msg {
     },
 }
 
-/// Every partition's queue, for a partition to ask the others to give codes back.
+/// Every partition's queue, for a partition to ask the others to give codes back,
+/// and the router to ask other nodes' partitions.
 #[derive(Default)]
-pub struct Peers(std::sync::OnceLock<Vec<mpsc::Sender<Msg>>>);
+pub struct Peers {
+    local: std::sync::OnceLock<Vec<mpsc::Sender<Msg>>>,
+    pub remote: Option<Arc<dyn crate::route::Router>>,
+}
 
 impl Peers {
-    pub fn set(&self, senders: Vec<mpsc::Sender<Msg>>) {
-        let _ = self.0.set(senders);
+    pub fn new(remote: Option<Arc<dyn crate::route::Router>>) -> Peers {
+        Peers {
+            local: std::sync::OnceLock::new(),
+            remote,
+        }
     }
 
-    /// Asks every partition but `from` to give back what it holds of `key` (without
-    /// waiting for room: a full queue is a busy partition, which will ask itself).
-    fn give_back(&self, from: u32, key: &str) {
-        for (p, tx) in self.0.get().into_iter().flatten().enumerate() {
-            if p as u32 != from {
+    pub fn set(&self, senders: Vec<mpsc::Sender<Msg>>) {
+        let _ = self.local.set(senders);
+    }
+
+    /// Asks every partition but `from` (this node's and, through the router, other
+    /// nodes') to give back what it holds of `key`, without waiting for room: a full
+    /// queue is a busy partition, which will ask itself.
+    pub fn give_back(&self, from: Option<u32>, key: &str) {
+        for (p, tx) in self.local.get().into_iter().flatten().enumerate() {
+            if Some(p as u32) != from {
                 let _ = tx.try_send(Msg::GiveBack {
                     key: key.to_string(),
                 });
             }
+        }
+        if from.is_some()
+            && let Some(r) = &self.remote
+        {
+            r.give_back(key);
         }
     }
 }
@@ -493,7 +510,7 @@ impl Worker {
             Fetched::Wait => {}
         }
         // Others hold some unused: ask them to give back, and wait a little.
-        self.seat.peers.give_back(partition, &account.key);
+        self.seat.peers.give_back(Some(partition), &account.key);
         if pools
             .backend
             .wait_left(account, crate::escrow::WAIT_LEFT)

@@ -163,6 +163,12 @@ impl Running {
         self.app.upgrade().map(router)
     }
 
+    /// The running engine, once the log is replayed (for a router between nodes in
+    /// one process, as in tests).
+    pub fn service(&self) -> Option<Arc<Service>> {
+        self.app.upgrade().and_then(|a| a.service.get().cloned())
+    }
+
     /// Whether it has stopped by itself (a start that failed, or a failed log).
     pub fn is_finished(&self) -> bool {
         self.main.is_finished()

@@ -44,6 +44,8 @@ pub struct Options {
     pub apply_hunts: bool,
     /// Pools from this escrow, as on a cluster (the log then in `<dir>/log`).
     pub escrow: Option<std::sync::Arc<dyn hunt_server::escrow::EscrowBackend>>,
+    /// The partitions this node applies, and the router to the others.
+    pub spread: Option<hunt_server::route::Spread>,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             sink_dlq_max: 1_000_000,
             apply_hunts: true,
             escrow: None,
+            spread: None,
         }
     }
 }
@@ -104,6 +107,7 @@ impl Server {
         engine.sink_queue_max = o.sink_queue_max;
         engine.sink_dlq_max = o.sink_dlq_max;
         engine.apply_hunts_file = o.apply_hunts;
+        engine.spread = o.spread;
         if let Some(escrow) = o.escrow {
             // As on a cluster: a log given from outside, and pools from the escrow.
             let (log, _) = hunt_store::Log::open(
@@ -166,6 +170,17 @@ impl Server {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("server not ready after 5 s");
+    }
+
+    /// The running engine.
+    #[allow(dead_code)]
+    pub async fn service(&self) -> std::sync::Arc<hunt_server::service::Service> {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|r| r.service())
+            .expect("a running server has its service")
     }
 
     /// Graceful stop (as on SIGTERM); returns how it ended.

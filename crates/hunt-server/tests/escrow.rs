@@ -484,3 +484,208 @@ async fn codes_held_by_idle_partitions_come_back_to_the_one_that_asks() {
     bucket.accounts.lock()["code.gold.v1"].check().unwrap();
     s.stop().await.unwrap();
 }
+
+/// Two nodes in one process: each partition's events go to the node that owns it.
+struct InProcess {
+    /// The node of each partition.
+    owner: Vec<usize>,
+    nodes: Mutex<Vec<std::sync::Weak<hunt_server::service::Service>>>,
+}
+
+impl hunt_server::route::Router for InProcess {
+    fn events<'a>(
+        &'a self,
+        partition: u32,
+        events: Vec<(usize, hunt_core::engine::Event)>,
+    ) -> BoxFuture<'a, Result<hunt_server::route::Statuses, String>> {
+        Box::pin(async move {
+            let node = self.nodes.lock()[self.owner[partition as usize]].upgrade();
+            let Some(service) = node else {
+                return Err("the owner is not running".into());
+            };
+            // As over the wire: statuses travel as `Routed`.
+            let statuses = service
+                .ingest_routed(events)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(statuses
+                .into_iter()
+                .map(|(i, id, s)| {
+                    let wire = serde_json::to_string(&hunt_server::route::Routed::of(&s)).unwrap();
+                    let back: hunt_server::route::Routed = serde_json::from_str(&wire).unwrap();
+                    (i, id, back.into_status())
+                })
+                .collect())
+        })
+    }
+
+    fn give_back(&self, key: &str) {
+        for n in self.nodes.lock().iter() {
+            if let Some(s) = n.upgrade() {
+                s.give_back(key);
+            }
+        }
+    }
+}
+
+/// A small random source, the same for a seed on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Two steps in order, rewarded from a pool of `codes` codes, at most `cap` winners.
+fn two_steps(codes: u64, cap: u64) -> String {
+    format!(
+        r#"
+version: 1
+pools:
+  - id: gold
+    generate: {{ prefix: "G-", count: {codes} }}
+hunts:
+  - id: trail
+    order: sequence
+    steps:
+      - {{ id: look, on: product_view }}
+      - {{ id: buy, on: purchase, when: 'event.data.price >= 10' }}
+    reward: {{ pool: gold, per_user: 1 }}
+    max_winners: {cap}
+"#
+    )
+}
+
+/// An answer without its codes (which code a winner gets may differ; whether one is
+/// granted may not).
+fn without_codes(a: &serde_json::Value) -> serde_json::Value {
+    let mut a = a.clone();
+    for o in a["outcomes"].as_array_mut().into_iter().flatten() {
+        if let Some(code) = o.get_mut("code") {
+            *code = json!("…");
+        }
+    }
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
+    // (seed, customers, events, pool and cap); a pool and a cap drawn from the seed,
+    // and a case whose pool runs out while the second node's partitions hold blocks of
+    // it nobody there asks for: after the first 300 events, only customers of the
+    // first node's partitions come.
+    for (seed, customers, count, pool) in [
+        (7u64, 40, 300, None),
+        (11, 40, 300, None),
+        (2026, 40, 300, None),
+        (5, 150, 900, Some((60, 1000))),
+    ] {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let (codes, cap) = pool.unwrap_or_else(|| (3 + rng.below(20), 2 + rng.below(25)));
+        let hunts = two_steps(codes, cap);
+        // Each customer's events in order.
+        let events: Vec<serde_json::Value> = (0..count)
+            .map(|i| {
+                let u = loop {
+                    let u = format!("c{}", rng.below(customers));
+                    let first_node = hunt_server::state::partition_of(&u, 8).is_multiple_of(2);
+                    if pool.is_none() || i < 300 || first_node {
+                        break u;
+                    }
+                };
+                match rng.below(3) {
+                    0 => ev(&format!("e{i}"), &u, "product_view", json!({})),
+                    1 => ev(
+                        &format!("e{i}"),
+                        &u,
+                        "purchase",
+                        json!({"price": rng.below(20)}),
+                    ),
+                    // A retry of an earlier event: a duplicate with its first answer.
+                    _ => ev(
+                        &format!("e{}", rng.below(i.max(1))),
+                        &u,
+                        "product_view",
+                        json!({}),
+                    ),
+                }
+            })
+            .collect();
+
+        let (_d1, one_dir) = tempdir();
+        let one = Server::start(
+            &one_dir,
+            Options {
+                hunts: Some(hunts.clone()),
+                partitions: 8,
+                ..Options::default()
+            },
+        )
+        .await;
+        let (_d2, a_dir) = tempdir();
+        let (_d3, b_dir) = tempdir();
+        let bucket = Arc::new(Bucket::default());
+        let router = Arc::new(InProcess {
+            owner: (0..8).map(|p| p % 2).collect(),
+            nodes: Mutex::new(Vec::new()),
+        });
+        let mut nodes = Vec::new();
+        for (n, dir) in [(0, &a_dir), (1, &b_dir)] {
+            let s = Server::start(
+                dir,
+                Options {
+                    hunts: Some(hunts.clone()),
+                    partitions: 8,
+                    apply_hunts: false,
+                    escrow: Some(MemoryEscrow::node(&bucket, 1, 8)),
+                    spread: Some(hunt_server::route::Spread {
+                        owned: (0..8).filter(|p| p % 2 == n).collect(),
+                        router: router.clone(),
+                    }),
+                    ..Options::default()
+                },
+            )
+            .await;
+            let service = s.service().await;
+            router.nodes.lock().push(Arc::downgrade(&service));
+            nodes.push(s);
+        }
+
+        let mut won_one = BTreeSet::new();
+        let mut won_two = BTreeSet::new();
+        for (i, e) in events.iter().enumerate() {
+            let (st1, a1) = one.post(json!([e])).await;
+            // Sent to either node: the other's partitions are routed.
+            let (st2, a2) = nodes[i % 2].post(json!([e])).await;
+            assert_eq!((st1, st2), (200, 200), "{a1} {a2}");
+            let (r1, r2) = (&a1["results"][0], &a2["results"][0]);
+            assert_eq!(
+                without_codes(r1),
+                without_codes(r2),
+                "seed {seed}, event {i} ({e}): one node and two differ"
+            );
+            for (r, won) in [(r1, &mut won_one), (r2, &mut won_two)] {
+                if r["status"] == "accepted" {
+                    for o in r["outcomes"].as_array().unwrap() {
+                        if let Some(code) = o["code"].as_str() {
+                            assert!(won.insert(code.to_string()), "{code} granted twice");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(won_one.len(), won_two.len());
+        eprintln!(
+            "seed {seed}: pool {codes}, cap {cap}: {} winners, the same on one node and two",
+            won_one.len()
+        );
+        one.stop().await.unwrap();
+        for n in &nodes {
+            n.stop().await.unwrap();
+        }
+    }
+}

@@ -188,6 +188,7 @@ impl ApiError {
                 (S::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
             ApiError::Ingest(IngestError::Backlog(_)) => unavailable("backlog_full"),
+            ApiError::Ingest(IngestError::NotOwner(_)) => unavailable("not_owner"),
             ApiError::Ingest(IngestError::Stopped(_)) | ApiError::LogStopped(_) => {
                 unavailable("log_stopped")
             }

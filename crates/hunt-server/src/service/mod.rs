@@ -63,6 +63,9 @@ pub struct EngineConfig {
     /// The hunts file to start with when none is given and the log holds no version
     /// yet (`hunt serve` with no flags: the embedded example), as (name, text).
     pub starter_hunts: Option<(String, String)>,
+    /// On a cluster whose partitions are spread over nodes: the partitions this node
+    /// applies, and where the others' events go (`None`: every partition here).
+    pub spread: Option<crate::route::Spread>,
 }
 
 /// A partition log given to the server instead of its local one.
@@ -125,6 +128,7 @@ impl EngineConfig {
             provided_log: None,
             apply_hunts_file: false,
             starter_hunts: None,
+            spread: None,
         }
     }
 }
@@ -155,6 +159,10 @@ pub enum IngestError {
     Backlog(#[from] crate::backlog::Full),
     #[error("the event log stopped ({0}); the server is shutting down to recover")]
     Stopped(Stopped),
+    /// The customer's partition is another node's (partitions spread over nodes):
+    /// queries are not routed yet.
+    #[error("partition {0} is owned by another node; ask that node")]
+    NotOwner(u32),
 }
 
 pub struct Service {
@@ -176,6 +184,8 @@ pub struct Service {
     workers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Itself, for work it starts in the background.
     me: std::sync::Weak<Service>,
+    /// Every partition's queue, for give-backs asked by other nodes.
+    peers: Arc<crate::partition::Peers>,
 }
 
 /// The service's tasks go with it: dropped without a graceful shutdown (a killed
@@ -183,6 +193,26 @@ pub struct Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Sends one partition's events to its owner; an owner that cannot be reached refuses
+/// them for a retry, nothing recorded.
+async fn routed(
+    router: Arc<dyn crate::route::Router>,
+    p: u32,
+    items: Vec<(usize, Event)>,
+) -> Vec<(usize, String, Status)> {
+    let ids: Vec<(usize, String)> = items.iter().map(|(i, e)| (*i, e.id.clone())).collect();
+    match router.events(p, items).await {
+        Ok(s) => s,
+        Err(why) => ids
+            .into_iter()
+            .map(|(i, id)| {
+                let why = format!("partition {p}'s owner could not be reached: {why}");
+                (i, id, Status::Unavailable(why))
+            })
+            .collect(),
     }
 }
 
@@ -222,7 +252,9 @@ impl Service {
         )?;
         let mut partitions = Vec::new();
         let mut workers = Vec::new();
-        let peers = Arc::new(crate::partition::Peers::default());
+        let peers = Arc::new(crate::partition::Peers::new(
+            config.spread.as_ref().map(|s| s.router.clone()),
+        ));
         let backlog = Arc::new(Backlog::new(
             recovered.states.len(),
             config.backlog_events_max,
@@ -250,6 +282,7 @@ impl Service {
             partitions.push(Handle { tx });
         }
         peers.set(partitions.iter().map(|h: &Handle| h.tx.clone()).collect());
+        let peers_kept = peers.clone();
         let (fatal, _) = tokio::sync::watch::channel(None);
         let service = Arc::new_cyclic(|me| Service {
             me: me.clone(),
@@ -266,6 +299,7 @@ impl Service {
             closed: AtomicBool::new(false),
             workers: parking_lot::Mutex::new(workers),
             notifier,
+            peers: peers_kept,
         });
         if tail >= service.config.snapshot_every_events {
             service.snapshot_in_background();
@@ -305,11 +339,45 @@ impl Service {
         self.backlog.per_partition()
     }
 
+    /// Whether this node applies partition `p` (on a cluster whose partitions are
+    /// spread over nodes, only those it owns).
+    pub fn owns(&self, p: usize) -> bool {
+        self.config
+            .spread
+            .as_ref()
+            .is_none_or(|s| s.owned.contains(&(p as u32)))
+    }
+
     /// Applies `events` (each with its index in the request) and waits until every
-    /// record behind the answers is durable.
+    /// record behind the answers is durable. Events of partitions other nodes own go
+    /// to them through the router.
     pub async fn ingest(
         &self,
         events: Vec<(usize, Event)>,
+    ) -> Result<Vec<(usize, String, Status)>, IngestError> {
+        self.ingest_with(events, true).await
+    }
+
+    /// Applies events another node routed here (all of partitions this node should
+    /// own): an event of a partition it does not own is refused for a retry, never
+    /// sent on.
+    pub async fn ingest_routed(
+        &self,
+        events: Vec<(usize, Event)>,
+    ) -> Result<Vec<(usize, String, Status)>, IngestError> {
+        self.ingest_with(events, false).await
+    }
+
+    /// Asks this node's partitions to give back what they hold of the escrow account
+    /// `key` (a partition on another node found it empty).
+    pub fn give_back(&self, key: &str) {
+        self.peers.give_back(None, key);
+    }
+
+    async fn ingest_with(
+        &self,
+        events: Vec<(usize, Event)>,
+        route: bool,
     ) -> Result<Vec<(usize, String, Status)>, IngestError> {
         let n = events.len();
         if n == 0 {
@@ -322,8 +390,22 @@ impl Service {
             groups[partition_of(&e.user, parts)].push((i, e));
         }
         let mut waits = Vec::new();
+        let mut elsewhere = tokio::task::JoinSet::new();
+        let mut statuses = Vec::with_capacity(n);
         for (p, items) in groups.into_iter().enumerate() {
             if items.is_empty() {
+                continue;
+            }
+            if !self.owns(p) {
+                match (&self.config.spread, route) {
+                    (Some(s), true) => {
+                        elsewhere.spawn(routed(s.router.clone(), p as u32, items));
+                    }
+                    _ => statuses.extend(items.into_iter().map(|(i, e)| {
+                        let why = format!("partition {p} is not owned by this node");
+                        (i, e.id, Status::Unavailable(why))
+                    })),
+                }
                 continue;
             }
             let (reply, rx) = oneshot::channel();
@@ -336,7 +418,10 @@ impl Service {
             room.send(Msg::Events(Batch { items, reply }));
             waits.push(rx);
         }
-        let mut statuses = Vec::with_capacity(n);
+        // Other nodes' answers come back durable there.
+        while let Some(answered) = elsewhere.join_next().await {
+            statuses.extend(answered.map_err(|_| IngestError::Stopped(Stopped::Partition))?);
+        }
         let mut tickets = Vec::new();
         let mut failure = None;
         for rx in waits {
@@ -389,6 +474,9 @@ impl Service {
         hunts_at: Option<Timestamp>,
     ) -> Result<(Option<UserView>, Vec<HuntView>), IngestError> {
         let p = partition_of(user, self.partitions.len());
+        if !self.owns(p) {
+            return Err(IngestError::NotOwner(p as u32));
+        }
         let (reply, rx) = oneshot::channel();
         self.partitions[p]
             .tx

@@ -1,0 +1,90 @@
+//! Partitions owned by other nodes (ADR 0015): a node applies the events of the
+//! partitions it owns, and sends the others' to their owners through a [`Router`],
+//! so that any node answers any request.
+//!
+//! Owns: which partitions this node applies ([`Spread`]), and the types that travel
+//! between nodes ([`Routed`]). The transport (NATS request-reply on a cluster) is the
+//! router's; the server knows nothing of it.
+//! Must never: apply an event of a partition it does not own, or answer an event the
+//! owner did not answer (an event whose owner could not be reached is refused for a
+//! retry, nothing recorded).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use hunt_core::engine::{Event, Outcome};
+use serde::{Deserialize, Serialize};
+
+use crate::escrow::BoxFuture;
+use crate::partition::Status;
+
+/// Which partitions this node applies, and where the others go.
+#[derive(Clone)]
+pub struct Spread {
+    pub owned: BTreeSet<u32>,
+    pub router: Arc<dyn Router>,
+}
+
+impl std::fmt::Debug for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spread")
+            .field("owned", &self.owned)
+            .finish()
+    }
+}
+
+/// Events' statuses: (index in the request, event id, status).
+pub type Statuses = Vec<(usize, String, Status)>;
+
+/// Sends work to the owners of partitions this node does not own.
+pub trait Router: Send + Sync + 'static {
+    /// Applies `events` (each with its index in the request) on the owner of
+    /// `partition`, and gives their statuses, each once its records are durable there.
+    fn events<'a>(
+        &'a self,
+        partition: u32,
+        events: Vec<(usize, Event)>,
+    ) -> BoxFuture<'a, Result<Statuses, String>>;
+
+    /// Asks every other node's partitions to give back what they hold unused of the
+    /// escrow account `key` (a partition here found it empty). Not waited for.
+    fn give_back(&self, key: &str);
+}
+
+/// An event's status as it travels back from its partition's owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Routed {
+    Accepted { outcomes: Vec<Outcome> },
+    Duplicate { outcomes: Vec<Outcome> },
+    WindowFull,
+    Internal { why: String },
+    Unavailable { why: String },
+}
+
+impl Routed {
+    pub fn of(s: &Status) -> Routed {
+        match s {
+            Status::Accepted(a) => Routed::Accepted {
+                outcomes: a.to_vec(),
+            },
+            Status::Duplicate(a) => Routed::Duplicate {
+                outcomes: a.to_vec(),
+            },
+            Status::WindowFull => Routed::WindowFull,
+            Status::Internal(why) => Routed::Internal { why: why.clone() },
+            Status::Unavailable(why) => Routed::Unavailable { why: why.clone() },
+        }
+    }
+
+    pub fn into_status(self) -> Status {
+        use crate::state::answer_from;
+        match self {
+            Routed::Accepted { outcomes } => Status::Accepted(answer_from(outcomes)),
+            Routed::Duplicate { outcomes } => Status::Duplicate(answer_from(outcomes)),
+            Routed::WindowFull => Status::WindowFull,
+            Routed::Internal { why } => Status::Internal(why),
+            Routed::Unavailable { why } => Status::Unavailable(why),
+        }
+    }
+}
