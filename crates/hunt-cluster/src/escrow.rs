@@ -86,6 +86,48 @@ fn remove(spans: &mut Vec<Span>, span: Span) -> u64 {
     removed
 }
 
+/// Removes the sorted, distinct `points` from sorted `spans` in one pass; how many
+/// were there.
+fn remove_points(spans: &mut Vec<Span>, points: &[u64]) -> u64 {
+    if points.is_empty() {
+        return 0;
+    }
+    let mut out = Vec::with_capacity(spans.len() + points.len());
+    let mut removed = 0;
+    let mut at = 0;
+    for &(s, e) in spans.iter() {
+        let mut start = s;
+        while at < points.len() && points[at] < s {
+            at += 1;
+        }
+        while at < points.len() && points[at] < e {
+            let p = points[at];
+            if start < p {
+                out.push((start, p));
+            }
+            start = p + 1;
+            removed += 1;
+            at += 1;
+        }
+        if start < e {
+            out.push((start, e));
+        }
+    }
+    *spans = out;
+    removed
+}
+
+/// Adds `span` after every span of `spans` (merged with the last if they touch).
+fn insert_last(spans: &mut Vec<Span>, span: Span) {
+    if span.0 >= span.1 {
+        return;
+    }
+    match spans.last_mut() {
+        Some(last) if last.1 >= span.0 => last.1 = last.1.max(span.1),
+        _ => spans.push(span),
+    }
+}
+
 /// Takes up to `n` of the lowest indexes out of `spans`.
 fn take_lowest(spans: &mut Vec<Span>, n: u64) -> Vec<Span> {
     let mut got = Vec::new();
@@ -177,12 +219,6 @@ pub enum EscrowError {
         epoch: u64,
         holder: u64,
     },
-    #[error("the account {key} holds {stored} indexes, not {asked}")]
-    Size {
-        key: String,
-        stored: u64,
-        asked: u64,
-    },
     #[error("the account {key} cannot be read: {detail}")]
     Unreadable { key: String, detail: String },
     #[error(transparent)]
@@ -256,12 +292,40 @@ impl Account {
         want: u64,
         policy: Policy,
     ) -> Result<Refill, EscrowError> {
+        let size = self.size;
+        self.refill_below(size, key, partition, epoch, used, want, policy)
+    }
+
+    /// [`refill`](Self::refill) handing out only indexes below `limit`: a partition
+    /// still on a version whose pool was smaller (the account grew since) must not
+    /// get codes its version does not have.
+    #[allow(clippy::too_many_arguments)]
+    pub fn refill_below(
+        &mut self,
+        limit: u64,
+        key: &str,
+        partition: u32,
+        epoch: u64,
+        used: Used<'_>,
+        want: u64,
+        policy: Policy,
+    ) -> Result<Refill, EscrowError> {
         self.holding(key, partition, epoch)?;
         self.drop_used(partition, used);
         let n = want.min(policy.block(self.left()));
+        // Given-back indexes at or past the limit stay for others.
+        let keep = self.returned.partition_point(|s| s.1 <= limit);
+        let mut above = self.returned.split_off(keep);
+        if let Some(&(s, e)) = above.first()
+            && s < limit
+        {
+            above[0] = (limit, e);
+            self.returned.push((s, limit));
+        }
         let mut got = take_lowest(&mut self.returned, n);
+        self.returned.extend(above);
         let from_returned = count(&got);
-        let fresh = (n - from_returned).min(self.size - self.cursor);
+        let fresh = (n - from_returned).min(limit.min(self.size).saturating_sub(self.cursor));
         if fresh > 0 {
             got.push((self.cursor, self.cursor + fresh));
             self.cursor += fresh;
@@ -328,27 +392,32 @@ impl Account {
     /// handed out. A merge, so seeding again with more is safe; seeding must come
     /// before any index of the account is handed out.
     pub fn seed(&mut self, partition: u32, used: Used<'_>) {
-        let taken: Vec<u64> = match used {
-            Used::Indexes(ix) => ix.to_vec(),
-            // Slots are told apart by count alone: the next `n` fresh ones.
+        let newly = match used {
+            // Slots are told apart by count alone: the next fresh ones.
             Used::Count(n) => {
-                let more = n.saturating_sub(self.held.get(&partition).map_or(0, |h| h.used));
-                (self.cursor..self.cursor + more).collect()
+                let more = n
+                    .saturating_sub(self.held.get(&partition).map_or(0, |h| h.used))
+                    .min(self.size - self.cursor);
+                self.cursor += more;
+                more
+            }
+            Used::Indexes(ix) => {
+                // One pass over the sorted indexes and the sorted spans: a campaign's
+                // worth of granted codes is seeded in linear time.
+                let mut ix: Vec<u64> = ix.iter().copied().filter(|&i| i < self.size).collect();
+                ix.sort_unstable();
+                ix.dedup();
+                let split = ix.partition_point(|&i| i < self.cursor);
+                let (below, above) = ix.split_at(split);
+                let mut newly = remove_points(&mut self.returned, below);
+                for &i in above {
+                    insert_last(&mut self.returned, (self.cursor, i));
+                    self.cursor = i + 1;
+                    newly += 1;
+                }
+                newly
             }
         };
-        let mut newly = 0;
-        for i in taken {
-            if i >= self.size {
-                continue;
-            }
-            if i >= self.cursor {
-                insert(&mut self.returned, (self.cursor, i));
-                self.cursor = i + 1;
-                newly += 1;
-            } else if remove(&mut self.returned, (i, i + 1)) > 0 {
-                newly += 1;
-            }
-        }
         self.held.entry(partition).or_default().used += newly;
     }
 
@@ -491,16 +560,11 @@ impl Escrow {
                 None => (Account::new(id, size), 0),
             };
             // A pool whose codes only grew keeps its account (ADR 0012's addendum):
-            // the first to ask with the larger size raises it; never lowered.
+            // the first to ask with the larger size raises it; never lowered. One
+            // asking with a smaller size (a partition still on the version before) is
+            // handed only indexes below it.
             if account.size < size && revision != 0 {
                 account.size = size;
-            }
-            if account.size != size {
-                return Err(EscrowError::Size {
-                    key: key.to_string(),
-                    stored: account.size,
-                    asked: size,
-                });
             }
             let out = f(&mut account)?;
             let value = Bytes::from(serde_json::to_vec(&account).expect("an account encodes"));
@@ -555,7 +619,7 @@ impl Escrow {
     ) -> Result<Refill, EscrowError> {
         let policy = self.policy;
         self.change(key, id, size, |a| {
-            a.refill(key, partition, epoch, used, want, policy)
+            a.refill_below(size, key, partition, epoch, used, want, policy)
         })
         .await
     }
@@ -775,6 +839,23 @@ mod tests {
         c.seed(2, Used::Count(3));
         c.seed(2, Used::Count(3));
         assert_eq!(c.left(), 2);
+    }
+
+    #[test]
+    fn a_large_scattered_seed_is_merged_in_one_pass() {
+        let mut a = Account::new("big", 200_000);
+        // Every third code held, over three partitions, out of order.
+        for p in 0..3u32 {
+            let ix: Vec<u64> = (0..200_000u64)
+                .rev()
+                .filter(|i| i % 3 == 0 && i % 2 == u64::from(p % 2))
+                .collect();
+            a.seed(p, Used::Indexes(&ix));
+        }
+        let held: u64 = a.held.values().map(|h| h.used).sum();
+        assert_eq!(held, 200_000 / 3 + 1);
+        assert_eq!(a.left(), 200_000 - held);
+        a.check().unwrap();
     }
 
     mod model {

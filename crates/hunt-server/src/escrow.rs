@@ -154,32 +154,53 @@ pub struct Lineage {
     pub caps: BTreeMap<String, String>,
 }
 
-/// The key under which a version's lineage is kept: its number and a digest of its
-/// text, so that a switch that failed and one retried with another file differ.
-pub fn lineage_key(version: u64, text: &str) -> String {
-    format!("version.{version}.{:08x}", crc32c::crc32c(text.as_bytes()))
+/// A version's name in the escrow's keys: its number and a digest of its text, so
+/// that a switch that failed and one retried with another file differ.
+pub fn version_tag(version: u64, text: &str) -> String {
+    format!("v{version}-{:08x}", crc32c::crc32c(text.as_bytes()))
 }
 
+/// The key under which a version's lineage is kept.
+pub fn lineage_key(version: u64, text: &str) -> String {
+    format!("version.{}", version_tag(version, text))
+}
+
+/// An account kept from the previous version whose pool grew, with the size it had:
+/// codes appended to it may have been granted from other pools.
+pub type Grown = (AccountRef, u64);
+
 impl Lineage {
-    /// A version's lineage from the previous one's: what keeps its account, and the
-    /// accounts to start (to be seeded before use).
+    /// A version's lineage from the previous one's: what keeps its account, the
+    /// accounts to start (to be seeded before use), and the kept accounts that grew.
+    /// `tag` names the version ([`version_tag`]).
     pub fn next(
         old: Option<(&Lineage, &Catalog)>,
         new: &Catalog,
-        version: u64,
-    ) -> (Lineage, Vec<AccountRef>) {
+        tag: &str,
+    ) -> (Lineage, Vec<AccountRef>, Vec<Grown>) {
         let mut lineage = Lineage::default();
         let mut start = Vec::new();
+        let mut grown = Vec::new();
         for pool in &new.pools {
             let kept = old.and_then(|(l, c)| {
                 let before = c.pools.iter().find(|p| p.id == pool.id)?;
                 let key = l.pools.get(&*pool.id)?;
                 let grew_only = before.size() <= pool.size()
                     && (0..before.size()).all(|i| before.code(i) == pool.code(i));
-                grew_only.then(|| key.clone())
+                grew_only.then(|| (key.clone(), before.size()))
             });
-            let key = kept.unwrap_or_else(|| {
-                let key = format!("code.{}.v{version}", pool.id);
+            if let Some((key, size)) = &kept
+                && *size < pool.size()
+            {
+                let account = AccountRef {
+                    key: key.clone(),
+                    id: pool.id.to_string(),
+                    size: pool.size(),
+                };
+                grown.push((account, *size));
+            }
+            let key = kept.map(|(k, _)| k).unwrap_or_else(|| {
+                let key = format!("code.{}.{tag}", pool.id);
                 start.push(AccountRef {
                     key: key.clone(),
                     id: pool.id.to_string(),
@@ -199,7 +220,7 @@ impl Lineage {
                 (before.max_winners? <= cap).then(|| key.clone())
             });
             let key = kept.unwrap_or_else(|| {
-                let key = format!("cap.{}.v{version}", hunt.id);
+                let key = format!("cap.{}.{tag}", hunt.id);
                 start.push(AccountRef {
                     key: key.clone(),
                     id: hunt.id.to_string(),
@@ -209,7 +230,7 @@ impl Lineage {
             });
             lineage.caps.insert(hunt.id.to_string(), key);
         }
-        (lineage, start)
+        (lineage, start, grown)
     }
 
     /// What each partition's customers hold of a new account: `grants` per partition
@@ -364,10 +385,12 @@ pub struct Holdings {
 
 impl Holdings {
     fn take(&mut self, key: &str, now: Instant) -> Take {
-        let Some(l) = self.local.get_mut(key).filter(|l| l.claimed) else {
+        let Some(l) = self.local.get_mut(key) else {
             return Take::Fetch;
         };
-        if let Some(i) = l.free.pop() {
+        if l.claimed
+            && let Some(i) = l.free.pop()
+        {
             return Take::Got(i);
         }
         if l.spent {
@@ -406,20 +429,29 @@ impl Holdings {
         let l = self.local.entry(key.clone()).or_default();
         if !l.claimed {
             let claimed = backend.claim(&need.account, partition).await?;
-            let (codes, wins) = granted();
-            let mut free: Vec<u64> = claimed
-                .spans
-                .iter()
-                .flat_map(|&(s, e)| s..e)
-                .filter(|i| need.slots || !codes.contains(i))
-                .collect();
+            let (mut codes, wins) = granted();
+            codes.sort_unstable();
+            let held = claimed.spans.iter().flat_map(|&(s, e)| s..e);
+            let mut free: Vec<u64> = Vec::new();
+            // Held, but granted already (by an earlier owner, durable in the log):
+            // used, and told so at the next refill or give-back.
+            let mut used: Vec<u64> = Vec::new();
+            for i in held {
+                if !need.slots && codes.binary_search(&i).is_ok() {
+                    used.push(i);
+                } else {
+                    free.push(i);
+                }
+            }
             if need.slots {
                 // Wins the escrow was not told of take the lowest held slots.
-                let unreported = wins.saturating_sub(claimed.used) as usize;
-                free.drain(..unreported.min(free.len()));
+                let unreported = (wins.saturating_sub(claimed.used) as usize).min(free.len());
+                free.drain(..unreported);
+                l.used_count += unreported as u64;
             }
             free.reverse();
             l.free = free;
+            l.used.extend(used);
             l.claimed = true;
             if !l.free.is_empty() {
                 return Ok(Fetched::Some);
@@ -461,9 +493,7 @@ impl Holdings {
 
     /// After a wait for others to give back found nothing: deny at once for a while.
     pub fn dry(&mut self, key: &str) {
-        if let Some(l) = self.local.get_mut(key) {
-            l.dry_until = Some(Instant::now() + DRY_FOR);
-        }
+        self.local.entry(key.to_string()).or_default().dry_until = Some(Instant::now() + DRY_FOR);
     }
 
     /// A new version is in force: accounts it grew may hand out again, so none is
@@ -683,7 +713,8 @@ pub async fn attach(
     let lineage = match backend.lineage(&key).await.map_err(|e| e.to_string())? {
         Some(l) => l,
         None => {
-            let (lineage, start) = Lineage::next(None, &catalog, version.record.version);
+            let tag = version_tag(version.record.version, &version.record.text);
+            let (lineage, start, _) = Lineage::next(None, &catalog, &tag);
             start_accounts(&*backend, &catalog, &key, &lineage, &start, grants)
                 .await
                 .map_err(|e| format!("starting the pools' accounts: {e}"))?;
@@ -711,8 +742,29 @@ pub async fn switch(
     };
     let catalog = new.catalog().clone();
     let key = lineage_key(new.record.version, &new.record.text);
-    let (lineage, start) =
-        Lineage::next(Some((before, old.catalog())), &catalog, new.record.version);
+    let tag = version_tag(new.record.version, &new.record.text);
+    let (lineage, start, grown) = Lineage::next(Some((before, old.catalog())), &catalog, &tag);
+    // Codes appended to a pool may have been granted from another pool (moved from
+    // a pool this version drops, say): the account must hold them as used.
+    for (account, size) in &grown {
+        let seeds: Vec<(u32, Seed)> = Lineage::seeds(account, &catalog, grants.iter().cloned())
+            .into_iter()
+            .filter_map(|(p, seed)| match seed {
+                Seed::Indexes(ix) => {
+                    let ix: Vec<u64> = ix.into_iter().filter(|i| i >= size).collect();
+                    (!ix.is_empty()).then_some((p, Seed::Indexes(ix)))
+                }
+                Seed::Count(_) => None,
+            })
+            .collect();
+        if !seeds.is_empty() {
+            pools
+                .backend
+                .seed(account, seeds)
+                .await
+                .map_err(|e| format!("seeding the grown pool {}: {e}", account.id))?;
+        }
+    }
     start_accounts(&*pools.backend, &catalog, &key, &lineage, &start, grants)
         .await
         .map_err(|e| format!("starting the pools' accounts of the new version: {e}"))?;

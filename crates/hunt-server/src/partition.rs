@@ -148,14 +148,21 @@ impl Peers {
     }
 
     /// Asks every partition but `from` (this node's and, through the router, other
-    /// nodes') to give back what it holds of `key`, without waiting for room: a full
-    /// queue is a busy partition, which will ask itself.
+    /// nodes') to give back what it holds of `key`, without waiting.
     pub fn give_back(&self, from: Option<u32>, key: &str) {
         for (p, tx) in self.local.get().into_iter().flatten().enumerate() {
             if Some(p as u32) != from {
-                let _ = tx.try_send(Msg::GiveBack {
+                let ask = Msg::GiveBack {
                     key: key.to_string(),
-                });
+                };
+                // A full queue: sent when there is room, by a task of its own, so the
+                // asker never waits on a busy partition.
+                if let Err(mpsc::error::TrySendError::Full(ask)) = tx.try_send(ask) {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(ask).await;
+                    });
+                }
             }
         }
         if from.is_some()
@@ -167,7 +174,8 @@ impl Peers {
 }
 
 /// How many fetches from the escrow one event may need (each account it grants from
-/// at most once, and again after a wait).
+/// at most once, and again after a wait); past it, an account still wanted counts as
+/// empty and the reward is denied.
 const FETCHES_MAX: usize = 16;
 
 /// The sending side of a partition's queue. Its events are counted in the backlog;
@@ -412,9 +420,9 @@ impl Worker {
                             break Err(e);
                         }
                     }
-                    Admission::Fetch(need) => {
-                        break Err(format!("account {} still empty", need.account.key));
-                    }
+                    // Asked too often for this event: the account counts as empty
+                    // for a while, and the event is applied with a denial.
+                    Admission::Fetch(need) => self.holdings.dry(&need.account.key),
                     admitted => break Ok(admitted),
                 }
             };

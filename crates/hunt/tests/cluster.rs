@@ -708,6 +708,21 @@ fn a_drained_owner_hands_its_partitions_over_under_load_and_no_answer_is_lost() 
         err.contains("no node nosuch") && err.contains("a, b"),
         "{err}"
     );
+    // The standby drained, then the drain withdrawn: it reports draining, then not,
+    // so that it takes over when a drains.
+    let (code, out, err) = cluster_drain(&nats, &["b"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let draining = |s: &Value, yes: bool| {
+        s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "b" && n["draining"] == yes)
+    };
+    status_until(&nats, "b draining", |s| draining(s, true));
+    let (code, out, _) = cluster_drain(&nats, &["b", "--undo"]);
+    assert_eq!(code, Some(0), "{out}");
+    status_until(&nats, "b no longer draining", |s| draining(s, false));
 
     let stop_at = Instant::now() + Duration::from_secs(14);
     let drainer = {

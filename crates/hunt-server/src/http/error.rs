@@ -304,7 +304,8 @@ pub(super) struct BatchTally {
     pub events: usize,
     pub taken: usize,
     pub limited: usize,
-    pub window_full: usize,
+    /// Refused for a retry: the dedupe window full, or a cluster's pools out of reach.
+    pub retry_later: usize,
     pub internal: usize,
     /// The longest wait a rate-limited customer has.
     pub retry_user: u64,
@@ -317,9 +318,9 @@ impl BatchTally {
         let t = self;
         if t.taken > 0 || t.events == 0 {
             (StatusCode::OK, None)
-        } else if t.limited > 0 && t.limited + t.window_full == t.events {
+        } else if t.limited > 0 && t.limited + t.retry_later == t.events {
             (StatusCode::TOO_MANY_REQUESTS, Some(t.retry_user.max(1)))
-        } else if t.window_full > 0 && t.window_full == t.events {
+        } else if t.retry_later > 0 && t.retry_later == t.events {
             (StatusCode::SERVICE_UNAVAILABLE, Some(1))
         } else if t.internal > 0 {
             (StatusCode::INTERNAL_SERVER_ERROR, None)

@@ -289,13 +289,13 @@ fn answer_one(
             EventResult::taken(i, id, "duplicate", o)
         }
         Status::WindowFull => {
-            tally.window_full += 1;
+            tally.retry_later += 1;
             service.metrics.reject(RejectReason::WindowFull, 1);
             let reason = "the dedupe window is full of recent events; retry later".into();
             EventResult::refused(i, Some(id), None, reason)
         }
         Status::Unavailable(why) => {
-            tally.window_full += 1;
+            tally.retry_later += 1;
             service.metrics.reject(RejectReason::PoolsUnavailable, 1);
             EventResult {
                 code: Some("pools_unavailable"),

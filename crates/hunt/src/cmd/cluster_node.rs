@@ -237,11 +237,23 @@ impl Heartbeat {
         tokio::spawn(async move {
             let mut failing = false;
             loop {
-                // Asked to drain (`hunt cluster drain`)? Once asked, the node stays
-                // draining until it stops.
-                if !*drain_tx.borrow() && members.drain_requested(&node).await.unwrap_or(false) {
-                    tracing::info!("asked to drain: giving the partitions to another node");
-                    drain_tx.send_replace(true);
+                // Asked to drain (`hunt cluster drain`)? An owner, once asked, is
+                // stopping and stays draining; a standby follows the request, which
+                // `--undo` may withdraw.
+                let owning = source.lock().is_some();
+                let was = *drain_tx.borrow();
+                if !(owning && was) {
+                    let asked = members.drain_requested(&node).await.unwrap_or(was);
+                    if asked != was {
+                        if asked {
+                            tracing::info!("asked to drain: giving the partitions to another node");
+                        } else {
+                            tracing::info!(
+                                "drain withdrawn: this node may take partitions over again"
+                            );
+                        }
+                        drain_tx.send_replace(asked);
+                    }
                 }
                 let positions: std::collections::BTreeMap<u32, u64> = source
                     .lock()

@@ -565,6 +565,9 @@ fn client(
                     ));
                     continue;
                 }
+                // Events refused for a retry (on a cluster, the pools' escrow out of
+                // reach): nothing of them was recorded; sent again.
+                let mut resend = Vec::new();
                 for (e, r) in batch.iter().zip(&results) {
                     let id = e["id"].as_str().unwrap_or("").to_string();
                     let user = e["user"].as_str().unwrap_or("").to_string();
@@ -598,10 +601,17 @@ fn client(
                             books.touched.insert(user.clone());
                             books.acked.insert(id, (user, e.clone(), outcomes));
                         }
+                        (None, "rejected") if r["code"] == "pools_unavailable" => {
+                            resend.push(e.clone());
+                        }
                         (None, s) => {
                             books.problems.push(format!("{id} answered `{s}`: {r}"));
                         }
                     }
+                }
+                if !resend.is_empty() {
+                    books.unanswered += 1;
+                    pending = Some((resend, true));
                 }
                 drop(books);
                 if !retry && answered.len() < 200 {
