@@ -53,6 +53,18 @@ pub struct AlertState {
     holds_since: Option<Instant>,
 }
 
+/// A pool's forecast, as the `pool_runs_out_within` rule reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolForecast {
+    /// The history the rate is taken over.
+    pub window: Duration,
+    /// Codes granted per second over the window; `None` until the window holds a tenth
+    /// of its length of history with a falling count.
+    pub rate_per_s: Option<f64>,
+    /// When the pool runs out at that rate.
+    pub runs_out_in: Option<Duration>,
+}
+
 /// The alerts' state, shared with the API and `/metrics`.
 pub struct Alerts {
     pub config: AlertsConfig,
@@ -85,6 +97,27 @@ impl Alerts {
         let mut v: Vec<AlertState> = self.states.lock().values().cloned().collect();
         v.sort_by_key(|a| (a.state != Phase::Firing, a.alert.clone(), a.subject.clone()));
         v
+    }
+
+    /// A pool's forecast as the first `pool_runs_out_within` rule for it sees it: the
+    /// rule's window, the grant rate over it and when the pool runs out at that rate.
+    /// `None` when no such rule applies to the pool.
+    pub fn pool_forecast(&self, pool: &str, left: u64, now: Instant) -> Option<PoolForecast> {
+        let window = self.config.rules.iter().find_map(|r| match &r.condition {
+            Condition::PoolRunsOut {
+                window, pool: p, ..
+            } if p.as_deref().is_none_or(|p| p == pool) => Some(*window),
+            _ => None,
+        })?;
+        let samples = self.samples.lock();
+        let rate = samples
+            .get(pool)
+            .and_then(|s| evaluate::grant_rate(s, now, window, left));
+        Some(PoolForecast {
+            window,
+            rate_per_s: rate,
+            runs_out_in: rate.map(|r| Duration::from_secs_f64(left as f64 / r)),
+        })
     }
 
     /// Evaluates every rule every `every` until the task is dropped.

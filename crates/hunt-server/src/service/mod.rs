@@ -31,9 +31,11 @@ use crate::state::{DedupeConfig, HuntCounters, Version, Winner, partition_of};
 mod config;
 mod open;
 mod snapshot;
+mod versions;
 
 pub use config::{ConfigAnswer, ConfigError, ConfigOptions};
 pub use open::{LocalLog, Started, lock_data_dir, open, render_report};
+pub use versions::VersionEntry;
 
 /// Where the engine keeps its data and how it runs (not the HTTP side).
 #[derive(Debug, Clone)]
@@ -171,6 +173,8 @@ pub struct Service {
     workers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Itself, for work it starts in the background.
     me: std::sync::Weak<Service>,
+    /// The hunts file's versions read from the log so far (`versions.rs`).
+    versions: tokio::sync::Mutex<versions::VersionIndex>,
 }
 
 /// The service's tasks go with it: dropped without a graceful shutdown (a killed
@@ -258,6 +262,7 @@ impl Service {
             closed: AtomicBool::new(false),
             workers: parking_lot::Mutex::new(workers),
             notifier,
+            versions: tokio::sync::Mutex::default(),
         });
         if tail >= service.config.snapshot_every_events {
             service.snapshot_in_background();
@@ -295,6 +300,11 @@ impl Service {
     /// Queued events per partition.
     pub fn backlog(&self) -> Vec<usize> {
         self.backlog.per_partition()
+    }
+
+    /// Events each partition has taken from its queue since the start.
+    pub fn applied_per_partition(&self) -> Vec<u64> {
+        self.backlog.applied_per_partition()
     }
 
     /// Applies `events` (each with its index in the request) and waits until every
