@@ -194,12 +194,16 @@ pub(super) async fn get_versions(
     }))
 }
 
+/// The largest version number taken: far beyond any log, and exact in a JSON number
+/// whatever the reader (2^53 - 1).
+pub(super) const VERSION_MAX: u64 = (1 << 53) - 1;
+
 /// A version number as a path or query gives it.
 fn version_number(text: &str) -> Result<u64, ApiError> {
     text.trim()
         .parse::<u64>()
         .ok()
-        .filter(|v| *v >= 1)
+        .filter(|v| (1..=VERSION_MAX).contains(v))
         .ok_or_else(|| ApiError::BadVersion(text.to_string()))
 }
 
@@ -243,10 +247,10 @@ pub(super) async fn get_version(
 #[serde(deny_unknown_fields)]
 pub(super) struct DiffQuery {
     /// The older version.
-    #[schemars(with = "u64", range(min = 1))]
+    #[schemars(with = "u64", range(min = 1, max = 9007199254740991u64))]
     from: String,
     /// The newer version.
-    #[schemars(with = "u64", range(min = 1))]
+    #[schemars(with = "u64", range(min = 1, max = 9007199254740991u64))]
     to: String,
 }
 

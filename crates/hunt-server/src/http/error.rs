@@ -117,7 +117,7 @@ pub enum ApiError {
         "no pending delivery or dead letter has the id `{0}` (delivered, dropped, or never made)"
     )]
     UnknownDelivery(String),
-    #[error("`{0}` is not a version number (1, 2, …)")]
+    #[error("`{0}` is not a version number (1, 2, … up to 2^53 - 1)")]
     BadVersion(String),
     #[error("no hunts file version {version} in the log; the version in force is {in_force}")]
     UnknownVersion { version: u64, in_force: u64 },

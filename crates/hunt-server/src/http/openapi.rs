@@ -615,7 +615,7 @@ pub fn document(http: &HttpConfig) -> String {
             "/v1/cluster": { "get": cluster },
             "/v1/config": { "get": get_config, "put": put_config },
             "/v1/config/versions": { "get": versions },
-            "/v1/config/versions/{version}": { "get": version, "parameters": [path_param("version", "A version number.", json!({ "type": "integer", "minimum": 1 }))] },
+            "/v1/config/versions/{version}": { "get": version, "parameters": [path_param("version", "A version number.", json!({ "type": "integer", "minimum": 1, "maximum": super::config::VERSION_MAX }))] },
             "/v1/config/diff": { "get": diff },
             "/v1/dlq": { "get": dlq },
             "/v1/dlq/{id}": { "get": delivery, "parameters": [path_param("id", "A delivery's id.", json!({ "type": "string", "minLength": 1 }))] },
