@@ -502,13 +502,19 @@ fn serve(hunts: &str, keys: Option<&str>) -> Server {
     let config = dir.path().join("hunts.yaml");
     std::fs::write(&config, hunts).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hunt"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .current_dir(root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    // Run in the temporary directory, so the version's name is the file's own.
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        "hunts.yaml",
+        "--data",
+        "data",
+    ])
+    .current_dir(dir.path())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     if let Some(k) = keys {
         let path = dir.path().join("keys");
         std::fs::write(&path, k).unwrap();
