@@ -373,6 +373,18 @@ function huntSection(hunt, stats, hist) {
         {},
         h("h3", {}, "Completions over time"),
         barsOverTime(`Completions of ${hunt.id} every ${hist.sample_every_s} seconds over the last 15 minutes`, completions),
+        h("h3", {}, "Time to complete"),
+        hist.time_to_complete.completions === 0
+          ? h("p", { class: "muted" }, "No completion measured yet: from a customer's first find to their completion, since the server started.")
+          : h(
+              "p",
+              {},
+              "Median ",
+              figure("ttc_median_s", hist.time_to_complete.median_s, dur(hist.time_to_complete.median_s)),
+              ", 90th percentile ",
+              figure("ttc_p90_s", hist.time_to_complete.p90_s, dur(hist.time_to_complete.p90_s)),
+              h("span", { class: "muted" }, " — over the last ", figure("ttc_completions", hist.time_to_complete.completions), " completions measured (from the first find, by event time)."),
+            ),
         h("h3", {}, "Denials by reason"),
         denied.length === 0
           ? h("p", { class: "muted" }, "No reward denied.")

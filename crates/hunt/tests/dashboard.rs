@@ -677,6 +677,18 @@ fn every_page_answers_with_the_policy_and_shows_the_apis_figures() {
         "1"
     );
     b.wait_text(hunt, |t| t.contains("Always on"));
+    let history = get(s.addr, "/v1/hunts/three-eggs/history", None);
+    assert_eq!(history["time_to_complete"]["completions"], 4, "{history}");
+    assert_eq!(
+        b.value(&format!("{hunt} [data-figure=ttc_completions]")),
+        "4"
+    );
+    assert_eq!(
+        b.value(&format!("{hunt} [data-figure=ttc_median_s]"))
+            .parse::<f64>()
+            .ok(),
+        history["time_to_complete"]["median_s"].as_f64()
+    );
     b.screenshot(1280, "hunts");
     b.screenshot(390, "hunts-390");
     // The page reads again by itself: a new participant shows without a reload.

@@ -282,6 +282,19 @@ pub(super) struct HuntHistoryAnswer {
     /// Totals at each sample, oldest first (completions over time are the
     /// differences between points).
     points: Vec<HuntPoint>,
+    /// From a customer's first step found to their completion (event time).
+    time_to_complete: TimeToComplete,
+}
+
+/// How long customers took to complete the hunt, over its last completions whose
+/// first find this server applied since it started (each partition keeps its last
+/// 512).
+#[derive(Serialize, JsonSchema)]
+pub(super) struct TimeToComplete {
+    /// Completions measured.
+    completions: u64,
+    median_s: Option<f64>,
+    p90_s: Option<f64>,
 }
 
 /// A hunt's totals at a moment.
@@ -314,6 +327,14 @@ pub(super) async fn get_hunt_history(
         })
         .collect();
     let t = now();
+    let mut ms = service.completion_times(&id).await;
+    let q =
+        |ms: &mut Vec<i64>, q| crate::state::completion::quantile_ms(ms, q).map(|v| v as f64 / 1e3);
+    let time_to_complete = TimeToComplete {
+        completions: ms.len() as u64,
+        median_s: q(&mut ms, 0.5),
+        p90_s: q(&mut ms, 0.9),
+    };
     let common = |hunt: Arc<str>, points| HuntHistoryAnswer {
         hunt,
         in_force: false,
@@ -324,6 +345,7 @@ pub(super) async fn get_hunt_history(
         server_time: t,
         sample_every_s: crate::history::SAMPLE_EVERY.as_secs(),
         points,
+        time_to_complete,
     };
     let Ok(h) = hunt_index(&v, &id) else {
         // A hunt a later version removed answers once anyone took part in it.

@@ -440,6 +440,30 @@ impl Service {
         (total, winners, count)
     }
 
+    /// The last completions' times of `hunt` in ms, over every partition (each keeps
+    /// its last few hundred; see `state/completion.rs`).
+    pub async fn completion_times(&self, hunt: &str) -> Vec<i64> {
+        let hunt: Arc<str> = Arc::from(hunt);
+        let mut waits = Vec::new();
+        for h in &self.partitions {
+            let (reply, rx) = oneshot::channel();
+            let msg = Msg::CompletionTimes {
+                hunt: hunt.clone(),
+                reply,
+            };
+            if h.tx.send(msg).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        let mut all = Vec::new();
+        for rx in waits {
+            if let Ok(ms) = rx.await {
+                all.extend(ms);
+            }
+        }
+        all
+    }
+
     /// Pauses every partition between rounds; each hands over its grants. Send the
     /// version to go on with through the returned senders.
     async fn pause_all(
