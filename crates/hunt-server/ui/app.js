@@ -123,6 +123,12 @@ async function api(path, opts = {}) {
     if (r.status === 401) needKey(e.message);
     throw e;
   }
+  if (banner.getAttribute("data-kind") === "key") {
+    // A key was needed and one now works.
+    banner.hidden = true;
+    banner.removeAttribute("data-kind");
+    banner.replaceChildren();
+  }
   return data;
 }
 
@@ -165,6 +171,8 @@ function showKeyState() {
 function needKey(message) {
   banner.hidden = false;
   banner.className = "banner error";
+  banner.removeAttribute("data-mode");
+  banner.setAttribute("data-kind", "key");
   banner.replaceChildren(h("strong", {}, "An API key is needed: "), message, ". Enter one in the API key field.");
 }
 
@@ -172,6 +180,7 @@ function setMode(development) {
   if (development) {
     banner.hidden = false;
     banner.className = "banner";
+    banner.removeAttribute("data-kind");
     banner.setAttribute("data-mode", "development");
     banner.replaceChildren(
       h("strong", {}, "Development mode: "),
@@ -179,7 +188,7 @@ function setMode(development) {
       code("--keys FILE"),
       ") before it faces a network.",
     );
-  } else if (banner.getAttribute("data-mode") === "development" || !banner.classList.contains("error")) {
+  } else if (banner.getAttribute("data-mode") === "development") {
     banner.hidden = true;
     banner.removeAttribute("data-mode");
     banner.replaceChildren();
