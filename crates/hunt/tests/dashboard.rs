@@ -337,6 +337,63 @@ impl Browser {
             .collect()
     }
 
+    /// Presses a key (a WebDriver key code, e.g. `\u{E004}` for Tab) on whatever has
+    /// the focus, as a keyboard would.
+    fn press(&self, key: &str) {
+        self.cmd(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]}),
+        );
+    }
+
+    /// Tabs through the page from its top: every control the keyboard reaches, as
+    /// (its tag, its accessible name); panics on a control without a name.
+    fn tab_through(&self) -> Vec<(String, String)> {
+        self.js(
+            "document.activeElement.blur(); window.scrollTo(0, 0);",
+            json!([]),
+        );
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for _ in 0..200 {
+            self.press(TAB);
+            let v = self.js(
+                "const e = document.activeElement;
+                 if (!e || e === document.body) return null;
+                 const label = e.getAttribute('aria-label')
+                   || (e.labels && e.labels.length ? e.labels[0].innerText : '')
+                   || (e.tagName === 'A' || e.tagName === 'BUTTON' || e.tagName === 'SUMMARY' ? e.innerText : '');
+                 return [e.tagName.toLowerCase() + (e.id ? '#' + e.id : ''), label.trim()];",
+                json!([]),
+            );
+            let Some(pair) = v.as_array() else { continue };
+            let tag = pair[0].as_str().unwrap_or_default().to_string();
+            let name = pair[1].as_str().unwrap_or_default().to_string();
+            assert!(!name.is_empty(), "{tag} has no accessible name");
+            if seen.first() == Some(&(tag.clone(), name.clone())) {
+                break; // round the page once
+            }
+            seen.push((tag, name));
+        }
+        seen
+    }
+
+    /// Presses Tab until the control named `name` has the focus.
+    fn tab_to(&self, name: &str) {
+        for _ in 0..200 {
+            self.press(TAB);
+            let focused = self.js(
+                "const e = document.activeElement; return e ? (e.getAttribute('aria-label') || e.innerText || '') : '';",
+                json!([]),
+            );
+            if focused.as_str() == Some(name) {
+                return;
+            }
+        }
+        panic!("Tab never reaches {name}");
+    }
+
     fn resize(&self, width: u32, height: u32) {
         self.cmd(
             "POST",
@@ -368,6 +425,9 @@ impl Browser {
         self.resize(1280, 900);
     }
 }
+
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
 
 fn base64(s: &str) -> Vec<u8> {
     let val = |c: u8| match c {
@@ -741,9 +801,28 @@ fn every_page_answers_with_the_policy_and_shows_the_apis_figures() {
         .as_str()
         .unwrap()
         .to_string();
-    b.click(&format!("[data-dead-letter='{first}'] [data-action=retry]"));
+    // By keyboard alone: Tab to the first row's Retry, Enter, and Enter again on the
+    // confirmation (which takes the focus). Every control on the way has a name.
+    let reached = b.tab_through();
+    for name in [
+        "Overview",
+        "Dead letters",
+        "API key",
+        "Sink",
+        "Hunt",
+        "Dead since",
+        "Filter",
+        "Retry all 22",
+    ] {
+        assert!(
+            reached.iter().any(|(_, n)| n == name),
+            "Tab never reaches {name}: {reached:?}"
+        );
+    }
+    b.tab_to(&format!("Retry {first}"));
+    b.press(ENTER);
     b.wait_text(".confirm", |t| t.contains("Retry 1 dead letter"));
-    b.click("#confirm-yes");
+    b.press(ENTER);
     b.wait_text("[data-done=retry]", |t| t.contains("Retried 1 dead letter"));
     wait_until("the retried dead letter reaches the receiver", || {
         sink.accepted.lock().unwrap().contains(&first)
@@ -763,6 +842,21 @@ fn every_page_answers_with_the_policy_and_shows_the_apis_figures() {
     // Versions: a bad file's errors with their lines, as the API gives them.
     b.goto(&format!("{ui}#/versions"));
     b.wait_text("[data-version='1']", |t| t.contains("in force"));
+    let reached = b.tab_through();
+    for name in [
+        "From version",
+        "To version",
+        "Show changes",
+        "Hunts file",
+        "Name",
+        "Hunts file text (YAML or JSON)",
+        "Dry run",
+    ] {
+        assert!(
+            reached.iter().any(|(_, n)| n == name),
+            "Tab never reaches {name}: {reached:?}"
+        );
+    }
     let bad = "version: 1\nhunts:\n  - id: h\n    steps:\n      - { id: s, on: search, when: \"event.data.q ==\" }\n";
     b.type_into("#upload-text", bad);
     b.click("#upload-dry-run");
