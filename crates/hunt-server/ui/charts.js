@@ -50,6 +50,7 @@ export function sparkline(values, label) {
   const s = svg(width, height, label, "spark");
   const known = finite(values);
   if (values.length < 2 || known.length === 0) {
+    s.setAttribute("preserveAspectRatio", "xMinYMid meet");
     s.appendChild(text(4, height / 2 + 4, "collecting…", { class: "chart-note" }));
     return s;
   }

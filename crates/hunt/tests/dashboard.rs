@@ -963,3 +963,53 @@ fn a_read_key_sees_the_pages_and_cannot_act() {
     b.goto(&format!("{ui}#/dlq"));
     b.wait_text("main", |t| t.contains("No dead letters"));
 }
+
+#[test]
+fn on_a_cluster_the_cluster_page_shows_the_log_the_lease_and_the_partitions() {
+    let nats = hunt_cluster::testing::NatsCluster::start(3, false);
+    nats.wait_ready(Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hunts.yaml"), hunts_file(receiver().addr)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", "hunts.yaml"])
+        .args(["--data", "data", "--cluster", &nats.urls().join(",")])
+        .args(["--cluster-monitor", &nats.monitor_urls().join(",")])
+        .args([
+            "--cluster-name",
+            "dash",
+            "--partitions",
+            "4",
+            "--node-id",
+            "a",
+        ])
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("hunt serve starts");
+    let (_log, rx, _reader) = read_log(&mut child);
+    let s = Server {
+        child,
+        addr: rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the node listens")
+            .parse()
+            .unwrap(),
+        _dir: dir,
+    };
+    wait_until("the node owns its partitions", || {
+        http(s.addr, "GET", "/readyz", &[], "").0 == 200
+    });
+    let c = get(s.addr, "/v1/cluster", None);
+    assert_eq!(c["clustered"], true, "{c}");
+    assert_eq!(c["partitions"].as_array().map(Vec::len), Some(4), "{c}");
+    let log = c["log"].as_str().unwrap().to_string();
+
+    let b = Browser::start();
+    b.goto(&format!("http://{}/ui/#/cluster", s.addr));
+    b.wait_text("main", |t| {
+        t.contains(&log) && t.contains("hunt cluster status")
+    });
+    assert_eq!(b.all("main tbody tr").len(), 4);
+    b.screenshot(1280, "cluster-clustered");
+}
