@@ -215,6 +215,35 @@ rules:
         }
     }
 
+    /// The dashboard's forecast is the alert's: the same samples, window and rate.
+    #[test]
+    fn the_pool_forecast_is_the_alerts_own() {
+        let alerts = Alerts::new(AlertsConfig::defaults(1000));
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let samples: VecDeque<(Instant, u64)> =
+            (0..=60).map(|i| (s(i * 10), 1000 - i * 5)).collect();
+        alerts.samples.lock().insert("bf".into(), samples.clone());
+        let f = alerts.pool_forecast("bf", 700, s(600)).unwrap();
+        assert_eq!(f.window, Duration::from_secs(15 * 60));
+        assert_eq!(f.runs_out_in, forecast(&samples, s(600), f.window, 700));
+        assert_eq!(f.runs_out_in.map(|d| d.as_secs()), Some(1400));
+        assert_eq!(f.rate_per_s, Some(0.5));
+        // A pool with no samples yet: the rule applies, no rate yet.
+        let none = alerts.pool_forecast("other", 10, s(600)).unwrap();
+        assert_eq!((none.rate_per_s, none.runs_out_in), (None, None));
+        // No pool_runs_out_within rule: no forecast at all.
+        let mut config = AlertsConfig::defaults(1000);
+        config
+            .rules
+            .retain(|r| !matches!(r.condition, Condition::PoolRunsOut { .. }));
+        assert!(
+            Alerts::new(config)
+                .pool_forecast("bf", 700, s(600))
+                .is_none()
+        );
+    }
+
     #[test]
     fn the_forecast_follows_the_grant_rate() {
         let t0 = Instant::now();
