@@ -5,7 +5,7 @@
 //! Two counts, both kept here: the total (from admission until the partitions have
 //! answered the request) and, per partition, the events in its queue not yet applied.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Over the limit: how many were queued, and the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +19,9 @@ pub struct Backlog {
     limit: usize,
     total: AtomicUsize,
     partitions: Box<[AtomicUsize]>,
+    /// Events each partition has applied since the start: the dashboard's drain rate
+    /// per partition. Only the partition's own worker adds to its count.
+    applied: Box<[AtomicU64]>,
 }
 
 impl Backlog {
@@ -27,6 +30,7 @@ impl Backlog {
             limit,
             total: AtomicUsize::new(0),
             partitions: (0..partitions).map(|_| AtomicUsize::new(0)).collect(),
+            applied: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -53,6 +57,15 @@ impl Backlog {
     /// `k` events of partition `p`'s queue applied (or never delivered to it).
     pub fn applied(&self, p: usize, k: usize) {
         self.partitions[p].fetch_sub(k, Ordering::AcqRel);
+        self.applied[p].fetch_add(k as u64, Ordering::Relaxed);
+    }
+
+    /// Events each partition has taken from its queue since the start.
+    pub fn applied_per_partition(&self) -> Vec<u64> {
+        self.applied
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Events admitted and not yet answered, over all partitions.

@@ -28,12 +28,15 @@
 //!   [`snapshot`]: the snapshot payload, each part with its log position;
 //! - [`notify`]: notifications — the outbox, deliveries to sinks, the dead letters;
 //! - [`alerts`]: rules over the server's figures; [`metrics`]: the ingest path's
-//!   counters, written out with the figures read at scrape time (`observe.rs`).
+//!   counters, written out with the figures read at scrape time (`observe.rs`);
+//! - [`history`]: the last 15 minutes of those figures, sampled for the dashboard,
+//!   whose pages and assets are `http/ui.rs` and `ui/`.
 
 pub mod alerts;
 pub mod auth;
 pub mod backlog;
 pub mod escrow;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod notify;

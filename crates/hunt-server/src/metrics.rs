@@ -48,6 +48,23 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The upper bounds of the buckets (the last bucket, `+Inf`, is not among them).
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// Observations per bucket (not cumulative), then how many in all (those over the
+    /// last bound included): read one by one, so a reading taken while observations
+    /// arrive may be off by those few.
+    pub fn counts(&self) -> (Vec<u64>, u64) {
+        let per = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        (per, self.count.load(Ordering::Relaxed))
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         self.render_series(out, name, "");

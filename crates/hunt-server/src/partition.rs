@@ -102,6 +102,11 @@ pub enum Msg {
         winners_of: Option<(Arc<str>, usize)>,
         reply: oneshot::Sender<PartitionStats>,
     },
+    /// The last completions' times of a hunt, in ms (`state/completion.rs`).
+    CompletionTimes {
+        hunt: Arc<str>,
+        reply: oneshot::Sender<Vec<i64>>,
+    },
     /// Count the customers each change of a new version touches, and hand over the
     /// grants its pools must hold (a dry run of a version switch).
     Plan {
@@ -282,6 +287,9 @@ impl Worker {
                         reply,
                     } => self.on_user(user, hunts_at, reply),
                     Msg::Stats { winners_of, reply } => self.on_stats(winners_of, reply),
+                    Msg::CompletionTimes { hunt, reply } => {
+                        let _ = reply.send(self.state.completion.of(&hunt));
+                    }
                     Msg::Plan { new, plan, reply } => self.on_plan(&new, plan, reply),
                     Msg::Pause { reply, resume } => self.on_pause(reply, resume).await,
                     Msg::Snapshot { reply } => self.on_snapshot(reply).await,

@@ -274,8 +274,11 @@ async fn run(
         crate::alerts::AlertsConfig::defaults(config.engine.backlog_events_max)
     }));
     let _ = app.alerts.set(alerts.clone());
+    let history = crate::history::History::new();
+    let _ = app.history.set(history.clone());
     let _ = app.service.set(service.clone());
     tasks.spawn(alerts.run(service.clone()));
+    tasks.spawn(history.run(service.clone()));
     tracing::info!(version = service.version().record.version, "ready");
     // Rate-limit state of idle keys and customers is let go once a minute.
     tasks.spawn({

@@ -288,7 +288,10 @@ async fn the_document_matches_the_router_and_the_answers() {
         }
         // The live router answers it: not as an unknown route or method. Without a
         // key, a secured operation is a documented 401.
-        let live = path.replace("{user}", "nobody").replace("{id}", "nothing");
+        let live = path
+            .replace("{user}", "nobody")
+            .replace("{id}", "nothing")
+            .replace("{version}", "1");
         let (st, body) = call(&s, method, &live, Some("{}"), false).await;
         assert_ne!(
             body["error"]["code"], "not_found",
@@ -414,5 +417,71 @@ async fn the_document_matches_the_router_and_the_answers() {
         assert_eq!(st, want, "PUT /v1/config{query}: {body}");
         conforms(&doc, "/v1/config", "put", st, &body);
     }
+
+    // The dashboard's reads. The history holds a point once two samples are taken.
+    let t = std::time::Instant::now();
+    loop {
+        let (st, body) = call(&s, "get", "/v1/overview", None, true).await;
+        assert_eq!(st, 200, "{body}");
+        conforms(&doc, "/v1/overview", "get", st, &body);
+        if body["history"].as_array().is_some_and(|h| !h.is_empty()) {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 60,
+            "no history after a minute: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for (path, live, want) in [
+        ("/v1/pools", "/v1/pools", 200),
+        ("/v1/cluster", "/v1/cluster", 200),
+        ("/v1/hunts/{id}/history", "/v1/hunts/eggs/history", 200),
+        ("/v1/hunts/{id}/history", "/v1/hunts/nope/history", 404),
+        ("/v1/config/versions", "/v1/config/versions", 200),
+        (
+            "/v1/config/versions/{version}",
+            "/v1/config/versions/1",
+            200,
+        ),
+        (
+            "/v1/config/versions/{version}",
+            "/v1/config/versions/99",
+            404,
+        ),
+        (
+            "/v1/config/versions/{version}",
+            "/v1/config/versions/one",
+            400,
+        ),
+        ("/v1/config/diff", "/v1/config/diff?from=1&to=2", 200),
+        ("/v1/config/diff", "/v1/config/diff?from=1&to=99", 404),
+        ("/v1/config/diff", "/v1/config/diff?from=1", 400),
+        ("/v1/config/diff", "/v1/config/diff?from=0&to=1", 400),
+    ] {
+        let (st, body) = call(&s, "get", live, None, true).await;
+        assert_eq!(st, want, "GET {live}: {body}");
+        conforms(&doc, path, "get", st, &body);
+    }
+    let (_, body) = call(&s, "get", "/v1/config/versions", None, true).await;
+    assert_eq!(body["in_force"], 2, "{body}");
+    let listed: Vec<&Value> = body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["version"])
+        .collect();
+    assert_eq!(listed, [&json!(2), &json!(1)], "{body}");
+    let (_, body) = call(&s, "get", "/v1/config/diff?from=1&to=2", None, true).await;
+    assert!(
+        body["summary"].as_array().is_some_and(|s| !s.is_empty()),
+        "the title changed: {body}"
+    );
+    let (_, body) = call(&s, "get", "/v1/config/versions/1", None, true).await;
+    assert!(
+        body["text"].as_str().unwrap().contains("Three eggs"),
+        "{body}"
+    );
+    assert!(!body["text"].as_str().unwrap().contains("again"), "{body}");
     s.stop().await.unwrap();
 }

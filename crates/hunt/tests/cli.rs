@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 mod cluster;
 #[path = "harness/crash.rs"]
 mod crash;
+mod dashboard;
 mod serve;
 
 fn root() -> PathBuf {

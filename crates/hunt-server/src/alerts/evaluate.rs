@@ -237,6 +237,18 @@ pub(super) fn forecast(
     window: Duration,
     left: u64,
 ) -> Option<Duration> {
+    let rate = grant_rate(samples, now, window, left)?;
+    Some(Duration::from_secs_f64(left as f64 / rate))
+}
+
+/// Codes granted per second over `window`, by the samples: `None` without a falling
+/// count over at least a tenth of the window.
+pub(super) fn grant_rate(
+    samples: &VecDeque<(Instant, u64)>,
+    now: Instant,
+    window: Duration,
+    left: u64,
+) -> Option<f64> {
     let (t0, first) = samples
         .iter()
         .find(|(t, _)| now.duration_since(*t) <= window)?;
@@ -245,8 +257,7 @@ pub(super) fn forecast(
         return None;
     }
     let used = first.checked_sub(left).filter(|u| *u > 0)?;
-    let rate = used as f64 / span.as_secs_f64();
-    Some(Duration::from_secs_f64(left as f64 / rate))
+    Some(used as f64 / span.as_secs_f64())
 }
 
 /// POSTs one alert change, three tries at most; alerts also stand in `/metrics`.

@@ -53,6 +53,18 @@ pub struct AlertState {
     holds_since: Option<Instant>,
 }
 
+/// A pool's forecast, as the `pool_runs_out_within` rule reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolForecast {
+    /// The history the rate is taken over.
+    pub window: Duration,
+    /// Codes granted per second over the window; `None` until the window holds a tenth
+    /// of its length of history with a falling count.
+    pub rate_per_s: Option<f64>,
+    /// When the pool runs out at that rate.
+    pub runs_out_in: Option<Duration>,
+}
+
 /// The alerts' state, shared with the API and `/metrics`.
 pub struct Alerts {
     pub config: AlertsConfig,
@@ -85,6 +97,27 @@ impl Alerts {
         let mut v: Vec<AlertState> = self.states.lock().values().cloned().collect();
         v.sort_by_key(|a| (a.state != Phase::Firing, a.alert.clone(), a.subject.clone()));
         v
+    }
+
+    /// A pool's forecast as the first `pool_runs_out_within` rule for it sees it: the
+    /// rule's window, the grant rate over it and when the pool runs out at that rate.
+    /// `None` when no such rule applies to the pool.
+    pub fn pool_forecast(&self, pool: &str, left: u64, now: Instant) -> Option<PoolForecast> {
+        let window = self.config.rules.iter().find_map(|r| match &r.condition {
+            Condition::PoolRunsOut {
+                window, pool: p, ..
+            } if p.as_deref().is_none_or(|p| p == pool) => Some(*window),
+            _ => None,
+        })?;
+        let samples = self.samples.lock();
+        let rate = samples
+            .get(pool)
+            .and_then(|s| evaluate::grant_rate(s, now, window, left));
+        Some(PoolForecast {
+            window,
+            rate_per_s: rate,
+            runs_out_in: rate.map(|r| Duration::from_secs_f64(left as f64 / r)),
+        })
     }
 
     /// Evaluates every rule every `every` until the task is dropped.
@@ -180,6 +213,35 @@ rules:
             let e = AlertsConfig::parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");
         }
+    }
+
+    /// The dashboard's forecast is the alert's: the same samples, window and rate.
+    #[test]
+    fn the_pool_forecast_is_the_alerts_own() {
+        let alerts = Alerts::new(AlertsConfig::defaults(1000));
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let samples: VecDeque<(Instant, u64)> =
+            (0..=60).map(|i| (s(i * 10), 1000 - i * 5)).collect();
+        alerts.samples.lock().insert("bf".into(), samples.clone());
+        let f = alerts.pool_forecast("bf", 700, s(600)).unwrap();
+        assert_eq!(f.window, Duration::from_secs(15 * 60));
+        assert_eq!(f.runs_out_in, forecast(&samples, s(600), f.window, 700));
+        assert_eq!(f.runs_out_in.map(|d| d.as_secs()), Some(1400));
+        assert_eq!(f.rate_per_s, Some(0.5));
+        // A pool with no samples yet: the rule applies, no rate yet.
+        let none = alerts.pool_forecast("other", 10, s(600)).unwrap();
+        assert_eq!((none.rate_per_s, none.runs_out_in), (None, None));
+        // No pool_runs_out_within rule: no forecast at all.
+        let mut config = AlertsConfig::defaults(1000);
+        config
+            .rules
+            .retain(|r| !matches!(r.condition, Condition::PoolRunsOut { .. }));
+        assert!(
+            Alerts::new(config)
+                .pool_forecast("bf", 700, s(600))
+                .is_none()
+        );
     }
 
     #[test]

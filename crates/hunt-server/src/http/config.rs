@@ -153,3 +153,141 @@ pub(super) async fn put_config(
         },
     ))
 }
+
+/// `GET /v1/config/versions`: every version of the hunts file in the log.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct VersionsAnswer {
+    /// The version in force.
+    in_force: u64,
+    /// Newest first.
+    versions: Vec<VersionSummary>,
+}
+
+/// One version, without its text.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct VersionSummary {
+    version: u64,
+    /// The file's name, as given when it was put in force.
+    name: String,
+    in_force_since: Timestamp,
+}
+
+pub(super) async fn get_versions(
+    _: Authorized<role::Admin>,
+    Ready(service): Ready,
+) -> Result<Json<VersionsAnswer>, ApiError> {
+    let mut versions: Vec<VersionSummary> = service
+        .versions()
+        .await
+        .map_err(ApiError::LogRead)?
+        .into_iter()
+        .map(|e| VersionSummary {
+            version: e.version,
+            name: e.name,
+            in_force_since: Timestamp(e.at),
+        })
+        .collect();
+    versions.reverse();
+    Ok(Json(VersionsAnswer {
+        in_force: service.version().record.version,
+        versions,
+    }))
+}
+
+/// The largest version number taken: far beyond any log, and exact in a JSON number
+/// whatever the reader (2^53 - 1).
+pub(super) const VERSION_MAX: u64 = (1 << 53) - 1;
+
+/// A version number as a path or query gives it.
+fn version_number(text: &str) -> Result<u64, ApiError> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|v| (1..=VERSION_MAX).contains(v))
+        .ok_or_else(|| ApiError::BadVersion(text.to_string()))
+}
+
+/// A version's record, or 404.
+async fn record(
+    service: &crate::service::Service,
+    version: u64,
+) -> Result<crate::records::ConfigRecord, ApiError> {
+    service
+        .version_record(version)
+        .await
+        .map_err(ApiError::LogRead)?
+        .ok_or(ApiError::UnknownVersion {
+            version,
+            in_force: service.version().record.version,
+        })
+}
+
+pub(super) async fn get_version(
+    _: Authorized<role::Admin>,
+    axum::extract::Path(version): axum::extract::Path<String>,
+    Ready(service): Ready,
+) -> Result<Json<ConfigView>, ApiError> {
+    let r = record(&service, version_number(&version)?).await?;
+    let (hunts, pools) = match hunt_core::catalog::Catalog::load(&r.name, &r.text) {
+        Ok((c, _)) => (c.hunts.len(), c.pools.len()),
+        Err(_) => (0, 0),
+    };
+    Ok(Json(ConfigView {
+        version: r.version,
+        name: r.name,
+        in_force_since: Timestamp(r.at),
+        hunts,
+        pools,
+        text: r.text,
+    }))
+}
+
+/// `GET /v1/config/diff`'s query.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DiffQuery {
+    /// The older version.
+    #[schemars(with = "u64", range(min = 1, max = 9007199254740991u64))]
+    from: String,
+    /// The newer version.
+    #[schemars(with = "u64", range(min = 1, max = 9007199254740991u64))]
+    to: String,
+}
+
+/// `GET /v1/config/diff`: what going from one version to another changes.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct DiffAnswer {
+    from: u64,
+    to: u64,
+    /// The changes between the two files (customers are not counted: a dry run of
+    /// an upload, `PUT /v1/config?dry_run=true`, counts them against the version in
+    /// force).
+    #[serde(flatten)]
+    plan: PlanView,
+}
+
+pub(super) async fn get_diff(
+    _: Authorized<role::Admin>,
+    Params(q): Params<DiffQuery>,
+    Ready(service): Ready,
+) -> Result<Json<DiffAnswer>, ApiError> {
+    let (from, to) = (version_number(&q.from)?, version_number(&q.to)?);
+    let (old, new) = (record(&service, from).await?, record(&service, to).await?);
+    let catalog = |r: &crate::records::ConfigRecord| {
+        hunt_core::catalog::Catalog::load(&r.name, &r.text)
+            .map(|(c, _)| c)
+            .map_err(|report| {
+                ApiError::LogRead(format!(
+                    "hunts file version {} no longer compiles: {} error(s)",
+                    r.version,
+                    report.errors()
+                ))
+            })
+    };
+    let plan = Plan::new(&catalog(&old)?, &catalog(&new)?);
+    Ok(Json(DiffAnswer {
+        from,
+        to,
+        plan: PlanView::of(&plan),
+    }))
+}

@@ -117,6 +117,12 @@ pub enum ApiError {
         "no pending delivery or dead letter has the id `{0}` (delivered, dropped, or never made)"
     )]
     UnknownDelivery(String),
+    #[error("`{0}` is not a version number (1, 2, … up to 2^53 - 1)")]
+    BadVersion(String),
+    #[error("no hunts file version {version} in the log; the version in force is {in_force}")]
+    UnknownVersion { version: u64, in_force: u64 },
+    #[error("the event log could not be read: {0}")]
+    LogRead(String),
     #[error("no dead letter has the id `{0}`")]
     UnknownDeadLetter(String),
     #[error("no route {method} {path}; see /openapi.json")]
@@ -182,6 +188,9 @@ impl ApiError {
             ApiError::UnknownUser(_) => (S::NOT_FOUND, "unknown_user", None),
             ApiError::UnknownHunt { .. } => (S::NOT_FOUND, "unknown_hunt", None),
             ApiError::UnknownDelivery(_) => (S::NOT_FOUND, "unknown_delivery", None),
+            ApiError::BadVersion(_) => (S::BAD_REQUEST, "bad_version", None),
+            ApiError::UnknownVersion { .. } => (S::NOT_FOUND, "unknown_version", None),
+            ApiError::LogRead(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
             ApiError::UnknownDeadLetter(_) => (S::NOT_FOUND, "unknown_dead_letter", None),
             ApiError::NoRoute { .. } => (S::NOT_FOUND, "not_found", None),
             ApiError::MethodNotAllowed { .. } => {

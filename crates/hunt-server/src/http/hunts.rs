@@ -259,3 +259,114 @@ pub(super) async fn get_hunt_winners(
         winners,
     }))
 }
+
+/// `GET /v1/hunts/{id}/history`: a hunt's window and its figures over the last 15
+/// minutes.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct HuntHistoryAnswer {
+    hunt: Arc<str>,
+    /// Whether the hunt is in the version in force (a removed one keeps its history
+    /// but has no window).
+    in_force: bool,
+    title: Option<String>,
+    /// Whether the hunt's window holds the present moment.
+    active_now: bool,
+    /// Inclusive start, if any.
+    from: Option<Timestamp>,
+    /// Exclusive end, if any.
+    until: Option<Timestamp>,
+    /// The server's clock when it answered, for a countdown to `from` or `until`.
+    server_time: Timestamp,
+    /// Seconds between two points.
+    sample_every_s: u64,
+    /// Totals at each sample, oldest first (completions over time are the
+    /// differences between points).
+    points: Vec<HuntPoint>,
+    /// From a customer's first step found to their completion (event time).
+    time_to_complete: TimeToComplete,
+}
+
+/// How long customers took to complete the hunt, over its last completions whose
+/// first find this server applied since it started (each partition keeps its last
+/// 512).
+#[derive(Serialize, JsonSchema)]
+pub(super) struct TimeToComplete {
+    /// Completions measured.
+    completions: u64,
+    median_s: Option<f64>,
+    p90_s: Option<f64>,
+}
+
+/// A hunt's totals at a moment.
+#[derive(Serialize, JsonSchema)]
+pub(super) struct HuntPoint {
+    at: Timestamp,
+    participants: u64,
+    completions: u64,
+    rewards_granted: u64,
+}
+
+pub(super) async fn get_hunt_history(
+    axum::extract::State(app): axum::extract::State<Arc<super::App>>,
+    _: Authorized<role::Read>,
+    Path(id): Path<String>,
+    Ready(service): Ready,
+) -> Result<Json<HuntHistoryAnswer>, ApiError> {
+    let v = service.version();
+    let samples = app.history.get().map(|h| h.samples()).unwrap_or_default();
+    let points: Vec<HuntPoint> = samples
+        .iter()
+        .map(|s| {
+            let t = s.hunts.iter().find(|h| *h.hunt == *id);
+            HuntPoint {
+                at: s.reading.at,
+                participants: t.map_or(0, |t| t.participants),
+                completions: t.map_or(0, |t| t.completions),
+                rewards_granted: t.map_or(0, |t| t.granted),
+            }
+        })
+        .collect();
+    let t = now();
+    let mut ms = service.completion_times(&id).await;
+    let q =
+        |ms: &mut Vec<i64>, q| crate::state::completion::quantile_ms(ms, q).map(|v| v as f64 / 1e3);
+    let time_to_complete = TimeToComplete {
+        completions: ms.len() as u64,
+        median_s: q(&mut ms, 0.5),
+        p90_s: q(&mut ms, 0.9),
+    };
+    let common = |hunt: Arc<str>, points| HuntHistoryAnswer {
+        hunt,
+        in_force: false,
+        title: None,
+        active_now: false,
+        from: None,
+        until: None,
+        server_time: t,
+        sample_every_s: crate::history::SAMPLE_EVERY.as_secs(),
+        points,
+        time_to_complete,
+    };
+    let Ok(h) = hunt_index(&v, &id) else {
+        // A hunt a later version removed answers once anyone took part in it.
+        let seen = samples
+            .iter()
+            .any(|s| s.hunts.iter().any(|h| *h.hunt == *id));
+        if !seen {
+            let (stats, _, _) = service.stats(None).await;
+            if !stats.contains_key(id.as_str()) {
+                hunt_index(&v, &id)?;
+            }
+        }
+        return Ok(Json(common(Arc::from(id.as_str()), points)));
+    };
+    let hunt = &v.catalog().hunts[h];
+    Ok(Json(HuntHistoryAnswer {
+        in_force: true,
+        title: hunt.title.clone(),
+        active_now: hunt.is_active(t),
+        from: hunt.from,
+        until: hunt.until,
+        ..common(hunt.id.clone(), points)
+    }))
+}

@@ -11,6 +11,9 @@ mod hunts;
 mod ingest;
 mod openapi;
 mod ops;
+mod overview;
+mod pools;
+mod ui;
 mod users;
 
 use std::num::NonZeroU32;
@@ -60,6 +63,8 @@ pub struct App {
     pub service: OnceLock<Arc<Service>>,
     /// Set with the service.
     pub alerts: OnceLock<Arc<crate::alerts::Alerts>>,
+    /// Set with the service: the dashboard's recent history.
+    pub history: OnceLock<Arc<crate::history::History>>,
     pub http: HttpConfig,
     key_limiter: Option<DefaultKeyedRateLimiter<String>>,
     user_limiter: Option<DefaultKeyedRateLimiter<String>>,
@@ -80,6 +85,7 @@ impl App {
             http,
             service: OnceLock::new(),
             alerts: OnceLock::new(),
+            history: OnceLock::new(),
             request_ids: AtomicU64::new(0),
             started: Instant::now(),
             conn_metrics: Arc::default(),
@@ -153,10 +159,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/hunts", get(hunts::get_hunts))
         .route("/v1/hunts/{id}/stats", get(hunts::get_hunt_stats))
         .route("/v1/hunts/{id}/winners", get(hunts::get_hunt_winners))
+        .route("/v1/hunts/{id}/history", get(hunts::get_hunt_history))
+        .route("/v1/pools", get(pools::pools))
+        .route("/v1/overview", get(overview::overview))
+        .route("/v1/cluster", get(overview::cluster))
         .route(
             "/v1/config",
             get(config::get_config).put(config::put_config),
         )
+        .route("/v1/config/versions", get(config::get_versions))
+        .route("/v1/config/versions/{version}", get(config::get_version))
+        .route("/v1/config/diff", get(config::get_diff))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/retry", post(dlq::retry))
         .route("/v1/dlq/drop", post(dlq::drop))
@@ -166,6 +179,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(ops::openapi))
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

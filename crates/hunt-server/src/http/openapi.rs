@@ -13,12 +13,16 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::HttpConfig;
-use super::config::{ConfigQuery, ConfigView, PutConfigAnswer};
+use super::config::{
+    ConfigQuery, ConfigView, DiffAnswer, DiffQuery, PutConfigAnswer, VersionsAnswer,
+};
 use super::dlq::{DeliveryView, DlqList, DlqQuery, Dropped, Retried, Selection};
 use super::error::ErrorBody;
-use super::hunts::{HuntsAnswer, StatsAnswer, WinnersAnswer, WinnersQuery};
+use super::hunts::{HuntHistoryAnswer, HuntsAnswer, StatsAnswer, WinnersAnswer, WinnersQuery};
 use super::ingest::{CloudEventIn, IngestAnswer};
 use super::ops::AlertsAnswer;
+use super::overview::{ClusterAnswer, OverviewAnswer};
+use super::pools::PoolsAnswer;
 use super::users::{UserAnswer, UserHuntsAnswer};
 use hunt_core::engine::Event;
 use hunt_core::spec::HuntsFile;
@@ -377,6 +381,106 @@ pub fn document(http: &HttpConfig) -> String {
     );
     winners["parameters"] = json!(s.query::<WinnersQuery>());
 
+    let hunt_history = secured_op(
+        "A hunt's window (for a countdown) and its participants, completions and grants every few seconds over the last 15 minutes.",
+        "read",
+        Answers::new(&mut s)
+            .ok("The history.", s.answer::<HuntHistoryAnswer>())
+            .err(400, &["bad_request"], "The path is not UTF-8")
+            .secured()
+            .err(
+                404,
+                &["unknown_hunt"],
+                "No hunt of that id in the version in force, nor one a later version removed after customers took part in it",
+            )
+            .head()
+            .unavailable(&[])
+            .done(),
+    );
+    let pools = secured_op(
+        "Each pool's codes left over the last 15 minutes, its grant rate and when it runs out (the `pool_runs_out_within` alert's forecast).",
+        "read",
+        Answers::new(&mut s)
+            .ok(
+                "The pools of the version in force.",
+                s.answer::<PoolsAnswer>(),
+            )
+            .secured()
+            .head()
+            .unavailable(&[])
+            .done(),
+    );
+    let overview = secured_op(
+        "Throughput, acknowledgement latency (p50, p99), the backlog per partition and its time to drain, now and over the last 15 minutes; each sink's breaker and queue; the alerts firing.",
+        "read",
+        Answers::new(&mut s)
+            .ok("The overview.", s.answer::<OverviewAnswer>())
+            .secured()
+            .head()
+            .unavailable(&[])
+            .done(),
+    );
+    let cluster = secured_op(
+        "Whether the server runs on a cluster; if so its log, this node's lease and its partitions' queues.",
+        "read",
+        Answers::new(&mut s)
+            .ok("This node.", s.answer::<ClusterAnswer>())
+            .secured()
+            .head()
+            .unavailable(&[])
+            .done(),
+    );
+    let versions = secured_op(
+        "Every hunts-file version in the log, newest first (the first listing reads the whole log once).",
+        "admin",
+        Answers::new(&mut s)
+            .ok("The versions.", s.answer::<VersionsAnswer>())
+            .secured()
+            .err(500, &["internal"], "The log could not be read")
+            .head()
+            .unavailable(&[])
+            .done(),
+    );
+    let version = secured_op(
+        "One hunts-file version with its text.",
+        "admin",
+        Answers::new(&mut s)
+            .ok("The version.", s.answer::<ConfigView>())
+            .err(
+                400,
+                &["bad_version", "bad_request"],
+                "Not a version number, or a path that is not UTF-8",
+            )
+            .secured()
+            .err(404, &["unknown_version"], "No such version in the log")
+            .err(500, &["internal"], "The log could not be read")
+            .head()
+            .unavailable(&[])
+            .done(),
+    );
+    let mut diff = secured_op(
+        "What going from one hunts-file version to another changes, hunt by hunt and step by step (customers not counted).",
+        "admin",
+        Answers::new(&mut s)
+            .ok("The plan between the two.", s.answer::<DiffAnswer>())
+            .err(
+                400,
+                &["bad_version", "bad_query"],
+                "A missing or bad `from` or `to`",
+            )
+            .secured()
+            .err(404, &["unknown_version"], "No such version in the log")
+            .err(
+                500,
+                &["internal"],
+                "The log could not be read, or an old version no longer compiles",
+            )
+            .head()
+            .unavailable(&[])
+            .done(),
+    );
+    diff["parameters"] = json!(s.query::<DiffQuery>());
+
     let get_config = secured_op(
         "The hunts file version in force, with its text.",
         "admin",
@@ -504,8 +608,15 @@ pub fn document(http: &HttpConfig) -> String {
             "/v1/users/{user}/hunts": { "get": user_hunts, "parameters": [user_param()] },
             "/v1/hunts": { "get": hunts },
             "/v1/hunts/{id}/stats": { "get": stats, "parameters": [hunt_id.clone()] },
-            "/v1/hunts/{id}/winners": { "get": winners, "parameters": [hunt_id] },
+            "/v1/hunts/{id}/winners": { "get": winners, "parameters": [hunt_id.clone()] },
+            "/v1/hunts/{id}/history": { "get": hunt_history, "parameters": [hunt_id.clone()] },
+            "/v1/pools": { "get": pools },
+            "/v1/overview": { "get": overview },
+            "/v1/cluster": { "get": cluster },
             "/v1/config": { "get": get_config, "put": put_config },
+            "/v1/config/versions": { "get": versions },
+            "/v1/config/versions/{version}": { "get": version, "parameters": [path_param("version", "A version number.", json!({ "type": "integer", "minimum": 1, "maximum": super::config::VERSION_MAX }))] },
+            "/v1/config/diff": { "get": diff },
             "/v1/dlq": { "get": dlq },
             "/v1/dlq/{id}": { "get": delivery, "parameters": [path_param("id", "A delivery's id.", json!({ "type": "string", "minLength": 1 }))] },
             "/v1/dlq/retry": { "post": retry },

@@ -31,9 +31,11 @@ use crate::state::{DedupeConfig, HuntCounters, Version, Winner, partition_of};
 mod config;
 mod open;
 mod snapshot;
+mod versions;
 
 pub use config::{ConfigAnswer, ConfigError, ConfigOptions};
 pub use open::{LocalLog, Started, lock_data_dir, open, render_report};
+pub use versions::VersionEntry;
 
 /// Where the engine keeps its data and how it runs (not the HTTP side).
 #[derive(Debug, Clone)]
@@ -186,6 +188,8 @@ pub struct Service {
     me: std::sync::Weak<Service>,
     /// Every partition's queue, for give-backs asked by other nodes.
     peers: Arc<crate::partition::Peers>,
+    /// The hunts file's versions read from the log so far (`versions.rs`).
+    versions: tokio::sync::Mutex<versions::VersionIndex>,
 }
 
 /// The service's tasks go with it: dropped without a graceful shutdown (a killed
@@ -300,6 +304,7 @@ impl Service {
             workers: parking_lot::Mutex::new(workers),
             notifier,
             peers: peers_kept,
+            versions: tokio::sync::Mutex::default(),
         });
         if tail >= service.config.snapshot_every_events {
             service.snapshot_in_background();
@@ -346,6 +351,11 @@ impl Service {
             .spread
             .as_ref()
             .is_none_or(|s| s.owned.contains(&(p as u32)))
+    }
+
+    /// Events each partition has taken from its queue since the start.
+    pub fn applied_per_partition(&self) -> Vec<u64> {
+        self.backlog.applied_per_partition()
     }
 
     /// Applies `events` (each with its index in the request) and waits until every
@@ -524,6 +534,30 @@ impl Service {
         winners.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.user.cmp(&b.user)));
         winners.truncate(winners_of.map_or(0, |(_, l)| l));
         (total, winners, count)
+    }
+
+    /// The last completions' times of `hunt` in ms, over every partition (each keeps
+    /// its last few hundred; see `state/completion.rs`).
+    pub async fn completion_times(&self, hunt: &str) -> Vec<i64> {
+        let hunt: Arc<str> = Arc::from(hunt);
+        let mut waits = Vec::new();
+        for h in &self.partitions {
+            let (reply, rx) = oneshot::channel();
+            let msg = Msg::CompletionTimes {
+                hunt: hunt.clone(),
+                reply,
+            };
+            if h.tx.send(msg).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        let mut all = Vec::new();
+        for rx in waits {
+            if let Ok(ms) = rx.await {
+                all.extend(ms);
+            }
+        }
+        all
     }
 
     /// Pauses every partition between rounds; each hands over its grants. Send the

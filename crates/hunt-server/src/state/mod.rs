@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+pub mod completion;
 mod users;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -167,6 +168,8 @@ pub struct PartitionState {
     /// In grant order.
     pub winners: Chunked<Winner>,
     scratch: Vec<Outcome>,
+    /// Time to complete each hunt, for the dashboard (memory only, bounded).
+    pub completion: completion::CompletionTimes,
     /// What the event being applied changed first, to put back if it panics.
     undo: Undo,
 }
@@ -239,6 +242,7 @@ impl PartitionState {
             stats: HashMap::new(),
             winners: Chunked::default(),
             scratch: Vec::new(),
+            completion: completion::CompletionTimes::default(),
             undo: Undo::default(),
         }
     }
@@ -377,6 +381,9 @@ impl PartitionState {
                 Outcome::TrailCold { .. } => c.trails_gone_cold += 1,
             }
         }
+        // The time the engine counted the event at (its own, never past its receipt).
+        let at = event.time.map_or(received, |t| t.min(received));
+        self.completion.observe(&event.user, at, &self.scratch);
         let answer = answer_of(&self.scratch);
         // Room was checked by the caller; a refusal here would only mean a duplicate
         // could be applied again later, so it is not ignored silently.
