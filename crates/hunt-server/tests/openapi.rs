@@ -2,6 +2,8 @@
 //! and nothing else, every secured operation with its 401 and 403, every JSON answer
 //! with a schema, and live answers valid by their documented schema (with a small
 //! validator here: types, required and documented properties, items, enums, anyOf).
+//! The dashboard's files under `/ui/` (merged into the router from `http/ui.rs`) are
+//! not the API, and not in the document.
 
 use std::collections::BTreeSet;
 

@@ -72,6 +72,7 @@ function ms(v) {
 
 function dur(s) {
   if (s === null || s === undefined) return "—";
+  if (s > 0 && s < 1) return "under 1 s";
   s = Math.max(0, Math.round(s));
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);

@@ -1013,3 +1013,26 @@ fn on_a_cluster_the_cluster_page_shows_the_log_the_lease_and_the_partitions() {
     assert_eq!(b.all("main tbody tr").len(), 4);
     b.screenshot(1280, "cluster-clustered");
 }
+
+#[test]
+fn empty_pages_say_what_to_do() {
+    let s = serve("version: 1\n", None);
+    let b = Browser::start();
+    let ui = format!("http://{}/ui/", s.addr);
+    b.goto(&format!("{ui}#/hunts"));
+    b.wait_text("main .empty", |t| {
+        t.contains("No hunts yet — PUT a hunts file") && t.contains("--config")
+    });
+    b.goto(&format!("{ui}#/pools"));
+    b.wait_text("main .empty", |t| t.contains("No reward pools"));
+    b.goto(&format!("{ui}#/overview"));
+    b.wait_text("main .empty", |t| t.contains("No sinks"));
+    b.goto(&format!("{ui}#/dlq"));
+    b.wait_text("main .empty", |t| t.contains("No dead letters"));
+    b.goto(&format!("{ui}#/customer"));
+    b.type_into("#customer-id", "nobody");
+    b.press(ENTER);
+    b.wait_text("main .empty", |t| {
+        t.contains("No events were ever accepted for customer nobody")
+    });
+}
