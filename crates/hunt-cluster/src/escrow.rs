@@ -554,6 +554,16 @@ impl Escrow {
         size: u64,
         mut f: impl FnMut(&mut Account) -> Result<T, EscrowError>,
     ) -> Result<T, EscrowError> {
+        // A write that reached no stream stored nothing: asked again, from the read,
+        // for a few seconds (a bucket just created, a leader being elected).
+        let until = std::time::Instant::now() + READ_RETRY_FOR;
+        let mut pause = Duration::from_millis(50);
+        let mut unstored = |e: &(dyn std::error::Error + 'static)| {
+            let retry = crate::lease::not_stored(e) && std::time::Instant::now() + pause < until;
+            let wait = pause;
+            pause = (pause * 2).min(Duration::from_millis(800));
+            retry.then_some(wait)
+        };
         loop {
             let (mut account, revision) = match self.read(key).await? {
                 Some((a, r)) => (a, r),
@@ -574,14 +584,26 @@ impl Escrow {
                     Ok(_) => true,
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
                     Err(e) if crate::lease::another_write_in_flight(&e) => false,
-                    Err(e) => return Err(nats(e)),
+                    Err(e) => match unstored(&e) {
+                        Some(wait) => {
+                            tokio::time::sleep(wait).await;
+                            false
+                        }
+                        None => return Err(nats(e)),
+                    },
                 }
             } else {
                 match self.kv.update(key, value, revision).await {
                     Ok(_) => true,
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
                     Err(e) if crate::lease::another_write_in_flight(&e) => false,
-                    Err(e) => return Err(nats(e)),
+                    Err(e) => match unstored(&e) {
+                        Some(wait) => {
+                            tokio::time::sleep(wait).await;
+                            false
+                        }
+                        None => return Err(nats(e)),
+                    },
                 }
             };
             if written {

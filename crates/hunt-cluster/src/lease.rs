@@ -69,6 +69,21 @@ fn nats(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Nats(e.to_string())
 }
 
+/// Whether a write reached no stream, so nothing of it was stored: the bucket was just
+/// created and this server does not route its subject yet, or no server answered
+/// ("no stream found for given subject", "no responders"). Asking again is safe.
+pub(crate) fn not_stored(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.contains("no stream found for given subject") || text.contains("no responders") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// Whether JetStream refused a write because another write to the same key was being
 /// proposed (code 10164): the other write goes first, this one is not stored.
 pub(crate) fn another_write_in_flight(e: &(dyn std::error::Error + 'static)) -> bool {

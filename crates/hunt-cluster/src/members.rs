@@ -102,8 +102,20 @@ impl Members {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let value = Bytes::from(serde_json::to_vec(&m).expect("a member encodes"));
-        self.kv.put(key(&m.node), value).await.map_err(nats)?;
-        Ok(())
+        // A bucket just created may not be routed by every server yet: a write that
+        // reached no stream stored nothing, and is sent again for a few seconds.
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.kv.put(key(&m.node), value.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if crate::lease::not_stored(&e) && Instant::now() + pause < until => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(800));
+                }
+                Err(e) => return Err(nats(e)),
+            }
+        }
     }
 
     /// Leaves: deletes `node`'s key, so that the others count it gone at once.

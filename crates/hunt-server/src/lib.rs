@@ -18,6 +18,7 @@
 //! - [`tenure`]: how long a node on a cluster may answer for its leased partitions;
 //! - [`escrow`]: on a cluster, each partition's blocks of the pools' codes and the
 //!   hunts' winner slots, from the escrow every node shares (ADR 0012);
+//! - [`cluster_status`]: a cluster's nodes and partitions, for the dashboard;
 //! - [`backlog`]: what is admitted and not yet answered, the one count that bounds it;
 //! - [`partition`]: a partition's worker, one method per message;
 //! - [`state`]: one partition's projections and the admission of one event; its
@@ -35,6 +36,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod backlog;
+pub mod cluster_status;
 pub mod escrow;
 pub mod history;
 pub mod http;

@@ -123,6 +123,7 @@ impl Server {
                 metrics: None,
                 escrow: Some(escrow),
                 escrow_grants: Default::default(),
+                cluster_view: None,
             });
         }
         let config = ServeConfig {

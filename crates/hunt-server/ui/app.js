@@ -809,13 +809,46 @@ function clusterPage(root) {
           " runs it on NATS JetStream, with standby nodes that take over a lost node's partitions.",
         );
       }
+      const ago = (v) => (v === null || v === undefined ? "—" : v < 0 ? "just now" : `${(v / 1000).toFixed(1)} s ago`);
+      const whole = c.status
+        ? [
+            h("h2", {}, "Nodes"),
+            table(
+              ["Node", "HTTP", "Owns", "Draining", "Last heartbeat"],
+              c.status.nodes.map((n) =>
+                h("tr", { "data-node": n.node }, h("th", { scope: "row" }, n.node), h("td", {}, n.http), h("td", { class: "num" }, fmt(n.owned)), h("td", {}, n.draining ? "yes" : "no"), h("td", {}, ago(n.beat_age_ms))),
+              ),
+              { id: "cluster-nodes" },
+            ),
+            h("h2", {}, "Partitions"),
+            table(
+              ["Partition", "Owner", "Lease epoch", "Lease renewed", "End of its subject", "Lag"],
+              c.status.partitions.map((p) =>
+                h(
+                  "tr",
+                  { "data-partition": p.partition, "data-owner": p.owner ?? "" },
+                  h("th", { scope: "row" }, String(p.partition)),
+                  h("td", {}, p.owner ?? h("span", { class: "state-bad" }, "none")),
+                  h("td", { class: "num" }, fmt(p.epoch)),
+                  h("td", {}, ago(p.renewed_age_ms)),
+                  h("td", { class: "num" }, fmt(p.end)),
+                  h("td", { class: "num" }, p.lag === null || p.lag === undefined ? "unknown" : fmt(p.lag)),
+                ),
+              ),
+              { id: "cluster-partitions" },
+            ),
+            h("p", { class: "muted" }, "Lag is how far the owner's position, at its last heartbeat, is behind the end of the partition's subject, in stream sequence numbers. Ages compare this node's clock with the other's. The same as ", code("hunt cluster status"), "."),
+          ]
+        : [h("p", { class: "state-bad" }, "The cluster's nodes and partitions could not be read: ", c.status_error ?? "no answer", ". ", code("hunt cluster status"), " reads them too.")];
       return [
         h("p", {}, "Log: ", code(c.log), ". Lease left on this node's partitions: ", figure("lease_left_s", c.lease_left_s, dur(c.lease_left_s)), "."),
+        ...whole,
+        h("h2", {}, "This node's queues"),
         table(
           ["Partition", "Backlog (events)", "Applied per second", "Time to drain"],
           c.partitions.map((p) => h("tr", {}, h("th", { scope: "row" }, String(p.partition)), h("td", { class: "num" }, fmt(p.backlog)), h("td", { class: "num" }, fmt(p.applied_per_s)), h("td", { class: "num" }, p.backlog === 0 ? "—" : dur(p.time_to_drain_s)))),
+          { id: "cluster-queues" },
         ),
-        h("p", { class: "muted" }, "Every node, each partition's owner, lease epoch and lag: ", code("hunt cluster status --cluster URL,… --cluster-name NAME"), "."),
       ];
     }),
   );

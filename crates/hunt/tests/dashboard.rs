@@ -1004,13 +1004,35 @@ fn on_a_cluster_the_cluster_page_shows_the_log_the_lease_and_the_partitions() {
     assert_eq!(c["clustered"], true, "{c}");
     assert_eq!(c["partitions"].as_array().map(Vec::len), Some(4), "{c}");
     let log = c["log"].as_str().unwrap().to_string();
+    // The whole cluster, as `hunt cluster status` reads it: node a, owning all four.
+    let mut c = c;
+    wait_until("node a's heartbeat with its partitions", || {
+        c = get(s.addr, "/v1/cluster", None);
+        c["status"]["nodes"][0]["owned"] == 4
+    });
+    assert_eq!(c["status"]["nodes"][0]["node"], "a", "{c}");
+    let owners: Vec<&Value> = c["status"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["owner"])
+        .collect();
+    assert_eq!(owners, vec!["a"; 4], "{c}");
 
     let b = Browser::start();
     b.goto(&format!("http://{}/ui/#/cluster", s.addr));
     b.wait_text("main", |t| {
         t.contains(&log) && t.contains("hunt cluster status")
     });
-    assert_eq!(b.all("main tbody tr").len(), 4);
+    b.wait_text("#cluster-nodes", |t| {
+        t.contains("a") && t.contains(&s.addr.to_string())
+    });
+    assert_eq!(b.all("#cluster-partitions tbody tr").len(), 4);
+    assert_eq!(
+        b.all("#cluster-partitions tbody tr[data-owner='a']").len(),
+        4
+    );
+    assert_eq!(b.all("#cluster-queues tbody tr").len(), 4);
     b.screenshot(1280, "cluster-clustered");
 }
 

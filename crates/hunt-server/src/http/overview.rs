@@ -194,7 +194,8 @@ pub(super) async fn overview(
     }))
 }
 
-/// `GET /v1/cluster`: what this node serves.
+/// `GET /v1/cluster`: what this node serves, and the whole cluster's nodes and
+/// partitions.
 #[derive(Serialize, JsonSchema)]
 pub(super) struct ClusterAnswer {
     /// Whether the log is a cluster's (`hunt serve --cluster`); the other fields are
@@ -206,7 +207,15 @@ pub(super) struct ClusterAnswer {
     lease_left_s: Option<f64>,
     /// This node's partitions and their queues.
     partitions: Vec<PartitionFigures>,
+    /// Every node with a heartbeat and each partition's owner and lag, as `hunt
+    /// cluster status` reads them (`None` when not clustered or not read).
+    status: Option<crate::cluster_status::ClusterStatus>,
+    /// Why `status` could not be read, if it could not.
+    status_error: Option<String>,
 }
+
+/// How long reading the cluster's status may take before the answer goes without it.
+const CLUSTER_STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub(super) async fn cluster(
     State(app): State<Arc<App>>,
@@ -219,9 +228,25 @@ pub(super) async fn cluster(
             log: None,
             lease_left_s: None,
             partitions: Vec::new(),
+            status: None,
+            status_error: None,
         }));
     };
     let (now, _) = latest(&app, &service);
+    let (status, status_error) = match &provided.cluster_view {
+        Some(view) => match tokio::time::timeout(CLUSTER_STATUS_WAIT, view.status()).await {
+            Ok(Ok(s)) => (Some(s), None),
+            Ok(Err(e)) => (None, Some(e)),
+            Err(_) => (
+                None,
+                Some(format!(
+                    "the cluster's status was not read within {} s",
+                    CLUSTER_STATUS_WAIT.as_secs()
+                )),
+            ),
+        },
+        None => (None, None),
+    };
     Ok(Json(ClusterAnswer {
         clustered: true,
         log: Some(provided.name.clone()),
@@ -229,5 +254,7 @@ pub(super) async fn cluster(
             .tenure()
             .map(|t| t.left_at(crate::tenure::Stamp::now()).as_secs_f64()),
         partitions: partitions(&now),
+        status,
+        status_error,
     }))
 }

@@ -89,6 +89,8 @@ pub struct ProvidedLog {
     pub escrow: Option<Arc<dyn crate::escrow::EscrowBackend>>,
     /// Grants made through the escrow (counted here, written by `metrics`).
     pub escrow_grants: Arc<AtomicU64>,
+    /// The cluster's nodes and partitions, for `GET /v1/cluster`.
+    pub cluster_view: Option<crate::cluster_status::SharedClusterView>,
 }
 
 impl std::fmt::Debug for ProvidedLog {

@@ -75,7 +75,7 @@ struct StatusArgs {
 }
 
 #[derive(Debug, Serialize)]
-struct Status {
+pub struct Status {
     cluster: String,
     stream: String,
     partitions: u32,
@@ -243,6 +243,12 @@ async fn drain(args: &DrainArgs) -> anyhow::Result<ExitCode> {
 
 async fn status(args: &StatusArgs) -> anyhow::Result<Status> {
     let cluster = connect(&args.cluster, &args.cluster_name).await?;
+    read_status(&cluster).await
+}
+
+/// What a cluster's buckets and stream say now (it only reads).
+pub async fn read_status(cluster: &Cluster) -> anyhow::Result<Status> {
+    let cluster = cluster.clone();
     let partitions = cluster.partitions();
     let now = now_ms();
     let members = match Members::existing(&cluster).await? {
@@ -270,6 +276,7 @@ async fn status(args: &StatusArgs) -> anyhow::Result<Status> {
         .collect();
     let leases = Leases::existing(&cluster, "status").await?;
     let stream = cluster.stream().to_string();
+    let name = cluster.name().to_string();
     let log = JetStreamLog::new(cluster, tokio::runtime::Handle::current());
     let mut owners = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
@@ -298,12 +305,55 @@ async fn status(args: &StatusArgs) -> anyhow::Result<Status> {
         });
     }
     Ok(Status {
-        cluster: args.cluster_name.clone(),
+        cluster: name,
         stream,
         partitions,
         nodes,
         owners,
     })
+}
+
+/// The cluster's status for the dashboard (`GET /v1/cluster`), read by the node over
+/// its own connection.
+pub struct NodeView(pub Cluster);
+
+impl hunt_server::cluster_status::ClusterView for NodeView {
+    fn status(
+        &self,
+    ) -> hunt_server::escrow::BoxFuture<
+        '_,
+        Result<hunt_server::cluster_status::ClusterStatus, String>,
+    > {
+        use hunt_server::cluster_status::{ClusterNode, ClusterPartition, ClusterStatus};
+        Box::pin(async move {
+            let s = read_status(&self.0).await.map_err(|e| e.to_string())?;
+            Ok(ClusterStatus {
+                nodes: s
+                    .nodes
+                    .into_iter()
+                    .map(|n| ClusterNode {
+                        node: n.node,
+                        http: n.http,
+                        owned: n.owned,
+                        draining: n.draining,
+                        beat_age_ms: n.beat_age_ms,
+                    })
+                    .collect(),
+                partitions: s
+                    .owners
+                    .into_iter()
+                    .map(|p| ClusterPartition {
+                        partition: p.partition,
+                        owner: p.owner,
+                        epoch: p.epoch,
+                        renewed_age_ms: p.renewed_age_ms,
+                        end: p.end,
+                        lag: p.lag,
+                    })
+                    .collect(),
+            })
+        })
+    }
 }
 
 fn age(ms: i64) -> String {

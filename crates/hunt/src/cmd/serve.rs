@@ -255,6 +255,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })),
                 escrow: Some(o.escrow.clone()),
                 escrow_grants: o.log.cluster().metrics().escrow_grants.clone(),
+                cluster_view: Some(std::sync::Arc::new(super::cluster::NodeView(
+                    o.log.cluster().clone(),
+                ))),
             });
             config.validate().map_err(anyhow::Error::msg)?;
             let counted = o.log.cluster().metrics().clone();
