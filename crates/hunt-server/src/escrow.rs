@@ -364,6 +364,14 @@ struct Local {
     spent: bool,
 }
 
+impl Local {
+    /// Holds `index` unused again, the list kept highest first.
+    fn give(&mut self, index: u64) {
+        let at = self.free.partition_point(|x| *x > index);
+        self.free.insert(at, index);
+    }
+}
+
 enum Take {
     Got(u64),
     Dry,
@@ -384,7 +392,7 @@ pub struct Holdings {
 }
 
 impl Holdings {
-    fn take(&mut self, key: &str, now: Instant) -> Take {
+    fn take(&mut self, key: &str) -> Take {
         let Some(l) = self.local.get_mut(key) else {
             return Take::Fetch;
         };
@@ -397,15 +405,14 @@ impl Holdings {
             return Take::Dry;
         }
         match l.dry_until {
-            Some(t) if t > now => Take::Dry,
+            Some(t) if t > Instant::now() => Take::Dry,
             _ => Take::Fetch,
         }
     }
 
     fn put_back(&mut self, key: &str, index: u64) {
         if let Some(l) = self.local.get_mut(key) {
-            let at = l.free.partition_point(|x| *x > index);
-            l.free.insert(at, index);
+            l.give(index);
         }
     }
 
@@ -484,8 +491,7 @@ impl Holdings {
         }
         for (s, e) in r.got {
             for i in s..e {
-                let at = l.free.partition_point(|x| *x > i);
-                l.free.insert(at, i);
+                l.give(i);
             }
         }
         Ok(Fetched::Some)
@@ -552,7 +558,6 @@ pub struct EscrowAllocation<'a> {
     /// (slot's account and index, pool, code index).
     taken: Vec<Taken<'a>>,
     need: Option<Need>,
-    now: Instant,
 }
 
 impl<'a> EscrowAllocation<'a> {
@@ -562,7 +567,6 @@ impl<'a> EscrowAllocation<'a> {
             holdings,
             taken: Vec::new(),
             need: None,
-            now: Instant::now(),
         }
     }
 
@@ -611,7 +615,7 @@ impl Allocator for EscrowAllocation<'_> {
         }
         let pools = self.pools;
         let slot = match &pools.caps[hunt] {
-            Some(a) => match self.holdings.take(&a.key, self.now) {
+            Some(a) => match self.holdings.take(&a.key) {
                 Take::Got(i) => Some((a.key.as_str(), i)),
                 Take::Dry => return Err(DenyReason::WinnersCap),
                 Take::Fetch => {
@@ -630,7 +634,7 @@ impl Allocator for EscrowAllocation<'_> {
                 h.put_back(key, s);
             }
         };
-        match self.holdings.take(&account.key, self.now) {
+        match self.holdings.take(&account.key) {
             Take::Got(i) => match catalog.pools[pool].code(i) {
                 Some(code) => {
                     self.taken.push((slot, pool, i));

@@ -30,10 +30,9 @@ enum Sub {
     Drain(DrainArgs),
 }
 
+/// Which cluster a tool reads.
 #[derive(clap::Args)]
-struct DrainArgs {
-    /// The node's id (as `hunt cluster status` lists it).
-    node: String,
+struct ClusterFlags {
     /// The cluster's NATS servers: their client URLs (nats://host:port).
     #[arg(
         long,
@@ -45,6 +44,14 @@ struct DrainArgs {
     /// The cluster's name (its stream is HUNT_<name>).
     #[arg(long, default_value = "hunt")]
     cluster_name: String,
+}
+
+#[derive(clap::Args)]
+struct DrainArgs {
+    /// The node's id (as `hunt cluster status` lists it).
+    node: String,
+    #[command(flatten)]
+    at: ClusterFlags,
     /// Withdraw the request instead (a node that starts again withdraws it too).
     #[arg(long)]
     undo: bool,
@@ -58,17 +65,8 @@ struct DrainArgs {
 
 #[derive(clap::Args)]
 struct StatusArgs {
-    /// The cluster's NATS servers: their client URLs (nats://host:port).
-    #[arg(
-        long,
-        value_name = "URL[,URL…]",
-        value_delimiter = ',',
-        required = true
-    )]
-    cluster: Vec<String>,
-    /// The cluster's name (its stream is HUNT_<name>).
-    #[arg(long, default_value = "hunt")]
-    cluster_name: String,
+    #[command(flatten)]
+    at: ClusterFlags,
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
@@ -145,9 +143,9 @@ async fn connect(urls: &[String], name: &str) -> anyhow::Result<Cluster> {
 }
 
 async fn drain(args: &DrainArgs) -> anyhow::Result<ExitCode> {
-    let cluster = connect(&args.cluster, &args.cluster_name).await?;
+    let cluster = connect(&args.at.cluster, &args.at.cluster_name).await?;
     let Some(members) = Members::existing(&cluster).await? else {
-        anyhow::bail!("no node has joined cluster {}", args.cluster_name);
+        anyhow::bail!("no node has joined cluster {}", args.at.cluster_name);
     };
     if args.undo {
         members.clear_drain(&args.node).await?;
@@ -160,7 +158,7 @@ async fn drain(args: &DrainArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "error: no node {} has a heartbeat in cluster {} (nodes: {})",
             args.node,
-            args.cluster_name,
+            args.at.cluster_name,
             if known.is_empty() {
                 "none".into()
             } else {
@@ -242,7 +240,7 @@ async fn drain(args: &DrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn status(args: &StatusArgs) -> anyhow::Result<Status> {
-    let cluster = connect(&args.cluster, &args.cluster_name).await?;
+    let cluster = connect(&args.at.cluster, &args.at.cluster_name).await?;
     read_status(&cluster).await
 }
 
