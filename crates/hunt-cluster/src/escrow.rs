@@ -178,6 +178,27 @@ pub struct Account {
     /// Partitions that asked and found nothing: owners seeing them give back.
     #[serde(default)]
     pub wanted: BTreeSet<u32>,
+    /// A version put in force partition by partition waits for every partition's
+    /// seed (ADR 0015): meanwhile only indexes below `below` are handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeding: Option<Seeding>,
+}
+
+/// What an account waits for before it hands out more than it did: each partition
+/// seeds at its marker what its customers hold (ADR 0012's addendum, ADR 0015).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seeding {
+    /// The version that asked (its tag, as in the accounts' keys): asking again
+    /// for it changes nothing.
+    pub tag: String,
+    /// Its number: a partition's seed at its marker of this version or a later one
+    /// counts (a partition seeds what its customers hold against the version it
+    /// leaves, whatever versions came between).
+    pub version: u64,
+    /// Partitions that have not seeded yet.
+    pub awaiting: BTreeSet<u32>,
+    /// Until every one has, no index at or past this is handed out.
+    pub below: u64,
 }
 
 /// How big a block is.
@@ -236,6 +257,9 @@ pub struct Refill {
     pub left: u64,
     /// Partitions waiting for indexes (this one included when it got none).
     pub wanted: BTreeSet<u32>,
+    /// The account waits for partitions' seeds: indexes it holds back may come once
+    /// they are in (ask again soon; it is not spent).
+    pub seeding: bool,
     /// Unused indexes other partitions hold: what could still come back. With none
     /// left and none held elsewhere, the account is spent for good (until it grows).
     pub held_elsewhere: u64,
@@ -312,6 +336,10 @@ impl Account {
     ) -> Result<Refill, EscrowError> {
         self.holding(key, partition, epoch)?;
         self.drop_used(partition, used);
+        let limit = match &self.seeding {
+            Some(s) => limit.min(s.below),
+            None => limit,
+        };
         let n = want.min(policy.block(self.left()));
         // Given-back indexes at or past the limit stay for others.
         let keep = self.returned.partition_point(|s| s.1 <= limit);
@@ -352,6 +380,7 @@ impl Account {
             left: self.left(),
             wanted: self.wanted.clone(),
             held_elsewhere,
+            seeding: self.seeding.is_some(),
         })
     }
 
@@ -419,6 +448,41 @@ impl Account {
             }
         };
         self.held.entry(partition).or_default().used += newly;
+    }
+
+    /// A version `tag` put in force by markers needs this account seeded by each of
+    /// `partitions` partitions; until then only indexes below `below` (what the
+    /// versions before could hand out) go out. Asking again for the same version
+    /// changes nothing; a later version waits for its own seeds, below the least.
+    pub fn await_seeds(&mut self, tag: &str, version: u64, partitions: u32, below: u64) {
+        if self.seeding.as_ref().is_some_and(|s| s.tag == tag) {
+            return;
+        }
+        let below = self
+            .seeding
+            .as_ref()
+            .map_or(below, |s| s.below.min(below))
+            .min(self.size);
+        self.seeding = Some(Seeding {
+            tag: tag.to_string(),
+            version,
+            awaiting: (0..partitions).collect(),
+            below,
+        });
+    }
+
+    /// `partition` seeds at its marker of `version` ([`seed`](Self::seed)); once
+    /// every partition has, the account hands out all it has.
+    pub fn seed_at_marker(&mut self, version: u64, partition: u32, used: Used<'_>) {
+        self.seed(partition, used);
+        if let Some(s) = &mut self.seeding
+            && s.version <= version
+        {
+            s.awaiting.remove(&partition);
+            if s.awaiting.is_empty() {
+                self.seeding = None;
+            }
+        }
     }
 
     fn drop_used(&mut self, partition: u32, used: Used<'_>) {
@@ -683,6 +747,42 @@ impl Escrow {
         .await
     }
 
+    /// Makes the account wait for every partition's seed of version `tag`
+    /// ([`Account::await_seeds`]); creates it if absent.
+    pub async fn await_seeds(
+        &self,
+        key: &str,
+        id: &str,
+        size: u64,
+        tag: &str,
+        version: u64,
+        below: u64,
+    ) -> Result<(), EscrowError> {
+        let partitions = self.policy.partitions;
+        self.change(key, id, size, |a| {
+            a.await_seeds(tag, version, partitions, below);
+            Ok(())
+        })
+        .await
+    }
+
+    /// One partition's seed at its marker ([`Account::seed_at_marker`]).
+    pub async fn seed_at_marker(
+        &self,
+        key: &str,
+        id: &str,
+        size: u64,
+        version: u64,
+        partition: u32,
+        used: Used<'_>,
+    ) -> Result<(), EscrowError> {
+        self.change(key, id, size, |a| {
+            a.seed_at_marker(version, partition, used);
+            Ok(())
+        })
+        .await
+    }
+
     /// A JSON value kept beside the accounts (which account each pool uses in a
     /// hunts-file version), `None` if never written.
     pub async fn get_json<T: serde::de::DeserializeOwned>(
@@ -861,6 +961,56 @@ mod tests {
         c.seed(2, Used::Count(3));
         c.seed(2, Used::Count(3));
         assert_eq!(c.left(), 2);
+    }
+
+    #[test]
+    fn an_account_waiting_for_seeds_hands_out_only_below_its_limit_until_every_partition_seeded() {
+        // A pool of 10 grew to 14 (version 3): until the three partitions seed, only
+        // indexes below 10 go out, and an empty answer says to ask again.
+        let policy = Policy {
+            partitions: 3,
+            max_block: 64,
+        };
+        let mut a = Account::new("gold", 10);
+        a.size = 14;
+        a.await_seeds("v3-x", 3, 3, 10);
+        a.await_seeds("v3-x", 3, 3, 12);
+        assert_eq!(
+            a.seeding.as_ref().unwrap().below,
+            10,
+            "asked again: unchanged"
+        );
+        let mut out = Vec::new();
+        loop {
+            let r = a.refill("k", 0, 1, Used::Count(0), 64, policy).unwrap();
+            if r.got.is_empty() {
+                assert!(r.seeding, "not spent: waiting for seeds");
+                break;
+            }
+            out.extend(r.got.iter().flat_map(|&(s, e)| s..e));
+        }
+        assert_eq!(out, (0..10).collect::<Vec<u64>>());
+        // A seed at an older version's marker does not count for version 3's wait.
+        a.seed_at_marker(2, 1, Used::Indexes(&[]));
+        assert_eq!(a.seeding.as_ref().unwrap().awaiting.len(), 3);
+        // Partition 1's customers hold index 12 (moved from another pool).
+        a.seed_at_marker(3, 1, Used::Indexes(&[12]));
+        a.seed_at_marker(3, 2, Used::Indexes(&[]));
+        assert!(a.seeding.is_some(), "partition 0 has not seeded");
+        a.seed_at_marker(4, 0, Used::Indexes(&[]));
+        assert!(a.seeding.is_none(), "a later version's seed counts");
+        let mut rest = Vec::new();
+        loop {
+            let r = a.refill("k", 0, 1, Used::Count(0), 64, policy).unwrap();
+            if r.got.is_empty() {
+                assert!(!r.seeding);
+                break;
+            }
+            rest.extend(r.got.iter().flat_map(|&(s, e)| s..e));
+        }
+        rest.sort_unstable();
+        assert_eq!(rest, vec![10, 11, 13], "12 is held by a customer");
+        a.check().unwrap();
     }
 
     #[test]

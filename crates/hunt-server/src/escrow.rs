@@ -31,6 +31,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub const WAIT_LEFT: Duration = Duration::from_millis(300);
 /// How long after that it denies at once, without asking the escrow again.
 pub const DRY_FOR: Duration = Duration::from_secs(1);
+/// How long a partition waits for an account that waits for other partitions' seeds
+/// (a version being put in force partition by partition) before it refuses the event
+/// for a retry.
+pub const SEEDING_WAIT: Duration = Duration::from_secs(5);
 
 /// One account of the escrow: its key, the pool's or hunt's id, and its size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +75,8 @@ pub struct Refilled {
     pub got: Vec<Span>,
     /// Unused indexes other partitions hold: what could still be given back.
     pub held_elsewhere: u64,
+    /// The account waits for partitions' seeds of a new version: ask again soon.
+    pub seeding: bool,
 }
 
 /// What a fetch came to.
@@ -82,6 +88,9 @@ pub enum Fetched {
     Wait,
     /// None left and none held anywhere: spent until a version grows it.
     Spent,
+    /// None handed out yet: the account waits for other partitions to seed it at
+    /// their markers of a new version (ADR 0015); ask again in a moment.
+    Seeding,
 }
 
 /// Why the escrow could not answer.
@@ -130,6 +139,25 @@ pub trait EscrowBackend: Send + Sync + 'static {
         &'a self,
         account: &'a AccountRef,
         seeds: Vec<(u32, Seed)>,
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>>;
+    /// Makes a new or grown account wait for every partition's seed of version `tag`
+    /// (a version put in force by markers): meanwhile it hands out only indexes below
+    /// `below`. Asking again for the same version changes nothing.
+    fn await_seeds<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        tag: &'a str,
+        version: u64,
+        below: u64,
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>>;
+    /// One partition's seed at its marker of `version`, in one write: it counts for
+    /// a wait asked by this version or an earlier one.
+    fn seed_at_marker<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        version: u64,
+        partition: u32,
+        seed: Seed,
     ) -> BoxFuture<'a, Result<(), EscrowFailure>>;
     /// The accounts of a hunts-file version, as recorded at its switch.
     fn lineage<'a>(&'a self, key: &'a str)
@@ -481,6 +509,9 @@ impl Holdings {
             }
         };
         l.dry_until = None;
+        if r.got.is_empty() && r.seeding {
+            return Ok(Fetched::Seeding);
+        }
         if r.got.is_empty() {
             l.spent = r.held_elsewhere == 0;
             return Ok(if l.spent {
@@ -781,5 +812,129 @@ pub async fn switch(
         pools.grants.clone(),
     )?));
     new.lineage = Some(lineage);
+    Ok(())
+}
+
+/// A new version's accounts for a switch by markers (ADR 0015), before its record:
+/// kept where its pools only grew, started otherwise. Every started or grown account
+/// waits for each partition's seed at its marker ([`seed_at_marker`]); the lineage is
+/// recorded before the version is. `grants` (per partition, as counted for the plan)
+/// only start the pools' figures.
+pub async fn prepare(
+    old: &crate::state::Version,
+    new: &mut crate::state::Version,
+    grants: &PartitionGrants<'_>,
+) -> Result<(), String> {
+    let (Some(pools), Some(before)) = (&old.escrow, &old.lineage) else {
+        return Ok(());
+    };
+    let catalog = new.catalog().clone();
+    let key = lineage_key(new.record.version, &new.record.text);
+    let tag = version_tag(new.record.version, &new.record.text);
+    let (lineage, start, grown) = Lineage::next(Some((before, old.catalog())), &catalog, &tag);
+    let n = new.record.version;
+    for account in &start {
+        pools
+            .backend
+            .await_seeds(account, &tag, n, 0)
+            .await
+            .map_err(|e| format!("starting the account {}: {e}", account.key))?;
+    }
+    for (account, size) in &grown {
+        pools
+            .backend
+            .await_seeds(account, &tag, n, *size)
+            .await
+            .map_err(|e| format!("growing the account {}: {e}", account.key))?;
+    }
+    pools
+        .backend
+        .set_lineage(&key, &lineage)
+        .await
+        .map_err(|e| format!("recording the lineage of version {n}: {e}"))?;
+    let granted = granted_per_pool(&catalog, grants);
+    new.escrow = Some(Arc::new(EscrowPools::new(
+        pools.backend.clone(),
+        &catalog,
+        &lineage,
+        &granted,
+        pools.grants.clone(),
+    )?));
+    new.lineage = Some(lineage);
+    Ok(())
+}
+
+/// What `partition` seeds at its marker, moving from `old` to `new`: every account of
+/// `new` that `old` does not use gets what its customers hold (`grants`, as (hunt,
+/// pool, code)); a grown one gets the codes appended since `old` that they hold (from
+/// other pools). Measured against the version the partition leaves, whatever versions
+/// came between, so it covers every wait they asked for.
+pub async fn seed_at_marker(
+    old: &crate::state::Version,
+    new: &crate::state::Version,
+    partition: u32,
+    grants: Vec<(&str, &str, &str)>,
+) -> Result<(), EscrowFailure> {
+    let (Some(pools), Some(_)) = (&new.escrow, &new.lineage) else {
+        return Ok(());
+    };
+    let before = match &old.lineage {
+        Some(l) => l.clone(),
+        // A version rebuilt from the log (a partition behind at a start): its lineage
+        // as recorded at its switch; none recorded is a cluster's first version, whose
+        // accounts this one may still use.
+        None => pools
+            .backend
+            .lineage(&lineage_key(old.record.version, &old.record.text))
+            .await?
+            .unwrap_or_default(),
+    };
+    let catalog = new.catalog();
+    let accounts = pools.codes.iter().chain(pools.caps.iter().flatten());
+    for account in accounts {
+        let kept = before.pools.get(&account.id) == Some(&account.key)
+            || before.caps.get(&account.id) == Some(&account.key);
+        let seed = if !kept {
+            let mut seeds = Lineage::seeds(
+                account,
+                catalog,
+                std::iter::once((partition, grants.clone())),
+            );
+            match seeds.pop() {
+                Some((_, seed)) => seed,
+                None => continue,
+            }
+        } else {
+            let was = old
+                .catalog()
+                .pools
+                .iter()
+                .find(|p| *p.id == *account.id)
+                .map(|p| p.size());
+            match was {
+                Some(size) if size < account.size && !account.key.starts_with("cap.") => {
+                    let seeds = Lineage::seeds(
+                        account,
+                        catalog,
+                        std::iter::once((partition, grants.clone())),
+                    );
+                    let ix = seeds
+                        .into_iter()
+                        .flat_map(|(_, s)| match s {
+                            Seed::Indexes(ix) => ix,
+                            Seed::Count(_) => Vec::new(),
+                        })
+                        .filter(|i| *i >= size)
+                        .collect();
+                    Seed::Indexes(ix)
+                }
+                _ => continue,
+            }
+        };
+        pools
+            .backend
+            .seed_at_marker(account, new.record.version, partition, seed)
+            .await?;
+    }
     Ok(())
 }

@@ -84,6 +84,8 @@ pub struct Copied {
     pub durable: hunt_store::Lsn,
     /// How long taking it held the partition (its round flushed before, not counted).
     pub took: std::time::Duration,
+    /// The version the partition applies.
+    pub version: u64,
 }
 
 /// A partition's figures per hunt, and the first winners of one hunt with their count.
@@ -129,6 +131,15 @@ pub enum Msg {
     /// what this one holds of it unused.
     GiveBack {
         key: String,
+    },
+    /// Put `version` in force here, between two rounds, by a marker in this
+    /// partition's log (ADR 0015): seed the version's new accounts with what this
+    /// partition's customers hold, write the marker, and apply every later event with
+    /// it. The reply comes once the marker is durable (at once if the version is in
+    /// force already).
+    Switch {
+        version: Arc<Version>,
+        reply: oneshot::Sender<Result<(), String>>,
     },
 }
 
@@ -294,6 +305,7 @@ impl Worker {
                     Msg::Pause { reply, resume } => self.on_pause(reply, resume).await,
                     Msg::Snapshot { reply } => self.on_snapshot(reply).await,
                     Msg::GiveBack { key } => self.on_give_back(key).await,
+                    Msg::Switch { version, reply } => self.on_switch(version, reply).await,
                 }
             }
             self.flush().await;
@@ -395,8 +407,65 @@ impl Worker {
             ticket: self.last_ticket.clone(),
             durable: self.seat.log.durable(),
             took: started.elapsed(),
+            version: self.version.record.version,
         };
         let _ = reply.send(copied);
+    }
+
+    async fn on_switch(
+        &mut self,
+        version: Arc<Version>,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        if self.version.record.version >= version.record.version {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        // Every record so far goes before the marker.
+        self.flush().await;
+        let partition = self.seat.partition;
+        // The seeds count what the customers hold: their grants must be durable
+        // before the escrow counts them (as before a refill).
+        if version.escrow.is_some() {
+            if let Some(t) = self.last_ticket.clone()
+                && let Err(e) = t.await
+            {
+                let _ = reply.send(Err(format!("the log: {e}")));
+                return;
+            }
+            let grants: Vec<(&str, &str, &str)> = self.state.grants().collect();
+            if let Err(e) =
+                crate::escrow::seed_at_marker(&self.version, &version, partition, grants).await
+            {
+                let _ = reply.send(Err(format!(
+                    "seeding the pools of version {}: {e}",
+                    version.record.version
+                )));
+                return;
+            }
+        }
+        let marker = crate::records::Marker {
+            partition,
+            version: version.record.version,
+        };
+        let record = (
+            crate::records::KIND_MARKER,
+            crate::records::encode_marker(&marker),
+        );
+        let ticket = match self.seat.log.submit(partition, vec![record]).await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = reply.send(Err(format!("writing the marker: {e}")));
+                return;
+            }
+        };
+        self.last_ticket = Some(ticket.clone());
+        self.version = version;
+        self.holdings.version_changed();
+        tokio::spawn(async move {
+            let durable = ticket.await.map(|_| ());
+            let _ = reply.send(durable.map_err(|e| format!("the log: {e}")));
+        });
     }
 
     /// Every grant this partition's customers hold.
@@ -516,13 +585,30 @@ impl Worker {
         };
         let fail = |e: crate::escrow::EscrowFailure| e.to_string();
         use crate::escrow::Fetched;
-        match self
+        let mut fetched = self
             .holdings
             .fetch(&*pools.backend, partition, need, granted)
             .await
-            .map_err(fail)?
-        {
-            Fetched::Some | Fetched::Spent => return Ok(()),
+            .map_err(fail)?;
+        // A new version's account waits for other partitions' seeds at their markers:
+        // they come within moments, unless a partition's owner is lost.
+        let until = std::time::Instant::now() + crate::escrow::SEEDING_WAIT;
+        while fetched == Fetched::Seeding {
+            if std::time::Instant::now() >= until {
+                return Err(format!(
+                    "the account {} still waits for other partitions to put version {} in force",
+                    account.key, version.record.version
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            fetched = self
+                .holdings
+                .fetch(&*pools.backend, partition, need, || (Vec::new(), 0))
+                .await
+                .map_err(fail)?;
+        }
+        match fetched {
+            Fetched::Some | Fetched::Spent | Fetched::Seeding => return Ok(()),
             Fetched::Wait => {}
         }
         // Others hold some unused: ask them to give back, and wait a little.

@@ -22,14 +22,26 @@ pub enum RecordKind {
     Config = 2,
     /// A change of a delivery's state (`notify::outbox`).
     Delivery = 3,
+    /// A hunts-file version that each partition puts in force at its own marker (on a
+    /// cluster, ADR 0015), not at this record's position.
+    Version = 4,
+    /// A partition puts a version in force: its events after this record are applied
+    /// with it ([`Marker`]).
+    Marker = 5,
 }
 
 impl RecordKind {
     /// The kind of a stored byte, if it is one.
     pub fn of(byte: u8) -> Option<RecordKind> {
-        [RecordKind::Event, RecordKind::Config, RecordKind::Delivery]
-            .into_iter()
-            .find(|k| *k as u8 == byte)
+        [
+            RecordKind::Event,
+            RecordKind::Config,
+            RecordKind::Delivery,
+            RecordKind::Version,
+            RecordKind::Marker,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == byte)
     }
 }
 
@@ -39,6 +51,10 @@ pub const KIND_EVENT: u8 = RecordKind::Event as u8;
 pub const KIND_CONFIG: u8 = RecordKind::Config as u8;
 /// Record kind: a change of a delivery's state.
 pub const KIND_DELIVERY: u8 = RecordKind::Delivery as u8;
+/// Record kind: a hunts-file version put in force partition by partition.
+pub const KIND_VERSION: u8 = RecordKind::Version as u8;
+/// Record kind: a partition's marker.
+pub const KIND_MARKER: u8 = RecordKind::Marker as u8;
 
 /// An outcome as written: one definition for writing (borrowed strings) and reading
 /// (owned), so that the variant order, which is the format, cannot drift between the
@@ -236,6 +252,23 @@ pub fn decode_config(payload: &[u8]) -> Result<ConfigRecord, String> {
     postcard::from_bytes(payload).map_err(|e| format!("not a config record: {e}"))
 }
 
+/// A partition puts `version` in force here: written in its own rounds, so that its
+/// events before it were applied with the version before, and those after with this
+/// one, whatever other partitions do meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub partition: u32,
+    pub version: u64,
+}
+
+pub fn encode_marker(m: &Marker) -> Vec<u8> {
+    postcard::to_allocvec(m).expect("serializing to memory cannot fail")
+}
+
+pub fn decode_marker(payload: &[u8]) -> Result<Marker, String> {
+    postcard::from_bytes(payload).map_err(|e| format!("not a marker: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,9 +372,25 @@ mod tests {
             let back: OutcomeOwned = postcard::from_bytes(&bytes).unwrap();
             assert_eq!(&outcome_owned(back).unwrap(), o);
         }
-        assert_eq!((KIND_EVENT, KIND_CONFIG, KIND_DELIVERY), (1, 2, 3));
+        assert_eq!(
+            (
+                KIND_EVENT,
+                KIND_CONFIG,
+                KIND_DELIVERY,
+                KIND_VERSION,
+                KIND_MARKER
+            ),
+            (1, 2, 3, 4, 5)
+        );
         assert_eq!(RecordKind::of(3), Some(RecordKind::Delivery));
-        assert_eq!(RecordKind::of(4), None);
+        assert_eq!(RecordKind::of(5), Some(RecordKind::Marker));
+        assert_eq!(RecordKind::of(6), None);
+        let m = Marker {
+            partition: 3,
+            version: 7,
+        };
+        assert_eq!(encode_marker(&m), [3, 7], "two varints");
+        assert_eq!(decode_marker(&encode_marker(&m)), Ok(m));
     }
 
     #[test]

@@ -14,7 +14,10 @@ use hunt_store::{Lsn, PartitionLog, Partitions, SnapshotStore};
 
 use crate::notify::cloudevent::{Origin, deliveries_unbuilt, notifies};
 use crate::notify::outbox::{self, Outbox};
-use crate::records::{RecordKind, decode_config, decode_event};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::records::{RecordKind, decode_config, decode_event, decode_marker};
 use crate::snapshot::Cover;
 use crate::state::{DedupeConfig, PartitionState, ReplayAllocator, Version, partition_of};
 
@@ -42,6 +45,10 @@ pub struct Report {
 pub struct Recovered {
     /// The version in force at the end of the log (`None`: the log holds none yet).
     pub version: Option<Version>,
+    /// Partitions whose last marker names an older version than `version` (a switch
+    /// by markers that did not reach them), with the version they apply: the service
+    /// puts the newest in force on them before anything else.
+    pub behind: BTreeMap<u32, Arc<Version>>,
     pub states: Vec<PartitionState>,
     /// Every pending delivery and dead letter.
     pub outbox: Outbox,
@@ -79,6 +86,8 @@ pub fn recover(
             Some(RecordKind::Event) => r.event(rec.lsn, &rec.payload).map_err(at)?,
             Some(RecordKind::Config) => r.config(rec.lsn, &rec.payload).map_err(at)?,
             Some(RecordKind::Delivery) => r.delivery(rec.lsn, &rec.payload).map_err(at)?,
+            Some(RecordKind::Version) => r.marked_version(&rec.payload).map_err(at)?,
+            Some(RecordKind::Marker) => r.marker(rec.lsn, &rec.payload).map_err(at)?,
             None => return Err(at(format!("unknown kind {}", rec.kind))),
         }
         progress(rec.lsn);
@@ -89,7 +98,13 @@ pub fn recover(
 /// A rebuild in progress: what has been read so far.
 struct Rebuild {
     partitions: usize,
-    version: Option<Version>,
+    /// Every version read, by number.
+    versions: BTreeMap<u64, Arc<Version>>,
+    /// The newest version read.
+    latest: Option<u64>,
+    /// The version each partition applies (ADR 0015: a version recorded to be put in
+    /// force by markers reaches a partition at its marker).
+    in_force: Vec<Option<u64>>,
     states: Vec<PartitionState>,
     outbox: Outbox,
     /// How far the snapshot started from reaches (none: nothing is held yet).
@@ -104,7 +119,9 @@ impl Rebuild {
         let secret = crate::state::dedupe_secret();
         Rebuild {
             partitions,
-            version: None,
+            versions: BTreeMap::new(),
+            latest: None,
+            in_force: vec![None; partitions],
             states: (0..partitions)
                 .map(|_| PartitionState::new(dedupe, secret))
                 .collect(),
@@ -125,7 +142,11 @@ impl Rebuild {
         let Some(snap) = latest else { return Ok(1) };
         match crate::snapshot::decode(&snap.payload, self.partitions, dedupe) {
             Ok(d) => {
-                self.version = Some(Version::compile(d.version)?);
+                let n = d.version.version;
+                self.versions
+                    .insert(n, Arc::new(Version::compile(d.version)?));
+                self.latest = Some(n);
+                self.in_force = vec![Some(n); self.partitions];
                 self.states = d.states;
                 for e in d.outbox {
                     self.outbox.restore(e);
@@ -151,10 +172,11 @@ impl Rebuild {
     /// queues its deliveries. Either is skipped where the snapshot holds it already.
     fn event(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
         let e = decode_event(payload)?;
-        let v: &Version = self
-            .version
-            .as_ref()
-            .ok_or("an event before any hunts file version")?;
+        let p = partition_of(&e.event.user, self.partitions);
+        let v = self.in_force[p]
+            .and_then(|n| self.versions.get(&n))
+            .ok_or("an event before any hunts file version")?
+            .clone();
         let (apply, deliver) = match &self.cover {
             Some(c) => {
                 let p = c.partition_of(&e.event.user);
@@ -173,7 +195,7 @@ impl Rebuild {
         if !apply {
             return Ok(());
         }
-        let state = &mut self.states[partition_of(&e.event.user, self.partitions)];
+        let state = &mut self.states[p];
         let mut alloc = ReplayAllocator::new(&e.outcomes);
         let answer = match state.apply(&v.engine, &e.event, e.received, &mut alloc) {
             Ok(a) => a,
@@ -218,11 +240,52 @@ impl Rebuild {
             }
         }
         let c = decode_config(payload)?;
-        self.version = Some(Version::compile(c)?);
+        let n = c.version;
+        self.versions.insert(n, Arc::new(Version::compile(c)?));
+        self.latest = Some(n);
+        self.in_force = vec![Some(n); self.partitions];
         self.report.config_versions += 1;
         Ok(())
     }
 
+    /// A version each partition puts in force at its own marker: known from here on,
+    /// in force nowhere yet.
+    fn marked_version(&mut self, payload: &[u8]) -> Result<(), String> {
+        let c = decode_config(payload)?;
+        let n = c.version;
+        if self.latest.is_some_and(|l| l >= n) {
+            // Held already (a snapshot taken after it, say).
+            return Ok(());
+        }
+        self.versions.insert(n, Arc::new(Version::compile(c)?));
+        self.latest = Some(n);
+        self.report.config_versions += 1;
+        Ok(())
+    }
+
+    /// A partition's marker: its events after it are applied with the version it
+    /// names. One inside the snapshot's span is held by the snapshot's state.
+    fn marker(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
+        let m = decode_marker(payload)?;
+        let p = m.partition as usize;
+        if p >= self.partitions {
+            return Err(format!(
+                "a marker of partition {p}, but the log has {} partitions",
+                self.partitions
+            ));
+        }
+        if self.cover.as_ref().is_some_and(|c| lsn <= c.parts[p]) {
+            return Ok(());
+        }
+        if !self.versions.contains_key(&m.version) {
+            return Err(format!(
+                "partition {p}'s marker names version {}, which is not recorded before it",
+                m.version
+            ));
+        }
+        self.in_force[p] = Some(m.version);
+        Ok(())
+    }
     /// A delivery's change of state.
     fn delivery(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
         if self.cover.as_ref().is_some_and(|c| lsn <= c.changes) {
@@ -250,12 +313,24 @@ impl Rebuild {
                 self.outbox.set_body(&key, body);
             }
         }
-        if let Some(v) = &mut self.version {
+        let mut version = match self.latest.and_then(|n| self.versions.get(&n)) {
+            Some(v) => Some(Version::compile(v.record.clone())?),
+            None => None,
+        };
+        if let Some(v) = &mut version {
             v.restore_pools(self.states.iter().flat_map(|s| s.grants()))
                 .map_err(|e| format!("rebuilding reward pools: {e}"))?;
         }
+        let behind = self
+            .in_force
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != self.latest)
+            .filter_map(|(p, n)| Some((p as u32, self.versions.get(&(*n)?)?.clone())))
+            .collect();
         Ok(Recovered {
-            version: self.version,
+            version,
+            behind,
             states: self.states,
             outbox: self.outbox,
             report: self.report,

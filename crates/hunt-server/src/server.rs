@@ -353,6 +353,25 @@ async fn rebuild(
             .map(|(p, s)| (p as u32, s.grants().collect()))
             .collect();
         crate::escrow::attach(backend.clone(), v, &grants, p.escrow_grants.clone()).await?;
+        // Partitions a switch by markers did not reach grant from their version's
+        // accounts until they put the newest in force (their first work).
+        let mut attached: std::collections::BTreeMap<u64, Arc<crate::state::Version>> =
+            std::collections::BTreeMap::new();
+        for old in recovered.behind.values_mut() {
+            let n = old.record.version;
+            if let std::collections::btree_map::Entry::Vacant(e) = attached.entry(n) {
+                let mut again = crate::state::Version::compile(old.record.clone())?;
+                crate::escrow::attach(
+                    backend.clone(),
+                    &mut again,
+                    &grants,
+                    p.escrow_grants.clone(),
+                )
+                .await?;
+                e.insert(Arc::new(again));
+            }
+            *old = attached[&n].clone();
+        }
     }
     Service::start(config.engine.clone(), log, snapshots, recovered)
 }

@@ -9,6 +9,7 @@ mod config;
 mod escrow;
 mod ingest;
 mod limits;
+mod memory_escrow;
 mod notify;
 mod openapi;
 mod restart;

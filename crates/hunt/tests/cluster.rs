@@ -161,6 +161,15 @@ fn a_killed_owner_is_replaced_by_the_standby_with_every_answer_and_no_code_twice
         + "\n# version 2, put through the standby\n";
     let (status, put) = request(b_addr, "PUT", "/v1/config", &text).unwrap();
     assert_eq!(status, 200, "{put}");
+    // Each partition put it in force at a marker of its own before the answer.
+    assert_eq!(
+        (
+            put["partitions"].as_u64(),
+            put["partitions_pending"].clone()
+        ),
+        (Some(8), json!([])),
+        "{put}"
+    );
     let (_, v) = request(a_addr, "GET", "/v1/config", "").unwrap();
     assert_eq!(v["version"], 2, "{v}");
     let mut granted: Vec<String> = first.iter().flat_map(codes).collect();

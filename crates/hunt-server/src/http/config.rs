@@ -60,6 +60,13 @@ pub(super) enum PutConfigAnswer {
         version: u64,
         name: String,
         in_force_since: Timestamp,
+        /// The partitions of the log. On a cluster each puts the version in force at
+        /// a marker of its own, between two of its rounds.
+        partitions: u32,
+        /// Partitions that had not put it in force yet when this answer was given (on
+        /// a cluster: they are asked again until they have). Empty: in force on every
+        /// partition.
+        partitions_pending: Vec<u32>,
     },
     /// `dry_run`: what it would change; nothing switched.
     Planned {
@@ -144,11 +151,13 @@ pub(super) async fn put_config(
                 dry_run: true,
                 version_in_force: service.version().record.version,
             },
-            ConfigAnswer::Switched(r, plan) => PutConfigAnswer::Switched {
+            ConfigAnswer::Switched(r, plan, markers) => PutConfigAnswer::Switched {
                 plan: PlanView::of(&plan),
                 version: r.version,
                 name: r.name.to_string(),
                 in_force_since: Timestamp(r.at),
+                partitions: markers.partitions,
+                partitions_pending: markers.pending,
             },
         },
     ))

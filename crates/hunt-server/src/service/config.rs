@@ -39,9 +39,23 @@ pub enum ConfigAnswer {
     Unchanged(ConfigRecord),
     /// A dry run: the changes, with the customers each touches.
     Planned(Box<Plan>),
-    /// Recorded and in force, with the changes it made.
-    Switched(ConfigRecord, Box<Plan>),
+    /// Recorded and in force, with the changes it made and the partitions that
+    /// have put it in force.
+    Switched(ConfigRecord, Box<Plan>, Markers),
 }
+
+/// Where a new version is in force: every partition but those pending.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Markers {
+    pub partitions: u32,
+    /// Partitions that had not put it in force when the answer was given (they will:
+    /// each is asked again until it has).
+    pub pending: Vec<u32>,
+}
+
+/// How long a switch by markers waits for every partition's marker before it answers
+/// with those still pending.
+pub const SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Service {
     /// Validates a new hunts file, runs its test cases, and records and puts it in force
@@ -119,7 +133,23 @@ impl Service {
                 skip_tests: true,
             });
         }
-        let template = Plan::new(old.catalog(), &new);
+        let (plan, _) = self.count_plan(old.catalog(), &new).await?;
+        if plan.refusals.is_empty() {
+            Ok(ConfigAnswer::Planned(Box::new(plan)))
+        } else {
+            Err(ConfigError::Unsafe(Box::new(plan)))
+        }
+    }
+
+    /// The plan from `old` to `new`, with the customers each change touches counted by
+    /// each partition between its rounds, and the grants checked against `new`; with
+    /// each partition's grants.
+    async fn count_plan(
+        &self,
+        old: &Catalog,
+        new: &Arc<Catalog>,
+    ) -> Result<(Plan, Vec<crate::partition::Grants>), ConfigError> {
+        let template = Plan::new(old, new);
         let mut waits = Vec::new();
         for h in &self.partitions {
             let (reply, rx) = oneshot::channel();
@@ -132,7 +162,7 @@ impl Service {
             .map_err(|_| ConfigError::Stopped(Stopped::Partitions))?;
             waits.push(rx);
         }
-        let mut plan = template.clone();
+        let mut plan = template;
         let mut grants = Vec::new();
         for rx in waits {
             let (part, g) = rx
@@ -140,22 +170,22 @@ impl Service {
                 .map_err(|_| ConfigError::Stopped(Stopped::Partition))?
                 .map_err(ConfigError::Internal)?;
             plan.add_counts(&part);
-            grants.extend(g);
+            grants.push(g);
         }
         plan.check_grants(
-            &new,
+            new,
             grants
                 .iter()
+                .flatten()
                 .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str())),
         );
-        if plan.refusals.is_empty() {
-            Ok(ConfigAnswer::Planned(Box::new(plan)))
-        } else {
-            Err(ConfigError::Unsafe(Box::new(plan)))
-        }
+        Ok((plan, grants))
     }
 
     async fn switch_version(&self, name: &str, text: &str) -> Result<ConfigAnswer, ConfigError> {
+        if self.version().escrow.is_some() {
+            return self.switch_by_markers(name, text).await;
+        }
         let _one = self.coordinator.lock().await;
         if self.version().record.text == text {
             return self.unchanged(ConfigOptions::default());
@@ -225,7 +255,11 @@ impl Service {
                     "hunts file version in force"
                 );
                 self.notifier.configure(&self.version());
-                Ok(ConfigAnswer::Switched(record, Box::new(plan)))
+                let markers = Markers {
+                    partitions: self.partitions.len() as u32,
+                    pending: Vec::new(),
+                };
+                Ok(ConfigAnswer::Switched(record, Box::new(plan), markers))
             }
             Err(e) => {
                 if let ConfigError::Stopped(why) = &e {
@@ -235,4 +269,170 @@ impl Service {
             }
         }
     }
+}
+
+impl Service {
+    /// A version switch on a cluster (ADR 0015): nothing pauses. The plan is counted
+    /// by each partition between its rounds; the new version's pools' accounts are
+    /// started, waiting for each partition's seed; the version is recorded; then each
+    /// partition puts it in force at a marker in its own log, between two of its
+    /// rounds. The answer comes once every partition has, or after [`SWITCH_WAIT`]
+    /// with those still pending, which are asked again until they have.
+    async fn switch_by_markers(&self, name: &str, text: &str) -> Result<ConfigAnswer, ConfigError> {
+        let _one = self.coordinator.lock().await;
+        if self.version().record.text == text {
+            return self.unchanged(ConfigOptions::default());
+        }
+        let old = self.version();
+        let record = ConfigRecord {
+            version: old.record.version + 1,
+            name: name.to_string(),
+            text: text.to_string(),
+            at: now().0,
+        };
+        let mut v = Version::compile(record.clone()).map_err(ConfigError::Internal)?;
+        let (plan, grants) = self.count_plan(old.catalog(), v.catalog()).await?;
+        if !plan.refusals.is_empty() {
+            return Err(ConfigError::Unsafe(Box::new(plan)));
+        }
+        let all = || {
+            grants
+                .iter()
+                .flatten()
+                .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
+        };
+        v.restore_pools(all()).map_err(ConfigError::Internal)?;
+        let per_partition: crate::escrow::PartitionGrants<'_> = grants
+            .iter()
+            .enumerate()
+            .map(|(p, g)| {
+                let g = g
+                    .iter()
+                    .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
+                    .collect();
+                (p as u32, g)
+            })
+            .collect();
+        crate::escrow::prepare(&old, &mut v, &per_partition)
+            .await
+            .map_err(ConfigError::PoolsUnavailable)?;
+        let written = async {
+            self.log
+                .submit(NODE, vec![(KIND_VERSION, encode_config(&record))])
+                .await?
+                .await
+        }
+        .await;
+        if let Err(e) = written {
+            let why = Stopped::from(e);
+            self.fail(&why.to_string());
+            return Err(ConfigError::Stopped(why));
+        }
+        let v = Arc::new(v);
+        *self.version.write() = v.clone();
+        self.notifier.configure(&v);
+        let everyone: Vec<u32> = (0..self.partitions.len() as u32).collect();
+        let pending = self.put_in_force(&v, &everyone, SWITCH_WAIT).await;
+        tracing::info!(
+            version = record.version,
+            name,
+            changes = plan.changes.len(),
+            pending = pending.len(),
+            "hunts file version recorded; partitions put it in force at their markers"
+        );
+        if !pending.is_empty() {
+            self.keep_switching(v, pending.clone());
+        }
+        let markers = Markers {
+            partitions: self.partitions.len() as u32,
+            pending,
+        };
+        Ok(ConfigAnswer::Switched(record, Box::new(plan), markers))
+    }
+
+    /// Asks `partitions` to put `v` in force at their markers and waits up to `wait`;
+    /// those that have not (yet) are given back.
+    pub(super) async fn put_in_force(
+        &self,
+        v: &Arc<Version>,
+        partitions: &[u32],
+        wait: std::time::Duration,
+    ) -> Vec<u32> {
+        let mut asked = Vec::new();
+        let (order, late) = asking_order(partitions);
+        for (i, &p) in order.iter().enumerate() {
+            if let Some((from, pause)) = late
+                && i == from
+            {
+                tokio::time::sleep(pause).await;
+            }
+            let (reply, rx) = oneshot::channel();
+            let msg = Msg::Switch {
+                version: v.clone(),
+                reply,
+            };
+            match self.partitions.get(p as usize) {
+                Some(h) if h.tx.send(msg).await.is_ok() => asked.push((p, rx)),
+                _ => {}
+            }
+        }
+        let until = tokio::time::Instant::now() + wait;
+        let mut done = std::collections::BTreeSet::new();
+        for (p, rx) in asked {
+            match tokio::time::timeout_at(until, rx).await {
+                Ok(Ok(Ok(()))) => {
+                    done.insert(p);
+                }
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(partition = p, version = v.record.version, error = %e, "a partition did not put the new version in force yet")
+                }
+                _ => {}
+            }
+        }
+        partitions
+            .iter()
+            .copied()
+            .filter(|p| !done.contains(p))
+            .collect()
+    }
+
+    /// Asks `pending` partitions again, every second, until each has put `v` in force
+    /// (or a newer version took over, or the service stops).
+    pub(super) fn keep_switching(&self, v: Arc<Version>, mut pending: Vec<u32>) {
+        let Some(me) = self.self_arc() else { return };
+        tokio::spawn(async move {
+            while !pending.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if me.closed.load(Ordering::Acquire)
+                    || me.version().record.version != v.record.version
+                {
+                    return;
+                }
+                pending = me
+                    .put_in_force(&v, &pending, std::time::Duration::from_secs(5))
+                    .await;
+            }
+            tracing::info!(
+                version = v.record.version,
+                "every partition has put the version in force"
+            );
+        });
+    }
+}
+
+/// The order in which a switch asks `partitions`, and where to pause first: in order,
+/// except for the test of partitions reaching their markers at different times
+/// (failpoint `service::odd_partitions_switch_late`, `return(MS)`), where the odd ones
+/// are asked MS after the even ones, and apply the old version meanwhile.
+fn asking_order(partitions: &[u32]) -> (Vec<u32>, Option<(usize, std::time::Duration)>) {
+    #[cfg(feature = "failpoints")]
+    if let Some(ms) = fail::eval("service::odd_partitions_switch_late", |a| {
+        a.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0)
+    }) {
+        let (even, odd): (Vec<u32>, Vec<u32>) = partitions.iter().partition(|p| *p % 2 == 0);
+        let from = even.len();
+        let order = even.into_iter().chain(odd).collect();
+        return (order, Some((from, std::time::Duration::from_millis(ms))));
+    }
+    (partitions.to_vec(), None)
 }

@@ -24,7 +24,7 @@ use crate::notify::deliver::{Notifier, SINK_DLQ_MAX_DEFAULT, SINK_QUEUE_MAX_DEFA
 use crate::partition::{
     Batch, Handle, Msg, Paused, QUEUE_MESSAGES_MORE, Seat, Status, UserView, Worker,
 };
-use crate::records::{ConfigRecord, KIND_CONFIG, encode_config};
+use crate::records::{ConfigRecord, KIND_CONFIG, KIND_VERSION, encode_config};
 use crate::recover;
 use crate::state::{DedupeConfig, HuntCounters, Version, Winner, partition_of};
 
@@ -265,15 +265,31 @@ impl Service {
             recovered.states.len(),
             config.backlog_events_max,
         ));
+        let mut behind = recovered.behind;
+        let mut switching = Vec::new();
         for (p, state) in recovered.states.into_iter().enumerate() {
             let room = config
                 .backlog_events_max
                 .saturating_add(QUEUE_MESSAGES_MORE)
                 .min(tokio::sync::Semaphore::MAX_PERMITS);
             let (tx, rx) = mpsc::channel(room);
+            // A partition a switch by markers did not reach applies the version of
+            // its last marker, and puts the newest in force before anything else.
+            let applies = match behind.remove(&(p as u32)) {
+                Some(old) => {
+                    let (reply, done) = oneshot::channel();
+                    let _ = tx.try_send(Msg::Switch {
+                        version: version.clone(),
+                        reply,
+                    });
+                    switching.push((p as u32, done));
+                    old
+                }
+                None => version.clone(),
+            };
             let w = Worker::new(
                 state,
-                version.clone(),
+                applies,
                 Seat {
                     partition: p as u32,
                     log: log.clone(),
@@ -308,6 +324,26 @@ impl Service {
             peers: peers_kept,
             versions: tokio::sync::Mutex::default(),
         });
+        if !switching.is_empty() {
+            let me = service.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                for (p, done) in switching {
+                    if !matches!(done.await, Ok(Ok(()))) {
+                        pending.push(p);
+                    }
+                }
+                tracing::info!(
+                    version = me.version().record.version,
+                    pending = pending.len(),
+                    "partitions behind put the version in force at their markers"
+                );
+                if !pending.is_empty() {
+                    let v = me.version();
+                    me.keep_switching(v, pending);
+                }
+            });
+        }
         if tail >= service.config.snapshot_every_events {
             service.snapshot_in_background();
         }

@@ -52,6 +52,14 @@ impl Service {
         let (outbox, deliveries, changes) =
             self.notifier.copy_for_snapshot(self.partitions.len()).await;
         // Everything a copy holds must be durable before the snapshot claims it.
+        // A snapshot holds one version: while a switch by markers has not reached
+        // every partition, it waits for the next turn.
+        if let Some(c) = copies.iter().find(|c| c.version != version.record.version) {
+            return Err(format!(
+                "a partition applies version {} while version {} is being put in force; the snapshot waits until every partition has",
+                c.version, version.record.version
+            ));
+        }
         let mut parts = Vec::with_capacity(copies.len());
         let mut states = Vec::with_capacity(copies.len());
         for c in copies {

@@ -60,7 +60,7 @@ impl Service {
                 .read(Partitions::All, entry.lsn)
                 .map_err(|e| e.to_string())?;
             match records.next() {
-                Some(Ok(r)) if r.lsn == entry.lsn && r.kind == KIND_CONFIG => {
+                Some(Ok(r)) if r.lsn == entry.lsn && is_version(r.kind) => {
                     decode_config(&r.payload).map(Some)
                 }
                 Some(Err(e)) => Err(e.to_string()),
@@ -75,6 +75,11 @@ impl Service {
     }
 }
 
+/// A record of a hunts-file version: put in force at its place, or by markers.
+fn is_version(kind: u8) -> bool {
+    kind == KIND_CONFIG || kind == crate::records::KIND_VERSION
+}
+
 /// The versions recorded at or after `from`, and the last position read.
 fn scan(log: &dyn PartitionLog, from: u64) -> Result<(Vec<VersionEntry>, u64), String> {
     let mut found = Vec::new();
@@ -82,7 +87,7 @@ fn scan(log: &dyn PartitionLog, from: u64) -> Result<(Vec<VersionEntry>, u64), S
     for r in log.read(Partitions::All, from).map_err(|e| e.to_string())? {
         let r = r.map_err(|e| e.to_string())?;
         last = last.max(r.lsn);
-        if r.kind == KIND_CONFIG {
+        if is_version(r.kind) {
             let c = decode_config(&r.payload)?;
             found.push(VersionEntry {
                 version: c.version,

@@ -630,6 +630,7 @@ impl hunt_server::escrow::EscrowBackend for NodeEscrow {
             Ok(hunt_server::escrow::Refilled {
                 got: r.got,
                 held_elsewhere: r.held_elsewhere,
+                seeding: r.seeding,
             })
         })
     }
@@ -684,6 +685,40 @@ impl hunt_server::escrow::EscrowBackend for NodeEscrow {
                 .collect();
             self.escrow
                 .seed(&a.key, &a.id, a.size, &seeds)
+                .await
+                .map_err(failure)
+        })
+    }
+
+    fn await_seeds<'a>(
+        &'a self,
+        a: &'a hunt_server::escrow::AccountRef,
+        tag: &'a str,
+        version: u64,
+        below: u64,
+    ) -> hunt_server::escrow::BoxFuture<'a, Result<(), hunt_server::escrow::EscrowFailure>> {
+        Box::pin(async move {
+            self.escrow
+                .await_seeds(&a.key, &a.id, a.size, tag, version, below)
+                .await
+                .map_err(failure)
+        })
+    }
+
+    fn seed_at_marker<'a>(
+        &'a self,
+        a: &'a hunt_server::escrow::AccountRef,
+        version: u64,
+        partition: u32,
+        seed: hunt_server::escrow::Seed,
+    ) -> hunt_server::escrow::BoxFuture<'a, Result<(), hunt_server::escrow::EscrowFailure>> {
+        Box::pin(async move {
+            let u = match &seed {
+                hunt_server::escrow::Seed::Indexes(ix) => hunt_cluster::Used::Indexes(ix),
+                hunt_server::escrow::Seed::Count(n) => hunt_cluster::Used::Count(*n),
+            };
+            self.escrow
+                .seed_at_marker(&a.key, &a.id, a.size, version, partition, u)
                 .await
                 .map_err(failure)
         })
