@@ -743,6 +743,7 @@ fn dlq_memory(n: u64) {
                 hunt: hunt.clone(),
                 lsn,
                 outcome,
+                partition: (i % 8) as u32,
                 key: key.clone(),
                 body: Vec::new(),
             },

@@ -188,7 +188,7 @@ impl Rebuild {
             let origin = Origin::of(&e.event, e.received, e.outcomes.clone().into());
             // Most are delivered further on: bodies are built at the end, for those
             // still waiting.
-            for d in deliveries_unbuilt(v.catalog(), lsn, &origin) {
+            for d in deliveries_unbuilt(v.catalog(), lsn, p as u32, &origin) {
                 self.outbox.queue(d, e.received);
             }
         }

@@ -21,6 +21,9 @@ pub struct Delivery {
     /// The event record's LSN and the outcome's index in it.
     pub lsn: Lsn,
     pub outcome: u32,
+    /// The partition of the event (its customer's): the changes of the delivery's
+    /// state go to its rounds.
+    pub partition: u32,
     pub key: String,
     /// The CloudEvent, serialized.
     pub body: Vec<u8>,
@@ -72,7 +75,12 @@ pub fn event_type(o: &Outcome) -> &'static str {
 /// The deliveries owed for the outcomes of the event recorded at `lsn`: each outcome to
 /// every sink its hunt notifies, in outcome order, then sink order. Bodies are left
 /// empty: [`body_of`] builds one when its delivery is about to be sent.
-pub fn deliveries_unbuilt(catalog: &Catalog, lsn: Lsn, origin: &Origin) -> Vec<Delivery> {
+pub fn deliveries_unbuilt(
+    catalog: &Catalog,
+    lsn: Lsn,
+    partition: u32,
+    origin: &Origin,
+) -> Vec<Delivery> {
     let mut out = Vec::new();
     for (i, o) in origin.outcomes.iter().enumerate() {
         let Some(h) = catalog.hunt_index(o.hunt()) else {
@@ -85,6 +93,7 @@ pub fn deliveries_unbuilt(catalog: &Catalog, lsn: Lsn, origin: &Origin) -> Vec<D
                 hunt: o.hunt().clone(),
                 lsn,
                 outcome: i as u32,
+                partition,
                 key: format!("{lsn}.{i}.{}", catalog.sinks[sink].id),
                 body: Vec::new(),
             });
@@ -167,7 +176,7 @@ hunts:
             !notifies(&catalog, &origin.outcomes[1..2]),
             "`quiet` has no sinks"
         );
-        let mut d = deliveries_unbuilt(&catalog, 77, &origin);
+        let mut d = deliveries_unbuilt(&catalog, 77, 0, &origin);
         for x in &mut d {
             x.body = body_of(&x.key, &origin, x.outcome).unwrap();
         }
@@ -182,7 +191,7 @@ hunts:
         assert_eq!(ce["data"]["code"], "C-1");
         assert_eq!(ce["data"]["event_id"], "e9");
         // The same inputs give the same bytes: a retry sends what the first try sent.
-        let again = deliveries_unbuilt(&catalog, 77, &origin);
+        let again = deliveries_unbuilt(&catalog, 77, 0, &origin);
         assert_eq!(again.len(), d.len());
         // A dead letter's body, rebuilt from the record, is the body first sent.
         assert_eq!(body_of("77.2.crm", &origin, 2).unwrap(), d[2].body);

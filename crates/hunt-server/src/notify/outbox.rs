@@ -73,6 +73,9 @@ pub struct Attempt {
 pub struct Entry {
     pub key: String,
     pub sink: Arc<str>,
+    /// The partition of its event: the changes of its state are written in that
+    /// partition's rounds (ADR 0015), and it moves with the partition.
+    pub partition: u32,
     pub hunt: Arc<str>,
     /// The event record's LSN and the outcome's index in it.
     pub lsn: Lsn,
@@ -165,6 +168,7 @@ impl Outbox {
             Entry {
                 key: d.key,
                 sink: d.sink_id,
+                partition: d.partition,
                 hunt: d.hunt,
                 lsn: d.lsn,
                 outcome: d.outcome,
@@ -427,6 +431,7 @@ mod tests {
             hunt: "h".into(),
             lsn,
             outcome: i,
+            partition: (lsn % 4) as u32,
             key: format!("{lsn}.{i}.{sink}"),
             body: format!("body {lsn}").into_bytes(),
         }

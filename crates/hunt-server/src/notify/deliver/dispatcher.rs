@@ -48,7 +48,7 @@ impl Notifier {
         let mut touched: Vec<Arc<str>> = Vec::new();
         for (i, origin) in items {
             let lsn = span.at(i);
-            for mut d in deliveries_unbuilt(version.catalog(), lsn, &origin) {
+            for mut d in deliveries_unbuilt(version.catalog(), lsn, partition, &origin) {
                 let size = sizes.entry(d.sink_id.clone()).or_default();
                 if *size >= self.queue_max {
                     // Over the sink's bound: held (never sent, its body never built)

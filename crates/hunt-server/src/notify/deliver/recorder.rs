@@ -34,15 +34,35 @@ impl Notifier {
         }
     }
 
-    /// Appends records and waits until they are durable.
+    /// Appends records and waits until they are durable. Each goes in the rounds of
+    /// its delivery's partition (on a cluster, that partition's subject, so that the
+    /// deliveries move with it, ADR 0015); one whose delivery is not held goes to the
+    /// node's own records.
     pub(super) async fn write(&self, records: &[DeliveryRecord]) -> Result<(), String> {
-        let payloads = records.iter().map(|r| (KIND_DELIVERY, encode(r))).collect();
-        let ticket = self
-            .log
-            .submit(NODE, payloads)
-            .await
-            .map_err(|e| e.to_string())?;
-        ticket.await.map_err(|e| e.to_string())?;
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<(u8, Vec<u8>)>> =
+            std::collections::BTreeMap::new();
+        {
+            let o = self.outbox.lock();
+            for r in records {
+                let p = o.get(&r.key).map_or(NODE, |e| e.partition);
+                by_partition
+                    .entry(p)
+                    .or_default()
+                    .push((KIND_DELIVERY, encode(r)));
+            }
+        }
+        let mut tickets = Vec::with_capacity(by_partition.len());
+        for (p, payloads) in by_partition {
+            let ticket = self
+                .log
+                .submit(p, payloads)
+                .await
+                .map_err(|e| e.to_string())?;
+            tickets.push(ticket);
+        }
+        for t in tickets {
+            t.await.map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 
@@ -168,5 +188,121 @@ impl Notifier {
             }));
         }
         evict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hunt_store::fs::RealFs;
+    use hunt_store::partition_log::{Records, Submitting};
+    use hunt_store::{Log, LogConfig, LogError, Lsn, PartitionLog, Partitions};
+
+    use super::*;
+    use crate::notify::cloudevent::Delivery;
+    use crate::notify::outbox::{Change, DeliveryRecord, Outbox, decode};
+    use crate::records::ConfigRecord;
+    use crate::state::Version;
+
+    /// A log that says which partition each record was submitted to.
+    struct Spy {
+        log: Log,
+        seen: parking_lot::Mutex<Vec<(u32, u8, Vec<u8>)>>,
+    }
+
+    impl PartitionLog for Spy {
+        fn submit(&self, partition: u32, records: Vec<(u8, Vec<u8>)>) -> Submitting<'_> {
+            self.seen
+                .lock()
+                .extend(records.iter().map(|(k, p)| (partition, *k, p.clone())));
+            PartitionLog::submit(&self.log, partition, records)
+        }
+        fn read(&self, partitions: Partitions, from: Lsn) -> Result<Records, LogError> {
+            PartitionLog::read(&self.log, partitions, from)
+        }
+        fn durable(&self) -> Lsn {
+            PartitionLog::durable(&self.log)
+        }
+        fn stopped(&self) -> Option<LogError> {
+            PartitionLog::stopped(&self.log)
+        }
+    }
+
+    fn delivery(lsn: Lsn, partition: u32) -> Delivery {
+        Delivery {
+            sink: 0,
+            sink_id: "crm".into(),
+            hunt: "claim".into(),
+            lsn,
+            outcome: 0,
+            partition,
+            key: format!("{lsn}.0.crm"),
+            body: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_changes_of_a_delivery_go_to_its_partitions_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(Arc::new(RealFs), LogConfig::new(dir.path())).unwrap();
+        let spy = Arc::new(Spy {
+            log,
+            seen: parking_lot::Mutex::default(),
+        });
+        let text = r#"
+version: 1
+pools:
+  - id: p
+    generate: { prefix: "C-", count: 10 }
+sinks:
+  - id: crm
+    url: "http://127.0.0.1:9/"
+hunts:
+  - id: claim
+    steps: [{ id: s, on: claim }]
+    reward: { pool: p }
+    notify: [crm]
+"#;
+        let version = Version::compile(ConfigRecord {
+            version: 1,
+            name: "h.yaml".into(),
+            text: text.into(),
+            at: 0,
+        })
+        .unwrap();
+        // Dead letters: held, so no sender changes them meanwhile.
+        let mut outbox = Outbox::default();
+        outbox.queue_held(delivery(7, 3), hunt_core::time::Timestamp(0));
+        outbox.queue_held(delivery(9, 5), hunt_core::time::Timestamp(0));
+        let n =
+            Notifier::start(spy.clone(), outbox, &version, crate::service::now, 10, 10).unwrap();
+        let changes: Vec<DeliveryRecord> = ["7.0.crm", "9.0.crm", "11.0.crm"]
+            .iter()
+            .map(|k| DeliveryRecord {
+                key: k.to_string(),
+                at: 1,
+                change: Change::Dropped,
+            })
+            .collect();
+        n.write(&changes).await.unwrap();
+        let mut went: Vec<(String, u32)> = spy
+            .seen
+            .lock()
+            .iter()
+            .filter(|(_, k, _)| *k == KIND_DELIVERY)
+            .map(|(p, _, payload)| (decode(payload).unwrap().key, *p))
+            .collect();
+        went.sort();
+        assert_eq!(
+            went,
+            [
+                ("11.0.crm".to_string(), NODE),
+                ("7.0.crm".to_string(), 3),
+                ("9.0.crm".to_string(), 5)
+            ],
+            "a delivery not held goes to the node's records"
+        );
+        n.abort();
     }
 }
