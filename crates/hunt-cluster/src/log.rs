@@ -224,7 +224,7 @@ impl JetStreamLog {
         // A server lost or a leader being elected makes requests time out for a few
         // seconds: each step is tried again until nothing has moved for this long.
         let patience = c.ack_timeout.max(Duration::from_secs(10));
-        let (filter, end) = patiently(patience, &c.stream, || async {
+        let (filters, end) = patiently(patience, &c.stream, || async {
             let mut stream =
                 c.js.get_stream(&c.stream)
                     .await
@@ -232,12 +232,19 @@ impl JetStreamLog {
             match partitions {
                 Partitions::All => {
                     let info = stream.info().await.map_err(|e| e.to_string())?;
-                    Ok((c.all_subjects(), info.state.last_sequence))
+                    Ok((vec![c.all_subjects()], info.state.last_sequence))
                 }
                 Partitions::One(p) => {
                     let subject = c.subject(p);
                     let end = last_on_subject(&stream, &subject).await?;
-                    Ok((subject, end))
+                    Ok((vec![subject], end))
+                }
+                Partitions::WithVersions(p) => {
+                    let (own, node) = (c.subject(p), c.subject(hunt_store::partition_log::NODE));
+                    let end = last_on_subject(&stream, &own)
+                        .await?
+                        .max(last_on_subject(&stream, &node).await?);
+                    Ok((vec![own, node], end))
                 }
             }
         })
@@ -252,7 +259,14 @@ impl JetStreamLog {
                         .map_err(|e| e.to_string())?;
                 let consumer = stream
                     .create_consumer(pull::OrderedConfig {
-                        filter_subject: filter.clone(),
+                        filter_subject: match &filters[..] {
+                            [one] => one.clone(),
+                            _ => String::new(),
+                        },
+                        filter_subjects: match &filters[..] {
+                            [_] => Vec::new(),
+                            more => more.to_vec(),
+                        },
                         deliver_policy: DeliverPolicy::ByStartSequence {
                             start_sequence: next,
                         },

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hunt_cluster::testing::NatsCluster;
 use hunt_cluster::{Cluster, ClusterConfig, ClusterError, JetStreamLog};
+use hunt_store::partition_log::NODE;
 use hunt_store::{LogError, PartitionLog, Partitions, Record};
 
 fn config(nats: &NatsCluster, name: &str) -> ClusterConfig {
@@ -41,11 +42,13 @@ async fn rounds_are_read_back_in_order_with_the_positions_their_tickets_gave() {
         assert_eq!(log.last_sequence(p).await.unwrap(), 0);
         log.own(p, 0);
     }
+    log.own(NODE, 0);
     // Rounds of every partition, submitted without waiting, so that several go in one
-    // message.
+    // message; and now and then one of the node's own (a hunts-file version).
     let mut tickets = Vec::new();
     for i in 0..30u32 {
-        for p in 0..4u32 {
+        let also_node = (i % 7 == 3).then_some(NODE);
+        for p in (0..4u32).chain(also_node) {
             let t = log.submit(p, round(p, i, 1 + i % 4)).await.unwrap();
             tickets.push((p, i, t));
         }
@@ -85,6 +88,19 @@ async fn rounds_are_read_back_in_order_with_the_positions_their_tickets_gave() {
     let got = read(&log, Partitions::One(2), from).await;
     assert_eq!(got.len(), two.len() - 5);
     assert_eq!(got[0].lsn, from);
+    // One partition with the versions: its subject and the node's, in one order.
+    let two_and_node: Vec<(u64, Vec<u8>)> = expected
+        .iter()
+        .filter(|e| e.0 == 2 || e.0 == NODE)
+        .map(|e| (e.1, e.2.clone()))
+        .collect();
+    assert!(two_and_node.len() > two.len());
+    let got: Vec<(u64, Vec<u8>)> = read(&log, Partitions::WithVersions(2), 0)
+        .await
+        .into_iter()
+        .map(|r| (r.lsn, r.payload))
+        .collect();
+    assert_eq!(got, two_and_node, "a partition's subject and the node's");
 
     // Joining the same cluster again takes the stored partition count; another is refused.
     let mut join = config(&nats, "order");

@@ -69,30 +69,87 @@ pub fn recover(
         Some(snaps) => r.load_snapshot(snaps, dedupe)?,
         None => 1,
     };
-    let reader = log.read(Partitions::All, from).map_err(|e| e.to_string())?;
-    for rec in reader {
-        let rec = rec.map_err(|e| e.to_string())?;
-        if r.report.records == 0 && rec.lsn > from && log.dense() {
-            return Err(format!(
-                "the log starts at LSN {} but the rebuild needs LSN {from}: older segments \
-                 were removed and no readable snapshot covers them",
-                rec.lsn
-            ));
-        }
-        r.report.records += 1;
-        r.report.last_lsn = rec.lsn;
-        let at = |e: String| format!("record {}: {e}", rec.lsn);
-        match RecordKind::of(rec.kind) {
-            Some(RecordKind::Event) => r.event(rec.lsn, &rec.payload).map_err(at)?,
-            Some(RecordKind::Config) => r.config(rec.lsn, &rec.payload).map_err(at)?,
-            Some(RecordKind::Delivery) => r.delivery(rec.lsn, &rec.payload).map_err(at)?,
-            Some(RecordKind::Version) => r.marked_version(&rec.payload).map_err(at)?,
-            Some(RecordKind::Marker) => r.marker(rec.lsn, &rec.payload).map_err(at)?,
-            None => return Err(at(format!("unknown kind {}", rec.kind))),
-        }
-        progress(rec.lsn);
-    }
+    r.read(log, Partitions::All, from, progress)?;
     r.finish(log)
+}
+
+/// One partition rebuilt, for a node that takes it over alone (ADR 0015): its state,
+/// its deliveries, and the versions.
+pub struct RecoveredPartition {
+    /// The newest version the log holds.
+    pub version: Option<Version>,
+    /// The version the partition applies, if its last marker names an older one.
+    pub behind: Option<Arc<Version>>,
+    pub state: PartitionState,
+    /// The partition's pending deliveries and dead letters.
+    pub outbox: Outbox,
+    pub report: Report,
+}
+
+/// Rebuilds `partition` alone from its own records and the node's (the versions), from
+/// the start of the log: the same state, deliveries and versions as [`recover`] gives
+/// it.
+pub fn recover_partition(
+    log: &dyn PartitionLog,
+    partition: u32,
+    partitions: usize,
+    dedupe: DedupeConfig,
+    progress: &mut dyn FnMut(Lsn),
+) -> Result<RecoveredPartition, String> {
+    let n = partition as usize;
+    if n >= partitions {
+        return Err(format!(
+            "partition {partition} of a log of {partitions} partitions"
+        ));
+    }
+    let mut r = Rebuild::new(partitions, dedupe);
+    r.only = Some(n);
+    r.read(log, Partitions::WithVersions(partition), 1, progress)?;
+    let mut all = r.finish(log)?;
+    Ok(RecoveredPartition {
+        version: all.version,
+        behind: all.behind.remove(&partition),
+        state: all.states.swap_remove(n),
+        outbox: all.outbox,
+        report: all.report,
+    })
+}
+
+impl Rebuild {
+    /// Applies the records of `partitions` from `from` on.
+    fn read(
+        &mut self,
+        log: &dyn PartitionLog,
+        partitions: Partitions,
+        from: Lsn,
+        progress: &mut dyn FnMut(Lsn),
+    ) -> Result<(), String> {
+        let r = self;
+        let reader = log.read(partitions, from).map_err(|e| e.to_string())?;
+        for rec in reader {
+            let rec = rec.map_err(|e| e.to_string())?;
+            if r.report.records == 0 && rec.lsn > from && log.dense() {
+                return Err(format!(
+                    "the log starts at LSN {} but the rebuild needs LSN {from}: older segments \
+                 were removed and no readable snapshot covers them",
+                    rec.lsn
+                ));
+            }
+            r.report.records += 1;
+            r.report.last_lsn = rec.lsn;
+            let at = |e: String| format!("record {}: {e}", rec.lsn);
+            match RecordKind::of(rec.kind) {
+                Some(RecordKind::Event) => r.event(rec.lsn, &rec.payload).map_err(at)?,
+                Some(RecordKind::Config) => r.config(rec.lsn, &rec.payload).map_err(at)?,
+                Some(RecordKind::Delivery) => r.delivery(rec.lsn, &rec.payload).map_err(at)?,
+                Some(RecordKind::Version) => r.marked_version(&rec.payload).map_err(at)?,
+                Some(RecordKind::Marker) => r.marker(rec.lsn, &rec.payload).map_err(at)?,
+                None => return Err(at(format!("unknown kind {}", rec.kind))),
+            }
+            progress(rec.lsn);
+        }
+        Ok(())
+    }
 }
 
 /// A rebuild in progress: what has been read so far.
@@ -109,6 +166,8 @@ struct Rebuild {
     outbox: Outbox,
     /// How far the snapshot started from reaches (none: nothing is held yet).
     cover: Option<Cover>,
+    /// Rebuilding this partition alone: the others' records are passed over.
+    only: Option<usize>,
     report: Report,
 }
 
@@ -127,6 +186,7 @@ impl Rebuild {
                 .collect(),
             outbox: Outbox::default(),
             cover: None,
+            only: None,
             report: Report::default(),
         }
     }
@@ -173,6 +233,9 @@ impl Rebuild {
     fn event(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
         let e = decode_event(payload)?;
         let p = partition_of(&e.event.user, self.partitions);
+        if self.only.is_some_and(|o| o != p) {
+            return Ok(());
+        }
         let v = self.in_force[p]
             .and_then(|n| self.versions.get(&n))
             .ok_or("an event before any hunts file version")?
@@ -268,6 +331,9 @@ impl Rebuild {
     fn marker(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
         let m = decode_marker(payload)?;
         let p = m.partition as usize;
+        if self.only.is_some_and(|o| o != p) {
+            return Ok(());
+        }
         if p >= self.partitions {
             return Err(format!(
                 "a marker of partition {p}, but the log has {} partitions",
@@ -292,6 +358,10 @@ impl Rebuild {
             return Ok(());
         }
         let d = outbox::decode(payload)?;
+        if self.only.is_some() && self.outbox.get(&d.key).is_none() {
+            // Another partition's delivery (a log that keeps one stream).
+            return Ok(());
+        }
         self.report.delivery_changes += 1;
         // A change that does not fit (two operators retrying one dead letter at once,
         // say) changes nothing; it must not stop a restart.

@@ -635,3 +635,108 @@ async fn a_switch_that_fails_half_way_changes_nothing_and_can_be_retried_with_an
     assert_eq!(codes_once(&won), vec!["A", "B", "C", "D"]);
     s.stop().await.unwrap();
 }
+
+/// Each partition rebuilt alone (as a node that takes it over would, ADR 0015) from
+/// its own records and the versions is exactly what the whole rebuild gives it: its
+/// customers, figures, winners, dedupe window and deliveries, across a version put in
+/// force by markers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_rebuilt_alone_is_what_the_whole_rebuild_gives_it() {
+    use hunt_server::recover::{recover, recover_partition};
+    let (_d, dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let hunts = |codes: u32| {
+        format!(
+            r#"
+version: 1
+pools:
+  - id: gold
+    generate: {{ prefix: "G-", count: {codes} }}
+sinks:
+  - id: crm
+    url: "http://127.0.0.1:9/"
+    max_attempts: 1
+hunts:
+  - id: dash
+    steps: [{{ id: buy, on: purchase }}]
+    reward: {{ pool: gold, per_user: 1 }}
+    notify: [crm]
+"#
+        )
+    };
+    let s = Arc::new(start(&dir, Some(hunts(150)), MemoryEscrow::node(&bucket, 1, 8)).await);
+    let first = race(&s, (0..100).map(|i| format!("a{i}"))).await;
+    let (st, put) = s.put_config(&hunts(400)).await;
+    assert_eq!((st, &put["partitions_pending"]), (200, &json!([])), "{put}");
+    let second = race(&s, (0..100).map(|i| format!("b{i}"))).await;
+    assert_eq!(first.len() + second.len(), 200);
+    // Deliveries fail (nothing listens there) and go to the dead-letter queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, dlq) = s.get("/v1/dlq?limit=1").await;
+        let dead = dlq["total"].as_u64().unwrap_or(0);
+        if dead >= 5 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{dlq}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.abort().await;
+    let (log, _) = hunt_store::Log::open(
+        Arc::new(hunt_store::fs::RealFs),
+        hunt_store::LogConfig::new(dir.join("log")),
+    )
+    .unwrap();
+    let dedupe = hunt_server::state::DedupeConfig {
+        window: hunt_core::time::Duration::from_secs(24 * 3600),
+        entries_max: 1_000_000,
+    };
+    let whole = recover(&log, None, 8, dedupe, &mut |_| {}).unwrap();
+    assert!(whole.behind.is_empty());
+    let mut delivered_parts = BTreeSet::new();
+    for n in 0..8u32 {
+        let one = recover_partition(&log, n, 8, dedupe, &mut |_| {}).unwrap();
+        let all = &whole.states[n as usize];
+        let users = |s: &hunt_server::state::PartitionState| {
+            s.users
+                .iter()
+                // As kept (the binding to a compiled catalog is the process's own).
+                .map(|(id, u)| (id.to_string(), serde_json::to_value(u).unwrap()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert!(!all.users.is_empty(), "partition {n} has customers");
+        assert_eq!(users(&one.state), users(all), "partition {n}'s customers");
+        assert_eq!(one.state.stats, all.stats, "partition {n}'s figures");
+        let winners = |s: &hunt_server::state::PartitionState| {
+            s.winners.values().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(winners(&one.state), winners(all), "partition {n}'s winners");
+        assert_eq!(one.state.dedupe.len(), all.dedupe.len());
+        let entries = |o: &hunt_server::notify::outbox::Outbox| {
+            let mut e: Vec<_> = o
+                .entries()
+                .filter(|e| e.partition == n)
+                .map(|e| (e.key.clone(), e.dead_at.is_some(), e.attempts))
+                .collect();
+            e.sort();
+            e
+        };
+        let mine = entries(&one.outbox);
+        assert_eq!(mine.len(), one.outbox.entries().count(), "only its own");
+        assert_eq!(mine, entries(&whole.outbox), "partition {n}'s deliveries");
+        if mine.iter().any(|(_, dead, _)| *dead) {
+            delivered_parts.insert(n);
+        }
+        assert_eq!(
+            one.version.as_ref().map(|v| v.record.version),
+            Some(2),
+            "the newest version"
+        );
+        assert!(one.behind.is_none());
+        assert_eq!(one.report.mismatches, 0, "{:?}", one.report.first_mismatch);
+    }
+    assert!(
+        delivered_parts.len() > 1,
+        "dead letters in several partitions: {delivered_parts:?}"
+    );
+}

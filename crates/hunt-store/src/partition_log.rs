@@ -54,9 +54,8 @@ pub type Submitting<'a> = Pin<Box<dyn Future<Output = Result<Ticket, LogError>> 
 pub type Records = Box<dyn Iterator<Item = Result<Record, LogError>> + Send>;
 
 /// The "partition" of records that belong to the node rather than to one partition:
-/// the outbox's delivery changes and the hunts file's versions. The local log keeps them
-/// in its one stream with the rest. (The cluster design moves them into partitions'
-/// rounds.)
+/// the hunts file's versions (and, before ADR 0015, the outbox's delivery changes). The
+/// local log keeps them in its one stream with the rest.
 pub const NODE: u32 = u32::MAX;
 
 /// Which partitions a read is for.
@@ -64,6 +63,10 @@ pub const NODE: u32 = u32::MAX;
 pub enum Partitions {
     All,
     One(u32),
+    /// One partition's records and the node's ([`NODE`]: the hunts file's versions),
+    /// in one order: what a node needs to take that partition over. A log that keeps
+    /// one stream (the local log) gives every record; the reader picks.
+    WithVersions(u32),
 }
 
 /// Where partitions submit their rounds, learn when they are durable, and read them back.
