@@ -231,7 +231,17 @@ async fn routed(
 ) -> Vec<(usize, String, Status)> {
     let ids: Vec<(usize, String)> = items.iter().map(|(i, e)| (*i, e.id.clone())).collect();
     match router.events(p, items).await {
-        Ok(s) => s,
+        // Every event sent has one answer: one the router lost is refused for a retry.
+        Ok(mut s) => {
+            let answered: std::collections::BTreeSet<usize> = s.iter().map(|a| a.0).collect();
+            for (i, id) in ids {
+                if !answered.contains(&i) {
+                    let why = format!("partition {p}'s owner gave no answer for it");
+                    s.push((i, id, Status::Moving(why)));
+                }
+            }
+            s
+        }
         Err(why) => ids
             .into_iter()
             .map(|(i, id)| {
