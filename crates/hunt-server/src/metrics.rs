@@ -180,7 +180,7 @@ impl Metrics {
         c(
             out,
             "hunt_events_accepted_total",
-            "Events applied and durable.",
+            "Events applied and durable by this node's partitions.",
             load(&self.accepted),
         );
         c(

@@ -323,7 +323,7 @@ fn answer_one(
                     Some(id),
                     None,
                     format!(
-                        "this event's partition is on another node, which could not take it now ({why}); retry later: if it did apply it, the retry is answered as a duplicate with its first answer"
+                        "this event's partition is another node's, which could not take it now ({why}); retry later: if that node did apply it, the retry is answered as a duplicate with its first answer"
                     ),
                 )
             }

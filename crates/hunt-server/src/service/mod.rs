@@ -244,10 +244,7 @@ async fn routed(
         }
         Err(why) => ids
             .into_iter()
-            .map(|(i, id)| {
-                let why = format!("partition {p}'s owner could not take it: {why}");
-                (i, id, Status::Moving(why))
-            })
+            .map(|(i, id)| (i, id, Status::Moving(why.clone())))
             .collect(),
     }
 }
@@ -460,9 +457,10 @@ impl Service {
             room.send(Msg::Events(Batch { items, reply }));
             waits.push(rx);
         }
-        // Other nodes' answers come back durable there.
+        // Other nodes' answers come back durable there (and counted there).
+        let mut routed_out = Vec::new();
         while let Some(answered) = elsewhere.join_next().await {
-            statuses.extend(answered.map_err(|_| IngestError::Stopped(Stopped::Partition))?);
+            routed_out.extend(answered.map_err(|_| IngestError::Stopped(Stopped::Partition))?);
         }
         let mut tickets = Vec::new();
         let mut failure = None;
@@ -488,10 +486,12 @@ impl Service {
                 return Err(IngestError::Stopped(e.into()));
             }
         }
+        // Applied by this node's partitions: what its figures and snapshots count.
         let accepted = statuses
             .iter()
             .filter(|(_, _, s)| matches!(s, Status::Accepted(_)))
             .count() as u64;
+        statuses.extend(routed_out);
         self.metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
         let since = self
             .accepted_since_snapshot

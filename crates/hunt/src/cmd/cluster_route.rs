@@ -555,8 +555,19 @@ async fn answer(shared: &Shared, n: u32, m: Message) {
             why: "the node is stopping".into(),
         },
     };
+    let max = shared.client.server_info().max_payload;
     let payload = match serde_json::to_vec(&reply) {
-        Ok(p) => p,
+        Ok(p) if p.len() <= max => p,
+        Ok(p) => {
+            // Taken and durable here, but the answer does not fit: the asking node
+            // refuses the events for a retry, whose duplicates' answers are as large.
+            let why = format!(
+                "the answer ({} bytes) is over the NATS servers' max_payload ({max} bytes); raise it",
+                p.len()
+            );
+            tracing::error!(partition = n, "{why}");
+            serde_json::to_vec(&Reply::Refused { why }).unwrap_or_default()
+        }
         Err(e) => {
             tracing::error!(partition = n, error = %e, "a reply could not be written");
             return;
@@ -656,7 +667,14 @@ async fn serve_gathers(shared: Arc<Shared>, mut asks: Subscriber) {
             share: service.share(&ask.ask).await,
         };
         drop(service);
+        let max = shared.client.server_info().max_payload;
         match serde_json::to_vec(&reply) {
+            // The asking node names this one as missing.
+            Ok(p) if p.len() > max => tracing::error!(
+                bytes = p.len(),
+                max_payload = max,
+                "a share of the figures is over the NATS servers' max_payload (a long winners list?): not sent"
+            ),
             Ok(p) => {
                 if let Err(e) = shared.client.publish(to, p.into()).await {
                     tracing::warn!(error = %e, "a share of the figures was not sent");

@@ -103,6 +103,18 @@ impl Node {
         (status, v, retry)
     }
 
+    /// A counter of `/metrics`.
+    async fn counter(&self, name: &str) -> u64 {
+        let routes = self.running.routes().expect("running");
+        let request = HttpRequest::get("/metrics").body(Body::empty()).unwrap();
+        let r = routes.oneshot(request).await.expect("an answer");
+        let text = to_bytes(r.into_body(), 64 << 20).await.expect("a body");
+        let text = String::from_utf8_lossy(&text);
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+        let value = line.and_then(|l| l.split(' ').nth(1)?.parse().ok());
+        value.unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
     async fn post(&self, events: Value) -> (u16, Value, Option<String>) {
         let request = HttpRequest::post("/v1/events")
             .header(header::CONTENT_TYPE, "application/json")
@@ -376,6 +388,13 @@ async fn two_nodes_over_nats_give_one_nodes_answers_to_events_queries_and_figure
                 "seed {seed}, {path}: asked of b"
             );
         }
+        // Each event is counted as accepted once, by the node that applied it.
+        let accepted = "hunt_events_accepted_total";
+        let (a, b) = (
+            pair.nodes[0].counter(accepted).await,
+            pair.nodes[1].counter(accepted).await,
+        );
+        assert_eq!(a + b, pair.one.counter(accepted).await, "seed {seed}");
         let (_, stats) = pair.one.get(FIGURES[0]).await;
         eprintln!(
             "seed {seed}: pool {codes}, cap {cap}: {} granted, {} denied, the same on one node and two",
