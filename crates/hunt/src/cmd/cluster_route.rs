@@ -417,8 +417,7 @@ impl Responder {
         let nats = |e: async_nats::SubscribeError| format!("subscribing on NATS: {e}");
         let give_backs = client.subscribe(subjects.giveback()).await.map_err(nats)?;
         let gathers = client.subscribe(subjects.gather()).await.map_err(nats)?;
-        client
-            .flush()
+        subscribed(&client)
             .await
             .map_err(|e| format!("subscribing on NATS: {e}"))?;
         let listeners = vec![
@@ -432,8 +431,10 @@ impl Responder {
         })
     }
 
-    /// Answers partition `n`'s work from now on (done once the NATS server has the
-    /// subscription). The service must apply `n`.
+    /// Answers partition `n`'s work from now on: done once the NATS server this node
+    /// is connected to has the subscription (the cluster's other servers learn of it
+    /// a moment later; meanwhile a request through them may be refused for a retry).
+    /// The service must apply `n`.
     pub async fn host(&self, n: u32) -> Result<(), String> {
         let Some(service) = self.shared.service.upgrade() else {
             return Err("the service has stopped".into());
@@ -450,8 +451,7 @@ impl Responder {
             .subscribe(self.shared.subjects.partition(n))
             .await
             .map_err(|e| format!("subscribing to partition {n}'s work: {e}"))?;
-        client
-            .flush()
+        subscribed(client)
             .await
             .map_err(|e| format!("subscribing to partition {n}'s work: {e}"))?;
         let (release, released) = oneshot::channel();
@@ -488,6 +488,27 @@ impl Responder {
         for l in &self.listeners {
             l.abort();
         }
+    }
+}
+
+/// Returns once the server has taken every subscription `client` asked for so far: it
+/// handles a connection's messages in order, so a message this connection sends to
+/// itself comes back after them. (`Client::flush` only empties the socket's buffer.)
+async fn subscribed(client: &Client) -> Result<(), String> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .publish(inbox, Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(ROUTE_TIMEOUT, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err(format!(
+            "the NATS server did not confirm within {ROUTE_TIMEOUT:?}"
+        )),
     }
 }
 

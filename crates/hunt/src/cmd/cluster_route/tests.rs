@@ -477,7 +477,7 @@ async fn events_of_a_partition_nobody_serves_are_refused_for_a_retry_and_recorde
     let u3 = customer_of(3, 0);
     let client = async_nats::connect(pair.urls.clone()).await.unwrap();
     let mut silent = client.subscribe(pair.subjects.partition(3)).await.unwrap();
-    client.flush().await.unwrap();
+    subscribed(&client).await.unwrap();
     let silent_events = json!([ev("y1", &u3, "product_view", json!({}))]);
     let (s, v, _) = a.post(silent_events.clone()).await;
     assert_eq!(
@@ -488,7 +488,9 @@ async fn events_of_a_partition_nobody_serves_are_refused_for_a_retry_and_recorde
     let reason = v["results"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("did not answer"), "{v}");
     assert!(
-        silent.next().await.is_some(),
+        tokio::time::timeout(ROUTE_TIMEOUT, silent.next())
+            .await
+            .is_ok_and(|m| m.is_some()),
         "the request reached the silent one"
     );
     silent.unsubscribe().await.unwrap();
