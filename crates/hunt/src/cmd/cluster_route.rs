@@ -55,6 +55,8 @@ pub const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Routed requests one node answers at once, over all the partitions it hosts; more
 /// wait in their subscriptions (each a bounded channel).
 const ANSWERING_MAX: usize = 512;
+/// The queue group of a partition's subscriptions.
+const OWNERS: &str = "owners";
 /// Room kept in a request for its envelope beside the events.
 const ENVELOPE_BYTES: usize = 1024;
 
@@ -447,8 +449,11 @@ impl Responder {
             return Ok(());
         }
         let client = &self.shared.client;
+        // In a queue group: while two subscriptions overlap (this node's during a
+        // release and a new one, or two nodes' during a hand-off), each request is
+        // taken by one of them only, and answered once.
         let work = client
-            .subscribe(self.shared.subjects.partition(n))
+            .queue_subscribe(self.shared.subjects.partition(n), OWNERS.into())
             .await
             .map_err(|e| format!("subscribing to partition {n}'s work: {e}"))?;
         subscribed(client)
