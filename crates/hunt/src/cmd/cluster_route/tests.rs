@@ -607,3 +607,32 @@ async fn a_partition_released_under_load_answers_what_it_took_and_refuses_the_re
     eprintln!("{taken} taken before the release, {refused} refused after it");
     assert!(taken > 0);
 }
+
+#[test]
+fn events_over_a_message_are_cut_in_order_into_requests_that_fit() {
+    let events: Vec<(usize, Event)> = (0..50)
+        .map(|i| {
+            let e = ev(
+                &format!("e{i}"),
+                "u",
+                "product_view",
+                json!({"n": "x".repeat(i)}),
+            );
+            (i, serde_json::from_value(e).unwrap())
+        })
+        .collect();
+    let max = ENVELOPE_BYTES + 600;
+    let parts = requests(events.clone(), max);
+    assert!(parts.len() > 1, "cut: {}", parts.len());
+    for part in &parts {
+        let request = serde_json::to_vec(&Request::Events {
+            events: part.clone(),
+        })
+        .unwrap();
+        assert!(request.len() <= max, "{} bytes", request.len());
+    }
+    let again: Vec<(usize, Event)> = parts.into_iter().flatten().collect();
+    assert_eq!(again, events, "every event once, in order");
+    // Under the limit: one request.
+    assert_eq!(requests(events, 1 << 20).len(), 1);
+}
