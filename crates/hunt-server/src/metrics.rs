@@ -111,13 +111,16 @@ pub enum RejectReason {
     WindowFull,
     /// On a cluster, the escrow of the codes it needed could not be reached.
     PoolsUnavailable,
+    /// On a cluster whose partitions are spread over nodes, its partition's owner could
+    /// not take it.
+    Moving,
 }
 
 pub struct Metrics {
     pub received: AtomicU64,
     pub accepted: AtomicU64,
     pub duplicate: AtomicU64,
-    rejected: [AtomicU64; 4],
+    rejected: [AtomicU64; 5],
     /// Whole requests refused, by HTTP status.
     refused: Mutex<BTreeMap<u16, u64>>,
     pub ack_seconds: Histogram,
@@ -177,7 +180,7 @@ impl Metrics {
         c(
             out,
             "hunt_events_accepted_total",
-            "Events applied and durable.",
+            "Events applied and durable by this node's partitions.",
             load(&self.accepted),
         );
         c(
@@ -195,6 +198,7 @@ impl Metrics {
             "rate_limited",
             "window_full",
             "pools_unavailable",
+            "moving",
         ]
         .iter()
         .enumerate()

@@ -40,6 +40,10 @@ pub enum Status {
     /// On a cluster, the escrow of the codes it needed could not be reached: nothing
     /// of it was recorded; retry later.
     Unavailable(String),
+    /// On a cluster whose partitions are spread over nodes, its partition's owner could
+    /// not take it (no owner answering, the partition moving, or no answer in time):
+    /// retry later; an event the owner did apply is then answered as a duplicate.
+    Moving(String),
 }
 
 /// Events of one request for this partition: `(index in the request, event)`.
@@ -55,8 +59,9 @@ pub struct BatchAnswer {
     pub ticket: Option<Ticket>,
 }
 
-/// A customer as the queries show them.
-#[derive(Debug, Clone, Serialize)]
+/// A customer as the queries show them (and as their owner sends them to another
+/// node, on a cluster whose partitions are spread over nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct UserView {
     pub user: String,
     #[serde(flatten)]

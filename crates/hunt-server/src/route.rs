@@ -3,13 +3,15 @@
 //! so that any node answers any request.
 //!
 //! Owns: which partitions this node applies ([`Spread`]), and the types that travel
-//! between nodes ([`Routed`]). The transport (NATS request-reply on a cluster) is the
-//! router's; the server knows nothing of it.
+//! between nodes: events' statuses ([`Routed`]), a customer as their owner shows them
+//! ([`UserView`]), and one node's share of the hunt-wide figures ([`Share`]). The
+//! transport (NATS request-reply on a cluster) is the router's; the server knows
+//! nothing of it.
 //! Must never: apply an event of a partition it does not own, or answer an event the
 //! owner did not answer (an event whose owner could not be reached is refused for a
-//! retry, nothing recorded).
+//! retry, nothing recorded here).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use hunt_core::engine::{Event, Outcome};
@@ -17,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::escrow::BoxFuture;
 use crate::partition::Status;
+pub use crate::partition::UserView;
+use crate::state::{HuntCounters, Winner};
 
 /// Which partitions this node applies, and where the others go.
 #[derive(Clone)]
@@ -49,6 +53,46 @@ pub trait Router: Send + Sync + 'static {
     /// Asks every other node's partitions to give back what they hold unused of the
     /// escrow account `key` (a partition here found it empty). Not waited for.
     fn give_back(&self, key: &str);
+
+    /// The customer `user` (of `partition`) as its owner shows them, once what it
+    /// shows is durable there (`None`: the owner has no events of theirs).
+    fn user<'a>(
+        &'a self,
+        partition: u32,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Option<UserView>, String>>;
+
+    /// Every other node's share of the hunt-wide figures, as each answers `ask`; the
+    /// nodes that did not answer in time are named in [`Gathered::missing`].
+    fn gather<'a>(&'a self, ask: &'a Ask) -> BoxFuture<'a, Gathered>;
+}
+
+/// What a gather asks every node for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ask {
+    /// A hunt's first winners in grant order, at most this many: `(hunt, limit)`.
+    pub winners_of: Option<(String, usize)>,
+}
+
+/// One node's share of the hunt-wide figures: what its partitions hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Share {
+    /// Figures per hunt, summed over the node's partitions.
+    pub stats: BTreeMap<Arc<str>, HuntCounters>,
+    /// The asked hunt's first winners here, in grant order.
+    pub winners: Vec<Winner>,
+    /// How many winners the asked hunt has here.
+    pub winners_total: u64,
+    /// Codes granted from each pool (by id) to the node's partitions' customers.
+    pub pools_taken: BTreeMap<Arc<str>, u64>,
+}
+
+/// The other nodes' shares, and who did not answer.
+#[derive(Debug, Clone, Default)]
+pub struct Gathered {
+    pub shares: Vec<Share>,
+    /// The nodes that did not answer in time: their shares are missing.
+    pub missing: Vec<String>,
 }
 
 /// An event's status as it travels back from its partition's owner.
@@ -60,6 +104,7 @@ pub enum Routed {
     WindowFull,
     Internal { why: String },
     Unavailable { why: String },
+    Moving { why: String },
 }
 
 impl Routed {
@@ -74,6 +119,7 @@ impl Routed {
             Status::WindowFull => Routed::WindowFull,
             Status::Internal(why) => Routed::Internal { why: why.clone() },
             Status::Unavailable(why) => Routed::Unavailable { why: why.clone() },
+            Status::Moving(why) => Routed::Moving { why: why.clone() },
         }
     }
 
@@ -85,6 +131,7 @@ impl Routed {
             Routed::WindowFull => Status::WindowFull,
             Routed::Internal { why } => Status::Internal(why),
             Routed::Unavailable { why } => Status::Unavailable(why),
+            Routed::Moving { why } => Status::Moving(why),
         }
     }
 }

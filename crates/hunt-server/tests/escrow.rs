@@ -329,7 +329,20 @@ async fn codes_held_by_idle_partitions_come_back_to_the_one_that_asks() {
 struct InProcess {
     /// The node of each partition.
     owner: Vec<usize>,
-    nodes: Mutex<Vec<std::sync::Weak<hunt_server::service::Service>>>,
+    nodes: Arc<Mutex<Vec<std::sync::Weak<hunt_server::service::Service>>>>,
+    /// The node this router is of (its share is not gathered again).
+    me: Option<usize>,
+}
+
+impl InProcess {
+    /// Node `me`'s router, to the same nodes as `self`.
+    fn of(&self, me: usize) -> InProcess {
+        InProcess {
+            owner: self.owner.clone(),
+            nodes: self.nodes.clone(),
+            me: Some(me),
+        }
+    }
 }
 
 impl hunt_server::route::Router for InProcess {
@@ -365,6 +378,49 @@ impl hunt_server::route::Router for InProcess {
                 s.give_back(key);
             }
         }
+    }
+
+    fn user<'a>(
+        &'a self,
+        partition: u32,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Option<hunt_server::route::UserView>, String>> {
+        Box::pin(async move {
+            let node = self.nodes.lock()[self.owner[partition as usize]].upgrade();
+            let Some(service) = node else {
+                return Err("the owner is not running".into());
+            };
+            let view = service.user_routed(user).await.map_err(|e| e.to_string())?;
+            // As over the wire.
+            Ok(serde_json::from_value(serde_json::to_value(&view).unwrap()).unwrap())
+        })
+    }
+
+    fn gather<'a>(
+        &'a self,
+        ask: &'a hunt_server::route::Ask,
+    ) -> BoxFuture<'a, hunt_server::route::Gathered> {
+        Box::pin(async move {
+            // Every node's share: the asking one's own too, which it leaves out by
+            // knowing its id over the wire; here every node answers, so the test's
+            // nodes each have their own router (`InProcess::of`).
+            let nodes: Vec<_> = self.nodes.lock().clone();
+            let mut g = hunt_server::route::Gathered::default();
+            for (n, node) in nodes.iter().enumerate() {
+                if Some(n) == self.me {
+                    continue;
+                }
+                match node.upgrade() {
+                    Some(s) => {
+                        let share = s.share(ask).await;
+                        let wire = serde_json::to_value(&share).unwrap();
+                        g.shares.push(serde_json::from_value(wire).unwrap());
+                    }
+                    None => g.missing.push(format!("node{n}")),
+                }
+            }
+            g
+        })
     }
 }
 
@@ -469,10 +525,11 @@ async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
         let (_d2, a_dir) = tempdir();
         let (_d3, b_dir) = tempdir();
         let bucket = Arc::new(Bucket::default());
-        let router = Arc::new(InProcess {
+        let router = InProcess {
             owner: (0..8).map(|p| p % 2).collect(),
-            nodes: Mutex::new(Vec::new()),
-        });
+            nodes: Default::default(),
+            me: None,
+        };
         let mut nodes = Vec::new();
         for (n, dir) in [(0, &a_dir), (1, &b_dir)] {
             let s = Server::start(
@@ -484,7 +541,7 @@ async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
                     escrow: Some(MemoryEscrow::node(&bucket, 1, 8)),
                     spread: Some(hunt_server::route::Spread {
                         owned: (0..8).filter(|p| p % 2 == n).collect(),
-                        router: router.clone(),
+                        router: Arc::new(router.of(n as usize)),
                     }),
                     ..Options::default()
                 },
@@ -519,6 +576,7 @@ async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
             }
         }
         assert_eq!(won_one.len(), won_two.len());
+        same_queries_and_figures(&one, &nodes, customers, seed).await;
         eprintln!(
             "seed {seed}: pool {codes}, cap {cap}: {} winners, the same on one node and two",
             won_one.len()
@@ -528,6 +586,86 @@ async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
             n.stop().await.unwrap();
         }
     }
+}
+
+/// Times and codes left out (they differ between two runs of the same events).
+fn without_times_and_codes(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| {
+                let hidden = matches!(k.as_str(), "code" | "at" | "last_found_at" | "completed_at");
+                let v = if hidden {
+                    json!("…")
+                } else {
+                    without_times_and_codes(v)
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+        serde_json::Value::Array(a) => a.iter().map(without_times_and_codes).collect(),
+        other => other.clone(),
+    }
+}
+
+/// Every customer asked of either node gets their owner's answer, which is one
+/// node's; the hunt-wide figures gathered on either node are one node's.
+async fn same_queries_and_figures(one: &Server, nodes: &[Server], customers: u64, seed: u64) {
+    for c in 0..customers {
+        for path in [format!("/v1/users/c{c}"), format!("/v1/users/c{c}/hunts")] {
+            let (s1, a1) = one.get(&path).await;
+            let (sa, aa) = nodes[0].get(&path).await;
+            let (sb, ab) = nodes[1].get(&path).await;
+            assert_eq!((sa, sb), (s1, s1), "seed {seed}, {path}: {a1} {aa} {ab}");
+            assert_eq!(
+                aa, ab,
+                "seed {seed}, {path}: the owner's answer on either node"
+            );
+            assert_eq!(
+                without_times_and_codes(&a1),
+                without_times_and_codes(&aa),
+                "seed {seed}, {path}: one node and two differ"
+            );
+        }
+    }
+    for path in [
+        "/v1/hunts/trail/stats",
+        "/v1/hunts/trail/winners?limit=10000",
+        "/v1/pools",
+    ] {
+        let (s1, a1) = one.get(path).await;
+        let (sa, aa) = nodes[0].get(path).await;
+        let (sb, ab) = nodes[1].get(path).await;
+        assert_eq!((s1, sa, sb), (200, 200, 200), "{path}: {a1} {aa} {ab}");
+        let (a1, aa, ab) = (figures(&a1), figures(&aa), figures(&ab));
+        assert_eq!(
+            a1, aa,
+            "seed {seed}, {path}: one node and two (asked of the first)"
+        );
+        assert_eq!(
+            a1, ab,
+            "seed {seed}, {path}: one node and two (asked of the second)"
+        );
+    }
+}
+
+/// Figures as two runs of the same events share them: winners by customer (their
+/// order and codes depend on the time), pools without their burn-down.
+fn figures(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = without_times_and_codes(v);
+    if let Some(w) = v.get_mut("winners").and_then(|w| w.as_array_mut()) {
+        w.sort_by_key(|w| w["user"].to_string());
+    }
+    for p in v
+        .get_mut("pools")
+        .and_then(|p| p.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        p["burn_down"] = json!("…");
+        p["forecast"] = json!("…");
+    }
+    v
 }
 
 /// Two pools, and a hunt on each.

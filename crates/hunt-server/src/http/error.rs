@@ -198,6 +198,7 @@ impl ApiError {
             }
             ApiError::Ingest(IngestError::Backlog(_)) => unavailable("backlog_full"),
             ApiError::Ingest(IngestError::NotOwner(_)) => unavailable("not_owner"),
+            ApiError::Ingest(IngestError::Moving { .. }) => unavailable("moving"),
             ApiError::Ingest(IngestError::Stopped(_)) | ApiError::LogStopped(_) => {
                 unavailable("log_stopped")
             }
@@ -313,7 +314,8 @@ pub(super) struct BatchTally {
     pub events: usize,
     pub taken: usize,
     pub limited: usize,
-    /// Refused for a retry: the dedupe window full, or a cluster's pools out of reach.
+    /// Refused for a retry: the dedupe window full, a cluster's pools out of reach, or
+    /// (partitions spread over nodes) the partition's owner.
     pub retry_later: usize,
     pub internal: usize,
     /// The longest wait a rate-limited customer has.

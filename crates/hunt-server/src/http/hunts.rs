@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Authorized, Params, Ready, role};
 use super::{ApiError, Json, WINNERS_LIMIT_MAX};
+use crate::route::Ask;
 use crate::service::now;
 use crate::state::Version;
 
@@ -121,6 +122,10 @@ pub(super) struct StatsAnswer {
     rewards_denied: BTreeMap<String, u64>,
     trails_gone_cold: u64,
     reward: Option<PoolFigures>,
+    /// On a cluster whose partitions are spread over nodes: the nodes that did not
+    /// answer in time, whose shares these figures lack (absent when every node did).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 /// One step's finds.
@@ -144,7 +149,8 @@ pub(super) async fn get_hunt_stats(
     Ready(service): Ready,
 ) -> Result<Json<StatsAnswer>, ApiError> {
     let v = service.version();
-    let (stats, _, _) = service.stats(None).await;
+    let figures = service.figures(&Ask::default()).await;
+    let (stats, partial) = (figures.stats, figures.partial);
     let Ok(h) = hunt_index(&v, &id) else {
         // A hunt a later version removed: its customers keep what they found and won,
         // and its figures still answer, with the steps it was found by.
@@ -168,16 +174,18 @@ pub(super) async fn get_hunt_stats(
             rewards_denied: c.denied.clone(),
             trails_gone_cold: c.trails_gone_cold,
             reward: None,
+            partial,
         }));
     };
     let hunt = &v.catalog().hunts[h];
     let c = stats.get(&*hunt.id).cloned().unwrap_or_default();
     let reward = hunt.reward.map(|r| {
         let pool = &v.catalog().pools[r.pool];
+        let remaining = figures.pools.get(r.pool).map_or(0, |(_, _, left)| *left);
         PoolFigures {
             pool: pool.id.clone(),
             size: pool.size(),
-            remaining: pool.size().saturating_sub(v.taken(r.pool)),
+            remaining,
         }
     });
     Ok(Json(StatsAnswer {
@@ -197,6 +205,7 @@ pub(super) async fn get_hunt_stats(
         rewards_denied: c.denied,
         trails_gone_cold: c.trails_gone_cold,
         reward,
+        partial,
     }))
 }
 
@@ -211,6 +220,10 @@ pub(super) struct WinnersAnswer {
     total: u64,
     /// The first `limit`, in order of their grant.
     winners: Vec<WinnerView>,
+    /// On a cluster whose partitions are spread over nodes: the nodes that did not
+    /// answer in time, whose winners are missing (absent when every node did).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 /// One winner.
@@ -238,7 +251,11 @@ pub(super) async fn get_hunt_winners(
 ) -> Result<Json<WinnersAnswer>, ApiError> {
     let v = service.version();
     let limit = super::extract::limit(q.limit.as_deref(), 100, WINNERS_LIMIT_MAX)?;
-    let (stats, winners, total) = service.stats(Some((&id, limit))).await;
+    let ask = Ask {
+        winners_of: Some((id.clone(), limit)),
+    };
+    let figures = service.figures(&ask).await;
+    let (stats, winners, total) = (figures.stats, figures.winners, figures.winners_total);
     // A hunt a later version removed still has its winners, who keep their codes.
     let in_force = hunt_index(&v, &id).is_ok();
     if !in_force && !stats.contains_key(id.as_str()) {
@@ -257,6 +274,7 @@ pub(super) async fn get_hunt_winners(
         in_force,
         total,
         winners,
+        partial: figures.partial,
     }))
 }
 

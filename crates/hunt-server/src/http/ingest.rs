@@ -33,9 +33,13 @@ pub(super) struct EventResult {
     #[schemars(extend("enum" = ["accepted", "duplicate", "rejected"]))]
     status: &'static str,
     /// `internal` for an event the server failed to apply (a bug; retrying is safe);
-    /// `pools_unavailable` on a cluster whose pools could not be reached (retry).
+    /// `pools_unavailable` on a cluster whose pools could not be reached (retry);
+    /// `moving` on a cluster whose partitions are spread over nodes, when the event's
+    /// partition's owner could not take it (no owner answering, the partition moving,
+    /// or no answer in time; retry: an event the owner did apply is then answered as a
+    /// duplicate with its first answer).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("enum" = ["internal", "pools_unavailable"]))]
+    #[schemars(extend("enum" = ["internal", "pools_unavailable", "moving"]))]
     code: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     outcomes: Option<Arc<[Outcome]>>,
@@ -305,6 +309,21 @@ fn answer_one(
                     None,
                     format!(
                         "the cluster's pools could not be reached for this event ({why}); nothing of it was recorded, retry later"
+                    ),
+                )
+            }
+        }
+        Status::Moving(why) => {
+            tally.retry_later += 1;
+            service.metrics.reject(RejectReason::Moving, 1);
+            EventResult {
+                code: Some("moving"),
+                ..EventResult::refused(
+                    i,
+                    Some(id),
+                    None,
+                    format!(
+                        "this event's partition is another node's, which could not take it now ({why}); retry later: if that node did apply it, the retry is answered as a duplicate with its first answer"
                     ),
                 )
             }

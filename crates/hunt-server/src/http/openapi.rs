@@ -301,7 +301,7 @@ pub fn document(http: &HttpConfig) -> String {
             .either(429, "Over the key's rate limit (`rate_limited`), or every event's customer is over theirs (an answer per event).", ingest.clone())
             .either(500, "No event was taken, and applying one failed (a bug): its result's `code` is `internal`; nothing of it was recorded.", ingest.clone())
             .head()
-            .either(503, "The backlog is full, the log stopped, the server is starting or stopping (`backlog_full`, `log_stopped`, `starting`, `stopping`, `lease_unconfirmed`, `too_many_connections`), or the dedupe window is full for every event (an answer per event).", ingest)
+            .either(503, "The backlog is full, the log stopped, the server is starting or stopping (`backlog_full`, `log_stopped`, `starting`, `stopping`, `lease_unconfirmed`, `too_many_connections`), or every event was refused for a retry: the dedupe window full, a cluster's pools out of reach (`pools_unavailable`), or the partition's owner on another node out of reach (`moving`) (an answer per event).", ingest)
             .done(),
     });
 
@@ -314,7 +314,7 @@ pub fn document(http: &HttpConfig) -> String {
             .secured()
             .err(404, &["unknown_user"], "No events for this customer")
             .head()
-            .unavailable(&["log_stopped"])
+            .unavailable(&["log_stopped", "moving"])
             .done(),
     );
     let user_hunts = secured_op(
@@ -325,7 +325,7 @@ pub fn document(http: &HttpConfig) -> String {
             .err(400, &["bad_user"], "Not a customer id")
             .secured()
             .head()
-            .unavailable(&["log_stopped"])
+            .unavailable(&["log_stopped", "moving"])
             .done(),
     );
     let hunts = secured_op(

@@ -21,6 +21,10 @@ pub(super) struct PoolsAnswer {
     sample_every_s: u64,
     /// The pools of the hunts file version in force.
     pools: Vec<PoolView>,
+    /// On a cluster whose partitions are spread over nodes: the nodes that did not
+    /// answer in time, whose grants `remaining` lacks (absent when every node did).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 /// One pool.
@@ -29,7 +33,8 @@ pub(super) struct PoolView {
     pool: Arc<str>,
     /// Codes it holds.
     size: u64,
-    /// Codes left now.
+    /// Codes left now (on a cluster whose partitions are spread over nodes, as every
+    /// node answered; the burn-down before it and the forecast are this node's view).
     remaining: u64,
     /// Hunts of the version in force rewarding from it.
     hunts: Vec<Arc<str>>,
@@ -68,8 +73,9 @@ pub(super) async fn pools(
     let samples = app.history.get().map(|h| h.samples()).unwrap_or_default();
     let v = service.version();
     let (wall, mono) = (now(), Instant::now());
-    let pools = service
-        .pools()
+    let figures = service.figures(&crate::route::Ask::default()).await;
+    let pools = figures
+        .pools
         .into_iter()
         .enumerate()
         .map(|(i, (pool, size, remaining))| {
@@ -119,5 +125,6 @@ pub(super) async fn pools(
     Ok(Json(PoolsAnswer {
         sample_every_s: SAMPLE_EVERY.as_secs(),
         pools,
+        partial: figures.partial,
     }))
 }

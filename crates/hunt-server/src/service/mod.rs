@@ -163,10 +163,30 @@ pub enum IngestError {
     Backlog(#[from] crate::backlog::Full),
     #[error("the event log stopped ({0}); the server is shutting down to recover")]
     Stopped(Stopped),
-    /// The customer's partition is another node's (partitions spread over nodes):
-    /// queries are not routed yet.
+    /// The customer's partition is another node's (partitions spread over nodes), and
+    /// this node was asked not to route (a query another node routed here).
     #[error("partition {0} is owned by another node; ask that node")]
     NotOwner(u32),
+    /// The customer's partition is another node's, and that node could not be asked
+    /// (no owner answering, the partition moving, or no answer in time).
+    #[error("partition {partition}'s owner could not answer ({why}); retry shortly")]
+    Moving { partition: u32, why: String },
+}
+
+/// The hunt-wide figures: this node's, and on a cluster whose partitions are spread
+/// over nodes, every other node's share summed in.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Per hunt.
+    pub stats: BTreeMap<Arc<str>, HuntCounters>,
+    /// The asked hunt's first winners, in grant order.
+    pub winners: Vec<Winner>,
+    /// How many winners the asked hunt has.
+    pub winners_total: u64,
+    /// Each pool of the version in force: (pool, size, remaining).
+    pub pools: Vec<(Arc<str>, u64, u64)>,
+    /// The nodes that did not answer in time, whose shares are missing.
+    pub partial: Vec<String>,
 }
 
 pub struct Service {
@@ -211,13 +231,20 @@ async fn routed(
 ) -> Vec<(usize, String, Status)> {
     let ids: Vec<(usize, String)> = items.iter().map(|(i, e)| (*i, e.id.clone())).collect();
     match router.events(p, items).await {
-        Ok(s) => s,
+        // Every event sent has one answer: one the router lost is refused for a retry.
+        Ok(mut s) => {
+            let answered: std::collections::BTreeSet<usize> = s.iter().map(|a| a.0).collect();
+            for (i, id) in ids {
+                if !answered.contains(&i) {
+                    let why = format!("partition {p}'s owner gave no answer for it");
+                    s.push((i, id, Status::Moving(why)));
+                }
+            }
+            s
+        }
         Err(why) => ids
             .into_iter()
-            .map(|(i, id)| {
-                let why = format!("partition {p}'s owner could not be reached: {why}");
-                (i, id, Status::Unavailable(why))
-            })
+            .map(|(i, id)| (i, id, Status::Moving(why.clone())))
             .collect(),
     }
 }
@@ -451,7 +478,7 @@ impl Service {
                     }
                     _ => statuses.extend(items.into_iter().map(|(i, e)| {
                         let why = format!("partition {p} is not owned by this node");
-                        (i, e.id, Status::Unavailable(why))
+                        (i, e.id, Status::Moving(why))
                     })),
                 }
                 continue;
@@ -466,9 +493,10 @@ impl Service {
             room.send(Msg::Events(Batch { items, reply }));
             waits.push(rx);
         }
-        // Other nodes' answers come back durable there.
+        // Other nodes' answers come back durable there (and counted there).
+        let mut routed_out = Vec::new();
         while let Some(answered) = elsewhere.join_next().await {
-            statuses.extend(answered.map_err(|_| IngestError::Stopped(Stopped::Partition))?);
+            routed_out.extend(answered.map_err(|_| IngestError::Stopped(Stopped::Partition))?);
         }
         let mut tickets = Vec::new();
         let mut failure = None;
@@ -494,10 +522,12 @@ impl Service {
                 return Err(IngestError::Stopped(e.into()));
             }
         }
+        // Applied by this node's partitions: what its figures and snapshots count.
         let accepted = statuses
             .iter()
             .filter(|(_, _, s)| matches!(s, Status::Accepted(_)))
             .count() as u64;
+        statuses.extend(routed_out);
         self.metrics.accepted.fetch_add(accepted, Ordering::Relaxed);
         let since = self
             .accepted_since_snapshot
@@ -515,8 +545,44 @@ impl Service {
         self.me.upgrade()
     }
 
-    /// One customer, as durable: waits until what the view shows is in the log.
+    /// One customer, as durable: waits until what the view shows is in the log. A
+    /// customer of another node's partition is asked of that node through the router;
+    /// the hunts they may see at `hunts_at` are then laid out here, from their state.
     pub async fn user(
+        &self,
+        user: &str,
+        hunts_at: Option<Timestamp>,
+    ) -> Result<(Option<UserView>, Vec<HuntView>), IngestError> {
+        let p = partition_of(user, self.partitions.len());
+        let router = match &self.config.spread {
+            Some(s) if !self.owns(p) => s.router.clone(),
+            _ => return self.user_here(user, hunts_at).await,
+        };
+        let view = router
+            .user(p as u32, user)
+            .await
+            .map_err(|why| IngestError::Moving {
+                partition: p as u32,
+                why,
+            })?;
+        let hunts = match hunts_at {
+            Some(now) => {
+                let none = hunt_core::engine::UserState::default();
+                let state = view.as_ref().map_or(&none, |v| &v.state);
+                self.version().engine.visible_hunts(state, user, now)
+            }
+            None => Vec::new(),
+        };
+        Ok((view, hunts))
+    }
+
+    /// A customer another node asked about (of a partition this node should own): one
+    /// of a partition it does not own is refused, never asked on.
+    pub async fn user_routed(&self, user: &str) -> Result<Option<UserView>, IngestError> {
+        Ok(self.user_here(user, None).await?.0)
+    }
+
+    async fn user_here(
         &self,
         user: &str,
         hunts_at: Option<Timestamp>,
@@ -572,6 +638,69 @@ impl Service {
         winners.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.user.cmp(&b.user)));
         winners.truncate(winners_of.map_or(0, |(_, l)| l));
         (total, winners, count)
+    }
+
+    /// This node's share of the hunt-wide figures (what another node gathers).
+    pub async fn share(&self, ask: &crate::route::Ask) -> crate::route::Share {
+        let winners_of = ask.winners_of.as_ref().map(|(h, l)| (h.as_str(), *l));
+        let (stats, winners, winners_total) = self.stats(winners_of).await;
+        let v = self.version();
+        let pools_taken = v
+            .catalog()
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.clone(), v.taken(i)))
+            .collect();
+        crate::route::Share {
+            stats,
+            winners,
+            winners_total,
+            pools_taken,
+        }
+    }
+
+    /// The hunt-wide figures: this node's share, and on a cluster whose partitions are
+    /// spread over nodes, every other node's gathered through the router and summed
+    /// (each as of its answer; a node that does not answer in time is named in
+    /// [`Figures::partial`]).
+    pub async fn figures(&self, ask: &crate::route::Ask) -> Figures {
+        let mine = self.share(ask).await;
+        let gathered = match &self.config.spread {
+            Some(s) => s.router.gather(ask).await,
+            None => crate::route::Gathered::default(),
+        };
+        let mut f = Figures {
+            partial: gathered.missing,
+            ..Figures::default()
+        };
+        let mut taken: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+        for share in std::iter::once(mine).chain(gathered.shares) {
+            for (hunt, c) in share.stats {
+                f.stats.entry(hunt).or_default().add(&c);
+            }
+            f.winners.extend(share.winners);
+            f.winners_total += share.winners_total;
+            for (pool, n) in share.pools_taken {
+                *taken.entry(pool).or_default() += n;
+            }
+        }
+        f.winners
+            .sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.user.cmp(&b.user)));
+        f.winners
+            .truncate(ask.winners_of.as_ref().map_or(0, |(_, l)| *l));
+        f.pools = self
+            .version()
+            .catalog()
+            .pools
+            .iter()
+            .map(|p| {
+                let used = taken.get(&p.id).copied().unwrap_or(0);
+                (p.id.clone(), p.size(), p.size().saturating_sub(used))
+            })
+            .collect();
+        f.partial.sort();
+        f
     }
 
     /// The last completions' times of `hunt` in ms, over every partition (each keeps
