@@ -9,6 +9,9 @@
 //! the new one. Each partition's state is a part of its own inside the payload, at a
 //! position of its own (ADR 0010).
 //!
+//! Beside it, object `p<n>` holds partition n's snapshot alone (ADR 0015), for a node
+//! that takes that partition over: [`PartSnapshots`].
+//!
 //! **Why a snapshot of a deposed owner is harmless:** a snapshot holds only what its
 //! log confirmed (the partitions' tickets are awaited before it is written), which is
 //! a prefix of the stream whoever owns it now. At worst it is older than another, and
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::object_store::{self, GetErrorKind, ObjectMetadata, ObjectStore};
 use hunt_store::snapshot::{frame, unframe};
-use hunt_store::{LogError, Lsn, Snapshot, SnapshotStore};
+use hunt_store::{LogError, Lsn, PartSnapshots, Snapshot, SnapshotStore};
 use tokio::io::AsyncReadExt;
 use tokio::runtime::Handle;
 
@@ -140,7 +143,12 @@ impl ObjectSnapshots {
     /// Puts a framed snapshot, unless the object store holds a newer one (a later
     /// position): an owner deposed meanwhile must not replace its successor's.
     pub async fn put(&self, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
-        if let Ok(info) = self.store.info(OBJECT).await
+        self.put_object(OBJECT, lsn, payload).await
+    }
+
+    /// [`put`](Self::put) under the object `name`.
+    async fn put_object(&self, name: &str, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
+        if let Ok(info) = self.store.info(name).await
             && let Some(held) = info
                 .metadata
                 .get(LSN_KEY)
@@ -148,6 +156,7 @@ impl ObjectSnapshots {
             && held > lsn
         {
             return Err(self.error(
+                name,
                 "put",
                 format!(
                     "the object store holds a newer snapshot (position {held}) than this one ({lsn}), which is not saved"
@@ -156,7 +165,7 @@ impl ObjectSnapshots {
         }
         let bytes = frame(lsn, payload);
         let meta = ObjectMetadata {
-            name: OBJECT.into(),
+            name: name.into(),
             chunk_size: Some(self.chunk),
             metadata: std::collections::HashMap::from([(LSN_KEY.to_string(), lsn.to_string())]),
             ..Default::default()
@@ -165,13 +174,18 @@ impl ObjectSnapshots {
             .put(meta, &mut &bytes[..])
             .await
             .map(|_| ())
-            .map_err(|e| self.error("put", e))
+            .map_err(|e| self.error(name, "put", e))
     }
 
     /// The newest snapshot: `Ok(None)` if there is none yet. A read that stalls (a
     /// server lost under it) fails after [`READ_TRY_TIMEOUT`].
     pub async fn get(&self) -> Result<Option<Snapshot>, Unread> {
-        tokio::time::timeout(READ_TRY_TIMEOUT, self.get_once())
+        self.get_object(OBJECT).await
+    }
+
+    /// [`get`](Self::get) of the object `name`.
+    async fn get_object(&self, name: &str) -> Result<Option<Snapshot>, Unread> {
+        tokio::time::timeout(READ_TRY_TIMEOUT, self.get_once(name))
             .await
             .unwrap_or_else(|_| {
                 Err(Unread::Failed(format!(
@@ -180,8 +194,8 @@ impl ObjectSnapshots {
             })
     }
 
-    async fn get_once(&self) -> Result<Option<Snapshot>, Unread> {
-        let mut object = match self.store.get(OBJECT).await {
+    async fn get_once(&self, name: &str) -> Result<Option<Snapshot>, Unread> {
+        let mut object = match self.store.get(name).await {
             Ok(o) => o,
             Err(e) if e.kind() == GetErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Unread::Failed(e.to_string())),
@@ -194,10 +208,10 @@ impl ObjectSnapshots {
         unframe(&bytes).map(Some).map_err(Unread::Damaged)
     }
 
-    fn error(&self, op: &'static str, e: impl std::fmt::Display) -> LogError {
+    fn error(&self, name: &str, op: &'static str, e: impl std::fmt::Display) -> LogError {
         LogError::Io {
             op,
-            path: format!("object {OBJECT} of {}", self.bucket),
+            path: format!("object {name} of {}", self.bucket),
             message: e.to_string(),
         }
     }
@@ -209,11 +223,30 @@ impl SnapshotStore for ObjectSnapshots {
     }
 
     fn latest(&self) -> Result<(Option<Snapshot>, Vec<String>), LogError> {
-        let name = format!("snapshot {OBJECT} of {}", self.bucket);
+        self.read_patiently(OBJECT)
+    }
+}
+
+impl PartSnapshots for ObjectSnapshots {
+    fn save_part(&self, partition: u32, lsn: Lsn, payload: &[u8]) -> Result<(), LogError> {
+        self.rt
+            .block_on(self.put_object(&format!("p{partition}"), lsn, payload))
+    }
+
+    fn latest_part(&self, partition: u32) -> Result<(Option<Snapshot>, Vec<String>), LogError> {
+        self.read_patiently(&format!("p{partition}"))
+    }
+}
+
+impl ObjectSnapshots {
+    /// The object `object`, read again for a while if reading fails; one that cannot
+    /// be read is skipped with a warning (the stream is the truth).
+    fn read_patiently(&self, object: &str) -> Result<(Option<Snapshot>, Vec<String>), LogError> {
+        let name = format!("snapshot {object} of {}", self.bucket);
         self.rt.block_on(async {
             let started = tokio::time::Instant::now();
             loop {
-                let why = match self.get().await {
+                let why = match self.get_object(object).await {
                     Ok(s) => return Ok((s, Vec::new())),
                     Err(Unread::Failed(_)) if started.elapsed() < READ_PATIENCE => {
                         tokio::time::sleep(Duration::from_millis(250)).await;

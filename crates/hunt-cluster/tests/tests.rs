@@ -385,6 +385,43 @@ async fn a_snapshot_in_the_object_store_is_replaced_whole_and_a_damaged_one_is_s
     let (got, _) = blocking(Box::new(|s| s.latest().unwrap())).await.unwrap();
     assert_eq!(got.map(|g| g.lsn), Some(97));
 
+    // Partitions' own snapshots: objects of their own, beside the whole one.
+    let parts = blocking(Box::new(|s| {
+        use hunt_store::PartSnapshots;
+        assert_eq!(s.latest_part(3).unwrap(), (None, vec![]));
+        s.save_part(3, 120, b"partition three").unwrap();
+        s.save_part(5, 80, b"partition five").unwrap();
+        assert!(
+            s.save_part(3, 100, b"older").is_err(),
+            "an older one is refused"
+        );
+        let three = s.latest_part(3).unwrap().0.unwrap();
+        let five = s.latest_part(5).unwrap().0.unwrap();
+        (
+            None,
+            vec![format!(
+                "{} {:?} {} {:?}",
+                three.lsn, three.payload, five.lsn, five.payload
+            )],
+        )
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        parts.1[0],
+        format!(
+            "120 {:?} 80 {:?}",
+            b"partition three".to_vec(),
+            b"partition five".to_vec()
+        )
+    );
+    let (got, _) = blocking(Box::new(|s| s.latest().unwrap())).await.unwrap();
+    assert_eq!(
+        got.map(|g| g.lsn),
+        Some(97),
+        "the whole snapshot is untouched"
+    );
+
     // Not a snapshot (written past the engine): skipped with a warning, so that the
     // rebuild reads the whole stream.
     let js =

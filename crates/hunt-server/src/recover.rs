@@ -86,11 +86,12 @@ pub struct RecoveredPartition {
     pub report: Report,
 }
 
-/// Rebuilds `partition` alone from its own records and the node's (the versions), from
-/// the start of the log: the same state, deliveries and versions as [`recover`] gives
-/// it.
+/// Rebuilds `partition` alone from its newest snapshot of its own (if any readable)
+/// and its own records and the node's (the versions) after it: the same state,
+/// deliveries and versions as [`recover`] gives it.
 pub fn recover_partition(
     log: &dyn PartitionLog,
+    snapshots: Option<&dyn hunt_store::PartSnapshots>,
     partition: u32,
     partitions: usize,
     dedupe: DedupeConfig,
@@ -104,7 +105,11 @@ pub fn recover_partition(
     }
     let mut r = Rebuild::new(partitions, dedupe);
     r.only = Some(n);
-    r.read(log, Partitions::WithVersions(partition), 1, progress)?;
+    let from = match snapshots {
+        Some(snaps) => r.load_part_snapshot(snaps, n, dedupe)?,
+        None => 1,
+    };
+    r.read(log, Partitions::WithVersions(partition), from, progress)?;
     let mut all = r.finish(log)?;
     Ok(RecoveredPartition {
         version: all.version,
@@ -228,6 +233,57 @@ impl Rebuild {
         }
     }
 
+    /// Starts partition `n` from its own newest readable snapshot; returns the position
+    /// to read its records from. One that is not one partition's is skipped.
+    fn load_part_snapshot(
+        &mut self,
+        snaps: &dyn hunt_store::PartSnapshots,
+        n: usize,
+        dedupe: DedupeConfig,
+    ) -> Result<Lsn, String> {
+        let (latest, warnings) = snaps.latest_part(n as u32).map_err(|e| e.to_string())?;
+        self.report.warnings.extend(warnings);
+        let Some(snap) = latest else { return Ok(1) };
+        let decoded = crate::snapshot::decode(&snap.payload, 1, dedupe).and_then(|d| {
+            if d.cover.parts.len() == 1 {
+                Ok(d)
+            } else {
+                Err(format!(
+                    "it holds {} partitions, not one",
+                    d.cover.parts.len()
+                ))
+            }
+        });
+        match decoded {
+            Ok(mut d) => {
+                let v = d.version.version;
+                self.versions
+                    .insert(v, Arc::new(Version::compile(d.version)?));
+                self.latest = Some(v);
+                self.in_force = vec![Some(v); self.partitions];
+                if let Some(state) = d.states.pop() {
+                    self.states[n] = state;
+                }
+                for e in d.outbox {
+                    self.outbox.restore(e);
+                }
+                let cover = d.cover.widen(n, self.partitions);
+                let least = cover.least();
+                self.cover = Some(cover);
+                self.report.snapshot_lsn = Some(least);
+                self.report.last_lsn = least;
+                Ok(least + 1)
+            }
+            Err(e) => {
+                self.report.warnings.push(format!(
+                    "partition {n}'s snapshot at LSN {} cannot be read ({e}); rebuilding it from its whole log",
+                    snap.lsn
+                ));
+                Ok(1)
+            }
+        }
+    }
+
     /// Applies an event again, with the reward answers its record holds, and compares;
     /// queues its deliveries. Either is skipped where the snapshot holds it already.
     fn event(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
@@ -293,7 +349,14 @@ impl Rebuild {
     /// a later version's record.
     fn config(&mut self, lsn: Lsn, payload: &[u8]) -> Result<(), String> {
         if let Some(c) = &self.cover {
-            let reach = c.parts.iter().chain(&c.deliveries).max().copied();
+            // A partition's own snapshot holds nothing of the others (`Lsn::MAX`).
+            let reach = c
+                .parts
+                .iter()
+                .chain(&c.deliveries)
+                .filter(|r| **r != Lsn::MAX)
+                .max()
+                .copied();
             if reach.is_some_and(|r| r >= lsn) {
                 return Err(format!(
                     "a hunts file version recorded at {lsn}, inside the snapshot's span ({} to {})",

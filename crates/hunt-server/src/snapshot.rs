@@ -69,6 +69,20 @@ impl Cover {
     pub fn partition_of(&self, user: &str) -> usize {
         partition_of(user, self.parts.len())
     }
+
+    /// A partition's snapshot's cover (one part) as partition `n` of `partitions`: the
+    /// others hold nothing of this snapshot and are passed over.
+    pub fn widen(self, n: usize, partitions: usize) -> Cover {
+        let mut parts = vec![Lsn::MAX; partitions];
+        let mut deliveries = vec![Lsn::MAX; partitions];
+        parts[n] = self.parts.first().copied().unwrap_or(0);
+        deliveries[n] = self.deliveries.first().copied().unwrap_or(0);
+        Cover {
+            parts,
+            deliveries,
+            changes: self.changes,
+        }
+    }
 }
 
 /// A customer's progress in one hunt; `layout` indexes the snapshot's layouts.

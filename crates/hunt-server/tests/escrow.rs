@@ -2,7 +2,7 @@
 //! pools behind an in-memory escrow that keeps the same accounts as the pools bucket
 //! (`hunt_cluster::Account`), shared by every "node" of a test.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -774,10 +774,31 @@ async fn a_switch_that_fails_half_way_changes_nothing_and_can_be_retried_with_an
     s.stop().await.unwrap();
 }
 
+/// Partitions' own snapshots, in memory.
+#[derive(Default)]
+struct PartStore(Mutex<HashMap<u32, hunt_store::Snapshot>>);
+
+impl hunt_store::PartSnapshots for PartStore {
+    fn save_part(&self, p: u32, lsn: u64, payload: &[u8]) -> Result<(), hunt_store::LogError> {
+        let payload = payload.to_vec();
+        self.0
+            .lock()
+            .insert(p, hunt_store::Snapshot { lsn, payload });
+        Ok(())
+    }
+
+    fn latest_part(
+        &self,
+        p: u32,
+    ) -> Result<(Option<hunt_store::Snapshot>, Vec<String>), hunt_store::LogError> {
+        Ok((self.0.lock().get(&p).cloned(), Vec::new()))
+    }
+}
+
 /// Each partition rebuilt alone (as a node that takes it over would, ADR 0015) from
-/// its own records and the versions is exactly what the whole rebuild gives it: its
-/// customers, figures, winners, dedupe window and deliveries, across a version put in
-/// force by markers.
+/// its own records and the versions, with or without a snapshot of its own, is
+/// exactly what the whole rebuild gives it: its customers, figures, winners, dedupe
+/// window and deliveries, across a version put in force by markers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_rebuilt_alone_is_what_the_whole_rebuild_gives_it() {
     use hunt_server::recover::{recover, recover_partition};
@@ -808,6 +829,15 @@ hunts:
     assert_eq!((st, &put["partitions_pending"]), (200, &json!([])), "{put}");
     let second = race(&s, (0..100).map(|i| format!("b{i}"))).await;
     assert_eq!(first.len() + second.len(), 200);
+    // Each partition's own snapshot, then more events after it.
+    let store = Arc::new(PartStore::default());
+    let service = s.service().await;
+    for n in 0..8 {
+        service.snapshot_partition(n, store.clone()).await.unwrap();
+    }
+    drop(service);
+    let third = race(&s, (0..40).map(|i| format!("c{i}"))).await;
+    assert_eq!(third.len(), 40);
     // Deliveries fail (nothing listens there) and go to the dead-letter queue.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -832,8 +862,21 @@ hunts:
     let whole = recover(&log, None, 8, dedupe, &mut |_| {}).unwrap();
     assert!(whole.behind.is_empty());
     let mut delivered_parts = BTreeSet::new();
-    for n in 0..8u32 {
-        let one = recover_partition(&log, n, 8, dedupe, &mut |_| {}).unwrap();
+    let store: &dyn hunt_store::PartSnapshots = &*store;
+    for (n, snapshots) in (0..8u32).flat_map(|n| [(n, None), (n, Some(store))]) {
+        let one = recover_partition(&log, snapshots, n, 8, dedupe, &mut |_| {}).unwrap();
+        if snapshots.is_some() {
+            assert!(
+                one.report.snapshot_lsn.is_some(),
+                "{:?}",
+                one.report.warnings
+            );
+            assert!(
+                one.report.events < 100,
+                "partition {n}: only the tail after its snapshot: {} events",
+                one.report.events
+            );
+        }
         let all = &whole.states[n as usize];
         let users = |s: &hunt_server::state::PartitionState| {
             s.users

@@ -30,4 +30,4 @@ pub use log::{
 };
 pub use partition_log::{PartitionLog, Partitions};
 pub use record::{Lsn, Record};
-pub use snapshot::{Snapshot, SnapshotStore, Snapshots};
+pub use snapshot::{PartSnapshots, Snapshot, SnapshotStore, Snapshots};

@@ -40,6 +40,16 @@ pub trait SnapshotStore: Send + Sync {
     fn latest(&self) -> Result<(Option<Snapshot>, Vec<String>), LogError>;
 }
 
+/// Snapshots of one partition each, so that a node taking one partition over reads
+/// only that partition's state and the tail of its records (partitions spread over a
+/// cluster's nodes, ADR 0015). Framed as [`frame`] makes them.
+pub trait PartSnapshots: Send + Sync {
+    /// Saves `payload` as `partition`'s state at `lsn`, atomically. Blocking.
+    fn save_part(&self, partition: u32, lsn: Lsn, payload: &[u8]) -> Result<(), LogError>;
+    /// `partition`'s newest valid snapshot, and a warning for one skipped. Blocking.
+    fn latest_part(&self, partition: u32) -> Result<(Option<Snapshot>, Vec<String>), LogError>;
+}
+
 /// A snapshot as bytes: the header (magic, format, LSN, length, checksum) and the
 /// payload; what a file or an object holds.
 pub fn frame(lsn: Lsn, payload: &[u8]) -> Vec<u8> {

@@ -102,6 +102,58 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Takes a snapshot of partition `n` alone, with its deliveries, into `store`
+    /// (ADR 0015: what a node that takes the partition over starts from); returns the
+    /// position the rebuild reads the partition's records after.
+    pub async fn snapshot_partition(
+        &self,
+        n: u32,
+        store: Arc<dyn hunt_store::PartSnapshots>,
+    ) -> Result<u64, String> {
+        let _one = self.coordinator.lock().await;
+        let version = self.version();
+        let h = self
+            .partitions
+            .get(n as usize)
+            .ok_or_else(|| format!("no partition {n}"))?;
+        self.notifier.barrier().await;
+        let (reply, rx) = oneshot::channel();
+        h.tx.send(Msg::Snapshot { reply })
+            .await
+            .map_err(|_| Stopped::Partitions.to_string())?;
+        let copied: Copied = rx.await.map_err(|_| Stopped::Partition.to_string())?;
+        if copied.version != version.record.version {
+            return Err(format!(
+                "partition {n} applies version {} while version {} is being put in force; its snapshot waits",
+                copied.version, version.record.version
+            ));
+        }
+        let (outbox, deliveries, changes) =
+            self.notifier.copy_for_snapshot(self.partitions.len()).await;
+        let last = match copied.ticket {
+            Some(t) => t.await.map_err(|e| e.to_string())?.last,
+            None => 0,
+        };
+        let cover = Cover {
+            parts: vec![last.max(copied.durable)],
+            deliveries: vec![deliveries.get(n as usize).copied().unwrap_or(0)],
+            changes,
+        };
+        let outbox: Vec<_> = outbox.into_iter().filter(|e| e.partition == n).collect();
+        let record = version.record.clone();
+        let from = cover.least();
+        at_lowest_priority(move || {
+            let payload = crate::snapshot::encode(&record, &[copied.state], &outbox, &cover);
+            store.save_part(n, from, &payload)
+        })
+        .await?
+        .map_err(|e| e.to_string())?;
+        tracing::info!(partition = n, lsn = from, "partition snapshot saved");
+        Ok(from)
+    }
+}
+
 /// Runs `work` on a thread of its own at the lowest CPU priority, and waits for it.
 /// Encoding and writing a snapshot takes a core for seconds; the partitions and the
 /// HTTP server, which answer requests, come first, and the snapshot has what they leave.
