@@ -19,15 +19,28 @@ pub async fn render(service: &Service) -> String {
     {
         m.render(&mut out);
     }
+    // Only the partitions this node applies: on a cluster whose partitions are spread
+    // over nodes, each owner writes its share.
     let _ = writeln!(
         out,
         "# HELP hunt_partition_backlog_events Events queued for a partition, not yet applied.\n# TYPE hunt_partition_backlog_events gauge"
     );
     for (p, n) in service.backlog().iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "hunt_partition_backlog_events{{partition=\"{p}\"}} {n}"
-        );
+        if service.owns(p) {
+            let _ = writeln!(
+                out,
+                "hunt_partition_backlog_events{{partition=\"{p}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hunt_partition_applied_total Events a partition has taken from its queue since the start: with the backlog, how long it needs to clear it.\n# TYPE hunt_partition_applied_total counter"
+    );
+    for (p, n) in service.applied_per_partition().iter().enumerate() {
+        if service.owns(p) {
+            let _ = writeln!(out, "hunt_partition_applied_total{{partition=\"{p}\"}} {n}");
+        }
     }
     let _ = writeln!(
         out,

@@ -240,6 +240,14 @@ async fn queries_show_progress_clues_hunts_and_winners() {
     ] {
         assert!(m.contains(needle), "metrics lack `{needle}`:\n{m}");
     }
+    // Each partition's events applied, for the time it needs to clear its backlog.
+    let applied: Vec<u64> = m
+        .lines()
+        .filter(|l| l.starts_with("hunt_partition_applied_total{partition="))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(applied.len(), 4, "one per partition:\n{m}");
+    assert!(applied.iter().sum::<u64>() >= 13, "{applied:?}");
     let (st, doc) = s.get("/openapi.json").await;
     assert_eq!(st, 200);
     for p in [
