@@ -146,6 +146,18 @@ pub enum Msg {
         version: Arc<Version>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Give the partition up (a hand-off, ADR 0015): answer the rounds so far, and
+    /// reply once they are durable, so that the next owner reads them.
+    Leave {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Take the partition over with the state a rebuild gave and the version it
+    /// applies; its escrow blocks are claimed again at its first grant.
+    Adopt {
+        state: Box<PartitionState>,
+        version: Arc<Version>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Every partition's queue, for a partition to ask the others to give codes back,
@@ -311,6 +323,26 @@ impl Worker {
                     Msg::Snapshot { reply } => self.on_snapshot(reply).await,
                     Msg::GiveBack { key } => self.on_give_back(key).await,
                     Msg::Switch { version, reply } => self.on_switch(version, reply).await,
+                    Msg::Leave { reply } => {
+                        self.flush().await;
+                        let durable = match self.last_ticket.clone() {
+                            Some(t) => t.await.map(|_| ()).map_err(|e| format!("the log: {e}")),
+                            None => Ok(()),
+                        };
+                        let _ = reply.send(durable);
+                    }
+                    Msg::Adopt {
+                        state,
+                        version,
+                        reply,
+                    } => {
+                        self.flush().await;
+                        self.state = *state;
+                        self.version = version;
+                        self.holdings = crate::escrow::Holdings::default();
+                        self.last_ticket = None;
+                        let _ = reply.send(());
+                    }
                 }
             }
             self.flush().await;

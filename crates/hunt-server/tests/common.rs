@@ -46,6 +46,9 @@ pub struct Options {
     pub escrow: Option<std::sync::Arc<dyn hunt_server::escrow::EscrowBackend>>,
     /// The partitions this node applies, and the router to the others.
     pub spread: Option<hunt_server::route::Spread>,
+    /// With `escrow`: this log, shared with other "nodes" of the test (as a cluster's
+    /// stream is), instead of one in `<dir>/log`.
+    pub shared_log: Option<std::sync::Arc<dyn hunt_store::PartitionLog>>,
 }
 
 impl Default for Options {
@@ -66,6 +69,7 @@ impl Default for Options {
             apply_hunts: true,
             escrow: None,
             spread: None,
+            shared_log: None,
         }
     }
 }
@@ -110,13 +114,19 @@ impl Server {
         engine.spread = o.spread;
         if let Some(escrow) = o.escrow {
             // As on a cluster: a log given from outside, and pools from the escrow.
-            let (log, _) = hunt_store::Log::open(
-                std::sync::Arc::new(hunt_store::fs::RealFs),
-                hunt_store::LogConfig::new(dir.join("log")),
-            )
-            .map_err(|e| e.to_string())?;
+            let log: std::sync::Arc<dyn hunt_store::PartitionLog> = match o.shared_log {
+                Some(log) => log,
+                None => std::sync::Arc::new(
+                    hunt_store::Log::open(
+                        std::sync::Arc::new(hunt_store::fs::RealFs),
+                        hunt_store::LogConfig::new(dir.join("log")),
+                    )
+                    .map_err(|e| e.to_string())?
+                    .0,
+                ),
+            };
             engine.provided_log = Some(hunt_server::service::ProvidedLog {
-                log: std::sync::Arc::new(log),
+                log,
                 name: "a log given from outside".into(),
                 snapshots: None,
                 tenure: None,

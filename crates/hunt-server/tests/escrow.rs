@@ -327,8 +327,8 @@ async fn codes_held_by_idle_partitions_come_back_to_the_one_that_asks() {
 
 /// Two nodes in one process: each partition's events go to the node that owns it.
 struct InProcess {
-    /// The node of each partition.
-    owner: Vec<usize>,
+    /// The node of each partition (a hand-off changes it).
+    owner: Arc<Mutex<Vec<usize>>>,
     nodes: Arc<Mutex<Vec<std::sync::Weak<hunt_server::service::Service>>>>,
     /// The node this router is of (its share is not gathered again).
     me: Option<usize>,
@@ -352,7 +352,8 @@ impl hunt_server::route::Router for InProcess {
         events: Vec<(usize, hunt_core::engine::Event)>,
     ) -> BoxFuture<'a, Result<hunt_server::route::Statuses, String>> {
         Box::pin(async move {
-            let node = self.nodes.lock()[self.owner[partition as usize]].upgrade();
+            let owner = self.owner.lock()[partition as usize];
+            let node = self.nodes.lock()[owner].upgrade();
             let Some(service) = node else {
                 return Err("the owner is not running".into());
             };
@@ -386,7 +387,8 @@ impl hunt_server::route::Router for InProcess {
         user: &'a str,
     ) -> BoxFuture<'a, Result<Option<hunt_server::route::UserView>, String>> {
         Box::pin(async move {
-            let node = self.nodes.lock()[self.owner[partition as usize]].upgrade();
+            let owner = self.owner.lock()[partition as usize];
+            let node = self.nodes.lock()[owner].upgrade();
             let Some(service) = node else {
                 return Err("the owner is not running".into());
             };
@@ -526,7 +528,7 @@ async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
         let (_d3, b_dir) = tempdir();
         let bucket = Arc::new(Bucket::default());
         let router = InProcess {
-            owner: (0..8).map(|p| p % 2).collect(),
+            owner: Arc::new(Mutex::new((0..8).map(|p| p % 2).collect())),
             nodes: Default::default(),
             me: None,
         };
@@ -920,4 +922,163 @@ hunts:
         delivered_parts.len() > 1,
         "dead letters in several partitions: {delivered_parts:?}"
     );
+}
+
+/// Partitions handed from one node to the other while events come (ADR 0015, a
+/// graceful hand-off): the old owner answers what it took and lets go; the new one
+/// rebuilds the partition alone from the shared log and takes it over. Events sent
+/// in between are refused `moving` (nothing recorded) and accepted once sent again;
+/// every answer, query and figure is the one a single node gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
+    let (seed, customers, count) = (31u64, 40u64, 600usize);
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let (codes, cap) = (3 + rng.below(20), 2 + rng.below(25));
+    let hunts = two_steps(codes, cap);
+    let events: Vec<serde_json::Value> = (0..count)
+        .map(|i| {
+            let u = format!("c{}", rng.below(customers));
+            match rng.below(3) {
+                0 => ev(&format!("e{i}"), &u, "product_view", json!({})),
+                1 => ev(
+                    &format!("e{i}"),
+                    &u,
+                    "purchase",
+                    json!({"price": rng.below(20)}),
+                ),
+                _ => ev(
+                    &format!("e{}", rng.below(i.max(1) as u64)),
+                    &u,
+                    "product_view",
+                    json!({}),
+                ),
+            }
+        })
+        .collect();
+    let (_d1, one_dir) = tempdir();
+    let one = Server::start(
+        &one_dir,
+        Options {
+            hunts: Some(hunts.clone()),
+            partitions: 8,
+            ..Options::default()
+        },
+    )
+    .await;
+    // Two nodes on one log, as a cluster's nodes share its stream.
+    let (_dl, log_dir) = tempdir();
+    let shared: Arc<dyn hunt_store::PartitionLog> = Arc::new(
+        hunt_store::Log::open(
+            Arc::new(hunt_store::fs::RealFs),
+            hunt_store::LogConfig::new(log_dir.join("log")),
+        )
+        .unwrap()
+        .0,
+    );
+    let (_d2, a_dir) = tempdir();
+    let (_d3, b_dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let router = InProcess {
+        owner: Arc::new(Mutex::new((0..8).map(|p| p % 2).collect())),
+        nodes: Default::default(),
+        me: None,
+    };
+    let mut nodes = Vec::new();
+    // Node b's leases are newer: it may claim node a's blocks of a partition it takes.
+    for (n, dir, epoch) in [(0, &a_dir, 1), (1, &b_dir, 2)] {
+        let s = Server::start(
+            dir,
+            Options {
+                hunts: Some(hunts.clone()),
+                partitions: 8,
+                apply_hunts: false,
+                escrow: Some(MemoryEscrow::node(&bucket, epoch, 8)),
+                spread: Some(hunt_server::route::Spread {
+                    owned: (0..8).filter(|p| p % 2 == n).collect(),
+                    router: Arc::new(router.of(n as usize)),
+                }),
+                shared_log: Some(shared.clone()),
+                ..Options::default()
+            },
+        )
+        .await;
+        let service = s.service().await;
+        router.nodes.lock().push(Arc::downgrade(&service));
+        nodes.push(s);
+    }
+    let moves = [(150, 2u32), (300, 4), (450, 0)];
+    let mut won = BTreeSet::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(&(_, p)) = moves.iter().find(|(at, _)| *at == i) {
+            let (a, b) = (nodes[0].service().await, nodes[1].service().await);
+            a.leave(p).await.unwrap();
+            // In between, nobody applies the partition: its events are refused for a
+            // retry, nothing of them recorded.
+            let u = (0..)
+                .map(|k| format!("between{k}"))
+                .find(|u| hunt_server::state::partition_of(u, 8) == p as usize)
+                .unwrap();
+            let between = ev("between", &u, "product_view", json!({}));
+            for node in &nodes {
+                let (st, r) = node.post(json!([between])).await;
+                assert_eq!(st, 503, "{r}");
+                assert_eq!(r["results"][0]["code"], "moving", "{r}");
+            }
+            let dedupe = b.config.dedupe;
+            let log = shared.clone();
+            let rebuilt = tokio::task::spawn_blocking(move || {
+                hunt_server::recover::recover_partition(&*log, None, p, 8, dedupe, &mut |_| {})
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(rebuilt.report.mismatches, 0);
+            b.adopt(p, rebuilt).await.unwrap();
+            router.owner.lock()[p as usize] = 1;
+            // Sent again once it has an owner: new, applied once.
+            let (st, r) = nodes[0].post(json!([between])).await;
+            assert_eq!(
+                (st, &r["results"][0]["status"]),
+                (200, &json!("accepted")),
+                "{r}"
+            );
+            let (_, r1) = one.post(json!([between])).await;
+            assert_eq!(
+                without_codes(&r["results"][0]),
+                without_codes(&r1["results"][0])
+            );
+        }
+        let (st1, a1) = one.post(json!([e])).await;
+        let (st2, a2) = nodes[i % 2].post(json!([e])).await;
+        assert_eq!((st1, st2), (200, 200), "{a1} {a2}");
+        let (r1, r2) = (&a1["results"][0], &a2["results"][0]);
+        assert_eq!(
+            without_codes(r1),
+            without_codes(r2),
+            "event {i} ({e}): one node and two differ"
+        );
+        if r2["status"] == "accepted" {
+            for o in r2["outcomes"].as_array().unwrap() {
+                if let Some(code) = o["code"].as_str() {
+                    assert!(won.insert(code.to_string()), "{code} granted twice");
+                }
+            }
+        }
+    }
+    // Every event again, to either node: a duplicate with its first answer, wherever
+    // its partition went.
+    for (i, e) in events.iter().enumerate() {
+        let (_, a1) = one.post(json!([e])).await;
+        let (_, a2) = nodes[(i + 1) % 2].post(json!([e])).await;
+        assert_eq!(a2["results"][0]["status"], "duplicate", "{a2}");
+        assert_eq!(
+            without_codes(&a1["results"][0]),
+            without_codes(&a2["results"][0])
+        );
+    }
+    same_queries_and_figures(&one, &nodes, customers, seed).await;
+    one.stop().await.unwrap();
+    for n in &nodes {
+        n.stop().await.unwrap();
+    }
 }

@@ -148,10 +148,17 @@ impl Service {
         &self,
         old: &Catalog,
         new: &Arc<Catalog>,
-    ) -> Result<(Plan, Vec<crate::partition::Grants>), ConfigError> {
+    ) -> Result<(Plan, Vec<(u32, crate::partition::Grants)>), ConfigError> {
         let template = Plan::new(old, new);
         let mut waits = Vec::new();
-        for h in &self.partitions {
+        // The partitions this node applies (on a node sharing them with others, its
+        // share of the customers).
+        for (p, h) in self
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| self.owns(*p))
+        {
             let (reply, rx) = oneshot::channel();
             h.tx.send(Msg::Plan {
                 new: new.clone(),
@@ -160,23 +167,23 @@ impl Service {
             })
             .await
             .map_err(|_| ConfigError::Stopped(Stopped::Partitions))?;
-            waits.push(rx);
+            waits.push((p as u32, rx));
         }
         let mut plan = template;
         let mut grants = Vec::new();
-        for rx in waits {
+        for (p, rx) in waits {
             let (part, g) = rx
                 .await
                 .map_err(|_| ConfigError::Stopped(Stopped::Partition))?
                 .map_err(ConfigError::Internal)?;
             plan.add_counts(&part);
-            grants.push(g);
+            grants.push((p, g));
         }
         plan.check_grants(
             new,
             grants
                 .iter()
-                .flatten()
+                .flat_map(|(_, g)| g)
                 .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str())),
         );
         Ok((plan, grants))
@@ -298,19 +305,18 @@ impl Service {
         let all = || {
             grants
                 .iter()
-                .flatten()
+                .flat_map(|(_, g)| g)
                 .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
         };
         v.restore_pools(all()).map_err(ConfigError::Internal)?;
         let per_partition: crate::escrow::PartitionGrants<'_> = grants
             .iter()
-            .enumerate()
             .map(|(p, g)| {
                 let g = g
                     .iter()
                     .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
                     .collect();
-                (p as u32, g)
+                (*p, g)
             })
             .collect();
         crate::escrow::prepare(&old, &mut v, &per_partition)
@@ -331,8 +337,12 @@ impl Service {
         let v = Arc::new(v);
         *self.version.write() = v.clone();
         self.notifier.configure(&v);
-        let everyone: Vec<u32> = (0..self.partitions.len() as u32).collect();
-        let pending = self.put_in_force(&v, &everyone, SWITCH_WAIT).await;
+        // This node's partitions only: each writes its marker in its own log, which
+        // only its owner may append to.
+        let mine: Vec<u32> = (0..self.partitions.len() as u32)
+            .filter(|p| self.owns(*p as usize))
+            .collect();
+        let pending = self.put_in_force(&v, &mine, SWITCH_WAIT).await;
         tracing::info!(
             version = record.version,
             name,

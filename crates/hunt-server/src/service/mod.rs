@@ -212,6 +212,9 @@ pub struct Service {
     peers: Arc<crate::partition::Peers>,
     /// The hunts file's versions read from the log so far (`versions.rs`).
     versions: tokio::sync::Mutex<versions::VersionIndex>,
+    /// On a cluster whose partitions are spread over nodes, those this node applies
+    /// now (a hand-off changes them, ADR 0015); `None`: every partition.
+    owned: RwLock<Option<std::collections::BTreeSet<u32>>>,
 }
 
 /// The service's tasks go with it: dropped without a graceful shutdown (a killed
@@ -333,6 +336,7 @@ impl Service {
         peers.set(partitions.iter().map(|h: &Handle| h.tx.clone()).collect());
         let peers_kept = peers.clone();
         let (fatal, _) = tokio::sync::watch::channel(None);
+        let spread_owned = config.spread.as_ref().map(|s| s.owned.clone());
         let service = Arc::new_cyclic(|me| Service {
             me: me.clone(),
             config,
@@ -350,6 +354,7 @@ impl Service {
             notifier,
             peers: peers_kept,
             versions: tokio::sync::Mutex::default(),
+            owned: RwLock::new(spread_owned),
         });
         if !switching.is_empty() {
             let me = service.clone();
@@ -412,10 +417,67 @@ impl Service {
     /// Whether this node applies partition `p` (on a cluster whose partitions are
     /// spread over nodes, only those it owns).
     pub fn owns(&self, p: usize) -> bool {
-        self.config
-            .spread
+        self.owned
+            .read()
             .as_ref()
-            .is_none_or(|s| s.owned.contains(&(p as u32)))
+            .is_none_or(|o| o.contains(&(p as u32)))
+    }
+
+    /// Gives partition `n` up (a graceful hand-off, ADR 0015): from now on its events
+    /// go through the router to whoever owns it next (refused `moving` until someone
+    /// does); the rounds it took before are answered and durable when this returns,
+    /// so that the next owner's rebuild holds them. Its deliveries do not move yet.
+    pub async fn leave(&self, n: u32) -> Result<(), String> {
+        let h = self
+            .partitions
+            .get(n as usize)
+            .ok_or_else(|| format!("no partition {n}"))?;
+        match &mut *self.owned.write() {
+            Some(o) => {
+                o.remove(&n);
+            }
+            None => return Err("this node is not one of several sharing the partitions".into()),
+        }
+        let (reply, rx) = oneshot::channel();
+        h.tx.send(Msg::Leave { reply })
+            .await
+            .map_err(|_| Stopped::Partitions.to_string())?;
+        rx.await.map_err(|_| Stopped::Partition.to_string())?
+    }
+
+    /// Takes partition `n` over from a rebuild of it alone ([`recover::recover_partition`],
+    /// after its previous owner left or its lease lapsed): its state goes to its worker,
+    /// which applies the version of its last marker and then the newest, and this
+    /// node applies its events from now on.
+    pub async fn adopt(&self, n: u32, rebuilt: recover::RecoveredPartition) -> Result<(), String> {
+        let h = self
+            .partitions
+            .get(n as usize)
+            .ok_or_else(|| format!("no partition {n}"))?;
+        if self.owned.read().is_none() {
+            return Err("this node is not one of several sharing the partitions".into());
+        }
+        let newest = self.version();
+        let applies = rebuilt.behind.clone().unwrap_or_else(|| newest.clone());
+        let (reply, rx) = oneshot::channel();
+        h.tx.send(Msg::Adopt {
+            state: Box::new(rebuilt.state),
+            version: applies.clone(),
+            reply,
+        })
+        .await
+        .map_err(|_| Stopped::Partitions.to_string())?;
+        rx.await.map_err(|_| Stopped::Partition.to_string())?;
+        if applies.record.version < newest.record.version {
+            let pending = self.put_in_force(&newest, &[n], config::SWITCH_WAIT).await;
+            if !pending.is_empty() {
+                self.keep_switching(newest, pending);
+            }
+        }
+        if let Some(o) = &mut *self.owned.write() {
+            o.insert(n);
+        }
+        Ok(())
     }
 
     /// Events each partition has taken from its queue since the start.
@@ -617,7 +679,12 @@ impl Service {
         winners_of: Option<(&str, usize)>,
     ) -> (BTreeMap<Arc<str>, HuntCounters>, Vec<Winner>, u64) {
         let mut waits = Vec::new();
-        for h in &self.partitions {
+        // The partitions this node applies: one it handed over keeps its old state
+        // until it is taken back, and counts on its new owner.
+        for (p, h) in self.partitions.iter().enumerate() {
+            if !self.owns(p) {
+                continue;
+            }
             let (reply, rx) = oneshot::channel();
             let winners_of = winners_of.map(|(h, l)| (Arc::from(h), l));
             if h.tx.send(Msg::Stats { winners_of, reply }).await.is_ok() {
