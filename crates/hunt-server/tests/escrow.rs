@@ -924,17 +924,60 @@ hunts:
     );
 }
 
+/// What a test receiver was sent: (event id, CloudEvent type).
+type Received = Arc<Mutex<BTreeSet<(String, String)>>>;
+
+/// A webhook receiver that keeps what it is sent, answering 503 while `down` is set.
+async fn receiver(down: Arc<std::sync::atomic::AtomicBool>) -> (String, Received) {
+    let got: Received = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let (keep, down) = (keep.clone(), down.clone());
+            async move {
+                if down.load(Ordering::Relaxed) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let id = v["data"]["event_id"].as_str().unwrap_or("").to_string();
+                let kind = v["type"].as_str().unwrap_or("").to_string();
+                keep.lock().insert((id, kind));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// `hunts` with every hunt notifying a sink at `url`.
+fn notifying(hunts: &str, url: &str) -> String {
+    let sink = format!(
+        "sinks:\n  - id: crm\n    url: \"{url}\"\n    max_attempts: 1000\n    breaker_failures: 3\n    breaker_open_for: 200ms\nhunts:\n"
+    );
+    hunts.replace("hunts:\n", &sink) + "    notify: [crm]\n"
+}
+
 /// Partitions handed from one node to the other while events come (ADR 0015, a
 /// graceful hand-off): the old owner answers what it took and lets go; the new one
-/// rebuilds the partition alone from the shared log and takes it over. Events sent
-/// in between are refused `moving` (nothing recorded) and accepted once sent again;
-/// every answer, query and figure is the one a single node gives.
+/// rebuilds the partition alone from the shared log and takes it over, with its
+/// deliveries. Events sent in between are refused `moving` (nothing recorded) and
+/// accepted once sent again; every answer, query, figure and delivery is the one a
+/// single node gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
     let (seed, customers, count) = (31u64, 40u64, 600usize);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let (codes, cap) = (3 + rng.below(20), 2 + rng.below(25));
-    let hunts = two_steps(codes, cap);
+    // The receivers are down until every move is done: the deliveries of the
+    // partitions that move wait in the outbox, and must move with them.
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (one_url, one_got) = receiver(down.clone()).await;
+    let (two_url, two_got) = receiver(down.clone()).await;
+    let hunts = notifying(&two_steps(codes, cap), &two_url);
     let events: Vec<serde_json::Value> = (0..count)
         .map(|i| {
             let u = format!("c{}", rng.below(customers));
@@ -959,7 +1002,7 @@ async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
     let one = Server::start(
         &one_dir,
         Options {
-            hunts: Some(hunts.clone()),
+            hunts: Some(notifying(&two_steps(codes, cap), &one_url)),
             partitions: 8,
             ..Options::default()
         },
@@ -1077,6 +1120,24 @@ async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
         );
     }
     same_queries_and_figures(&one, &nodes, customers, seed).await;
+    // Every outcome reached the receiver, whichever node held its partition when.
+    down.store(false, Ordering::Relaxed);
+    let up = tokio::time::Instant::now();
+    let deadline = up + Duration::from_secs(60);
+    loop {
+        let (a, b) = (one_got.lock().clone(), two_got.lock().clone());
+        if a == b && !a.is_empty() {
+            eprintln!("{} deliveries, all in {:?}", a.len(), up.elapsed());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries differ: one node only {:?}; two nodes only {:?}",
+            a.difference(&b).collect::<Vec<_>>(),
+            b.difference(&a).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     one.stop().await.unwrap();
     for n in &nodes {
         n.stop().await.unwrap();

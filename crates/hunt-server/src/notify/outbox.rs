@@ -210,6 +210,39 @@ impl Outbox {
         }
     }
 
+    /// Takes every delivery and dead letter of `partition` out (the partition goes to
+    /// another node, which rebuilds them from the log): what was taken.
+    pub fn take_partition(&mut self, partition: u32) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for b in self.sinks.values_mut() {
+            let orders: Vec<Order> = b
+                .pending
+                .iter()
+                .filter(|(_, e)| e.partition == partition)
+                .map(|(o, _)| *o)
+                .collect();
+            for o in orders {
+                b.ready.remove(&o);
+                if let Some(e) = b.pending.remove(&o) {
+                    out.push(e);
+                }
+            }
+            b.waiting.retain(|(_, o)| b.pending.contains_key(o));
+            let dead: Vec<Order> = b
+                .dead
+                .iter()
+                .filter(|(_, e)| e.partition == partition)
+                .map(|(o, _)| *o)
+                .collect();
+            for o in dead {
+                if let Some(e) = b.dead.remove(&o) {
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
     /// Applies a recorded change. A change that does not fit the entry's state (say,
     /// `Retried` for an entry not in the DLQ) is refused with the reason. A failed
     /// attempt leaves the entry where it is: the sender schedules it again.
@@ -443,6 +476,31 @@ mod tests {
             at,
             change,
         }
+    }
+
+    #[test]
+    fn a_partitions_deliveries_and_dead_letters_leave_together() {
+        // `d` puts lsn % 4 in the partition: 4 and 8 are partition 0, 5 partition 1.
+        let mut o = Outbox::default();
+        for lsn in [4, 5, 8] {
+            o.queue(d(lsn, 0, "crm"), Timestamp(1));
+        }
+        o.apply(&rec(
+            "8.0.crm",
+            2,
+            Change::DeadLettered {
+                error: "down".into(),
+            },
+        ))
+        .unwrap();
+        let mut taken: Vec<String> = o.take_partition(0).into_iter().map(|e| e.key).collect();
+        taken.sort();
+        assert_eq!(taken, ["4.0.crm", "8.0.crm"]);
+        let left: Vec<&str> = o.entries().map(|e| e.key.as_str()).collect();
+        assert_eq!(left, ["5.0.crm"]);
+        assert!(o.dead_letters().is_empty());
+        // Only partition 1's is sent now.
+        assert_eq!(o.pending_count("crm"), 1);
     }
 
     #[test]

@@ -426,7 +426,9 @@ impl Service {
     /// Gives partition `n` up (a graceful hand-off, ADR 0015): from now on its events
     /// go through the router to whoever owns it next (refused `moving` until someone
     /// does); the rounds it took before are answered and durable when this returns,
-    /// so that the next owner's rebuild holds them. Its deliveries do not move yet.
+    /// so that the next owner's rebuild holds them. Its deliveries leave the outbox:
+    /// the next owner rebuilds and sends them (an attempt in flight here may be made
+    /// again there, with the same key).
     pub async fn leave(&self, n: u32) -> Result<(), String> {
         let h = self
             .partitions
@@ -442,7 +444,9 @@ impl Service {
         h.tx.send(Msg::Leave { reply })
             .await
             .map_err(|_| Stopped::Partitions.to_string())?;
-        rx.await.map_err(|_| Stopped::Partition.to_string())?
+        rx.await.map_err(|_| Stopped::Partition.to_string())??;
+        self.notifier.release_partition(n).await;
+        Ok(())
     }
 
     /// Takes partition `n` over from a rebuild of it alone ([`recover::recover_partition`],
@@ -468,6 +472,9 @@ impl Service {
         .await
         .map_err(|_| Stopped::Partitions.to_string())?;
         rx.await.map_err(|_| Stopped::Partition.to_string())?;
+        self.notifier
+            .adopt_partition(rebuilt.outbox.entries().cloned().collect())
+            .await;
         if applies.record.version < newest.record.version {
             let pending = self.put_in_force(&newest, &[n], config::SWITCH_WAIT).await;
             if !pending.is_empty() {

@@ -181,6 +181,10 @@ pub struct Notifier {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     recorder_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     me: std::sync::Weak<Notifier>,
+    /// The keys of deliveries whose partition went to another node: a change an
+    /// attempt in flight brings back is not recorded here (the new owner sends it
+    /// again, with the same key; delivery is at least once).
+    released: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Why an attempt failed.
@@ -233,6 +237,7 @@ impl Notifier {
             tasks: Mutex::new(Vec::new()),
             recorder_task: Mutex::new(None),
             me: me.clone(),
+            released: Mutex::default(),
         });
         let d = tokio::spawn(n.clone().dispatcher(rx));
         *n.recorder_task.lock() = Some(tokio::spawn(n.clone().recorder(recorder_rx)));
@@ -355,6 +360,44 @@ impl Notifier {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Dispatch::Barrier(tx)).await.is_ok() {
             let _ = rx.await;
+        }
+    }
+
+    /// Lets `partition`'s deliveries go (it goes to another node, which rebuilds them
+    /// from the log and sends them): the rounds handed over before are queued first,
+    /// then, with no change half done, its entries leave the outbox. An attempt in
+    /// flight for one of them finishes, but its outcome is not recorded here.
+    pub async fn release_partition(&self, partition: u32) -> usize {
+        self.barrier().await;
+        let _quiet = self.gate.write().await;
+        let taken = self.outbox.lock().take_partition(partition);
+        self.released
+            .lock()
+            .extend(taken.iter().map(|e| e.key.clone()));
+        taken.len()
+    }
+
+    /// Takes over `entries`, a partition's deliveries rebuilt from the log (this node
+    /// takes the partition over), and wakes their sinks.
+    pub async fn adopt_partition(&self, entries: Vec<Entry>) {
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        {
+            let _quiet = self.gate.write().await;
+            let mut released = self.released.lock();
+            let mut o = self.outbox.lock();
+            for e in entries {
+                released.remove(&e.key);
+                if e.dead_at.is_none() && !touched.contains(&e.sink) {
+                    touched.push(e.sink.clone());
+                }
+                o.restore(e);
+            }
+        }
+        let sinks = self.sinks.read();
+        for id in touched {
+            if let Some(rt) = sinks.get(&id) {
+                rt.wake.notify_one();
+            }
         }
     }
 

@@ -81,6 +81,13 @@ impl Notifier {
         mut changes: Vec<(String, Change, Option<Instant>, i64)>,
     ) -> Result<(), String> {
         let _g = self.gate.read().await;
+        // A partition that went to another node: its owner records these now.
+        {
+            let released = self.released.lock();
+            if !released.is_empty() {
+                changes.retain(|(key, ..)| !released.contains(key));
+            }
+        }
         let mut woken: Vec<Arc<str>> = Vec::new();
         // Two passes at most: the changes, then the evictions they call for (an eviction
         // that did not fit is not tried again here).
