@@ -764,6 +764,35 @@ pub async fn attach(
     Ok(())
 }
 
+/// Puts the escrow behind a version another node recorded (it put the version's
+/// accounts in the bucket, with their lineage, before its record): refused if the
+/// lineage is not there. `grants` (this node's partitions') start the pools' figures.
+pub async fn attach_recorded(
+    backend: Arc<dyn EscrowBackend>,
+    version: &mut crate::state::Version,
+    grants: &PartitionGrants<'_>,
+    counter: Arc<AtomicU64>,
+) -> Result<(), String> {
+    let key = lineage_key(version.record.version, &version.record.text);
+    let catalog = version.catalog().clone();
+    let lineage = backend
+        .lineage(&key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "version {}'s pools are not in the bucket",
+                version.record.version
+            )
+        })?;
+    let granted = granted_per_pool(&catalog, grants);
+    version.escrow = Some(Arc::new(EscrowPools::new(
+        backend, &catalog, &lineage, &granted, counter,
+    )?));
+    version.lineage = Some(lineage);
+    Ok(())
+}
+
 /// A new version's accounts at its switch (every partition paused, their `grants`
 /// given): kept where its pools only grew, started and seeded otherwise, and the
 /// lineage recorded before the version is.

@@ -146,6 +146,10 @@ pub enum Msg {
         version: Arc<Version>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// The version it applies.
+    InForce {
+        reply: oneshot::Sender<u64>,
+    },
     /// Give the partition up (a hand-off, ADR 0015): answer the rounds so far, and
     /// reply once they are durable, so that the next owner reads them.
     Leave {
@@ -315,6 +319,9 @@ impl Worker {
                         reply,
                     } => self.on_user(user, hunts_at, reply),
                     Msg::Stats { winners_of, reply } => self.on_stats(winners_of, reply),
+                    Msg::InForce { reply } => {
+                        let _ = reply.send(self.version.record.version);
+                    }
                     Msg::CompletionTimes { hunt, reply } => {
                         let _ = reply.send(self.state.completion.of(&hunt));
                     }

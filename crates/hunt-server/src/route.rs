@@ -85,6 +85,10 @@ pub struct Share {
     pub winners_total: u64,
     /// Codes granted from each pool (by id) to the node's partitions' customers.
     pub pools_taken: BTreeMap<Arc<str>, u64>,
+    /// The hunts-file version each of the node's partitions applies (a version switch
+    /// waits for every partition's).
+    #[serde(default)]
+    pub in_force: BTreeMap<u32, u64>,
 }
 
 /// The other nodes' shares, and who did not answer.

@@ -1052,6 +1052,23 @@ async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
     let moves = [(150, 2u32), (300, 4), (450, 0)];
     let mut won = BTreeSet::new();
     for (i, e) in events.iter().enumerate() {
+        if i == 225 {
+            // A new version put on one node: the other reads it from the log and puts
+            // it in force on its partitions; the answer waits for every partition's.
+            let lower = |h: &str| h.replace("price >= 10", "price >= 5");
+            let (st, put) = nodes[0].put_config(&lower(&hunts)).await;
+            assert_eq!(st, 200, "{put}");
+            assert_eq!(
+                (&put["partitions"], &put["partitions_pending"]),
+                (&json!(8), &json!([])),
+                "{put}"
+            );
+            let (_, one_hunts) = one.get("/v1/config").await;
+            let (st, _) = one
+                .put_config(&lower(one_hunts["text"].as_str().unwrap()))
+                .await;
+            assert_eq!(st, 200);
+        }
         if let Some(&(_, p)) = moves.iter().find(|(at, _)| *at == i) {
             let (a, b) = (nodes[0].service().await, nodes[1].service().await);
             a.leave(p).await.unwrap();

@@ -342,7 +342,40 @@ impl Service {
         let mine: Vec<u32> = (0..self.partitions.len() as u32)
             .filter(|p| self.owns(*p as usize))
             .collect();
-        let pending = self.put_in_force(&v, &mine, SWITCH_WAIT).await;
+        let started = tokio::time::Instant::now();
+        let mut pending = self.put_in_force(&v, &mine, SWITCH_WAIT).await;
+        if !pending.is_empty() {
+            self.keep_switching(v.clone(), pending.clone());
+        }
+        // The other nodes' partitions: they read the version from the log and put it
+        // in force on theirs; the answer waits for them too.
+        if let Some(spread) = &self.config.spread {
+            let n = v.record.version;
+            let all = self.partitions.len() as u32;
+            loop {
+                let gathered = spread.router.gather(&crate::route::Ask::default()).await;
+                let mut reached: std::collections::BTreeSet<u32> = mine
+                    .iter()
+                    .filter(|p| !pending.contains(p))
+                    .copied()
+                    .collect();
+                for share in gathered.shares {
+                    reached.extend(
+                        share
+                            .in_force
+                            .into_iter()
+                            .filter(|(_, at)| *at >= n)
+                            .map(|(p, _)| p),
+                    );
+                }
+                let waiting: Vec<u32> = (0..all).filter(|p| !reached.contains(p)).collect();
+                if waiting.is_empty() || started.elapsed() >= SWITCH_WAIT {
+                    pending = waiting;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
         tracing::info!(
             version = record.version,
             name,
@@ -350,9 +383,6 @@ impl Service {
             pending = pending.len(),
             "hunts file version recorded; partitions put it in force at their markers"
         );
-        if !pending.is_empty() {
-            self.keep_switching(v, pending.clone());
-        }
         let markers = Markers {
             partitions: self.partitions.len() as u32,
             pending,
@@ -445,4 +475,114 @@ fn asking_order(partitions: &[u32]) -> (Vec<u32>, Option<(usize, std::time::Dura
         return (order, Some((from, std::time::Duration::from_millis(ms))));
     }
     (partitions.to_vec(), None)
+}
+
+impl Service {
+    /// On a node sharing the partitions with others (ADR 0015): every version another
+    /// node records is put in force on this node's partitions, each at its marker.
+    /// Reads the node's own records of the log after `from`, every 100 ms.
+    pub(super) fn follow_versions(&self, mut from: hunt_store::Lsn) {
+        let Some(me) = self.self_arc() else { return };
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if me.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                let log = me.log.clone();
+                let read = tokio::task::spawn_blocking(move || newest_version(&*log, from)).await;
+                let (newest, last) = match read {
+                    Ok(Ok(found)) => found,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "reading the hunts file's versions");
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                from = from.max(last + 1);
+                if let Some(record) = newest
+                    && record.version > me.version().record.version
+                    && let Err(e) = me.take_version(record).await
+                {
+                    tracing::warn!(error = %e, "a version another node recorded is not in force here yet");
+                }
+            }
+        });
+    }
+
+    /// Puts `record`, recorded by another node, in force on this node's partitions.
+    async fn take_version(&self, record: ConfigRecord) -> Result<(), String> {
+        let _one = self.coordinator.lock().await;
+        if record.version <= self.version().record.version {
+            return Ok(());
+        }
+        let mut v = Version::compile(record)?;
+        if let Some(p) = &self.config.provided_log
+            && let Some(backend) = &p.escrow
+        {
+            // This node's partitions' grants, for the pools' figures.
+            let old = self.version();
+            let (_, grants) = self
+                .count_plan(old.catalog(), v.catalog())
+                .await
+                .map_err(|e| e.to_string())?;
+            let per_partition: crate::escrow::PartitionGrants<'_> = grants
+                .iter()
+                .map(|(p, g)| {
+                    let g = g
+                        .iter()
+                        .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
+                        .collect();
+                    (*p, g)
+                })
+                .collect();
+            crate::escrow::attach_recorded(
+                backend.clone(),
+                &mut v,
+                &per_partition,
+                p.escrow_grants.clone(),
+            )
+            .await?;
+        }
+        let v = Arc::new(v);
+        *self.version.write() = v.clone();
+        self.notifier.configure(&v);
+        let mine: Vec<u32> = (0..self.partitions.len() as u32)
+            .filter(|p| self.owns(*p as usize))
+            .collect();
+        let pending = self.put_in_force(&v, &mine, SWITCH_WAIT).await;
+        tracing::info!(
+            version = v.record.version,
+            pending = pending.len(),
+            "a version another node recorded is put in force on this node's partitions"
+        );
+        if !pending.is_empty() {
+            self.keep_switching(v, pending);
+        }
+        Ok(())
+    }
+}
+
+/// The newest hunts-file version among the node's own records at or after `from`,
+/// and the last position read.
+fn newest_version(
+    log: &dyn PartitionLog,
+    from: hunt_store::Lsn,
+) -> Result<(Option<ConfigRecord>, hunt_store::Lsn), String> {
+    let mut newest: Option<ConfigRecord> = None;
+    let mut last = from.saturating_sub(1);
+    let records = log
+        .read(hunt_store::Partitions::One(NODE), from)
+        .map_err(|e| e.to_string())?;
+    for r in records {
+        let r = r.map_err(|e| e.to_string())?;
+        last = last.max(r.lsn);
+        if r.kind == KIND_CONFIG || r.kind == KIND_VERSION {
+            let c = crate::records::decode_config(&r.payload)?;
+            if newest.as_ref().is_none_or(|n| c.version > n.version) {
+                newest = Some(c);
+            }
+        }
+    }
+    Ok((newest, last))
 }

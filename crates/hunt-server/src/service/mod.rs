@@ -277,6 +277,7 @@ impl Service {
         // Events read after the snapshot count towards the next one: a start (or a
         // takeover on a cluster) that read a long tail snapshots soon, so that the next
         // one does not read it again.
+        let last_read = recovered.report.last_lsn;
         let tail = recovered.report.events;
         let notifier = Notifier::start(
             log.clone(),
@@ -356,6 +357,9 @@ impl Service {
             versions: tokio::sync::Mutex::default(),
             owned: RwLock::new(spread_owned),
         });
+        if service.config.spread.is_some() {
+            service.follow_versions(last_read + 1);
+        }
         if !switching.is_empty() {
             let me = service.clone();
             tokio::spawn(async move {
@@ -731,7 +735,29 @@ impl Service {
             winners,
             winners_total,
             pools_taken,
+            in_force: self.in_force().await,
         }
+    }
+
+    /// The version each partition this node applies is applying.
+    pub async fn in_force(&self) -> BTreeMap<u32, u64> {
+        let mut waits = Vec::new();
+        for (p, h) in self.partitions.iter().enumerate() {
+            if !self.owns(p) {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            if h.tx.send(Msg::InForce { reply }).await.is_ok() {
+                waits.push((p as u32, rx));
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (p, rx) in waits {
+            if let Ok(v) = rx.await {
+                out.insert(p, v);
+            }
+        }
+        out
     }
 
     /// The hunt-wide figures: this node's share, and on a cluster whose partitions are
