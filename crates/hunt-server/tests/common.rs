@@ -49,6 +49,8 @@ pub struct Options {
     /// With `escrow`: this log, shared with other "nodes" of the test (as a cluster's
     /// stream is), instead of one in `<dir>/log`.
     pub shared_log: Option<std::sync::Arc<dyn hunt_store::PartitionLog>>,
+    /// With `escrow`: where each partition's own snapshot goes.
+    pub part_snapshots: Option<std::sync::Arc<dyn hunt_store::PartSnapshots>>,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             escrow: None,
             spread: None,
             shared_log: None,
+            part_snapshots: None,
         }
     }
 }
@@ -129,6 +132,7 @@ impl Server {
                 log,
                 name: "a log given from outside".into(),
                 snapshots: None,
+                part_snapshots: o.part_snapshots,
                 tenure: None,
                 metrics: None,
                 escrow: Some(escrow),

@@ -1027,6 +1027,8 @@ async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
         me: None,
     };
     let mut nodes = Vec::new();
+    // The partitions' own snapshots, shared as a cluster's snapshot bucket is.
+    let parts = Arc::new(PartStore::default());
     // Node b's leases are newer: it may claim node a's blocks of a partition it takes.
     for (n, dir, epoch) in [(0, &a_dir, 1), (1, &b_dir, 2)] {
         let s = Server::start(
@@ -1041,6 +1043,7 @@ async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
                     router: Arc::new(router.of(n as usize)),
                 }),
                 shared_log: Some(shared.clone()),
+                part_snapshots: Some(parts.clone()),
                 ..Options::default()
             },
         )
@@ -1154,6 +1157,48 @@ async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
             b.difference(&a).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A node sharing the partitions snapshots each of its own, on its own; each
+    // rebuilds from its snapshot as from the whole log.
+    let b = nodes[1].service().await;
+    b.snapshot().await.unwrap();
+    let mine: BTreeSet<u32> = (0..8).filter(|p| b.owns(*p as usize)).collect();
+    let stored: BTreeSet<u32> = parts.0.lock().keys().copied().collect();
+    assert_eq!(stored, mine, "its partitions' snapshots, no other");
+    let dedupe = b.config.dedupe;
+    drop(b);
+    for n in mine {
+        let (log, store) = (shared.clone(), parts.clone());
+        let (from_snapshot, from_log) = tokio::task::spawn_blocking(move || {
+            let store: &dyn hunt_store::PartSnapshots = &*store;
+            (
+                hunt_server::recover::recover_partition(
+                    &*log,
+                    Some(store),
+                    n,
+                    8,
+                    dedupe,
+                    &mut |_| {},
+                )
+                .unwrap(),
+                hunt_server::recover::recover_partition(&*log, None, n, 8, dedupe, &mut |_| {})
+                    .unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+        assert!(from_snapshot.report.snapshot_lsn.is_some());
+        let users = |s: &hunt_server::state::PartitionState| {
+            s.users
+                .iter()
+                .map(|(id, u)| (id.to_string(), serde_json::to_value(u).unwrap()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(
+            users(&from_snapshot.state),
+            users(&from_log.state),
+            "partition {n}"
+        );
     }
     one.stop().await.unwrap();
     for n in &nodes {

@@ -79,6 +79,9 @@ pub struct ProvidedLog {
     /// Where the snapshots go with it (the cluster's object store), so that a node taking
     /// the partitions over starts from the last owner's; `None`: the data directory.
     pub snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// Where each partition's own snapshot goes (ADR 0015): on a node sharing the
+    /// partitions with others, its snapshots are its partitions', one by one.
+    pub part_snapshots: Option<Arc<dyn hunt_store::PartSnapshots>>,
     /// Until when this node owns the log's partitions by its leases; past it, nothing
     /// is answered (`None`: owned for as long as the process runs).
     pub tenure: Option<Arc<crate::tenure::Tenure>>,

@@ -24,6 +24,22 @@ impl Service {
     /// Takes a snapshot of every projection; returns the position the next start reads
     /// the log after.
     pub async fn snapshot(&self) -> Result<u64, String> {
+        // A node sharing the partitions with others: each of its own, on its own.
+        let owned = self.owned.read().clone();
+        if let Some(owned) = owned {
+            let store = self
+                .config
+                .provided_log
+                .as_ref()
+                .and_then(|p| p.part_snapshots.clone())
+                .ok_or("a node sharing the partitions keeps its partitions' own snapshots, and none is set")?;
+            self.accepted_since_snapshot.store(0, Ordering::Relaxed);
+            let mut least = u64::MAX;
+            for n in owned {
+                least = least.min(self.snapshot_partition(n, store.clone()).await?);
+            }
+            return Ok(if least == u64::MAX { 0 } else { least });
+        }
         // One version in force throughout: a switch waits for the snapshot's copies.
         let _one = self.coordinator.lock().await;
         let started = std::time::Instant::now();

@@ -244,10 +244,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .data
                 .join(format!("cluster-{}", args.cluster.cluster_name));
             config.engine.partitions = o.partitions as usize;
+            let snapshots = std::sync::Arc::new(o.snapshots);
             config.engine.provided_log = Some(ProvidedLog {
                 log: std::sync::Arc::new(o.log.clone()),
                 name: format!("JetStream stream {}", o.log.cluster().stream()),
-                snapshots: Some(std::sync::Arc::new(o.snapshots)),
+                snapshots: Some(snapshots.clone()),
+                part_snapshots: Some(snapshots),
                 tenure: Some(o.tenure.clone()),
                 metrics: Some(std::sync::Arc::new(cluster_node::NodeMetrics {
                     cluster: o.log.cluster().metrics().clone(),

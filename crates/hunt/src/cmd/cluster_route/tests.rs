@@ -51,6 +51,7 @@ impl Node {
                 log: Arc::new(log),
                 name: "a local log".into(),
                 snapshots: None,
+                part_snapshots: None,
                 tenure: None,
                 metrics: None,
                 escrow: Some(Arc::new(escrow) as Arc<dyn EscrowBackend>),
