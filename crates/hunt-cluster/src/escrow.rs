@@ -336,6 +336,9 @@ impl Account {
     ) -> Result<Refill, EscrowError> {
         self.holding(key, partition, epoch)?;
         self.drop_used(partition, used);
+        // Waiting for seeds holds back only what lies past `below`: a partition whose
+        // own limit is at or under it (still on the version before) waits for nothing.
+        let held_back = self.seeding.as_ref().is_some_and(|s| limit > s.below);
         let limit = match &self.seeding {
             Some(s) => limit.min(s.below),
             None => limit,
@@ -380,7 +383,7 @@ impl Account {
             left: self.left(),
             wanted: self.wanted.clone(),
             held_elsewhere,
-            seeding: self.seeding.is_some(),
+            seeding: held_back,
         })
     }
 
@@ -471,18 +474,27 @@ impl Account {
         });
     }
 
-    /// `partition` seeds at its marker of `version` ([`seed`](Self::seed)); once
-    /// every partition has, the account hands out all it has.
-    pub fn seed_at_marker(&mut self, version: u64, partition: u32, used: Used<'_>) {
+    /// `partition` seeds before its marker of `version` ([`seed`](Self::seed)); it
+    /// still counts as awaited until [`marked`](Self::marked): a switch that fails
+    /// after this seeds again, with what it granted meanwhile.
+    pub fn seed_at_marker(&mut self, _version: u64, partition: u32, used: Used<'_>) {
         self.seed(partition, used);
-        if let Some(s) = &mut self.seeding
-            && s.version <= version
-        {
-            s.awaiting.remove(&partition);
-            if s.awaiting.is_empty() {
-                self.seeding = None;
-            }
+    }
+
+    /// `partition`'s marker of `version` is durable: it grants from this version's
+    /// accounts now, and no longer waits to be counted. Once every partition is, the
+    /// account hands out all it has. Whether this changed anything.
+    pub fn marked(&mut self, version: u64, partition: u32) -> bool {
+        let Some(s) = &mut self.seeding else {
+            return false;
+        };
+        if s.version > version || !s.awaiting.remove(&partition) {
+            return false;
         }
+        if s.awaiting.is_empty() {
+            self.seeding = None;
+        }
+        true
     }
 
     fn drop_used(&mut self, partition: u32, used: Used<'_>) {
@@ -783,6 +795,29 @@ impl Escrow {
         .await
     }
 
+    /// `partition`'s marker of `version` is durable ([`Account::marked`]): one read,
+    /// and a write only if the account waited for it.
+    pub async fn marked(
+        &self,
+        key: &str,
+        id: &str,
+        size: u64,
+        version: u64,
+        partition: u32,
+    ) -> Result<(), EscrowError> {
+        let waits = match self.read(key).await? {
+            Some((a, _)) => a
+                .seeding
+                .is_some_and(|s| s.version <= version && s.awaiting.contains(&partition)),
+            None => false,
+        };
+        if waits {
+            self.change(key, id, size, |a| Ok(a.marked(version, partition)))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A JSON value kept beside the accounts (which account each pool uses in a
     /// hunts-file version), `None` if never written.
     pub async fn get_json<T: serde::de::DeserializeOwned>(
@@ -990,15 +1025,28 @@ mod tests {
             out.extend(r.got.iter().flat_map(|&(s, e)| s..e));
         }
         assert_eq!(out, (0..10).collect::<Vec<u64>>());
-        // A seed at an older version's marker does not count for version 3's wait.
-        a.seed_at_marker(2, 1, Used::Indexes(&[]));
+        // A partition still on the version before (its limit the old size) waits for
+        // nothing: told so, it asks the others to give back, or denies.
+        let r = a
+            .refill_below(10, "k", 1, 1, Used::Count(0), 64, policy)
+            .unwrap();
+        assert!(r.got.is_empty());
+        assert!(!r.seeding, "an old-version partition is not held back");
+        // A marker of an older version does not count for version 3's wait.
+        assert!(!a.marked(2, 1));
         assert_eq!(a.seeding.as_ref().unwrap().awaiting.len(), 3);
-        // Partition 1's customers hold index 12 (moved from another pool).
+        // Partition 1's customers hold index 12 (moved from another pool). A seed
+        // alone does not count: its marker may yet fail, and it seeds again.
         a.seed_at_marker(3, 1, Used::Indexes(&[12]));
+        assert_eq!(a.seeding.as_ref().unwrap().awaiting.len(), 3);
+        assert!(a.marked(3, 1));
+        assert!(!a.marked(3, 1), "once");
         a.seed_at_marker(3, 2, Used::Indexes(&[]));
-        assert!(a.seeding.is_some(), "partition 0 has not seeded");
+        assert!(a.marked(3, 2));
+        assert!(a.seeding.is_some(), "partition 0 has not marked");
         a.seed_at_marker(4, 0, Used::Indexes(&[]));
-        assert!(a.seeding.is_none(), "a later version's seed counts");
+        assert!(a.marked(4, 0));
+        assert!(a.seeding.is_none(), "a later version's marker counts");
         let mut rest = Vec::new();
         loop {
             let r = a.refill("k", 0, 1, Used::Count(0), 64, policy).unwrap();

@@ -150,8 +150,16 @@ pub trait EscrowBackend: Send + Sync + 'static {
         version: u64,
         below: u64,
     ) -> BoxFuture<'a, Result<(), EscrowFailure>>;
-    /// One partition's seed at its marker of `version`, in one write: it counts for
-    /// a wait asked by this version or an earlier one.
+    /// `partition`'s marker of `version` is durable: it no longer holds back the
+    /// account's wait asked by this version or an earlier one.
+    fn marked<'a>(
+        &'a self,
+        account: &'a AccountRef,
+        version: u64,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>>;
+    /// One partition's seed before its marker of `version`, in one write (merged:
+    /// seeding again with more is safe).
     fn seed_at_marker<'a>(
         &'a self,
         account: &'a AccountRef,
@@ -963,6 +971,21 @@ pub async fn seed_at_marker(
         pools
             .backend
             .seed_at_marker(account, new.record.version, partition, seed)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `partition`'s marker of `new` is durable: every account of `new` stops waiting
+/// for it (an account that does not wait costs one read).
+pub async fn marked(new: &crate::state::Version, partition: u32) -> Result<(), EscrowFailure> {
+    let Some(pools) = &new.escrow else {
+        return Ok(());
+    };
+    for account in pools.codes.iter().chain(pools.caps.iter().flatten()) {
+        pools
+            .backend
+            .marked(account, new.record.version, partition)
             .await?;
     }
     Ok(())

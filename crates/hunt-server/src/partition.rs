@@ -232,6 +232,9 @@ pub struct Seat {
     pub partition: u32,
     pub log: Arc<dyn PartitionLog>,
     pub peers: Arc<Peers>,
+    /// The pools come from an escrow (a cluster): a version without its accounts
+    /// attached must grant nothing, never from this process's own counters.
+    pub escrow: bool,
 }
 
 pub struct Worker {
@@ -462,7 +465,14 @@ impl Worker {
         reply: oneshot::Sender<Result<(), String>>,
     ) {
         if self.version.record.version >= version.record.version {
-            let _ = reply.send(Ok(()));
+            // In force here already (a switch asked again, or a start after one):
+            // its marker is durable, so it no longer holds the accounts' wait back.
+            let v = self.version.clone();
+            let partition = self.seat.partition;
+            tokio::spawn(async move {
+                let marked = crate::escrow::marked(&v, partition).await;
+                let _ = reply.send(marked.map_err(|e| format!("the pools: {e}")));
+            });
             return;
         }
         // Every record so far goes before the marker.
@@ -504,11 +514,19 @@ impl Worker {
             }
         };
         self.last_ticket = Some(ticket.clone());
-        self.version = version;
+        self.version = version.clone();
         self.holdings.version_changed();
+        // Once the marker is durable, the new accounts stop waiting for this
+        // partition: it grants from them from now on (a switch that failed before the
+        // marker seeds again, with what it granted meanwhile).
         tokio::spawn(async move {
-            let durable = ticket.await.map(|_| ());
-            let _ = reply.send(durable.map_err(|e| format!("the log: {e}")));
+            let done = match ticket.await {
+                Ok(_) => crate::escrow::marked(&version, partition)
+                    .await
+                    .map_err(|e| format!("the pools: {e}")),
+                Err(e) => Err(format!("the log: {e}")),
+            };
+            let _ = reply.send(done);
         });
     }
 
@@ -528,6 +546,17 @@ impl Worker {
     ) -> Vec<(usize, String, Status)> {
         let version = self.version.clone();
         let mut statuses = Vec::with_capacity(items.len());
+        if self.seat.escrow && version.escrow.is_none() {
+            let why = format!(
+                "partition {}: the pools of version {} are not attached",
+                self.seat.partition, version.record.version
+            );
+            tracing::error!(error = %why, "events refused for a retry");
+            for (index, event) in items {
+                statuses.push((index, event.id, Status::Unavailable(why.clone())));
+            }
+            return statuses;
+        }
         for (index, event) in items {
             let mut fetches = 0;
             let admitted = loop {

@@ -1205,3 +1205,208 @@ async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
         n.stop().await.unwrap();
     }
 }
+
+/// Gold rewarded by `dash`, silver by `side` (capped at `cap`).
+fn gold_and_capped_side(gold: &str, cap: u64) -> String {
+    format!(
+        r#"
+version: 1
+pools:
+  - id: gold
+    codes: [{gold}]
+  - id: silver
+    codes: [S1, S2, S3, S4]
+hunts:
+  - id: dash
+    steps: [{{ id: buy, on: purchase }}]
+    reward: {{ pool: gold, per_user: 1 }}
+  - id: side
+    steps: [{{ id: look, on: visit }}]
+    reward: {{ pool: silver, per_user: 1 }}
+    max_winners: {cap}
+"#
+    )
+}
+
+/// A partition whose seeds before its marker fail half way (gold's new account seeded,
+/// the cap's not) stays on the old version and goes on granting gold codes from the
+/// old account: the new gold account must go on waiting for it (only a durable marker
+/// counts), or the same code goes to two customers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_failing_half_way_through_a_partitions_seeds_grants_no_code_twice() {
+    use hunt_server::state::partition_of;
+    let (_d, dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let codes: Vec<String> = (1..=8).map(|i| format!("C{i}")).collect();
+    let s = Arc::new(
+        start(
+            &dir,
+            Some(gold_and_capped_side(&codes.join(", "), 4)),
+            MemoryEscrow::node(&bucket, 1, 8),
+        )
+        .await,
+    );
+    // Partition 3's seed of the new cap account is refused.
+    *bucket.refuse_seed.lock() = Some(("cap.side.v2-".into(), 3));
+    let reversed: Vec<String> = codes.iter().rev().cloned().collect();
+    let (st, v) = s
+        .put_config(&gold_and_capped_side(&reversed.join(", "), 3))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["partitions_pending"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "{v}"
+    );
+    // Customers of every partition, partition 3's first.
+    let mut users: Vec<String> = (0..)
+        .map(|i| format!("u{i}"))
+        .filter(|u| partition_of(u, 8) == 3)
+        .take(6)
+        .collect();
+    users.extend(
+        (0..)
+            .map(|i| format!("w{i}"))
+            .filter(|u| partition_of(u, 8) != 3)
+            .take(10),
+    );
+    // While partition 3 cannot seed, the new accounts hand nothing out: customers of
+    // the new version are refused for a retry. Then the bucket is back, partition 3's
+    // switch is asked again, and they get codes.
+    let racing = {
+        let s = s.clone();
+        tokio::spawn(async move { race(&s, users.into_iter()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    *bucket.refuse_seed.lock() = None;
+    let won = racing.await.unwrap();
+    let by_code: BTreeMap<&str, Vec<&str>> = won.iter().fold(BTreeMap::new(), |mut m, (u, c)| {
+        m.entry(c.as_str()).or_default().push(u.as_str());
+        m
+    });
+    let twice: Vec<_> = by_code.iter().filter(|(_, us)| us.len() > 1).collect();
+    *bucket.refuse_seed.lock() = None;
+    assert!(
+        twice.is_empty() && won.len() <= 8,
+        "codes granted twice: {twice:?}; {} codes granted from a pool of 8",
+        won.len()
+    );
+    s.stop().await.unwrap();
+}
+
+/// A partition taken over in the middle of a switch by markers applies the version of
+/// its last marker until its switch succeeds: from that version's escrow accounts,
+/// never from the process's own counters (which would start again at the first code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_adopted_behind_whose_switch_fails_grants_no_code_twice() {
+    use hunt_server::state::partition_of;
+    let codes: Vec<String> = (1..=8).map(|i| format!("C{i}")).collect();
+    let v1 = gold_and_capped_side(&codes.join(", "), 4);
+    let reversed: Vec<String> = codes.iter().rev().cloned().collect();
+    let v2 = gold_and_capped_side(&reversed.join(", "), 3);
+    let (_dl, log_dir) = tempdir();
+    let shared: Arc<dyn hunt_store::PartitionLog> = Arc::new(
+        hunt_store::Log::open(
+            Arc::new(hunt_store::fs::RealFs),
+            hunt_store::LogConfig::new(log_dir.join("log")),
+        )
+        .unwrap()
+        .0,
+    );
+    let (_d2, a_dir) = tempdir();
+    let (_d3, b_dir) = tempdir();
+    let bucket = Arc::new(Bucket::default());
+    let router = InProcess {
+        owner: Arc::new(Mutex::new((0..8).map(|p| p % 2).collect())),
+        nodes: Default::default(),
+        me: None,
+    };
+    let mut nodes = Vec::new();
+    for (n, dir, epoch) in [(0, &a_dir, 1), (1, &b_dir, 2)] {
+        let s = Server::start(
+            dir,
+            Options {
+                hunts: Some(v1.clone()),
+                partitions: 8,
+                apply_hunts: false,
+                escrow: Some(MemoryEscrow::node(&bucket, epoch, 8)),
+                spread: Some(hunt_server::route::Spread {
+                    owned: (0..8).filter(|p| p % 2 == n).collect(),
+                    router: Arc::new(router.of(n as usize)),
+                }),
+                shared_log: Some(shared.clone()),
+                ..Options::default()
+            },
+        )
+        .await;
+        let service = s.service().await;
+        router.nodes.lock().push(Arc::downgrade(&service));
+        nodes.push(s);
+    }
+    let p = 2u32;
+    let mut of_p = (0..)
+        .map(|i| format!("p{i}"))
+        .filter(|u| partition_of(u, 8) == p as usize);
+    let mut won: Vec<(String, String)> = Vec::new();
+    let code_of = |r: &serde_json::Value| {
+        r["results"][0]["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "reward_granted")
+            .map(|o| o["code"].as_str().unwrap().to_string())
+    };
+    for _ in 0..2 {
+        let u = of_p.next().unwrap();
+        let (st, r) = nodes[0]
+            .post(json!([ev(&format!("{u}-buy"), &u, "purchase", json!({}))]))
+            .await;
+        assert_eq!(st, 200, "{r}");
+        won.push((u, code_of(&r).expect("a code")));
+    }
+    // Partition 2's seed of the new cap account is refused (on every node).
+    *bucket.refuse_seed.lock() = Some(("cap.side.v2-".into(), p));
+    let (st, put) = nodes[0].put_config(&v2).await;
+    assert_eq!(st, 200, "{put}");
+    eprintln!("pending: {}", put["partitions_pending"]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (a, b) = (nodes[0].service().await, nodes[1].service().await);
+    a.leave(p).await.unwrap();
+    let dedupe = b.config.dedupe;
+    let log = shared.clone();
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        hunt_server::recover::recover_partition(&*log, None, p, 8, dedupe, &mut |_| {})
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    eprintln!(
+        "adopted behind on version {:?}, escrow attached: {:?}",
+        rebuilt.behind.as_ref().map(|v| v.record.version),
+        rebuilt.behind.as_ref().map(|v| v.escrow.is_some())
+    );
+    b.adopt(p, rebuilt).await.unwrap();
+    router.owner.lock()[p as usize] = 1;
+    for _ in 0..3 {
+        let u = of_p.next().unwrap();
+        let (st, r) = nodes[1]
+            .post(json!([ev(&format!("{u}-buy"), &u, "purchase", json!({}))]))
+            .await;
+        eprintln!("{u}: {st} {}", r["results"][0]);
+        if let Some(c) = code_of(&r) {
+            won.push((u, c));
+        }
+    }
+    eprintln!("won: {won:?}");
+    let mut seen = BTreeMap::new();
+    let twice: Vec<_> = won
+        .iter()
+        .filter(|(u, c)| seen.insert(c.clone(), u.clone()).is_some())
+        .collect();
+    *bucket.refuse_seed.lock() = None;
+    assert!(
+        twice.is_empty(),
+        "codes granted twice: {twice:?} (all: {won:?})"
+    );
+}

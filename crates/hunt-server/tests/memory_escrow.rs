@@ -22,6 +22,9 @@ pub struct Bucket {
     pub ops: AtomicU64,
     /// Refuse to record lineages (a bucket lost half way through a switch).
     pub refuse_lineages: std::sync::atomic::AtomicBool,
+    /// Refuse one partition's seeds of the accounts whose key starts with the prefix
+    /// (the bucket lost half way through a partition's seeds).
+    pub refuse_seed: Mutex<Option<(String, u32)>>,
 }
 
 /// One node's view of the bucket: its lease's epoch.
@@ -200,6 +203,20 @@ impl EscrowBackend for MemoryEscrow {
         })
     }
 
+    fn marked<'a>(
+        &'a self,
+        a: &'a AccountRef,
+        version: u64,
+        partition: u32,
+    ) -> BoxFuture<'a, Result<(), EscrowFailure>> {
+        Box::pin(async move {
+            self.change(a, |acc| {
+                acc.marked(version, partition);
+                Ok(())
+            })
+        })
+    }
+
     fn seed_at_marker<'a>(
         &'a self,
         a: &'a AccountRef,
@@ -208,6 +225,12 @@ impl EscrowBackend for MemoryEscrow {
         seed: Seed,
     ) -> BoxFuture<'a, Result<(), EscrowFailure>> {
         Box::pin(async move {
+            if let Some((prefix, p)) = &*self.bucket.refuse_seed.lock()
+                && a.key.starts_with(prefix.as_str())
+                && *p == partition
+            {
+                return Err(EscrowFailure::Unavailable("the bucket is gone".into()));
+            }
             self.change(a, |acc| {
                 match &seed {
                     Seed::Indexes(ix) => acc.seed_at_marker(version, partition, Used::Indexes(ix)),

@@ -565,7 +565,7 @@ impl Service {
 
 /// The newest hunts-file version among the node's own records at or after `from`,
 /// and the last position read.
-fn newest_version(
+pub(super) fn newest_version(
     log: &dyn PartitionLog,
     from: hunt_store::Lsn,
 ) -> Result<(Option<ConfigRecord>, hunt_store::Lsn), String> {

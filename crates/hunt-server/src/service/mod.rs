@@ -308,19 +308,19 @@ impl Service {
                 .min(tokio::sync::Semaphore::MAX_PERMITS);
             let (tx, rx) = mpsc::channel(room);
             // A partition a switch by markers did not reach applies the version of
-            // its last marker, and puts the newest in force before anything else.
-            let applies = match behind.remove(&(p as u32)) {
-                Some(old) => {
-                    let (reply, done) = oneshot::channel();
-                    let _ = tx.try_send(Msg::Switch {
-                        version: version.clone(),
-                        reply,
-                    });
-                    switching.push((p as u32, done));
-                    old
-                }
-                None => version.clone(),
-            };
+            // its last marker, and puts the newest in force before anything else. On
+            // a cluster every partition is asked: one whose marker is durable but
+            // not yet counted by the pools (a stop in between) is counted now.
+            let applies = behind.remove(&(p as u32));
+            if applies.is_some() || version.escrow.is_some() {
+                let (reply, done) = oneshot::channel();
+                let _ = tx.try_send(Msg::Switch {
+                    version: version.clone(),
+                    reply,
+                });
+                switching.push((p as u32, done));
+            }
+            let applies = applies.unwrap_or_else(|| version.clone());
             let w = Worker::new(
                 state,
                 applies,
@@ -328,6 +328,10 @@ impl Service {
                     partition: p as u32,
                     log: log.clone(),
                     peers: peers.clone(),
+                    escrow: config
+                        .provided_log
+                        .as_ref()
+                        .is_some_and(|l| l.escrow.is_some()),
                 },
                 backlog.clone(),
                 rx,
@@ -372,11 +376,13 @@ impl Service {
                         pending.push(p);
                     }
                 }
-                tracing::info!(
-                    version = me.version().record.version,
-                    pending = pending.len(),
-                    "partitions behind put the version in force at their markers"
-                );
+                if !pending.is_empty() {
+                    tracing::warn!(
+                        version = me.version().record.version,
+                        pending = pending.len(),
+                        "partitions have not put the version in force yet: asked again every second"
+                    );
+                }
                 if !pending.is_empty() {
                     let v = me.version();
                     me.keep_switching(v, pending);
@@ -469,7 +475,28 @@ impl Service {
             return Err("this node is not one of several sharing the partitions".into());
         }
         let newest = self.version();
-        let applies = rebuilt.behind.clone().unwrap_or_else(|| newest.clone());
+        // A partition behind grants from its own version's accounts until it has
+        // put the newest in force (never from this process's counters).
+        let applies = match &rebuilt.behind {
+            Some(old) => {
+                let mut again = Version::compile(old.record.clone())?;
+                if let Some(p) = &self.config.provided_log
+                    && let Some(backend) = &p.escrow
+                {
+                    let grants: crate::escrow::PartitionGrants<'_> =
+                        vec![(n, rebuilt.state.grants().collect())];
+                    crate::escrow::attach_recorded(
+                        backend.clone(),
+                        &mut again,
+                        &grants,
+                        p.escrow_grants.clone(),
+                    )
+                    .await?;
+                }
+                Arc::new(again)
+            }
+            None => newest.clone(),
+        };
         let (reply, rx) = oneshot::channel();
         h.tx.send(Msg::Adopt {
             state: Box::new(rebuilt.state),
@@ -482,11 +509,11 @@ impl Service {
         self.notifier
             .adopt_partition(rebuilt.outbox.entries().cloned().collect())
             .await;
-        if applies.record.version < newest.record.version {
-            let pending = self.put_in_force(&newest, &[n], config::SWITCH_WAIT).await;
-            if !pending.is_empty() {
-                self.keep_switching(newest, pending);
-            }
+        // Behind, the newest goes in force; in force already, the pools count its
+        // marker (a hand-off right after a switch).
+        let pending = self.put_in_force(&newest, &[n], config::SWITCH_WAIT).await;
+        if !pending.is_empty() {
+            self.keep_switching(newest, pending);
         }
         if let Some(o) = &mut *self.owned.write() {
             o.insert(n);

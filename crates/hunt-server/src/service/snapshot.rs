@@ -145,6 +145,21 @@ impl Service {
                 copied.version, version.record.version
             ));
         }
+        // Another node may have recorded a newer version this node has not read yet:
+        // its record would lie inside this snapshot's span, where a rebuild from the
+        // snapshot would not find it for the partition's next marker.
+        let log = self.log.clone();
+        let newest = tokio::task::spawn_blocking(move || super::config::newest_version(&*log, 1))
+            .await
+            .map_err(|e| e.to_string())??
+            .0
+            .map_or(0, |r| r.version);
+        if newest != copied.version {
+            return Err(format!(
+                "partition {n} applies version {} while the log holds version {newest}; its snapshot waits",
+                copied.version
+            ));
+        }
         let (outbox, deliveries, changes) =
             self.notifier.copy_for_snapshot(self.partitions.len()).await;
         let last = match copied.ticket {

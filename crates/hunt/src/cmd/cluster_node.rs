@@ -705,6 +705,20 @@ impl hunt_server::escrow::EscrowBackend for NodeEscrow {
         })
     }
 
+    fn marked<'a>(
+        &'a self,
+        a: &'a hunt_server::escrow::AccountRef,
+        version: u64,
+        partition: u32,
+    ) -> hunt_server::escrow::BoxFuture<'a, Result<(), hunt_server::escrow::EscrowFailure>> {
+        Box::pin(async move {
+            self.escrow
+                .marked(&a.key, &a.id, a.size, version, partition)
+                .await
+                .map_err(failure)
+        })
+    }
+
     fn seed_at_marker<'a>(
         &'a self,
         a: &'a hunt_server::escrow::AccountRef,

@@ -37,33 +37,42 @@ impl Notifier {
     /// Appends records and waits until they are durable. Each goes in the rounds of
     /// its delivery's partition (on a cluster, that partition's subject, so that the
     /// deliveries move with it, ADR 0015); one whose delivery is not held goes to the
-    /// node's own records.
-    pub(super) async fn write(&self, records: &[DeliveryRecord]) -> Result<(), String> {
-        let mut by_partition: std::collections::BTreeMap<u32, Vec<(u8, Vec<u8>)>> =
+    /// node's own records. Says for each record whether it is durable: one
+    /// partition's failure (its lease lost) does not undo the others'.
+    async fn write_each(&self, records: &[DeliveryRecord]) -> Vec<Result<(), String>> {
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<usize>> =
             std::collections::BTreeMap::new();
         {
             let o = self.outbox.lock();
-            for r in records {
+            for (i, r) in records.iter().enumerate() {
                 let p = o.get(&r.key).map_or(NODE, |e| e.partition);
-                by_partition
-                    .entry(p)
-                    .or_default()
-                    .push((KIND_DELIVERY, encode(r)));
+                by_partition.entry(p).or_default().push(i);
             }
         }
+        let mut out: Vec<Result<(), String>> = vec![Ok(()); records.len()];
         let mut tickets = Vec::with_capacity(by_partition.len());
-        for (p, payloads) in by_partition {
-            let ticket = self
-                .log
-                .submit(p, payloads)
-                .await
-                .map_err(|e| e.to_string())?;
-            tickets.push(ticket);
+        for (p, indexes) in by_partition {
+            let payloads = indexes
+                .iter()
+                .map(|&i| (KIND_DELIVERY, encode(&records[i])))
+                .collect();
+            match self.log.submit(p, payloads).await {
+                Ok(t) => tickets.push((indexes, t)),
+                Err(e) => {
+                    for i in indexes {
+                        out[i] = Err(e.to_string());
+                    }
+                }
+            }
         }
-        for t in tickets {
-            t.await.map_err(|e| e.to_string())?;
+        for (indexes, t) in tickets {
+            if let Err(e) = t.await {
+                for i in indexes {
+                    out[i] = Err(e.to_string());
+                }
+            }
         }
-        Ok(())
+        out
     }
 
     /// Records changes (now), then applies them and schedules failed attempts again.
@@ -101,8 +110,33 @@ impl Notifier {
                     change: change.clone(),
                 })
                 .collect();
-            self.write(&records).await?;
-            let touched = self.apply_recorded(&records, &changes);
+            // What could not be written is not applied: its partition is gone from
+            // this node (its new owner rebuilds its deliveries), or the log failed.
+            let written = self.write_each(&records).await;
+            let mut failed = None;
+            let (mut kept_records, mut kept_changes) = (Vec::new(), Vec::new());
+            for ((r, c), w) in records
+                .into_iter()
+                .zip(std::mem::take(&mut changes))
+                .zip(written)
+            {
+                match w {
+                    Ok(()) => {
+                        kept_records.push(r);
+                        kept_changes.push(c);
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if kept_records.is_empty()
+                && let Some(e) = failed
+            {
+                return Err(e);
+            }
+            if let Some(e) = failed {
+                tracing::warn!(error = %e, "some delivery changes were not recorded");
+            }
+            let touched = self.apply_recorded(&kept_records, &kept_changes);
             changes = if evicting {
                 Vec::new()
             } else {
@@ -292,7 +326,7 @@ hunts:
                 change: Change::Dropped,
             })
             .collect();
-        n.write(&changes).await.unwrap();
+        assert!(n.write_each(&changes).await.iter().all(Result::is_ok));
         let mut went: Vec<(String, u32)> = spy
             .seen
             .lock()
