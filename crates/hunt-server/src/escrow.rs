@@ -764,6 +764,18 @@ pub async fn attach(
             lineage
         }
     };
+    put_behind(backend, version, lineage, grants, counter)
+}
+
+/// `version`'s pools from the accounts `lineage` names; `grants` start their figures.
+fn put_behind(
+    backend: Arc<dyn EscrowBackend>,
+    version: &mut crate::state::Version,
+    lineage: Lineage,
+    grants: &PartitionGrants<'_>,
+    counter: Arc<AtomicU64>,
+) -> Result<(), String> {
+    let catalog = version.catalog().clone();
     let granted = granted_per_pool(&catalog, grants);
     version.escrow = Some(Arc::new(EscrowPools::new(
         backend, &catalog, &lineage, &granted, counter,
@@ -782,7 +794,6 @@ pub async fn attach_recorded(
     counter: Arc<AtomicU64>,
 ) -> Result<(), String> {
     let key = lineage_key(version.record.version, &version.record.text);
-    let catalog = version.catalog().clone();
     let lineage = backend
         .lineage(&key)
         .await
@@ -793,12 +804,7 @@ pub async fn attach_recorded(
                 version.record.version
             )
         })?;
-    let granted = granted_per_pool(&catalog, grants);
-    version.escrow = Some(Arc::new(EscrowPools::new(
-        backend, &catalog, &lineage, &granted, counter,
-    )?));
-    version.lineage = Some(lineage);
-    Ok(())
+    put_behind(backend, version, lineage, grants, counter)
 }
 
 /// A new version's accounts at its switch (every partition paused, their `grants`

@@ -309,16 +309,7 @@ impl Service {
                 .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
         };
         v.restore_pools(all()).map_err(ConfigError::Internal)?;
-        let per_partition: crate::escrow::PartitionGrants<'_> = grants
-            .iter()
-            .map(|(p, g)| {
-                let g = g
-                    .iter()
-                    .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
-                    .collect();
-                (*p, g)
-            })
-            .collect();
+        let per_partition = borrowed(&grants);
         crate::escrow::prepare(&old, &mut v, &per_partition)
             .await
             .map_err(ConfigError::PoolsUnavailable)?;
@@ -526,16 +517,7 @@ impl Service {
                 .count_plan(old.catalog(), v.catalog())
                 .await
                 .map_err(|e| e.to_string())?;
-            let per_partition: crate::escrow::PartitionGrants<'_> = grants
-                .iter()
-                .map(|(p, g)| {
-                    let g = g
-                        .iter()
-                        .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str()))
-                        .collect();
-                    (*p, g)
-                })
-                .collect();
+            let per_partition = borrowed(&grants);
             crate::escrow::attach_recorded(
                 backend.clone(),
                 &mut v,
@@ -585,4 +567,18 @@ pub(super) fn newest_version(
         }
     }
     Ok((newest, last))
+}
+
+/// Each partition's grants, as the escrow takes them: (hunt, pool, code) borrowed.
+fn borrowed(grants: &[(u32, crate::partition::Grants)]) -> crate::escrow::PartitionGrants<'_> {
+    grants
+        .iter()
+        .map(|(p, g)| {
+            let g = g
+                .iter()
+                .map(|(h, pool, c)| (h.as_str(), pool.as_str(), c.as_str()))
+                .collect();
+            (*p, g)
+        })
+        .collect()
 }
