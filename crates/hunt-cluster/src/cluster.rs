@@ -215,27 +215,34 @@ impl Cluster {
         bucket: &str,
         replicas: usize,
     ) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
-        if let Ok(kv) = self.js.get_key_value(bucket).await {
-            return Ok(kv);
-        }
-        let created = self
-            .js
-            .create_key_value(async_nats::jetstream::kv::Config {
-                bucket: bucket.to_string(),
-                history: 1,
-                num_replicas: replicas,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await;
-        match created {
-            Ok(kv) => Ok(kv),
-            // Another node created it meanwhile.
-            Err(create) => self
+        // Servers just started may not all be known to the meta leader as online yet
+        // (no suitable peers), or a busy one may not answer in time: asked again for
+        // up to 30 s, as the stream is.
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(kv) = self.js.get_key_value(bucket).await {
+                return Ok(kv);
+            }
+            let created = self
                 .js
-                .get_key_value(bucket)
-                .await
-                .map_err(|_| ClusterError::Nats(format!("creating bucket {bucket}: {create}"))),
+                .create_key_value(async_nats::jetstream::kv::Config {
+                    bucket: bucket.to_string(),
+                    history: 1,
+                    num_replicas: replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(kv) => return Ok(kv),
+                // Another node created it meanwhile: the next look finds it.
+                Err(create) if std::time::Instant::now() >= until => {
+                    return self.js.get_key_value(bucket).await.map_err(|_| {
+                        ClusterError::Nats(format!("creating bucket {bucket}: {create}"))
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
         }
     }
 

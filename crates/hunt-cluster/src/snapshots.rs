@@ -76,9 +76,13 @@ impl ObjectSnapshots {
         rt: Handle,
     ) -> Result<ObjectSnapshots, ClusterError> {
         let bucket = format!("hunt_{}_snapshots", cluster.name());
-        let store = match cluster.js.get_object_store(&bucket).await {
-            Ok(s) => s,
-            Err(_) => match cluster
+        // Asked again for up to 30 s, as the stream is (servers just started, or busy).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let store = loop {
+            if let Ok(s) = cluster.js.get_object_store(&bucket).await {
+                break s;
+            }
+            let created = cluster
                 .js
                 .create_object_store(object_store::Config {
                     bucket: bucket.clone(),
@@ -86,14 +90,17 @@ impl ObjectSnapshots {
                     num_replicas: replicas,
                     ..Default::default()
                 })
-                .await
-            {
-                Ok(s) => s,
-                // Another node created it meanwhile.
-                Err(create) => cluster.js.get_object_store(&bucket).await.map_err(|_| {
-                    ClusterError::Nats(format!("creating object store {bucket}: {create}"))
-                })?,
-            },
+                .await;
+            match created {
+                Ok(s) => break s,
+                // Another node created it meanwhile: the next look finds it.
+                Err(create) if std::time::Instant::now() >= until => {
+                    break cluster.js.get_object_store(&bucket).await.map_err(|_| {
+                        ClusterError::Nats(format!("creating object store {bucket}: {create}"))
+                    })?;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
         };
         Ok(ObjectSnapshots {
             store,

@@ -987,8 +987,8 @@ fn on_a_cluster_the_cluster_page_shows_the_log_the_lease_and_the_partitions() {
         .stdout(Stdio::null())
         .spawn()
         .expect("hunt serve starts");
-    let (_log, rx, _reader) = read_log(&mut child);
-    let s = Server {
+    let (log, rx, _reader) = read_log(&mut child);
+    let mut s = Server {
         child,
         addr: rx
             .recv_timeout(Duration::from_secs(60))
@@ -997,9 +997,23 @@ fn on_a_cluster_the_cluster_page_shows_the_log_the_lease_and_the_partitions() {
             .unwrap(),
         _dir: dir,
     };
-    wait_until("the node owns its partitions", || {
-        http(s.addr, "GET", "/readyz", &[], "").0 == 200
-    });
+    // The node answers as a standby until it owns its partitions; should it stop
+    // instead, its log says why.
+    let t = Instant::now();
+    loop {
+        if let Ok(Some(status)) = s.child.try_wait() {
+            panic!("the node stopped ({status}):\n{}", log.lock().unwrap());
+        }
+        if TcpStream::connect(s.addr).is_ok() && http(s.addr, "GET", "/readyz", &[], "").0 == 200 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the node never owned its partitions:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let c = get(s.addr, "/v1/cluster", None);
     assert_eq!(c["clustered"], true, "{c}");
     assert_eq!(c["partitions"].as_array().map(Vec::len), Some(4), "{c}");
