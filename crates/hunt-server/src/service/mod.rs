@@ -312,7 +312,13 @@ impl Service {
             // a cluster every partition is asked: one whose marker is durable but
             // not yet counted by the pools (a stop in between) is counted now.
             let applies = behind.remove(&(p as u32));
-            if applies.is_some() || version.escrow.is_some() {
+            // Only a partition this node applies: another's marker is its owner's to
+            // write, and its adoption here puts the newest version in force.
+            let mine = config
+                .spread
+                .as_ref()
+                .is_none_or(|s| s.owned.contains(&(p as u32)));
+            if mine && (applies.is_some() || version.escrow.is_some()) {
                 let (reply, done) = oneshot::channel();
                 let _ = tx.try_send(Msg::Switch {
                     version: version.clone(),

@@ -455,7 +455,7 @@ pub async fn become_owner(
         release_rx,
     ));
     Ok(Owned {
-        escrow: std::sync::Arc::new(NodeEscrow { escrow, epoch }),
+        escrow: std::sync::Arc::new(NodeEscrow::new(escrow, epoch)),
         tenure,
         log,
         snapshots,
@@ -557,11 +557,38 @@ async fn keep(
     }
 }
 
-/// The pools bucket as the engine uses it: every change carries the epoch of this
-/// node's leases, so that a deposed owner's is refused.
+/// The pools bucket as the engine uses it: every change carries the epoch of the
+/// lease by which this node owns the partition, so that a deposed owner's is refused.
 pub struct NodeEscrow {
     pub escrow: hunt_cluster::Escrow,
+    /// The epoch of every partition not in `each` (one node owning them all).
     pub epoch: u64,
+    /// Each partition's own lease's epoch, on a node that shares the partitions.
+    each: parking_lot::RwLock<std::collections::HashMap<u32, u64>>,
+}
+
+impl NodeEscrow {
+    /// Every partition at `epoch` (the node owns them all by leases of that epoch).
+    pub fn new(escrow: hunt_cluster::Escrow, epoch: u64) -> NodeEscrow {
+        NodeEscrow {
+            escrow,
+            epoch,
+            each: Default::default(),
+        }
+    }
+
+    /// Partition `partition` is owned by a lease of `epoch` from now on.
+    pub fn set_epoch(&self, partition: u32, epoch: u64) {
+        self.each.write().insert(partition, epoch);
+    }
+
+    fn epoch_of(&self, partition: u32) -> u64 {
+        self.each
+            .read()
+            .get(&partition)
+            .copied()
+            .unwrap_or(self.epoch)
+    }
 }
 
 /// How much one refill hands a partition at most (ADR 0012).
@@ -594,7 +621,7 @@ impl hunt_server::escrow::EscrowBackend for NodeEscrow {
         Box::pin(async move {
             let h = self
                 .escrow
-                .claim(&a.key, &a.id, a.size, partition, self.epoch)
+                .claim(&a.key, &a.id, a.size, partition, self.epoch_of(partition))
                 .await
                 .map_err(failure)?;
             Ok(hunt_server::escrow::Claimed {
@@ -621,7 +648,7 @@ impl hunt_server::escrow::EscrowBackend for NodeEscrow {
                     &a.id,
                     a.size,
                     partition,
-                    self.epoch,
+                    self.epoch_of(partition),
                     used(u),
                     ESCROW_BLOCK_MAX,
                 )
@@ -649,7 +676,7 @@ impl hunt_server::escrow::EscrowBackend for NodeEscrow {
                     &a.id,
                     a.size,
                     partition,
-                    self.epoch,
+                    self.epoch_of(partition),
                     used(u),
                     unused,
                 )

@@ -712,4 +712,4 @@ async fn serve_gathers(shared: Arc<Shared>, mut asks: Subscriber) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

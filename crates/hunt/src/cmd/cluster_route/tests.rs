@@ -24,13 +24,13 @@ use tower::ServiceExt;
 use super::*;
 use crate::cmd::cluster_node::{ESCROW_BLOCK_MAX, NodeEscrow};
 
-const PARTITIONS: usize = 8;
+pub(crate) const PARTITIONS: usize = 8;
 /// The two nodes' ids: node 0 owns the even partitions, node 1 the odd ones.
 const IDS: [&str; 2] = ["a", "b"];
 
 /// One server, in this process.
-struct Node {
-    running: Running,
+pub(crate) struct Node {
+    pub(crate) running: Running,
     _dir: tempfile::TempDir,
 }
 
@@ -59,6 +59,15 @@ impl Node {
                 cluster_view: None,
             });
         }
+        Node::start_on(hunts, dir, engine).await
+    }
+
+    /// A server of `engine` in `dir`, started with `hunts`.
+    pub(crate) async fn start_on(
+        hunts: &str,
+        dir: tempfile::TempDir,
+        engine: EngineConfig,
+    ) -> Node {
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             engine,
@@ -87,7 +96,7 @@ impl Node {
         panic!("the server did not become ready");
     }
 
-    fn service(&self) -> Arc<Service> {
+    pub(crate) fn service(&self) -> Arc<Service> {
         self.running.service().expect("running")
     }
 
@@ -116,7 +125,7 @@ impl Node {
         value.unwrap_or_else(|| panic!("no {name} in /metrics"))
     }
 
-    async fn post(&self, events: Value) -> (u16, Value, Option<String>) {
+    pub(crate) async fn post(&self, events: Value) -> (u16, Value, Option<String>) {
         let request = HttpRequest::post("/v1/events")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(events.to_string()))
@@ -124,7 +133,7 @@ impl Node {
         self.call(request).await
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let (s, v, _) = self
             .call(HttpRequest::get(path).body(Body::empty()).unwrap())
             .await;
@@ -168,12 +177,12 @@ impl Pair {
             let client = async_nats::connect(urls.clone()).await.expect("NATS");
             let router = NatsRouter::new(client, subjects.clone(), *id, live.clone())
                 .with_timeouts(route, gather);
-            let escrow = NodeEscrow {
-                escrow: hunt_cluster::Escrow::open(&cluster, 1, ESCROW_BLOCK_MAX)
+            let escrow = NodeEscrow::new(
+                hunt_cluster::Escrow::open(&cluster, 1, ESCROW_BLOCK_MAX)
                     .await
                     .expect("the pools bucket"),
-                epoch: 1,
-            };
+                1,
+            );
             let spread = Spread {
                 owned: owned(n),
                 router: Arc::new(router),
@@ -234,7 +243,7 @@ impl Rng {
 }
 
 /// Two steps in order, rewarded from a pool of `codes` codes, at most `cap` winners.
-fn two_steps(codes: u64, cap: u64) -> String {
+pub(crate) fn two_steps(codes: u64, cap: u64) -> String {
     format!(
         r#"
 version: 1
@@ -253,12 +262,12 @@ hunts:
     )
 }
 
-fn ev(id: &str, user: &str, kind: &str, data: Value) -> Value {
+pub(crate) fn ev(id: &str, user: &str, kind: &str, data: Value) -> Value {
     json!({"id": id, "user": user, "type": kind, "data": data})
 }
 
 /// A customer of partition `p`, the `k`th one.
-fn customer_of(p: u32, k: usize) -> String {
+pub(crate) fn customer_of(p: u32, k: usize) -> String {
     (0..)
         .map(|i| format!("u{i}"))
         .filter(|u| partition_of(u, PARTITIONS) == p as usize)
@@ -267,7 +276,7 @@ fn customer_of(p: u32, k: usize) -> String {
 }
 
 /// Times and codes left out: they differ between two runs of the same events.
-fn without_times_and_codes(v: &Value) -> Value {
+pub(crate) fn without_times_and_codes(v: &Value) -> Value {
     match v {
         Value::Object(m) => m
             .iter()
