@@ -74,6 +74,10 @@ struct Inner {
     /// Tells this log's messages apart from any other writer's, for the stream's
     /// de-duplication of a message sent again.
     token: String,
+    /// Messages sent by this log's writers, for their ids: counted across writers, so
+    /// that a partition owned again (taken back, or a subject shared by several nodes)
+    /// never repeats an id the stream would take for a message sent again and drop.
+    sent: AtomicU64,
     rt: Handle,
 }
 
@@ -108,6 +112,7 @@ impl JetStreamLog {
                 parts: Mutex::new(HashMap::new()),
                 durable: AtomicU64::new(0),
                 token,
+                sent: AtomicU64::new(0),
                 rt,
             }),
         }
@@ -147,7 +152,6 @@ impl JetStreamLog {
             partition,
             subject: self.inner.cluster.subject(partition),
             last,
-            sent: 0,
             marker,
             stopped: stopped.clone(),
             known: known.clone(),
@@ -408,8 +412,6 @@ struct Writer {
     subject: String,
     /// The last sequence on the subject this writer knows of.
     last: u64,
-    /// Messages sent, for their ids.
-    sent: u64,
     /// The takeover marker its first message carries, until that one is stored.
     marker: Option<String>,
     stopped: Arc<Mutex<Option<LogError>>>,
@@ -501,8 +503,8 @@ impl Writer {
             }
         }
         let payload = Bytes::from(payload);
-        self.sent += 1;
-        let id = format!("{}.{}.{}", self.inner.token, self.partition, self.sent);
+        let n = self.inner.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("{}.{}.{n}", self.inner.token, self.partition);
         let deadline = Instant::now() + self.inner.cluster.ack_timeout;
         let mut pause = Duration::from_millis(20);
         loop {

@@ -172,6 +172,21 @@ async fn a_new_owner_fences_the_old_one_at_its_next_append() {
         panic!("a released partition took a round");
     };
     assert!(matches!(e, LogError::Fenced { partition: 1, .. }), "{e}");
+    // Taken back by the same log (a partition given away and taken again): its
+    // messages are new to the stream, never taken for ones sent again and dropped.
+    let last1 = old.last_sequence(1).await.unwrap();
+    let marker1 = old.take_over(1, last1, "old/2").await.unwrap();
+    assert!(
+        marker1 > last1,
+        "the marker is stored: {marker1} after {last1}"
+    );
+    old.submit(1, round(1, 1, 1)).await.unwrap().await.unwrap();
+    let again: Vec<Vec<u8>> = read(&new, Partitions::One(1), 0)
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(again, vec![b"p1 r0 k0".to_vec(), b"p1 r1 k0".to_vec()]);
 
     let kept: Vec<Vec<u8>> = read(&new, Partitions::One(0), 0)
         .await
