@@ -632,6 +632,22 @@ impl PartitionLog for JetStreamLog {
         false
     }
 
+    fn append_after_end(&self, partition: u32) -> hunt_store::partition_log::Pending<'_, bool> {
+        Box::pin(async move {
+            let last = self
+                .last_sequence(partition)
+                .await
+                .map_err(|e| LogError::Io {
+                    op: "read the end of",
+                    path: self.inner.cluster.subject(partition),
+                    message: e.to_string(),
+                })?;
+            self.release(partition);
+            self.start(partition, last, None);
+            Ok(true)
+        })
+    }
+
     /// The first partition found stopped here, if any.
     fn stopped(&self) -> Option<LogError> {
         let parts = self.inner.parts.lock();

@@ -50,6 +50,9 @@ use crate::record::{Lsn, Record};
 /// A submission in flight: waits for room in the log, then gives the ticket.
 pub type Submitting<'a> = Pin<Box<dyn Future<Output = Result<Ticket, LogError>> + Send + 'a>>;
 
+/// A future of the log's.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, LogError>> + Send + 'a>>;
+
 /// Records read back, in position order.
 pub type Records = Box<dyn Iterator<Item = Result<Record, LogError>> + Send>;
 
@@ -91,6 +94,15 @@ pub trait PartitionLog: Send + Sync + 'static {
     /// local log's positions are; a replicated log's need not be.
     fn dense(&self) -> bool {
         true
+    }
+
+    /// For a partition several nodes append to (the node records of a cluster whose
+    /// partitions are spread over nodes, ADR 0015): this node's next round of
+    /// `partition` goes right after the end the log has now, and is refused as fenced
+    /// if another node appends first. `false`: this log has one writer, and nothing
+    /// was done.
+    fn append_after_end(&self, _partition: u32) -> Pending<'_, bool> {
+        Box::pin(async { Ok(false) })
     }
 }
 

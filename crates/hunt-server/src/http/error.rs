@@ -209,6 +209,7 @@ impl ApiError {
                 ConfigError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", None),
                 ConfigError::Stopped(_) => unavailable("log_stopped"),
                 ConfigError::PoolsUnavailable(_) => unavailable("pools_unavailable"),
+                ConfigError::Raced(_) => (S::CONFLICT, "version_raced", None),
             },
             ApiError::Plain { status, .. } => {
                 let code = match status.as_u16() {
@@ -279,6 +280,7 @@ fn config_message(e: &ConfigError) -> String {
         ConfigError::PoolsUnavailable(why) => {
             format!("the cluster's pools could not be reached ({why}); nothing changed, retry")
         }
+        ConfigError::Raced(why) => why.clone(),
     }
 }
 

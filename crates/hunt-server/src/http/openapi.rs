@@ -505,7 +505,7 @@ pub fn document(http: &HttpConfig) -> String {
             .err(400, &["bad_query", "not_utf8", "bad_body"], "A bad query string; a body that is not UTF-8 or could not be read")
             .secured()
             .err(408, &["body_timeout"], "The body was not received within the body timeout")
-            .err(409, &["unsafe_change"], "Unsafe: the new pools would take back codes already granted; `details` hold the plan and its refusals")
+            .err(409, &["unsafe_change", "version_raced"], "Unsafe: the new pools would take back codes already granted; `details` hold the plan and its refusals. Or, on a cluster whose partitions are spread over nodes, another node put a version first: nothing changed, send the file again")
             .err(413, &["body_too_large"], "The file is over 4 MiB")
             .err(415, &["unsupported_encoding"], "A Content-Encoding other than gzip")
             .err(422, &["invalid_hunts_file", "tests_failed"], "The file has errors (`details` hold every diagnostic, as `hunt check --json`), or its test cases fail (`details` hold each case's diff)")

@@ -21,6 +21,11 @@ pub enum ConfigError {
     /// version's accounts: nothing changed; retry.
     #[error("the cluster's pools could not be reached ({0})")]
     PoolsUnavailable(String),
+    /// On a cluster whose partitions are spread over nodes, another node put a
+    /// version first (at the same time, or a moment ago and this node has not put it
+    /// in force yet): nothing changed; send the file again.
+    #[error("{0}")]
+    Raced(String),
 }
 
 /// How a new hunts file is to be taken.
@@ -290,6 +295,29 @@ impl Service {
         if self.version().record.text == text {
             return self.unchanged(ConfigOptions::default());
         }
+        // Nodes that share the partitions share the node records: this version goes
+        // right after their end as it is now, and only if this node has put in force
+        // every version recorded up to there (else its number would be taken).
+        let shared = self
+            .log
+            .append_after_end(NODE)
+            .await
+            .map_err(|e| ConfigError::Stopped(e.into()))?;
+        if shared {
+            let log = self.log.clone();
+            let newest = tokio::task::spawn_blocking(move || newest_version(&*log, 1))
+                .await
+                .map_err(|e| ConfigError::Internal(e.to_string()))?
+                .map_err(ConfigError::Internal)?
+                .0
+                .map_or(0, |r| r.version);
+            let here = self.version().record.version;
+            if newest > here {
+                return Err(ConfigError::Raced(format!(
+                    "version {newest} was put on another node a moment ago and is not in force here yet (this node has {here}); nothing changed, send the file again"
+                )));
+            }
+        }
         let old = self.version();
         let record = ConfigRecord {
             version: old.record.version + 1,
@@ -320,10 +348,22 @@ impl Service {
                 .await
         }
         .await;
-        if let Err(e) = written {
-            let why = Stopped::from(e);
-            self.fail(&why.to_string());
-            return Err(ConfigError::Stopped(why));
+        match written {
+            Err(LogError::Fenced { .. }) if shared => {
+                // Another node's version went first; this node's writer of the node
+                // records is ready again for the next one.
+                let _ = self.log.append_after_end(NODE).await;
+                return Err(ConfigError::Raced(format!(
+                    "another node put version {} at the same time; nothing changed, send the file again",
+                    record.version
+                )));
+            }
+            Err(e) => {
+                let why = Stopped::from(e);
+                self.fail(&why.to_string());
+                return Err(ConfigError::Stopped(why));
+            }
+            Ok(_) => {}
         }
         let v = Arc::new(v);
         *self.version.write() = v.clone();

@@ -155,8 +155,20 @@ pub fn open(
                 ));
             }
             v.restore_pools(recovered.states.iter().flat_map(|s| s.grants()))?;
+            if config.spread.is_some() {
+                // Nodes that share the partitions share the node records: the first
+                // version goes after their end, fenced should another node's go first.
+                tokio::runtime::Handle::current()
+                    .block_on(log.append_after_end(NODE))
+                    .map_err(|e| e.to_string())?;
+            }
             log.append_blocking(NODE, KIND_CONFIG, encode_config(&record))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| match e {
+                    LogError::Fenced { .. } if config.spread.is_some() => format!(
+                        "another node started the cluster with its hunts file at the same time ({e}): start this node again to join it"
+                    ),
+                    e => e.to_string(),
+                })?;
             recorded_version = Some(record.version);
             recovered.version = Some(v);
         }
@@ -268,6 +280,10 @@ impl PartitionLog for LocalLog {
 
     fn dense(&self) -> bool {
         self.log().dense()
+    }
+
+    fn append_after_end(&self, partition: u32) -> hunt_store::partition_log::Pending<'_, bool> {
+        self.log().append_after_end(partition)
     }
 }
 

@@ -128,6 +128,7 @@ impl Spread {
                 draining,
                 view: view_tx,
                 live,
+                tenure: tenure.clone(),
                 liveness: None,
                 lapses: None,
             }
@@ -188,6 +189,9 @@ impl Drop for Spread {
     }
 }
 
+/// The tenure of a node that has given every partition away: nothing to confirm.
+const NOTHING_HELD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// How long after a lease was written this node trusts it: the lease, less a tenth
 /// for clocks that run at slightly different rates.
 fn trusted(lease: Duration) -> Duration {
@@ -226,6 +230,10 @@ async fn renew(
             match r {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
+                    tracing::error!(
+                        partition,
+                        "the lease was taken by another node: this node must stop"
+                    );
                     let _ = lost.send(format!(
                         "the lease of partition {partition} was taken by another node"
                     ));
@@ -269,6 +277,7 @@ struct Mover {
     draining: watch::Receiver<bool>,
     view: watch::Sender<View>,
     live: watch::Sender<BTreeSet<String>>,
+    tenure: Arc<Tenure>,
     liveness: Option<Liveness>,
     lapses: Option<Lapses>,
 }
@@ -291,6 +300,11 @@ impl Mover {
                 done = &mut stopped => {
                     self.give_all().await;
                     let _ = renewer_stop.send(());
+                    // Holding nothing, the node has nothing another could take from
+                    // it: while it stops, it routes every request to the new owners.
+                    if self.held.lock().await.is_empty() {
+                        self.tenure.extend_to(Stamp::now() + NOTHING_HELD);
+                    }
                     if let Ok(done) = done {
                         let _ = done.send(());
                     }
@@ -805,7 +819,6 @@ mod engines {
     use hunt_server::route::Spread as Routing;
     use hunt_server::service::{EngineConfig, ProvidedLog};
     use hunt_server::tenure::Tenure;
-    use hunt_store::partition_log::NODE;
     use serde_json::{Value, json};
     use tokio::sync::watch;
 
@@ -834,14 +847,6 @@ mod engines {
             let (live_tx, live) = watch::channel(BTreeSet::new());
             let router = NatsRouter::new(client.clone(), subjects.clone(), id, live);
             let log = JetStreamLog::new(cluster.clone(), tokio::runtime::Handle::current());
-            // The node records (the versions) are written by the first node only.
-            let last = log
-                .last_sequence(NODE)
-                .await
-                .expect("the node records' end");
-            if last == 0 {
-                log.own(NODE, last);
-            }
             let snapshots = Arc::new(
                 ObjectSnapshots::open(cluster, 1, tokio::runtime::Handle::current())
                     .await
@@ -988,6 +993,16 @@ mod engines {
         }
     }
 
+    /// `PUT /v1/config` of `hunts` on `node`: the status and the answer.
+    async fn put(node: &Node, hunts: &str) -> (u16, Value) {
+        let request = axum::http::Request::put("/v1/config?name=hunts.yaml")
+            .header(axum::http::header::CONTENT_TYPE, "application/yaml")
+            .body(axum::body::Body::from(hunts.to_string()))
+            .unwrap();
+        let (status, v, _) = node.call(request).await;
+        (status, v)
+    }
+
     /// Each customer's look and buy, in order, in 4 lanes over both nodes.
     async fn customers(nodes: &[&Node], from: usize, to: usize) -> BTreeMap<String, Value> {
         let lanes = (0..4).map(|lane| async move {
@@ -1017,6 +1032,11 @@ mod engines {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn partitions_move_between_engines_as_one_joins_and_one_leaves_and_every_answer_holds() {
+        // The nodes' warnings, shown when the test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn,hunt=info")
+            .with_test_writer()
+            .try_init();
         let nats = NatsCluster::start(1, false);
         let mut cfg = ClusterConfig::new(nats.urls(), "engines");
         cfg.monitor = nats.monitor_urls();
@@ -1049,6 +1069,41 @@ mod engines {
         answers.extend(during);
         let b_won = b.view().held.len();
         assert_eq!(b_won, PARTITIONS / 2);
+
+        // A new version put on the node that did not start the cluster: recorded
+        // after the node records' end, in force on every partition of both.
+        let (status, v) = put(&b.node, &two_steps(codes, codes + 5)).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["version"], 2, "{v}");
+        assert_eq!(v["partitions_pending"], json!([]), "{v}");
+        // Two versions put at once on the two nodes: one is recorded as version 3,
+        // the other is refused for a retry (nothing changed) or, had it come after,
+        // recorded as version 4; never two versions of one number.
+        let (fx, fy) = (two_steps(codes, codes + 6), two_steps(codes, codes + 7));
+        let (x, y) = tokio::join!(put(&a.node, &fx), put(&b.node, &fy));
+        let mut numbers = Vec::new();
+        for (status, v) in [&x, &y] {
+            match status {
+                200 => numbers.push(v["version"].as_u64().unwrap()),
+                409 => assert_eq!(v["error"]["code"], "version_raced", "{v}"),
+                _ => panic!("{status} {v}"),
+            }
+        }
+        numbers.sort_unstable();
+        assert!(numbers == [3] || numbers == [3, 4], "{x:?} {y:?}");
+        let newest = *numbers.last().unwrap();
+        for e in [&a, &b] {
+            let until = tokio::time::Instant::now() + Duration::from_secs(10);
+            while e.node.service().version().record.version != newest {
+                assert!(
+                    tokio::time::Instant::now() < until,
+                    "{} never put {newest} in force",
+                    e.id
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        eprintln!("racing versions: {} and {}", x.0, y.0);
 
         // a leaves gracefully while customers still send to both: b takes everything.
         let (during, ()) = tokio::join!(customers(&both, 32, customers_n), async {

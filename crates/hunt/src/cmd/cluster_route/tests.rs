@@ -100,7 +100,7 @@ impl Node {
         self.running.service().expect("running")
     }
 
-    async fn call(&self, request: HttpRequest<Body>) -> (u16, Value, Option<String>) {
+    pub(crate) async fn call(&self, request: HttpRequest<Body>) -> (u16, Value, Option<String>) {
         let routes = self.running.routes().expect("running");
         let r = routes.oneshot(request).await.expect("an answer");
         let status = r.status().as_u16();
