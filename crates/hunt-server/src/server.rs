@@ -169,6 +169,22 @@ impl Running {
         self.app.upgrade().and_then(|a| a.service.get().cloned())
     }
 
+    /// Waits until the engine runs (the log replayed), without holding the server;
+    /// `None` if the server stops first.
+    pub fn when_ready(
+        &self,
+    ) -> impl std::future::Future<Output = Option<Arc<Service>>> + Send + 'static {
+        let app = self.app.clone();
+        async move {
+            loop {
+                if let Some(s) = app.upgrade()?.service.get() {
+                    return Some(s.clone());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+
     /// Whether it has stopped by itself (a start that failed, or a failed log).
     pub fn is_finished(&self) -> bool {
         self.main.is_finished()

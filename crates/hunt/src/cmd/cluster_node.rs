@@ -50,6 +50,12 @@ pub struct ClusterArgs {
     /// Replicas of the cluster's stream and buckets; fewer in place is refused.
     #[arg(long, default_value_t = 3, requires = "cluster")]
     pub cluster_replicas: usize,
+    /// Share the partitions with the cluster's other live nodes (docs/cluster.md): each
+    /// node applies the partitions assigned to it and routes the rest to their owners.
+    /// Without it, one node applies every partition and the others stand by. Every
+    /// node of a cluster runs the same way.
+    #[arg(long, requires = "cluster")]
+    pub spread: bool,
     /// This node's id in the owners bucket (default: host name and process id).
     #[arg(long, requires = "cluster")]
     pub node_id: Option<String>,
@@ -169,11 +175,11 @@ fn node_id(args: &ClusterArgs) -> anyhow::Result<String> {
 /// A node that has joined the cluster, owning nothing yet.
 pub struct Joined {
     pub cluster: Cluster,
-    leases: Leases,
-    members: Members,
-    node: String,
-    lease: Duration,
-    replicas: usize,
+    pub(crate) leases: Leases,
+    pub(crate) members: Members,
+    pub(crate) node: String,
+    pub(crate) lease: Duration,
+    pub(crate) replicas: usize,
 }
 
 /// Connects and checks the cluster (its stream created if new) and the owners bucket.

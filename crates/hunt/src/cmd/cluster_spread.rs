@@ -81,8 +81,8 @@ impl Settings {
 
 /// The running loop.
 pub struct Spread {
+    #[cfg_attr(not(test), allow(dead_code))]
     view: watch::Receiver<View>,
-    tenure: Arc<Tenure>,
     stop: Option<oneshot::Sender<oneshot::Sender<()>>>,
     lost: Option<oneshot::Receiver<String>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -128,7 +128,7 @@ impl Spread {
                 draining,
                 view: view_tx,
                 live,
-                tenure: tenure.clone(),
+                tenure,
                 liveness: None,
                 lapses: None,
             }
@@ -136,7 +136,6 @@ impl Spread {
         );
         Spread {
             view,
-            tenure,
             stop: Some(stop),
             lost: Some(lost),
             tasks: vec![mover, renewer],
@@ -144,13 +143,9 @@ impl Spread {
     }
 
     /// What the loop holds and sees, after each turn.
+    #[cfg(test)]
     pub fn view(&self) -> watch::Receiver<View> {
         self.view.clone()
-    }
-
-    /// Until when every lease held was confirmed.
-    pub fn tenure(&self) -> Arc<Tenure> {
-        self.tenure.clone()
     }
 
     /// Told once, when a lease was taken by another node (this node must stop).
@@ -173,6 +168,7 @@ impl Spread {
     }
 
     /// Stops at once, giving nothing back (as if the process died): the leases lapse.
+    #[cfg(test)]
     pub fn kill(mut self) {
         self.stop.take();
         for t in &self.tasks {
@@ -544,6 +540,12 @@ impl Hands for NodeHands {
             if r.is_err() {
                 // Nothing more appended: the lease goes back.
                 self.log.release(n);
+            } else {
+                let m = self.log.cluster().metrics();
+                m.takeovers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                m.epoch
+                    .fetch_max(epoch, std::sync::atomic::Ordering::Relaxed);
             }
             self.count_owned();
             r
@@ -556,6 +558,136 @@ impl Hands for NodeHands {
             self.count_owned();
             r
         })
+    }
+}
+
+/// A node sharing the partitions, ready before its engine starts: what the engine is
+/// given (the log, snapshots, pools and router), and what starts the loop after.
+pub struct Prepared {
+    /// The engine's log and what comes with it.
+    pub provided: Option<hunt_server::service::ProvidedLog>,
+    /// The partitions it applies at the start (none) and where the rest go.
+    pub routing: Option<hunt_server::route::Spread>,
+    pub partitions: u32,
+    pub log: hunt_cluster::JetStreamLog,
+    snapshots: Arc<hunt_cluster::ObjectSnapshots>,
+    escrow: Arc<super::cluster_node::NodeEscrow>,
+    client: async_nats::Client,
+    subjects: super::cluster_route::Subjects,
+    node: String,
+    leases: Leases,
+    members: Members,
+    lease: Duration,
+    tenure: Arc<Tenure>,
+    live: watch::Sender<BTreeSet<String>>,
+}
+
+/// Prepares `joined` to share the partitions (`hunt serve --cluster --spread`).
+pub async fn prepare(joined: super::cluster_node::Joined) -> anyhow::Result<Prepared> {
+    use super::cluster_node::{ESCROW_BLOCK_MAX, NodeEscrow};
+    let super::cluster_node::Joined {
+        cluster,
+        leases,
+        members,
+        node,
+        lease,
+        replicas,
+    } = joined;
+    let rt = tokio::runtime::Handle::current();
+    let snapshots =
+        Arc::new(hunt_cluster::ObjectSnapshots::open(&cluster, replicas, rt.clone()).await?);
+    let escrow = Arc::new(NodeEscrow::new(
+        hunt_cluster::Escrow::open(&cluster, replicas, ESCROW_BLOCK_MAX).await?,
+        0,
+    ));
+    let log = hunt_cluster::JetStreamLog::new(cluster.clone(), rt);
+    let client = cluster.client();
+    let subjects = super::cluster_route::Subjects::of(cluster.name());
+    let (live, live_rx) = watch::channel(BTreeSet::new());
+    let router = super::cluster_route::NatsRouter::new(
+        client.clone(),
+        subjects.clone(),
+        node.clone(),
+        live_rx,
+    );
+    let tenure = Arc::new(Tenure::default());
+    let metrics = cluster.metrics().clone();
+    *metrics.node.lock() = node.clone();
+    metrics.partitions.store(
+        u64::from(cluster.partitions()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let provided = hunt_server::service::ProvidedLog {
+        log: Arc::new(log.clone()),
+        name: format!(
+            "JetStream stream {}, partitions spread over the live nodes",
+            cluster.stream()
+        ),
+        snapshots: Some(snapshots.clone()),
+        part_snapshots: Some(snapshots.clone()),
+        tenure: Some(tenure.clone()),
+        metrics: Some(Arc::new(super::cluster_node::NodeMetrics {
+            cluster: metrics.clone(),
+            tenure: tenure.clone(),
+        })),
+        escrow: Some(escrow.clone()),
+        escrow_grants: metrics.escrow_grants.clone(),
+        cluster_view: Some(Arc::new(super::cluster::NodeView(cluster.clone()))),
+    };
+    Ok(Prepared {
+        provided: Some(provided),
+        routing: Some(hunt_server::route::Spread {
+            owned: BTreeSet::new(),
+            router: Arc::new(router),
+        }),
+        partitions: cluster.partitions(),
+        log,
+        snapshots,
+        escrow,
+        client,
+        subjects,
+        node,
+        leases,
+        members,
+        lease,
+        tenure,
+        live,
+    })
+}
+
+impl Prepared {
+    /// Once `service` runs: answers other nodes' requests for it, and starts the loop
+    /// that takes and gives its partitions.
+    pub async fn start(
+        self,
+        service: &Arc<hunt_server::service::Service>,
+        draining: watch::Receiver<bool>,
+    ) -> anyhow::Result<Spread> {
+        let responder = super::cluster_route::Responder::start(
+            self.client,
+            self.subjects,
+            self.node.clone(),
+            service,
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        let hands = Arc::new(NodeHands {
+            node: self.node.clone(),
+            service: Arc::downgrade(service),
+            log: self.log,
+            snapshots: self.snapshots,
+            responder: Arc::new(responder),
+            escrow: self.escrow,
+        });
+        Ok(Spread::start(
+            self.leases,
+            self.members,
+            Settings::new(self.node, self.partitions, self.lease),
+            hands,
+            draining,
+            self.tenure,
+            self.live,
+        ))
     }
 }
 
@@ -622,6 +754,7 @@ mod tests {
     struct Node {
         id: String,
         spread: Spread,
+        tenure: Arc<Tenure>,
         beat: tokio::task::JoinHandle<()>,
         draining: watch::Sender<bool>,
         members: Members,
@@ -652,18 +785,20 @@ mod tests {
             node: id.to_string(),
             book: book.clone(),
         });
+        let tenure = Arc::new(Tenure::default());
         let spread = Spread::start(
             leases,
             members.clone(),
             Settings::new(id, PARTITIONS, LEASE),
             hands,
             drain_rx,
-            Arc::default(),
+            tenure.clone(),
             watch::channel(BTreeSet::new()).0,
         );
         Node {
             id: id.to_string(),
             spread,
+            tenure,
             beat,
             draining,
             members,
@@ -725,10 +860,7 @@ mod tests {
         let b = node(&cluster, "b", &book).await;
         let two = assigned(&["a", "b"]);
         settled(&book, &[&a, &b], &two).await;
-        assert!(
-            b.spread.tenure().valid_at(Stamp::now()),
-            "b's leases are confirmed"
-        );
+        assert!(b.tenure.valid_at(Stamp::now()), "b's leases are confirmed");
         let takes = book.lock().takes;
         assert_eq!(takes, u64::from(PARTITIONS), "each partition taken once");
 

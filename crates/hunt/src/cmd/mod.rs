@@ -8,8 +8,6 @@ pub mod cluster_node;
 // host and release partitions with it. Tested in its own module.
 #[allow(dead_code)]
 pub mod cluster_route;
-// Not started by `hunt serve` yet (ADR 0015, the node loop): tested in its own module.
-#[allow(dead_code)]
 pub mod cluster_spread;
 pub mod diff;
 pub mod dlq;

@@ -200,7 +200,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let bound = std::net::TcpListener::bind(config.listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        if args.cluster.enabled() {
+        // A node sharing the partitions: what starts its loop once the engine runs,
+        // and what its stop gives back first.
+        let mut prepared = None::<crate::cmd::cluster_spread::Prepared>;
+        let mut spread_lost = None::<tokio::sync::oneshot::Sender<String>>;
+        let leaving = std::sync::Arc::new(Leaving::default());
+        if args.cluster.enabled() && args.cluster.spread {
+            hunt_server::server::check_exposure(&bound.local_addr()?, &config.http)
+                .map_err(anyhow::Error::msg)?;
+            cluster_node::check_forwarding_exposure(&args.cluster.cluster, &config.http)?;
+            let joined =
+                cluster_node::join(&args.cluster, args.partitions.map(|p| p as u32)).await?;
+            let heartbeat = cluster_node::Heartbeat::start(&joined, bound.local_addr()?.to_string());
+            let mut p = crate::cmd::cluster_spread::prepare(joined).await?;
+            heartbeat.owns(&p.log);
+            config.engine.data_dir = args
+                .data
+                .join(format!("cluster-{}", args.cluster.cluster_name));
+            config.engine.partitions = p.partitions as usize;
+            config.engine.provided_log = p.provided.take();
+            config.engine.spread = p.routing.take();
+            config.validate().map_err(anyhow::Error::msg)?;
+            *leaving.draining.lock() = Some(heartbeat.draining());
+            *leaving.heartbeat.lock() = Some(heartbeat);
+            prepared = Some(p);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (lost, spread_lost) = (Some(rx), Some(tx));
+        } else if args.cluster.enabled() {
             hunt_server::server::check_exposure(&bound.local_addr()?, &config.http)
                 .map_err(anyhow::Error::msg)?;
             cluster_node::check_forwarding_exposure(&args.cluster.cluster, &config.http)?;
@@ -278,6 +304,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let stop = {
             let deposed = deposed.clone();
             let stop_answering = StopAnswering(responder.clone());
+            let leaving = leaving.clone();
             async move {
                 let _stop_answering = stop_answering;
                 match lost {
@@ -294,6 +321,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     },
                     None => signals().await,
                 }
+                // A node sharing the partitions leaves: its key first, so that no node
+                // assigns it anything, then every partition it holds, handed over while
+                // it still routes requests.
+                leaving.leave().await;
             }
         };
         let listener = tokio::net::TcpListener::from_std(bound)?;
@@ -325,6 +356,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     });
                     *responder.lock() = Some(task.abort_handle());
                 }
+                if let (Some(p), Some(tx)) = (prepared.take(), spread_lost.take()) {
+                    // Once the engine runs, the loop takes this node's partitions; a
+                    // lease lost, or a loop that cannot start, stops the node.
+                    let ready = running.when_ready();
+                    let leaving = leaving.clone();
+                    tokio::spawn(async move {
+                        let Some(service) = ready.await else { return };
+                        let draining = leaving.draining.lock().take();
+                        let draining =
+                            draining.unwrap_or_else(|| tokio::sync::watch::channel(false).1);
+                        match p.start(&service, draining).await {
+                            Ok(mut spread) => {
+                                let lost = spread.lost();
+                                *leaving.spread.lock().await = Some(spread);
+                                tracing::info!(
+                                    "sharing the partitions with the cluster's live nodes"
+                                );
+                                if let Some(lost) = lost
+                                    && let Ok(why) = lost.await
+                                {
+                                    let _ = tx.send(why);
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(format!("the partitions' loop did not start: {e}"));
+                            }
+                        }
+                    });
+                }
                 running.run_until(stop).await
             }
             Err(e) => Err(e),
@@ -353,6 +413,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// What a node sharing the partitions gives back when it stops.
+#[derive(Default)]
+struct Leaving {
+    heartbeat: parking_lot::Mutex<Option<cluster_node::Heartbeat>>,
+    draining: parking_lot::Mutex<Option<tokio::sync::watch::Receiver<bool>>>,
+    spread: tokio::sync::Mutex<Option<crate::cmd::cluster_spread::Spread>>,
+}
+
+impl Leaving {
+    async fn leave(&self) {
+        let heartbeat = self.heartbeat.lock().take();
+        if let Some(h) = heartbeat {
+            h.stop().await;
+        }
+        let spread = self.spread.lock().await.take();
+        if let Some(s) = spread {
+            tracing::info!("giving every partition to the other nodes before stopping");
+            s.stop(std::time::Duration::from_secs(30)).await;
+        }
+    }
 }
 
 /// Resolves when the node is asked to drain (never without a cluster).
