@@ -841,7 +841,7 @@ fn spread_nodes_hand_partitions_over_through_a_join_a_leave_and_a_kill_under_loa
 
     // Clients send to a and b, each batch again to the other until taken, while c
     // joins, a leaves gracefully, and c is killed.
-    let stop_at = Instant::now() + Duration::from_secs(30);
+    let stop_at = Instant::now() + Duration::from_secs(40);
     let loader = std::thread::spawn(move || load(vec![a_addr, b_addr], 4, stop_at));
     std::thread::sleep(Duration::from_secs(3));
     let mut c = node(&nats, "c", &dir.path().join("c"), &spread);
@@ -861,6 +861,22 @@ fn spread_nodes_hand_partitions_over_through_a_join_a_leave_and_a_kill_under_loa
         "{log}"
     );
     status_until(&nats, "b and c take a's partitions", |s| {
+        owners_are(s, &["b", "c"])
+    });
+    // c drained: it gives every partition to b and keeps running; the drain
+    // withdrawn, it takes its share again.
+    let (code, out, err) = cluster_drain(&nats, &["c"]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert!(
+        out.contains("drained") && out.contains("still running"),
+        "{out}"
+    );
+    status_until(&nats, "b holds everything while c is drained", |s| {
+        owners_are(s, &["b"])
+    });
+    let (code, out, err) = cluster_drain(&nats, &["c", "--undo"]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    status_until(&nats, "c takes its share again", |s| {
         owners_are(s, &["b", "c"])
     });
     let _ = c.child.kill();

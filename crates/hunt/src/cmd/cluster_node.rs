@@ -223,6 +223,9 @@ pub async fn join(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result
 /// on its subject (for `hunt cluster status`). A clean stop deletes its key.
 pub struct Heartbeat {
     log: std::sync::Arc<parking_lot::Mutex<Option<JetStreamLog>>>,
+    /// Whether a drain, once asked of a node that owns partitions, stands (one active
+    /// node: it is stopping) rather than following `--undo` (a node sharing them).
+    sticky: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>,
     draining: tokio::sync::watch::Receiver<bool>,
 }
@@ -239,6 +242,8 @@ impl Heartbeat {
             joined.cluster.partitions(),
         );
         let source = log.clone();
+        let sticky = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let stays = sticky.clone();
         let (drain_tx, draining) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut failing = false;
@@ -246,7 +251,8 @@ impl Heartbeat {
                 // Asked to drain (`hunt cluster drain`)? An owner, once asked, is
                 // stopping and stays draining; a standby follows the request, which
                 // `--undo` may withdraw.
-                let owning = source.lock().is_some();
+                let owning =
+                    source.lock().is_some() && stays.load(std::sync::atomic::Ordering::Relaxed);
                 let was = *drain_tx.borrow();
                 if !(owning && was) {
                     let asked = members.drain_requested(&node).await.unwrap_or(was);
@@ -305,9 +311,17 @@ impl Heartbeat {
         });
         Heartbeat {
             log,
+            sticky,
             stop,
             draining,
         }
+    }
+
+    /// A node sharing the partitions: a drain asked of it may be withdrawn (`--undo`),
+    /// and it then takes its share again.
+    pub fn drains_follow_requests(&self) {
+        self.sticky
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Becomes true when the node is asked to drain.

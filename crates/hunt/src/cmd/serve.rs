@@ -214,6 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let heartbeat = cluster_node::Heartbeat::start(&joined, bound.local_addr()?.to_string());
             let mut p = crate::cmd::cluster_spread::prepare(joined).await?;
             heartbeat.owns(&p.log);
+            heartbeat.drains_follow_requests();
             config.engine.data_dir = args
                 .data
                 .join(format!("cluster-{}", args.cluster.cluster_name));
