@@ -221,7 +221,19 @@ impl Cluster {
         let until = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(kv) = self.js.get_key_value(bucket).await {
-                return Ok(kv);
+                // A bucket just created (by this node or another starting with it)
+                // answers reads only once its stream has a leader: waited for here,
+                // so that the node's first reads do not fail with "no responders".
+                match kv.entry("ready").await {
+                    Ok(_) => return Ok(kv),
+                    Err(e) if std::time::Instant::now() >= until => {
+                        return Err(ClusterError::Nats(format!("reading bucket {bucket}: {e}")));
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        continue;
+                    }
+                }
             }
             let created = self
                 .js
@@ -315,15 +327,21 @@ async fn ensure_stream(
     prefix: &str,
     cfg: &ClusterConfig,
 ) -> Result<u32, ClusterError> {
-    let mut existing = match js.get_stream(name).await {
-        Ok(s) => Some(s),
-        Err(e)
-            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
-                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-        {
-            None
+    // Servers just started may not answer JetStream's requests yet (no meta leader,
+    // or a busy machine): asked again for up to 30 s.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let mut existing = loop {
+        match js.get_stream(name).await {
+            Ok(s) => break Some(s),
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                break None;
+            }
+            Err(e) if std::time::Instant::now() >= until => return Err(nats(e)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
-        Err(e) => return Err(nats(e)),
     };
     if existing.is_none() && !cfg.create {
         return Err(ClusterError::NoCluster {

@@ -29,9 +29,20 @@ impl Drop for Node {
 }
 
 fn node(nats: &NatsCluster, id: &str, data: &std::path::Path, more: &[&str]) -> Node {
+    node_of(&root().join("examples/welcome.yaml"), nats, id, data, more)
+}
+
+/// A node started with the hunts file `hunts`.
+fn node_of(
+    hunts: &std::path::Path,
+    nats: &NatsCluster,
+    id: &str,
+    data: &std::path::Path,
+    more: &[&str],
+) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(root().join("examples/welcome.yaml"))
+        .arg(hunts)
         .arg("--data")
         .arg(data)
         .args(["--cluster", &nats.urls().join(",")])
@@ -896,4 +907,117 @@ fn spread_nodes_hand_partitions_over_through_a_join_a_leave_and_a_kill_under_loa
         ledger.longest
     );
     assert!(b.log.lock().unwrap().contains("sharing the partitions"));
+}
+
+/// Two races for a pool of seven codes each: one purchase wins a code of `seven`, one
+/// signup a code of `seven-more`.
+const RACES: &str = r#"
+version: 1
+pools:
+  - id: seven
+    codes: [S1, S2, S3, S4, S5, S6, S7]
+  - id: seven-more
+    codes: [T1, T2, T3, T4, T5, T6, T7]
+hunts:
+  - id: race
+    steps:
+      - { id: buy, on: purchase }
+    reward: { pool: seven, per_user: 1 }
+  - id: race-again
+    steps:
+      - { id: join, on: signup }
+    reward: { pool: seven-more, per_user: 1 }
+"#;
+
+/// 300 customers race, each event sent with a duplicate beside it to one of `addrs`,
+/// and again (to the next address) until taken; `midway` runs once a third have
+/// their answer. Each customer's first answer: the duplicate beside it answered the
+/// same.
+fn race(addrs: &[SocketAddr], kind: &str, midway: impl FnOnce() + Send) -> Vec<Value> {
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let answers = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..12usize {
+            let (answered, answers) = (&answered, &answers);
+            scope.spawn(move || {
+                for i in (t..300).step_by(12) {
+                    let e = json!({"id": format!("{kind}-{i}"), "user": format!("racer{i}"), "type": kind});
+                    let body = json!([e, e]).to_string();
+                    let sent = Instant::now();
+                    let mut turn = i;
+                    let first = loop {
+                        turn += 1;
+                        match request(addrs[turn % addrs.len()], "POST", "/v1/events", &body) {
+                            Some((200, v)) if !refused_for_a_retry(&v) => break v,
+                            Some((200 | 503 | 504, _)) | None => {}
+                            Some((s, v)) => panic!("answered {s}: {v}"),
+                        }
+                        assert!(sent.elapsed() < Duration::from_secs(60), "never taken: {e}");
+                        std::thread::sleep(Duration::from_millis(20));
+                    };
+                    let (x, y) = (&first["results"][0], &first["results"][1]);
+                    assert_eq!(y["status"], "duplicate", "{first}");
+                    assert_eq!(x["outcomes"], y["outcomes"], "a duplicate gets the first answer");
+                    answers.lock().unwrap().push(json!({ "results": [x] }));
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        while answered.load(std::sync::atomic::Ordering::Relaxed) < 100 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        midway();
+    });
+    answers.into_inner().unwrap()
+}
+
+#[test]
+fn a_pool_of_seven_codes_raced_on_three_spread_nodes_is_granted_seven_times_even_with_one_killed() {
+    let nats = NatsCluster::start(3, false);
+    nats.wait_ready(Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let hunts = dir.path().join("races.yaml");
+    std::fs::write(&hunts, RACES).unwrap();
+    let spread = ["--spread"];
+    let mut nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_of(&hunts, &nats, id, &dir.path().join(id), &spread))
+        .collect();
+    let addrs: Vec<SocketAddr> = nodes
+        .iter()
+        .map(|n| n.ready(Duration::from_secs(60)))
+        .collect();
+    status_until(&nats, "three nodes share the partitions", |s| {
+        owners_are(s, &["a", "b", "c"])
+    });
+    let granted = |answers: &[Value]| {
+        let mut all: Vec<String> = answers.iter().flat_map(codes).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "a code granted twice: {all:?}");
+        all
+    };
+
+    let first = race(&addrs, "purchase", || {});
+    assert_eq!(granted(&first), ["S1", "S2", "S3", "S4", "S5", "S6", "S7"]);
+    // Every node gathers the same winners: seven.
+    for a in &addrs {
+        let (status, w) = request(*a, "GET", "/v1/hunts/race/winners?limit=1000", "").unwrap();
+        assert_eq!(status, 200, "{w}");
+        assert_eq!(w["total"], 7, "{w}");
+    }
+
+    // Again, with c killed a third of the way through: its partitions' codes are
+    // its successors' to grant, never twice.
+    let c = &mut nodes[2];
+    let second = race(&addrs, "signup", || {
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+    });
+    assert_eq!(second.len(), 300);
+    assert_eq!(granted(&second), ["T1", "T2", "T3", "T4", "T5", "T6", "T7"]);
+    status_until(&nats, "a and b hold every partition", |s| {
+        owners_are(s, &["a", "b"])
+    });
 }

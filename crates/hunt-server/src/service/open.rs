@@ -162,15 +162,25 @@ pub fn open(
                     .block_on(log.append_after_end(NODE))
                     .map_err(|e| e.to_string())?;
             }
-            log.append_blocking(NODE, KIND_CONFIG, encode_config(&record))
-                .map_err(|e| match e {
-                    LogError::Fenced { .. } if config.spread.is_some() => format!(
-                        "another node started the cluster with its hunts file at the same time ({e}): start this node again to join it"
-                    ),
-                    e => e.to_string(),
-                })?;
-            recorded_version = Some(record.version);
-            recovered.version = Some(v);
+            match log.append_blocking(NODE, KIND_CONFIG, encode_config(&record)) {
+                Ok(()) => {
+                    recorded_version = Some(record.version);
+                    recovered.version = Some(v);
+                }
+                Err(LogError::Fenced { .. }) if config.spread.is_some() => {
+                    // Another node started the cluster at the same moment, and its
+                    // version went first: it is the one in force.
+                    let newest = super::config::newest_version(&log, 1)?
+                        .0
+                        .ok_or("the node records hold no version after another node's")?;
+                    tracing::info!(
+                        version = newest.version,
+                        "another node started the cluster at the same moment: its version is in force, the hunts file given at start is not applied"
+                    );
+                    recovered.version = Some(Version::compile(newest)?);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
     }
     if recovered.version.is_none() {

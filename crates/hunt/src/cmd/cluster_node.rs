@@ -184,6 +184,28 @@ pub struct Joined {
 
 /// Connects and checks the cluster (its stream created if new) and the owners bucket.
 pub async fn join(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result<Joined> {
+    // Servers just started, or several nodes starting at once on a busy machine, can
+    // time a request out: a NATS error is tried again for up to 30 s; a refusal
+    // (too old a server, too few replicas, a bad name) is not.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match join_once(args, partitions).await {
+            Err(e)
+                if Instant::now() < until
+                    && matches!(
+                        e.downcast_ref::<hunt_cluster::ClusterError>(),
+                        Some(hunt_cluster::ClusterError::Nats(_))
+                    ) =>
+            {
+                tracing::warn!(error = %e, "joining the cluster failed for now; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            joined => return joined,
+        }
+    }
+}
+
+async fn join_once(args: &ClusterArgs, partitions: Option<u32>) -> anyhow::Result<Joined> {
     let lease = parse_lease(&args.lease)?;
     let mut cfg = ClusterConfig::new(args.cluster.clone(), args.cluster_name.clone());
     cfg.partitions = partitions;
