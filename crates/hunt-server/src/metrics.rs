@@ -132,6 +132,9 @@ pub struct Metrics {
     pub commit_bytes: AtomicU64,
     /// Events refused because applying them panicked (a bug in the engine).
     pub apply_panics: AtomicU64,
+    /// Events sent to another node's partition (partitions spread over nodes): each a
+    /// hop over NATS and back.
+    pub routed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -143,6 +146,7 @@ impl Default for Metrics {
             rejected: Default::default(),
             refused: Mutex::new(BTreeMap::new()),
             apply_panics: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
             ack_seconds: Histogram::new(LATENCY_SECONDS),
             commit_records: Histogram::new(BATCH_RECORDS),
             fsync_seconds: Histogram::new(LATENCY_SECONDS),
@@ -188,6 +192,12 @@ impl Metrics {
             "hunt_events_duplicate_total",
             "Events answered as duplicates.",
             load(&self.duplicate),
+        );
+        c(
+            out,
+            "hunt_events_routed_total",
+            "Events sent to the node that owns their partition (partitions spread over nodes).",
+            load(&self.routed),
         );
         let _ = writeln!(
             out,

@@ -583,6 +583,9 @@ impl Service {
             if !self.owns(p) {
                 match (&self.config.spread, route) {
                     (Some(s), true) => {
+                        self.metrics
+                            .routed
+                            .fetch_add(items.len() as u64, Ordering::Relaxed);
                         elsewhere.spawn(routed(s.router.clone(), p as u32, items));
                     }
                     _ => statuses.extend(items.into_iter().map(|(i, e)| {
