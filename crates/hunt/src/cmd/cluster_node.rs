@@ -509,7 +509,7 @@ pub async fn become_owner(
 
 /// How long after a lease was written this node trusts it: the lease, less a tenth
 /// for clocks that run at slightly different rates.
-fn trusted(lease: Duration) -> Duration {
+pub(crate) fn trusted(lease: Duration) -> Duration {
     lease - lease / 10
 }
 
@@ -545,57 +545,86 @@ async fn keep(
                 return;
             }
         }
-        let mut all = true;
         let sent = Stamp::now();
         next = Instant::now() + lease / 3;
-        // All at once: one slow key does not hold up the others' renewals.
-        let renewals = held.iter_mut().map(|h| {
-            let leases = leases.clone();
-            async move {
-                let r = tokio::time::timeout(lease / 2, leases.renew(h)).await;
-                (h.partition, r)
+        match renew_round(&leases, held.iter_mut(), lease, &metrics).await {
+            Err(partition) => {
+                let _ = lost.send(format!(
+                    "the lease of partition {partition} was taken by another node"
+                ));
+                return;
             }
-        });
-        for (partition, r) in futures_util::future::join_all(renewals).await {
-            let counter = match &r {
-                Ok(Ok(true)) => &metrics.renewals_confirmed,
-                Ok(Ok(false)) => &metrics.renewals_refused,
-                _ => &metrics.renewals_failed,
-            };
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match r {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => {
-                    let _ = lost.send(format!(
-                        "the lease of partition {partition} was taken by another node"
-                    ));
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(partition, error = %e, "lease renewal failed");
-                    all = false;
-                }
-                Err(_) => {
-                    tracing::warn!(partition, "lease renewal timed out");
-                    all = false;
-                }
+            Ok(all) => after_round(&tenure, all, sent, lease, &mut said_lapsed),
+        }
+    }
+}
+
+/// One round of renewals of `held`, all at once (one slow key does not hold up the
+/// others'), each given half a lease, counted in `metrics`. Whether every one was
+/// confirmed; `Err(partition)`: that lease was taken by another node.
+pub(crate) async fn renew_round<'a>(
+    leases: &Leases,
+    held: impl Iterator<Item = &'a mut Held>,
+    lease: Duration,
+    metrics: &hunt_cluster::ClusterMetrics,
+) -> Result<bool, u32> {
+    let renewals = held.map(|h| {
+        let leases = leases.clone();
+        async move {
+            let r = tokio::time::timeout(lease / 2, leases.renew(h)).await;
+            (h.partition, r)
+        }
+    });
+    let mut all = true;
+    for (partition, r) in futures_util::future::join_all(renewals).await {
+        let counter = match &r {
+            Ok(Ok(true)) => &metrics.renewals_confirmed,
+            Ok(Ok(false)) => &metrics.renewals_refused,
+            _ => &metrics.renewals_failed,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match r {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::error!(partition, "the lease was taken by another node");
+                return Err(partition);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(partition, error = %e, "lease renewal failed");
+                all = false;
+            }
+            Err(_) => {
+                tracing::warn!(partition, "lease renewal timed out");
+                all = false;
             }
         }
-        if all {
-            tenure.extend_to(sent + trusted(lease));
-            if said_lapsed {
-                tracing::info!("leases confirmed again: answering");
-                said_lapsed = false;
-            }
-        } else if let Some(lapsed) = tenure.lapsed_for(Stamp::now())
-            && !said_lapsed
-        {
-            tracing::warn!(
-                lapsed_ms = lapsed.as_millis() as u64,
-                "leases not confirmed in time: answering 503 until a renewal is confirmed"
-            );
-            said_lapsed = true;
+    }
+    Ok(all)
+}
+
+/// After a round sent at `sent`: confirmed in full, the tenure moves on to a lease
+/// after it; a tenure run out is said once, and its end once.
+pub(crate) fn after_round(
+    tenure: &Tenure,
+    all: bool,
+    sent: Stamp,
+    lease: Duration,
+    said_lapsed: &mut bool,
+) {
+    if all {
+        tenure.extend_to(sent + trusted(lease));
+        if *said_lapsed {
+            tracing::info!("leases confirmed again: answering");
+            *said_lapsed = false;
         }
+    } else if let Some(lapsed) = tenure.lapsed_for(Stamp::now())
+        && !*said_lapsed
+    {
+        tracing::warn!(
+            lapsed_ms = lapsed.as_millis() as u64,
+            "leases not confirmed in time: answering 503 until a renewal is confirmed"
+        );
+        *said_lapsed = true;
     }
 }
 

@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hunt_cluster::{Held, Lapses, Leases, Liveness, Members, assign};
+
+use super::cluster_node::{after_round, renew_round};
 use hunt_server::tenure::{Stamp, Tenure};
 use tokio::sync::{oneshot, watch};
 
@@ -66,6 +68,8 @@ pub struct Settings {
     /// How often the members and leases are read (a take waits at most this after a
     /// release): a quarter of the lease by default, at most 500 ms.
     pub turn: Duration,
+    /// Where the renewals are counted.
+    pub metrics: Arc<hunt_cluster::ClusterMetrics>,
 }
 
 impl Settings {
@@ -75,6 +79,7 @@ impl Settings {
             partitions,
             lease,
             turn: (lease / 4).min(Duration::from_millis(500)),
+            metrics: Arc::default(),
         }
     }
 }
@@ -113,6 +118,7 @@ impl Spread {
         let renewer = tokio::spawn(renew(
             leases.clone(),
             held.clone(),
+            settings.metrics.clone(),
             settings.lease,
             tenure.clone(),
             lost_tx,
@@ -188,17 +194,12 @@ impl Drop for Spread {
 /// The tenure of a node that has given every partition away: nothing to confirm.
 const NOTHING_HELD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// How long after a lease was written this node trusts it: the lease, less a tenth
-/// for clocks that run at slightly different rates.
-fn trusted(lease: Duration) -> Duration {
-    lease - lease / 10
-}
-
 /// Renews every lease held a third of a lease apart, all at once; a round confirmed
 /// in full (or with nothing held) moves the tenure on.
 async fn renew(
     leases: Leases,
     held: HeldMap,
+    metrics: Arc<hunt_cluster::ClusterMetrics>,
     lease: Duration,
     tenure: Arc<Tenure>,
     lost: oneshot::Sender<String>,
@@ -214,52 +215,16 @@ async fn renew(
         let sent = Stamp::now();
         next = Instant::now() + lease / 3;
         let mut map = held.lock().await;
-        let renewals = map.values_mut().map(|h| {
-            let leases = leases.clone();
-            async move {
-                let r = tokio::time::timeout(lease / 2, leases.renew(h)).await;
-                (h.partition, r)
-            }
-        });
-        let mut all = true;
-        for (partition, r) in futures_util::future::join_all(renewals).await {
-            match r {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => {
-                    tracing::error!(
-                        partition,
-                        "the lease was taken by another node: this node must stop"
-                    );
-                    let _ = lost.send(format!(
-                        "the lease of partition {partition} was taken by another node"
-                    ));
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(partition, error = %e, "lease renewal failed");
-                    all = false;
-                }
-                Err(_) => {
-                    tracing::warn!(partition, "lease renewal timed out");
-                    all = false;
-                }
-            }
-        }
+        let round = renew_round(&leases, map.values_mut(), lease, &metrics).await;
         drop(map);
-        if all {
-            tenure.extend_to(sent + trusted(lease));
-            if said_lapsed {
-                tracing::info!("leases confirmed again: answering");
-                said_lapsed = false;
+        match round {
+            Err(partition) => {
+                let _ = lost.send(format!(
+                    "the lease of partition {partition} was taken by another node"
+                ));
+                return;
             }
-        } else if let Some(lapsed) = tenure.lapsed_for(Stamp::now())
-            && !said_lapsed
-        {
-            tracing::warn!(
-                lapsed_ms = lapsed.as_millis() as u64,
-                "leases not confirmed in time: answering 503 until a renewal is confirmed"
-            );
-            said_lapsed = true;
+            Ok(all) => after_round(&tenure, all, sent, lease, &mut said_lapsed),
         }
     }
 }
@@ -671,6 +636,7 @@ impl Prepared {
         )
         .await
         .map_err(anyhow::Error::msg)?;
+        let log_metrics = self.log.cluster().metrics().clone();
         let hands = Arc::new(NodeHands {
             node: self.node.clone(),
             service: Arc::downgrade(service),
@@ -682,7 +648,10 @@ impl Prepared {
         Ok(Spread::start(
             self.leases,
             self.members,
-            Settings::new(self.node, self.partitions, self.lease),
+            Settings {
+                metrics: log_metrics,
+                ..Settings::new(self.node, self.partitions, self.lease)
+            },
             hands,
             draining,
             self.tenure,
@@ -760,27 +729,36 @@ mod tests {
         members: Members,
     }
 
+    /// `id`'s heartbeat in the members bucket, every third of `lease`, draining as
+    /// `draining` says.
+    pub(super) fn beating(
+        members: &Members,
+        id: &str,
+        draining: watch::Receiver<bool>,
+        lease: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let (members, id) = (members.clone(), id.to_string());
+        tokio::spawn(async move {
+            loop {
+                let me = Member {
+                    node: id.clone(),
+                    http: String::new(),
+                    owned: Vec::new(),
+                    positions: Default::default(),
+                    draining: *draining.borrow(),
+                    beat_at_ms: 0,
+                };
+                let _ = members.beat(&me).await;
+                tokio::time::sleep(lease / 3).await;
+            }
+        })
+    }
+
     async fn node(cluster: &Cluster, id: &str, book: &Arc<parking_lot::Mutex<Book>>) -> Node {
         let leases = Leases::open(cluster, id.to_string(), 1).await.unwrap();
         let members = Members::open(cluster, 1).await.unwrap();
         let (draining, drain_rx) = watch::channel(false);
-        let beat = {
-            let (members, id, drain_rx) = (members.clone(), id.to_string(), drain_rx.clone());
-            tokio::spawn(async move {
-                loop {
-                    let me = Member {
-                        node: id.clone(),
-                        http: String::new(),
-                        owned: Vec::new(),
-                        positions: Default::default(),
-                        draining: *drain_rx.borrow(),
-                        beat_at_ms: 0,
-                    };
-                    let _ = members.beat(&me).await;
-                    tokio::time::sleep(LEASE / 3).await;
-                }
-            })
-        };
+        let beat = beating(&members, id, drain_rx.clone(), LEASE);
         let hands = Arc::new(Kept {
             node: id.to_string(),
             book: book.clone(),
@@ -946,7 +924,7 @@ mod engines {
 
     use hunt_cluster::testing::NatsCluster;
     use hunt_cluster::{
-        Cluster, ClusterConfig, Escrow, JetStreamLog, Leases, Member, Members, ObjectSnapshots,
+        Cluster, ClusterConfig, Escrow, JetStreamLog, Leases, Members, ObjectSnapshots,
     };
     use hunt_server::route::Spread as Routing;
     use hunt_server::service::{EngineConfig, ProvidedLog};
@@ -1022,23 +1000,7 @@ mod engines {
             });
             let leases = Leases::open(cluster, id.to_string(), 1).await.unwrap();
             let members = Members::open(cluster, 1).await.unwrap();
-            let beat = {
-                let (members, id) = (members.clone(), id.to_string());
-                tokio::spawn(async move {
-                    loop {
-                        let me = Member {
-                            node: id.clone(),
-                            http: String::new(),
-                            owned: Vec::new(),
-                            positions: Default::default(),
-                            draining: false,
-                            beat_at_ms: 0,
-                        };
-                        let _ = members.beat(&me).await;
-                        tokio::time::sleep(LEASE / 3).await;
-                    }
-                })
-            };
+            let beat = super::tests::beating(&members, id, watch::channel(false).1, LEASE);
             let spread = Spread::start(
                 leases,
                 members.clone(),

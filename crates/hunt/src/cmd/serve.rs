@@ -205,13 +205,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut prepared = None::<crate::cmd::cluster_spread::Prepared>;
         let mut spread_lost = None::<tokio::sync::oneshot::Sender<String>>;
         let leaving = std::sync::Arc::new(Leaving::default());
-        if args.cluster.enabled() && args.cluster.spread {
+        let mut joining = if args.cluster.enabled() {
             hunt_server::server::check_exposure(&bound.local_addr()?, &config.http)
                 .map_err(anyhow::Error::msg)?;
             cluster_node::check_forwarding_exposure(&args.cluster.cluster, &config.http)?;
             let joined =
                 cluster_node::join(&args.cluster, args.partitions.map(|p| p as u32)).await?;
             let heartbeat = cluster_node::Heartbeat::start(&joined, bound.local_addr()?.to_string());
+            Some((joined, heartbeat))
+        } else {
+            None
+        };
+        if let Some((joined, heartbeat)) = joining.take_if(|_| args.cluster.spread) {
             let mut p = crate::cmd::cluster_spread::prepare(joined).await?;
             heartbeat.owns(&p.log);
             heartbeat.drains_follow_requests();
@@ -227,13 +232,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             prepared = Some(p);
             let (tx, rx) = tokio::sync::oneshot::channel();
             (lost, spread_lost) = (Some(rx), Some(tx));
-        } else if args.cluster.enabled() {
-            hunt_server::server::check_exposure(&bound.local_addr()?, &config.http)
-                .map_err(anyhow::Error::msg)?;
-            cluster_node::check_forwarding_exposure(&args.cluster.cluster, &config.http)?;
-            let joined =
-                cluster_node::join(&args.cluster, args.partitions.map(|p| p as u32)).await?;
-            let heartbeat = cluster_node::Heartbeat::start(&joined, bound.local_addr()?.to_string());
+        } else if let Some((joined, heartbeat)) = joining {
             let (client, subject) = (joined.cluster.client(), joined.cluster.forward_subject());
             let standby = Standby::start(
                 tokio::net::TcpListener::from_std(bound.try_clone()?)?,
