@@ -320,6 +320,56 @@ const FIGURES: [&str; 3] = [
     "/v1/pools",
 ];
 
+/// Sends `events` in order to the node alone and to the two nodes (each to one of them
+/// in turn), and checks that every answer, every customer's view (asked of either node)
+/// and every gathered figure is the one node's, and that each event is counted as
+/// accepted once.
+async fn one_and_two_agree(pair: &Pair, events: &[Value], customers: usize, label: &str) {
+    for (i, e) in events.iter().enumerate() {
+        let (s1, a1, _) = pair.one.post(json!([e])).await;
+        // Sent to either node: the other's partitions go over NATS.
+        let (s2, a2, _) = pair.nodes[i % 2].post(json!([e])).await;
+        assert_eq!((s1, s2), (200, 200), "{a1} {a2}");
+        let (r1, r2) = (&a1["results"][0], &a2["results"][0]);
+        assert_eq!(
+            without_times_and_codes(r1),
+            without_times_and_codes(r2),
+            "{label}, event {i} ({e}): one node and two differ"
+        );
+    }
+    // Each customer, asked of either node, is their owner's answer, and one node's.
+    for c in 0..customers {
+        for path in [format!("/v1/users/c{c}"), format!("/v1/users/c{c}/hunts")] {
+            let (s1, a1) = pair.one.get(&path).await;
+            let (sa, aa) = pair.nodes[0].get(&path).await;
+            let (sb, ab) = pair.nodes[1].get(&path).await;
+            assert_eq!((sa, sb), (s1, s1), "{label}, {path}: {a1} {aa} {ab}");
+            assert_eq!(aa, ab, "{label}, {path}: the owner's answer on both");
+            assert_eq!(
+                without_times_and_codes(&a1),
+                without_times_and_codes(&aa),
+                "{label}, {path}: one node and two differ"
+            );
+        }
+    }
+    // The figures gathered on either node are one node's.
+    for path in FIGURES {
+        let (s1, a1) = pair.one.get(path).await;
+        let (sa, aa) = pair.nodes[0].get(path).await;
+        let (sb, ab) = pair.nodes[1].get(path).await;
+        assert_eq!((s1, sa, sb), (200, 200, 200), "{path}: {a1} {aa} {ab}");
+        assert_eq!(figures(&a1), figures(&aa), "{label}, {path}: asked of a");
+        assert_eq!(figures(&a1), figures(&ab), "{label}, {path}: asked of b");
+    }
+    // Each event is counted as accepted once, by the node that applied it.
+    let accepted = "hunt_events_accepted_total";
+    let (a, b) = (
+        pair.nodes[0].counter(accepted).await,
+        pair.nodes[1].counter(accepted).await,
+    );
+    assert_eq!(a + b, pair.one.counter(accepted).await, "{label}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_over_nats_give_one_nodes_answers_to_events_queries_and_figures() {
     // (seed, customers, events, pool and cap): a pool and a cap drawn from the seed,
@@ -332,84 +382,80 @@ async fn two_nodes_over_nats_give_one_nodes_answers_to_events_queries_and_figure
         let hunts = two_steps(codes, cap);
         let pair = Pair::start(&hunts, ROUTE_TIMEOUT, GATHER_TIMEOUT).await;
         pair.host_all().await;
-        for i in 0..count {
-            let u = loop {
-                let u = format!("c{}", rng.below(customers));
-                if pool.is_none() || i < 300 || partition_of(&u, PARTITIONS).is_multiple_of(2) {
-                    break u;
+        let events: Vec<Value> = (0..count)
+            .map(|i| {
+                let u = loop {
+                    let u = format!("c{}", rng.below(customers));
+                    if pool.is_none() || i < 300 || partition_of(&u, PARTITIONS).is_multiple_of(2) {
+                        break u;
+                    }
+                };
+                match rng.below(3) {
+                    0 => ev(&format!("e{i}"), &u, "product_view", json!({})),
+                    1 => ev(
+                        &format!("e{i}"),
+                        &u,
+                        "purchase",
+                        json!({"price": rng.below(20)}),
+                    ),
+                    // A retry of an earlier event: a duplicate with its first answer.
+                    _ => ev(
+                        &format!("e{}", rng.below(i.max(1))),
+                        &u,
+                        "product_view",
+                        json!({}),
+                    ),
                 }
-            };
-            let e = match rng.below(3) {
-                0 => ev(&format!("e{i}"), &u, "product_view", json!({})),
-                1 => ev(
-                    &format!("e{i}"),
-                    &u,
-                    "purchase",
-                    json!({"price": rng.below(20)}),
-                ),
-                // A retry of an earlier event: a duplicate with its first answer.
-                _ => ev(
-                    &format!("e{}", rng.below(i.max(1))),
-                    &u,
-                    "product_view",
-                    json!({}),
-                ),
-            };
-            let (s1, a1, _) = pair.one.post(json!([e])).await;
-            // Sent to either node: the other's partitions go over NATS.
-            let (s2, a2, _) = pair.nodes[i as usize % 2].post(json!([e])).await;
-            assert_eq!((s1, s2), (200, 200), "{a1} {a2}");
-            let (r1, r2) = (&a1["results"][0], &a2["results"][0]);
-            assert_eq!(
-                without_times_and_codes(r1),
-                without_times_and_codes(r2),
-                "seed {seed}, event {i} ({e}): one node and two differ"
-            );
-        }
-        // Each customer, asked of either node, is their owner's answer, and one node's.
-        for c in 0..customers {
-            for path in [format!("/v1/users/c{c}"), format!("/v1/users/c{c}/hunts")] {
-                let (s1, a1) = pair.one.get(&path).await;
-                let (sa, aa) = pair.nodes[0].get(&path).await;
-                let (sb, ab) = pair.nodes[1].get(&path).await;
-                assert_eq!((sa, sb), (s1, s1), "seed {seed}, {path}: {a1} {aa} {ab}");
-                assert_eq!(aa, ab, "seed {seed}, {path}: the owner's answer on both");
-                assert_eq!(
-                    without_times_and_codes(&a1),
-                    without_times_and_codes(&aa),
-                    "seed {seed}, {path}: one node and two differ"
-                );
-            }
-        }
-        // The figures gathered on either node are one node's.
-        for path in FIGURES {
-            let (s1, a1) = pair.one.get(path).await;
-            let (sa, aa) = pair.nodes[0].get(path).await;
-            let (sb, ab) = pair.nodes[1].get(path).await;
-            assert_eq!((s1, sa, sb), (200, 200, 200), "{path}: {a1} {aa} {ab}");
-            assert_eq!(
-                figures(&a1),
-                figures(&aa),
-                "seed {seed}, {path}: asked of a"
-            );
-            assert_eq!(
-                figures(&a1),
-                figures(&ab),
-                "seed {seed}, {path}: asked of b"
-            );
-        }
-        // Each event is counted as accepted once, by the node that applied it.
-        let accepted = "hunt_events_accepted_total";
-        let (a, b) = (
-            pair.nodes[0].counter(accepted).await,
-            pair.nodes[1].counter(accepted).await,
-        );
-        assert_eq!(a + b, pair.one.counter(accepted).await, "seed {seed}");
+            })
+            .collect();
+        one_and_two_agree(&pair, &events, customers as usize, &format!("seed {seed}")).await;
         let (_, stats) = pair.one.get(FIGURES[0]).await;
         eprintln!(
             "seed {seed}: pool {codes}, cap {cap}: {} granted, {} denied, the same on one node and two",
             stats["rewards_granted"], stats["rewards_denied"]
         );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 6,
+        failure_persistence: None,
+        ..Default::default()
+    })]
+
+    /// The same answers, as a property: any events of a few customers, each customer's
+    /// in order, any pool and cap; sent one at a time (no pool races).
+    #[test]
+    fn two_nodes_give_one_nodes_answers_for_any_events(
+        ops in proptest::collection::vec((0u8..3, 0usize..8, 0u64..20, 0usize..1000), 10..60),
+        codes in 1u64..10,
+        cap in 1u64..10,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pair = Pair::start(&two_steps(codes, cap), ROUTE_TIMEOUT, GATHER_TIMEOUT).await;
+            pair.host_all().await;
+            let events: Vec<Value> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, &(kind, c, price, earlier))| {
+                    let u = format!("c{c}");
+                    match kind {
+                        0 => ev(&format!("e{i}"), &u, "product_view", json!({})),
+                        1 => ev(&format!("e{i}"), &u, "purchase", json!({"price": price})),
+                        // An earlier event's id again (of this customer or another:
+                        // a duplicate either way, answered as the first).
+                        _ => ev(&format!("e{}", earlier % i.max(1)), &u, "product_view", json!({})),
+                    }
+                })
+                .collect();
+            one_and_two_agree(&pair, &events, 8, &format!("pool {codes}, cap {cap}")).await;
+        });
     }
 }
 
