@@ -72,6 +72,19 @@ pub trait Router: Send + Sync + 'static {
 pub struct Ask {
     /// A hunt's first winners in grant order, at most this many: `(hunt, limit)`.
     pub winners_of: Option<(String, usize)>,
+    /// Dead letters: listed, or retried or dropped, each node its own.
+    #[serde(default)]
+    pub dead_letters: Option<DeadAsk>,
+}
+
+/// What a node is asked of its dead letters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeadAsk {
+    pub filter: crate::notify::outbox::Filter,
+    /// Listed: at most this many (with the CloudEvent only when asked by id).
+    pub limit: usize,
+    /// Instead of listing: retry (`true`) or drop (`false`) every one that matches.
+    pub act: Option<bool>,
 }
 
 /// One node's share of the hunt-wide figures: what its partitions hold.
@@ -89,6 +102,18 @@ pub struct Share {
     /// waits for every partition's).
     #[serde(default)]
     pub in_force: BTreeMap<u32, u64>,
+    /// The dead letters asked for, here, in the log's order.
+    #[serde(default)]
+    pub dead: Vec<crate::notify::outbox::Entry>,
+    /// How many dead letters here match the asked filter.
+    #[serde(default)]
+    pub dead_total: usize,
+    /// The ids retried or dropped here.
+    #[serde(default)]
+    pub acted: Vec<String>,
+    /// Why the asked retry or drop failed here (its log stopped).
+    #[serde(default)]
+    pub act_failed: Option<String>,
 }
 
 /// The other nodes' shares, and who did not answer.

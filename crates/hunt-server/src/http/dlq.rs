@@ -179,6 +179,10 @@ pub(super) struct DlqList {
     total: usize,
     /// The first `limit` of them, in the log's order.
     entries: Vec<EntryView>,
+    /// On a cluster whose partitions are spread over nodes: the nodes that did not
+    /// answer in time, whose dead letters are missing (absent when all answered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 /// `GET /v1/dlq/{id}`: one delivery and the CloudEvent it carries.
@@ -197,6 +201,10 @@ pub(super) struct Retried {
     retried: usize,
     /// Their ids (the first thousand).
     ids: Vec<String>,
+    /// Nodes that did not answer in time: theirs may or may not have been retried
+    /// (absent when all answered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 /// `POST /v1/dlq/drop`.
@@ -206,6 +214,10 @@ pub(super) struct Dropped {
     dropped: usize,
     /// Their ids (the first thousand).
     ids: Vec<String>,
+    /// Nodes that did not answer in time: theirs may or may not have been dropped
+    /// (absent when all answered).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 pub(super) async fn list(
@@ -221,10 +233,11 @@ pub(super) async fn list(
         sink: q.sink,
         hunt: q.hunt,
     };
-    let (entries, total) = service.notifier.dead_letters(&filter, limit);
+    let (entries, total, partial) = service.dead_letters(&filter, limit).await;
     Ok(Json(DlqList {
         total,
         entries: entries.iter().map(entry_view).collect(),
+        partial,
     }))
 }
 
@@ -233,7 +246,16 @@ pub(super) async fn show(
     Path(id): Path<String>,
     Ready(service): Ready,
 ) -> Result<Json<DeliveryView>, ApiError> {
-    let Some(e) = service.notifier.get(&id).await else {
+    let filter = Filter {
+        key: Some(id.clone()),
+        ..Filter::default()
+    };
+    let e = match service.notifier.get(&id).await {
+        Some(e) => Some(e),
+        // On a cluster whose partitions are spread over nodes: its owner's.
+        None => service.dead_letters(&filter, 1).await.0.pop(),
+    };
+    let Some(e) = e else {
         return Err(ApiError::UnknownDelivery(id));
     };
     Ok(Json(DeliveryView {
@@ -271,16 +293,16 @@ fn selection(body: &Bytes) -> Result<Filter, ApiError> {
     }
 }
 
-/// Retries (`retry`) or drops the selection: how many, and their first thousand ids.
+/// Retries (`retry`) or drops the selection: how many, their first thousand ids, and
+/// the nodes that did not answer.
 async fn operate(
     service: Arc<Service>,
     body: Bytes,
     retry: bool,
-) -> Result<(usize, Vec<String>), ApiError> {
+) -> Result<(usize, Vec<String>, Vec<String>), ApiError> {
     let filter = selection(&body)?;
-    let keys = service
-        .notifier
-        .operate(&filter, retry)
+    let (keys, partial) = service
+        .operate_dead_letters(&filter, retry)
         .await
         .map_err(ApiError::LogStopped)?;
     if let Some(id) = filter.key
@@ -292,7 +314,7 @@ async fn operate(
     tracing::info!(count = keys.len(), "dead letters {verb}");
     // The ids, up to a thousand (a retry of everything may touch many more).
     let n = keys.len();
-    Ok((n, keys.into_iter().take(1000).collect()))
+    Ok((n, keys.into_iter().take(1000).collect(), partial))
 }
 
 /// The most bytes a selection may have: it is a few fields.
@@ -322,8 +344,12 @@ pub(super) async fn retry(
     body: axum::body::Body,
 ) -> Result<Json<Retried>, ApiError> {
     let body = selection_body(&app, &headers, body).await?;
-    let (retried, ids) = operate(service, body, true).await?;
-    Ok(Json(Retried { retried, ids }))
+    let (retried, ids, partial) = operate(service, body, true).await?;
+    Ok(Json(Retried {
+        retried,
+        ids,
+        partial,
+    }))
 }
 
 pub(super) async fn drop(
@@ -334,6 +360,10 @@ pub(super) async fn drop(
     body: axum::body::Body,
 ) -> Result<Json<Dropped>, ApiError> {
     let body = selection_body(&app, &headers, body).await?;
-    let (dropped, ids) = operate(service, body, false).await?;
-    Ok(Json(Dropped { dropped, ids }))
+    let (dropped, ids, partial) = operate(service, body, false).await?;
+    Ok(Json(Dropped {
+        dropped,
+        ids,
+        partial,
+    }))
 }

@@ -253,6 +253,7 @@ pub(super) async fn get_hunt_winners(
     let limit = super::extract::limit(q.limit.as_deref(), 100, WINNERS_LIMIT_MAX)?;
     let ask = Ask {
         winners_of: Some((id.clone(), limit)),
+        ..Ask::default()
     };
     let figures = service.figures(&ask).await;
     let (stats, winners, total) = (figures.stats, figures.winners, figures.winners_total);

@@ -121,7 +121,7 @@ pub struct Job {
 }
 
 /// Which dead letters an operator means.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Filter {
     pub key: Option<String>,
     pub sink: Option<String>,

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::backlog::Backlog;
 use crate::metrics::Metrics;
 use crate::notify::deliver::{Notifier, SINK_DLQ_MAX_DEFAULT, SINK_QUEUE_MAX_DEFAULT};
+use crate::notify::outbox::Entry;
 use crate::partition::{
     Batch, Handle, Msg, Paused, QUEUE_MESSAGES_MORE, Seat, Status, UserView, Worker,
 };
@@ -769,13 +770,109 @@ impl Service {
             .enumerate()
             .map(|(i, p)| (p.id.clone(), v.taken(i)))
             .collect();
-        crate::route::Share {
+        let mut share = crate::route::Share {
             stats,
             winners,
             winners_total,
             pools_taken,
             in_force: self.in_force().await,
+            ..Default::default()
+        };
+        if let Some(d) = &ask.dead_letters {
+            match d.act {
+                None => (share.dead, share.dead_total) = self.dead_letters_here(d).await,
+                Some(retry) => match self.notifier.operate(&d.filter, retry).await {
+                    Ok(keys) => share.acted = keys,
+                    Err(e) => share.act_failed = Some(e),
+                },
+            }
         }
+        share
+    }
+
+    /// This node's dead letters as `d` asks: the CloudEvent only of one asked by id.
+    async fn dead_letters_here(&self, d: &crate::route::DeadAsk) -> (Vec<Entry>, usize) {
+        if let Some(key) = &d.filter.key {
+            let e = self.notifier.get(key).await.filter(|e| d.filter.matches(e));
+            let n = usize::from(e.is_some());
+            return (e.into_iter().collect(), n);
+        }
+        let (mut entries, total) = self.notifier.dead_letters(&d.filter, d.limit);
+        for e in &mut entries {
+            e.body = None;
+        }
+        (entries, total)
+    }
+
+    /// The dead letters matching `filter`: this node's and, on a cluster whose
+    /// partitions are spread over nodes, every other node's (gathered); the first
+    /// `limit` in the log's order (with the CloudEvent when asked by id), how many in
+    /// all, and the nodes that did not answer in time.
+    pub async fn dead_letters(
+        &self,
+        filter: &crate::notify::outbox::Filter,
+        limit: usize,
+    ) -> (Vec<Entry>, usize, Vec<String>) {
+        let ask = crate::route::DeadAsk {
+            filter: filter.clone(),
+            limit,
+            act: None,
+        };
+        let (mut entries, mut total) = self.dead_letters_here(&ask).await;
+        let mut missing = Vec::new();
+        if let Some(spread) = &self.config.spread {
+            let gathered = spread
+                .router
+                .gather(&crate::route::Ask {
+                    dead_letters: Some(ask),
+                    ..Default::default()
+                })
+                .await;
+            for share in gathered.shares {
+                entries.extend(share.dead);
+                total += share.dead_total;
+            }
+            missing = gathered.missing;
+            // The log's order; the partition decides between logs whose positions
+            // overlap (nodes with logs of their own, in tests).
+            entries.sort_by_key(|e| (e.lsn, e.outcome, e.partition, e.sink.clone()));
+            entries.truncate(limit);
+        }
+        (entries, total, missing)
+    }
+
+    /// Retries (`retry`) or drops the dead letters matching `filter`, here and, on a
+    /// cluster whose partitions are spread over nodes, on every other node: their
+    /// ids, and the nodes that did not answer in time (whose dead letters may or may
+    /// not have been acted on).
+    pub async fn operate_dead_letters(
+        &self,
+        filter: &crate::notify::outbox::Filter,
+        retry: bool,
+    ) -> Result<(Vec<String>, Vec<String>), String> {
+        let mut keys = self.notifier.operate(filter, retry).await?;
+        let mut missing = Vec::new();
+        if let Some(spread) = &self.config.spread {
+            let gathered = spread
+                .router
+                .gather(&crate::route::Ask {
+                    dead_letters: Some(crate::route::DeadAsk {
+                        filter: filter.clone(),
+                        limit: 0,
+                        act: Some(retry),
+                    }),
+                    ..Default::default()
+                })
+                .await;
+            for share in gathered.shares {
+                if let Some(why) = share.act_failed {
+                    return Err(why);
+                }
+                keys.extend(share.acted);
+            }
+            missing = gathered.missing;
+        }
+        Ok((keys, missing))
     }
 
     /// The version each partition this node applies is applying.

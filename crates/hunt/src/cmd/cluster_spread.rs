@@ -1036,6 +1036,19 @@ mod engines {
         }
     }
 
+    /// An id that wins half the partitions beside `a`, so that moves are many.
+    fn half_of_a() -> String {
+        (0..)
+            .map(|k| format!("b{k}"))
+            .find(|b| {
+                let won = (0..PARTITIONS as u32)
+                    .filter(|p| hunt_cluster::assign::owner(*p, &["a", b]) == Some(b.as_str()))
+                    .count();
+                won == PARTITIONS / 2
+            })
+            .unwrap()
+    }
+
     /// Waits (at most 60 s) until every partition is held by the node the assignment
     /// over `ids` names, each by one node.
     async fn settled(engines: &[&Engine], ids: &[&str]) {
@@ -1146,15 +1159,7 @@ mod engines {
 
         // b joins while customers send to both: the partitions b wins move. Its id is
         // one that wins half of them, so that the moves are many.
-        let b_id = (0..)
-            .map(|k| format!("b{k}"))
-            .find(|b| {
-                let won = (0..PARTITIONS as u32)
-                    .filter(|p| hunt_cluster::assign::owner(*p, &["a", b]) == Some(b.as_str()))
-                    .count();
-                won == PARTITIONS / 2
-            })
-            .unwrap();
+        let b_id = half_of_a();
         let b = Engine::start(&nats.urls(), &cluster, &b_id, &hunts).await;
         let both = [&a.node, &b.node];
         let (during, ()) = tokio::join!(customers(&both, 16, 32), async {
@@ -1242,5 +1247,112 @@ mod engines {
         );
         assert!(a.node.service().fatal().borrow().is_none());
         assert!(b.node.service().fatal().borrow().is_none());
+    }
+
+    /// The dead letters of both nodes, listed, shown, dropped and retried from either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dead_letters_of_both_nodes_are_listed_shown_dropped_and_retried_from_either() {
+        let nats = NatsCluster::start(1, false);
+        let mut cfg = ClusterConfig::new(nats.urls(), "dlq");
+        cfg.monitor = nats.monitor_urls();
+        cfg.partitions = Some(PARTITIONS as u32);
+        cfg.replicas = 1;
+        let cluster = Cluster::connect(&cfg).await.expect("the cluster");
+        // A sink nobody listens on, tried once and never paused by its breaker: every
+        // delivery is a dead letter at once.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let sink = format!(
+            "sinks:\n  - id: crm\n    url: \"http://127.0.0.1:{port}/hook\"\n    max_attempts: 1\n    breaker_failures: 1000\nhunts:\n"
+        );
+        let hunts = two_steps(100, 100).replace("hunts:\n", &sink) + "    notify: [crm]\n";
+        let a = Engine::start(&nats.urls(), &cluster, "a", &hunts).await;
+        settled(&[&a], &["a"]).await;
+        let b_id = half_of_a();
+        let b = Engine::start(&nats.urls(), &cluster, &b_id, &hunts).await;
+        settled(&[&a, &b], &["a", &b_id]).await;
+        // Customers of both nodes' partitions win, all sent to a.
+        for k in 0..16 {
+            let u = format!("d{k}");
+            for e in [
+                ev(&format!("{u}-look"), &u, "product_view", json!({})),
+                ev(&format!("{u}-buy"), &u, "purchase", json!({"price": 20})),
+            ] {
+                taken(&a.node, &e).await;
+            }
+        }
+        // Listed from either node: both nodes' dead letters, the same list.
+        let own = |e: &Engine| {
+            e.node
+                .service()
+                .notifier
+                .dead_letters(&Default::default(), 1000)
+                .1 as u64
+        };
+        let total = |v: &Value| v["total"].as_u64().unwrap_or(0);
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        let (mut last, mut same) = (0, 0);
+        let want = loop {
+            let (_, la) = a.node.get("/v1/dlq?limit=1000").await;
+            let n = total(&la);
+            same = if n == last && n > 0 { same + 1 } else { 0 };
+            last = n;
+            if same >= 5 && n == own(&a) + own(&b) {
+                break n;
+            }
+            assert!(tokio::time::Instant::now() < until, "{la}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            own(&a) > 0 && own(&b) > 0,
+            "both nodes hold some of the {want}"
+        );
+        let (_, la) = a.node.get("/v1/dlq?limit=1000").await;
+        let (_, lb) = b.node.get("/v1/dlq?limit=1000").await;
+        assert_eq!(la["entries"], lb["entries"]);
+        assert_eq!(la["entries"].as_array().unwrap().len() as u64, want);
+        assert!(la.get("partial").is_none(), "{la}");
+        // One of b's, shown and dropped through a.
+        let theirs = b
+            .node
+            .service()
+            .notifier
+            .dead_letters(&Default::default(), 1)
+            .0
+            .pop()
+            .expect("b has dead letters");
+        let (s, shown) = a.node.get(&format!("/v1/dlq/{}", theirs.key)).await;
+        assert_eq!(s, 200, "{shown}");
+        assert_eq!(shown["id"], theirs.key.as_str());
+        assert!(
+            shown["event"].is_object(),
+            "the CloudEvent comes with it: {shown}"
+        );
+        let post = |path: &str, body: Value| {
+            axum::http::Request::post(path)
+                .header(axum::http::header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap()
+        };
+        let (s, dropped, _) = a
+            .node
+            .call(post("/v1/dlq/drop", json!({"id": theirs.key})))
+            .await;
+        assert_eq!((s, &dropped["dropped"]), (200, &json!(1)), "{dropped}");
+        assert_eq!(own(&b), want - own(&a) - 1);
+        let (_, lb) = b.node.get("/v1/dlq?limit=1000").await;
+        assert_eq!(total(&lb), want - 1, "{lb}");
+        // Every other one retried through b, whichever node holds it.
+        let (s, retried, _) = b
+            .node
+            .call(post("/v1/dlq/retry", json!({"all": true})))
+            .await;
+        assert_eq!(
+            (s, &retried["retried"]),
+            (200, &json!(want - 1)),
+            "{retried}"
+        );
     }
 }
