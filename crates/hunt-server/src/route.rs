@@ -75,6 +75,10 @@ pub struct Ask {
     /// Dead letters: listed, or retried or dropped, each node its own.
     #[serde(default)]
     pub dead_letters: Option<DeadAsk>,
+    /// A new hunts file's text: each node counts the plan's customers on its
+    /// partitions, and says which codes their customers hold.
+    #[serde(default)]
+    pub plan_for: Option<String>,
 }
 
 /// What a node is asked of its dead letters.
@@ -114,6 +118,12 @@ pub struct Share {
     /// Why the asked retry or drop failed here (its log stopped).
     #[serde(default)]
     pub act_failed: Option<String>,
+    /// The asked plan, counted on this node's partitions.
+    #[serde(default)]
+    pub plan: Option<hunt_core::plan::Plan>,
+    /// The codes this node's partitions' customers hold: (hunt, pool, code).
+    #[serde(default)]
+    pub held_codes: Vec<(String, String, String)>,
 }
 
 /// The other nodes' shares, and who did not answer.

@@ -138,7 +138,7 @@ impl Service {
                 skip_tests: true,
             });
         }
-        let (plan, _) = self.count_plan(old.catalog(), &new).await?;
+        let (plan, _) = self.count_plan(old.catalog(), &new, Some(text)).await?;
         if plan.refusals.is_empty() {
             Ok(ConfigAnswer::Planned(Box::new(plan)))
         } else {
@@ -149,10 +149,11 @@ impl Service {
     /// The plan from `old` to `new`, with the customers each change touches counted by
     /// each partition between its rounds, and the grants checked against `new`; with
     /// each partition's grants.
-    async fn count_plan(
+    pub(super) async fn count_plan(
         &self,
         old: &Catalog,
         new: &Arc<Catalog>,
+        everywhere: Option<&str>,
     ) -> Result<(Plan, Vec<(u32, crate::partition::Grants)>), ConfigError> {
         let template = Plan::new(old, new);
         let mut waits = Vec::new();
@@ -184,11 +185,42 @@ impl Service {
             plan.add_counts(&part);
             grants.push((p, g));
         }
+        // On a node sharing the partitions, given the new file's text: the other
+        // nodes' customers too, counted and checked (a pool must not take back a code
+        // any customer holds, on any node).
+        let mut elsewhere = Vec::new();
+        if let (Some(text), Some(spread)) = (everywhere, &self.config.spread) {
+            let gathered = spread
+                .router
+                .gather(&crate::route::Ask {
+                    plan_for: Some(text.to_string()),
+                    ..Default::default()
+                })
+                .await;
+            if !gathered.missing.is_empty() {
+                return Err(ConfigError::PoolsUnavailable(format!(
+                    "nodes {} did not count their customers in time",
+                    gathered.missing.join(", ")
+                )));
+            }
+            for share in gathered.shares {
+                match share.plan {
+                    Some(part) => plan.add_counts(&part),
+                    None => {
+                        return Err(ConfigError::Internal(
+                            "a node could not count the plan on its partitions".into(),
+                        ));
+                    }
+                }
+                elsewhere.extend(share.held_codes);
+            }
+        }
         plan.check_grants(
             new,
             grants
                 .iter()
                 .flat_map(|(_, g)| g)
+                .chain(&elsewhere)
                 .map(|(h, p, c)| (h.as_str(), p.as_str(), c.as_str())),
         );
         Ok((plan, grants))
@@ -326,7 +358,9 @@ impl Service {
             at: now().0,
         };
         let mut v = Version::compile(record.clone()).map_err(ConfigError::Internal)?;
-        let (plan, grants) = self.count_plan(old.catalog(), v.catalog()).await?;
+        let (plan, grants) = self
+            .count_plan(old.catalog(), v.catalog(), Some(text))
+            .await?;
         if !plan.refusals.is_empty() {
             return Err(ConfigError::Unsafe(Box::new(plan)));
         }
@@ -554,7 +588,7 @@ impl Service {
             // This node's partitions' grants, for the pools' figures.
             let old = self.version();
             let (_, grants) = self
-                .count_plan(old.catalog(), v.catalog())
+                .count_plan(old.catalog(), v.catalog(), None)
                 .await
                 .map_err(|e| e.to_string())?;
             let per_partition = borrowed(&grants);

@@ -778,6 +778,15 @@ impl Service {
             in_force: self.in_force().await,
             ..Default::default()
         };
+        if let Some(text) = &ask.plan_for
+            && let Ok((new, _)) = Catalog::load("the hunts file of another node's plan", text)
+        {
+            let old = self.version();
+            if let Ok((plan, grants)) = self.count_plan(old.catalog(), &Arc::new(new), None).await {
+                share.plan = Some(plan);
+                share.held_codes = grants.into_iter().flat_map(|(_, g)| g).collect();
+            }
+        }
         if let Some(d) = &ask.dead_letters {
             match d.act {
                 None => (share.dead, share.dead_total) = self.dead_letters_here(d).await,

@@ -1355,4 +1355,58 @@ mod engines {
             "{retried}"
         );
     }
+
+    /// A new hunts file's plan, asked of either node, counts every node's customers,
+    /// and a pool that would take back a code held on the other node is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plan_counts_and_checks_the_customers_of_every_node() {
+        let nats = NatsCluster::start(1, false);
+        let mut cfg = ClusterConfig::new(nats.urls(), "plan");
+        cfg.monitor = nats.monitor_urls();
+        cfg.partitions = Some(PARTITIONS as u32);
+        cfg.replicas = 1;
+        let cluster = Cluster::connect(&cfg).await.expect("the cluster");
+        let hunts = two_steps(30, 30);
+        let a = Engine::start(&nats.urls(), &cluster, "a", &hunts).await;
+        settled(&[&a], &["a"]).await;
+        let b_id = half_of_a();
+        let b = Engine::start(&nats.urls(), &cluster, &b_id, &hunts).await;
+        settled(&[&a, &b], &["a", &b_id]).await;
+        let b_holds = b.view().held;
+        // 16 customers look; those of b's partitions also buy, and win codes.
+        let mut winners = 0;
+        for k in 0..16 {
+            let u = format!("p{k}");
+            taken(
+                &a.node,
+                &ev(&format!("{u}-look"), &u, "product_view", json!({})),
+            )
+            .await;
+            let p = hunt_server::state::partition_of(&u, PARTITIONS) as u32;
+            if b_holds.contains(&p) {
+                taken(
+                    &a.node,
+                    &ev(&format!("{u}-buy"), &u, "purchase", json!({"price": 20})),
+                )
+                .await;
+                winners += 1;
+            }
+        }
+        assert!(winners >= 2, "{winners} winners on b");
+        // The dry run, asked of either node, looks at all 16 customers.
+        for e in [&a, &b] {
+            let request = axum::http::Request::put("/v1/config?name=hunts.yaml&dry_run=true")
+                .header(axum::http::header::CONTENT_TYPE, "application/yaml")
+                .body(axum::body::Body::from(two_steps(30, 31)))
+                .unwrap();
+            let (s, v, _) = e.node.call(request).await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(v["customers"], 16, "asked of {}: {v}", e.id);
+        }
+        // A pool of one code would take back the codes b's customers hold: refused,
+        // even asked of a, whose own customers hold none.
+        let (s, v) = put(&a.node, &two_steps(1, 30)).await;
+        assert_eq!(s, 409, "{v}");
+        assert_eq!(v["error"]["code"], "unsafe_change", "{v}");
+    }
 }
