@@ -215,47 +215,31 @@ impl Cluster {
         bucket: &str,
         replicas: usize,
     ) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
-        // Servers just started may not all be known to the meta leader as online yet
-        // (no suitable peers), or a busy one may not answer in time: asked again for
-        // up to 30 s, as the stream is.
-        let until = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(kv) = self.js.get_key_value(bucket).await {
-                // A bucket just created (by this node or another starting with it)
-                // answers reads only once its stream has a leader: waited for here,
-                // so that the node's first reads do not fail with "no responders".
-                match kv.entry("ready").await {
-                    Ok(_) => return Ok(kv),
-                    Err(e) if std::time::Instant::now() >= until => {
-                        return Err(ClusterError::Nats(format!("reading bucket {bucket}: {e}")));
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        continue;
-                    }
-                }
-            }
-            let created = self
-                .js
-                .create_key_value(async_nats::jetstream::kv::Config {
-                    bucket: bucket.to_string(),
-                    history: 1,
-                    num_replicas: replicas,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await;
-            match created {
-                Ok(kv) => return Ok(kv),
-                // Another node created it meanwhile: the next look finds it.
-                Err(create) if std::time::Instant::now() >= until => {
-                    return self.js.get_key_value(bucket).await.map_err(|_| {
-                        ClusterError::Nats(format!("creating bucket {bucket}: {create}"))
-                    });
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-            }
-        }
+        for_a_while(|| async {
+            let kv = match self.js.get_key_value(bucket).await {
+                Ok(kv) => kv,
+                // Absent, or another node creating it meanwhile (the next look finds it).
+                Err(_) => self
+                    .js
+                    .create_key_value(async_nats::jetstream::kv::Config {
+                        bucket: bucket.to_string(),
+                        history: 1,
+                        num_replicas: replicas,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| ClusterError::Nats(format!("creating bucket {bucket}: {e}")))?,
+            };
+            // A bucket just created (by this node or another starting with it) answers
+            // reads only once its stream has a leader: waited for here, so that the
+            // node's first reads do not fail with "no responders".
+            kv.entry("ready")
+                .await
+                .map_err(|e| ClusterError::Nats(format!("reading bucket {bucket}: {e}")))?;
+            Ok(kv)
+        })
+        .await
     }
 
     /// The key-value bucket `bucket` if it exists (`None`: its stream is not found;
@@ -321,28 +305,44 @@ impl Cluster {
     }
 }
 
+/// Asks `f` again every 250 ms while it fails, for up to 30 s: servers just started
+/// may not all be known to the meta leader yet, and a busy machine may not answer in
+/// time. Its last error after that.
+pub(crate) async fn for_a_while<T, E, F, Fut>(mut f: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Err(_) if std::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
     prefix: &str,
     cfg: &ClusterConfig,
 ) -> Result<u32, ClusterError> {
-    // Servers just started may not answer JetStream's requests yet (no meta leader,
-    // or a busy machine): asked again for up to 30 s.
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    let mut existing = loop {
+    let mut existing = for_a_while(|| async {
         match js.get_stream(name).await {
-            Ok(s) => break Some(s),
+            Ok(s) => Ok(Some(s)),
             Err(e)
                 if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
                     if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
             {
-                break None;
+                Ok(None)
             }
-            Err(e) if std::time::Instant::now() >= until => return Err(nats(e)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => Err(nats(e)),
         }
-    };
+    })
+    .await?;
     if existing.is_none() && !cfg.create {
         return Err(ClusterError::NoCluster {
             name: cfg.name.clone(),

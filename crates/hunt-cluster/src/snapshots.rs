@@ -76,32 +76,25 @@ impl ObjectSnapshots {
         rt: Handle,
     ) -> Result<ObjectSnapshots, ClusterError> {
         let bucket = format!("hunt_{}_snapshots", cluster.name());
-        // Asked again for up to 30 s, as the stream is (servers just started, or busy).
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let store = loop {
-            if let Ok(s) = cluster.js.get_object_store(&bucket).await {
-                break s;
+        let store = crate::cluster::for_a_while(|| async {
+            match cluster.js.get_object_store(&bucket).await {
+                Ok(s) => Ok(s),
+                // Absent, or another node creating it meanwhile (the next look finds it).
+                Err(_) => cluster
+                    .js
+                    .create_object_store(object_store::Config {
+                        bucket: bucket.clone(),
+                        description: Some("The Treasure Hunt Engine's snapshots".into()),
+                        num_replicas: replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| {
+                        ClusterError::Nats(format!("creating object store {bucket}: {e}"))
+                    }),
             }
-            let created = cluster
-                .js
-                .create_object_store(object_store::Config {
-                    bucket: bucket.clone(),
-                    description: Some("The Treasure Hunt Engine's snapshots".into()),
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await;
-            match created {
-                Ok(s) => break s,
-                // Another node created it meanwhile: the next look finds it.
-                Err(create) if std::time::Instant::now() >= until => {
-                    break cluster.js.get_object_store(&bucket).await.map_err(|_| {
-                        ClusterError::Nats(format!("creating object store {bucket}: {create}"))
-                    })?;
-                }
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-            }
-        };
+        })
+        .await?;
         Ok(ObjectSnapshots {
             store,
             bucket,

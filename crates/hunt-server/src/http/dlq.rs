@@ -250,12 +250,8 @@ pub(super) async fn show(
         key: Some(id.clone()),
         ..Filter::default()
     };
-    let e = match service.notifier.get(&id).await {
-        Some(e) => Some(e),
-        // On a cluster whose partitions are spread over nodes: its owner's.
-        None => service.dead_letters(&filter, 1).await.0.pop(),
-    };
-    let Some(e) = e else {
+    // Here, or on a cluster whose partitions are spread over nodes, its owner's.
+    let Some(e) = service.dead_letters(&filter, 1).await.0.pop() else {
         return Err(ApiError::UnknownDelivery(id));
     };
     Ok(Json(DeliveryView {

@@ -760,6 +760,30 @@ impl Service {
 
     /// This node's share of the hunt-wide figures (what another node gathers).
     pub async fn share(&self, ask: &crate::route::Ask) -> crate::route::Share {
+        let mut share = crate::route::Share::default();
+        // A plan or dead letters are asked alone: no figures are counted for them.
+        if let Some(text) = &ask.plan_for {
+            if let Ok((new, _)) = Catalog::load("the hunts file of another node's plan", text) {
+                let old = self.version();
+                if let Ok((plan, grants)) =
+                    self.count_plan(old.catalog(), &Arc::new(new), None).await
+                {
+                    share.plan = Some(plan);
+                    share.held_codes = grants.into_iter().flat_map(|(_, g)| g).collect();
+                }
+            }
+            return share;
+        }
+        if let Some(d) = &ask.dead_letters {
+            match d.act {
+                None => (share.dead, share.dead_total) = self.dead_letters_here(d).await,
+                Some(retry) => match self.notifier.operate(&d.filter, retry).await {
+                    Ok(keys) => share.acted = keys,
+                    Err(e) => share.act_failed = Some(e),
+                },
+            }
+            return share;
+        }
         let winners_of = ask.winners_of.as_ref().map(|(h, l)| (h.as_str(), *l));
         let (stats, winners, winners_total) = self.stats(winners_of).await;
         let v = self.version();
@@ -770,33 +794,14 @@ impl Service {
             .enumerate()
             .map(|(i, p)| (p.id.clone(), v.taken(i)))
             .collect();
-        let mut share = crate::route::Share {
+        crate::route::Share {
             stats,
             winners,
             winners_total,
             pools_taken,
             in_force: self.in_force().await,
-            ..Default::default()
-        };
-        if let Some(text) = &ask.plan_for
-            && let Ok((new, _)) = Catalog::load("the hunts file of another node's plan", text)
-        {
-            let old = self.version();
-            if let Ok((plan, grants)) = self.count_plan(old.catalog(), &Arc::new(new), None).await {
-                share.plan = Some(plan);
-                share.held_codes = grants.into_iter().flat_map(|(_, g)| g).collect();
-            }
+            ..share
         }
-        if let Some(d) = &ask.dead_letters {
-            match d.act {
-                None => (share.dead, share.dead_total) = self.dead_letters_here(d).await,
-                Some(retry) => match self.notifier.operate(&d.filter, retry).await {
-                    Ok(keys) => share.acted = keys,
-                    Err(e) => share.act_failed = Some(e),
-                },
-            }
-        }
-        share
     }
 
     /// This node's dead letters as `d` asks: the CloudEvent only of one asked by id.

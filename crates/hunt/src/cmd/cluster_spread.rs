@@ -55,8 +55,6 @@ pub struct View {
     pub live: BTreeSet<String>,
     /// The live members that may be assigned partitions (not draining).
     pub eligible: BTreeSet<String>,
-    /// Turns completed (a member read and acted upon).
-    pub turns: u64,
 }
 
 /// The loop's settings.
@@ -111,6 +109,7 @@ impl Spread {
         live: watch::Sender<BTreeSet<String>>,
     ) -> Spread {
         let held: HeldMap = Arc::default();
+        let lease = settings.lease;
         let (view_tx, view) = watch::channel(View::default());
         let (stop, stopped) = oneshot::channel();
         let (lost_tx, lost) = oneshot::channel();
@@ -135,8 +134,8 @@ impl Spread {
                 view: view_tx,
                 live,
                 tenure,
-                liveness: None,
-                lapses: None,
+                liveness: Liveness::new(lease),
+                lapses: Lapses::new(lease),
             }
             .run(stopped, renewer_stop),
         );
@@ -239,8 +238,8 @@ struct Mover {
     view: watch::Sender<View>,
     live: watch::Sender<BTreeSet<String>>,
     tenure: Arc<Tenure>,
-    liveness: Option<Liveness>,
-    lapses: Option<Lapses>,
+    liveness: Liveness,
+    lapses: Lapses,
 }
 
 impl Mover {
@@ -249,11 +248,8 @@ impl Mover {
         mut stopped: oneshot::Receiver<oneshot::Sender<()>>,
         renewer_stop: oneshot::Sender<()>,
     ) {
-        self.liveness = Some(Liveness::new(self.settings.lease));
-        self.lapses = Some(Lapses::new(self.settings.lease));
-        let mut turns = 0u64;
         loop {
-            if let Err(e) = self.turn(&mut turns).await {
+            if let Err(e) = self.turn().await {
                 tracing::warn!(error = %e, "the partitions' assignment could not be read; looking again");
             }
             tokio::select! {
@@ -276,26 +272,19 @@ impl Mover {
     }
 
     /// One look at the members and leases, and the moves it calls for.
-    async fn turn(&mut self, turns: &mut u64) -> Result<(), String> {
+    async fn turn(&mut self) -> Result<(), String> {
         let me = self.settings.node.clone();
-        let lapses = self.lapses.as_mut().expect("set at the start");
         // Time counts towards a lapse only while the bucket takes writes.
         if let Err(e) = self.leases.beat().await {
-            lapses.forget();
+            self.lapses.forget();
             return Err(format!("the owners bucket takes no writes now: {e}"));
         }
         let members = self.members.read().await.map_err(|e| {
-            lapses.forget();
+            self.lapses.forget();
             e.to_string()
         })?;
         let now = Instant::now();
-        let live: BTreeSet<String> = self
-            .liveness
-            .as_mut()
-            .expect("set at the start")
-            .live(&members, now)
-            .into_iter()
-            .collect();
+        let live: BTreeSet<String> = self.liveness.live(&members, now).into_iter().collect();
         let draining = *self.draining.borrow();
         let mut eligible: BTreeSet<String> = members
             .iter()
@@ -332,8 +321,7 @@ impl Mover {
                 continue;
             }
             let seen = self.leases.read(p).await.map_err(|e| e.to_string())?;
-            let lapses = self.lapses.as_mut().expect("set at the start");
-            if !lapses.free(p, &seen, Instant::now()) {
+            if !self.lapses.free(p, &seen, Instant::now()) {
                 continue;
             }
             let Some(h) = self
@@ -361,7 +349,6 @@ impl Mover {
                 }
             }
         }
-        *turns += 1;
         self.live.send_if_modified(|l| {
             let changed = *l != live;
             if changed {
@@ -374,7 +361,6 @@ impl Mover {
             held,
             live,
             eligible,
-            turns: *turns,
         });
         Ok(())
     }
@@ -1036,6 +1022,17 @@ mod engines {
         }
     }
 
+    /// One `nats-server` and a cluster of PARTITIONS on it, named `name`.
+    async fn one_server(name: &str) -> (NatsCluster, Cluster) {
+        let nats = NatsCluster::start(1, false);
+        let mut cfg = ClusterConfig::new(nats.urls(), name);
+        cfg.monitor = nats.monitor_urls();
+        cfg.partitions = Some(PARTITIONS as u32);
+        cfg.replicas = 1;
+        let cluster = Cluster::connect(&cfg).await.expect("the cluster");
+        (nats, cluster)
+    }
+
     /// An id that wins half the partitions beside `a`, so that moves are many.
     fn half_of_a() -> String {
         (0..)
@@ -1144,12 +1141,7 @@ mod engines {
             .with_env_filter("warn,hunt=info")
             .with_test_writer()
             .try_init();
-        let nats = NatsCluster::start(1, false);
-        let mut cfg = ClusterConfig::new(nats.urls(), "engines");
-        cfg.monitor = nats.monitor_urls();
-        cfg.partitions = Some(PARTITIONS as u32);
-        cfg.replicas = 1;
-        let cluster = Cluster::connect(&cfg).await.expect("the cluster");
+        let (nats, cluster) = one_server("engines").await;
         let (codes, customers_n) = (30u64, 48usize);
         let hunts = two_steps(codes, codes);
 
@@ -1252,12 +1244,7 @@ mod engines {
     /// The dead letters of both nodes, listed, shown, dropped and retried from either.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dead_letters_of_both_nodes_are_listed_shown_dropped_and_retried_from_either() {
-        let nats = NatsCluster::start(1, false);
-        let mut cfg = ClusterConfig::new(nats.urls(), "dlq");
-        cfg.monitor = nats.monitor_urls();
-        cfg.partitions = Some(PARTITIONS as u32);
-        cfg.replicas = 1;
-        let cluster = Cluster::connect(&cfg).await.expect("the cluster");
+        let (nats, cluster) = one_server("dlq").await;
         // A sink nobody listens on, tried once and never paused by its breaker: every
         // delivery is a dead letter at once.
         let port = {
@@ -1360,12 +1347,7 @@ mod engines {
     /// and a pool that would take back a code held on the other node is refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_plan_counts_and_checks_the_customers_of_every_node() {
-        let nats = NatsCluster::start(1, false);
-        let mut cfg = ClusterConfig::new(nats.urls(), "plan");
-        cfg.monitor = nats.monitor_urls();
-        cfg.partitions = Some(PARTITIONS as u32);
-        cfg.replicas = 1;
-        let cluster = Cluster::connect(&cfg).await.expect("the cluster");
+        let (nats, cluster) = one_server("plan").await;
         let hunts = two_steps(30, 30);
         let a = Engine::start(&nats.urls(), &cluster, "a", &hunts).await;
         settled(&[&a], &["a"]).await;

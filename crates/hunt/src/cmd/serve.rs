@@ -202,7 +202,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         // A node sharing the partitions: what starts its loop once the engine runs,
         // and what its stop gives back first.
-        let mut prepared = None::<crate::cmd::cluster_spread::Prepared>;
+        let mut prepared = None::<(
+            crate::cmd::cluster_spread::Prepared,
+            tokio::sync::watch::Receiver<bool>,
+        )>;
         let mut spread_lost = None::<tokio::sync::oneshot::Sender<String>>;
         let leaving = std::sync::Arc::new(Leaving::default());
         let mut joining = if args.cluster.enabled() {
@@ -227,9 +230,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             config.engine.provided_log = p.provided.take();
             config.engine.spread = p.routing.take();
             config.validate().map_err(anyhow::Error::msg)?;
-            *leaving.draining.lock() = Some(heartbeat.draining());
+            prepared = Some((p, heartbeat.draining()));
             *leaving.heartbeat.lock() = Some(heartbeat);
-            prepared = Some(p);
             let (tx, rx) = tokio::sync::oneshot::channel();
             (lost, spread_lost) = (Some(rx), Some(tx));
         } else if let Some((joined, heartbeat)) = joining {
@@ -356,16 +358,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     });
                     *responder.lock() = Some(task.abort_handle());
                 }
-                if let (Some(p), Some(tx)) = (prepared.take(), spread_lost.take()) {
+                if let (Some((p, draining)), Some(tx)) = (prepared.take(), spread_lost.take()) {
                     // Once the engine runs, the loop takes this node's partitions; a
                     // lease lost, or a loop that cannot start, stops the node.
                     let ready = running.when_ready();
                     let leaving = leaving.clone();
                     tokio::spawn(async move {
                         let Some(service) = ready.await else { return };
-                        let draining = leaving.draining.lock().take();
-                        let draining =
-                            draining.unwrap_or_else(|| tokio::sync::watch::channel(false).1);
                         match p.start(&service, draining).await {
                             Ok(mut spread) => {
                                 let lost = spread.lost();
@@ -419,7 +418,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 #[derive(Default)]
 struct Leaving {
     heartbeat: parking_lot::Mutex<Option<cluster_node::Heartbeat>>,
-    draining: parking_lot::Mutex<Option<tokio::sync::watch::Receiver<bool>>>,
     spread: tokio::sync::Mutex<Option<crate::cmd::cluster_spread::Spread>>,
 }
 
