@@ -18,6 +18,9 @@ pub struct ClusterMetrics {
     pub partitions: AtomicU64,
     /// The epoch of the leases this node holds: one more at every takeover, cluster-wide.
     pub epoch: AtomicU64,
+    /// Each partition's lease epoch, for the partitions this node holds: one more at
+    /// every change of the partition's owner.
+    pub epochs: Mutex<std::collections::BTreeMap<u32, u64>>,
     /// Times this node took the partitions' leases over.
     pub takeovers: AtomicU64,
     /// Lease renewals confirmed, failed (no answer, no leader), refused (taken).
@@ -62,6 +65,17 @@ impl ClusterMetrics {
             let _ = writeln!(
                 out,
                 "hunt_cluster_partition_owner{{partition=\"{p}\",node=\"{node}\"}} 1"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hunt_cluster_partition_epoch The lease epoch of each partition this node holds: one more at every change of its owner.\n\
+             # TYPE hunt_cluster_partition_epoch gauge"
+        );
+        for (p, e) in self.epochs.lock().iter() {
+            let _ = writeln!(
+                out,
+                "hunt_cluster_partition_epoch{{partition=\"{p}\",node=\"{node}\"}} {e}"
             );
         }
         let _ = writeln!(
@@ -160,6 +174,7 @@ mod tests {
         m.renewals_confirmed.fetch_add(3, Ordering::Relaxed);
         m.partitions.store(8, Ordering::Relaxed);
         m.epoch.store(41, Ordering::Relaxed);
+        m.epochs.lock().insert(1, 40);
         let mut out = String::new();
         m.render(&mut out, std::time::Duration::from_millis(1500));
         assert!(
@@ -176,6 +191,10 @@ mod tests {
         );
         assert!(
             out.contains("hunt_cluster_lease_epoch{node=\"a\\\"1\"} 41"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hunt_cluster_partition_epoch{partition=\"1\",node=\"a\\\"1\"} 40"),
             "{out}"
         );
         assert!(

@@ -6,7 +6,9 @@
 //! pool, completions per hunt). Must never: touch the ingest path. A sample reads the
 //! counters the ingest path keeps anyway (relaxed atomics) and asks the partitions for
 //! their per-hunt figures between their rounds, as `/metrics` does; the ring's lock is
-//! taken only by the sampler and by readers. Memory is bounded by the ring's length
+//! taken only by the sampler and by readers. On a cluster whose partitions are spread
+//! over nodes, a sample is the cluster's: every node's counters and figures, gathered
+//! and summed (a node that does not answer in 2 s is missing from that sample). Memory is bounded by the ring's length
 //! times the pools, hunts and partitions of one sample.
 
 use std::collections::VecDeque;
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use hunt_core::time::Timestamp;
 use parking_lot::Mutex;
 
+use crate::route::{Ask, Counters, SinkCounts};
 use crate::service::{Service, now};
 
 /// How often a sample is taken: often enough for a live page, rare enough that the
@@ -95,31 +98,52 @@ impl History {
     }
 }
 
-/// The counters now.
-pub fn read(service: &Service) -> Reading {
-    Reading {
-        at: now(),
-        mono: Instant::now(),
-        accepted: service
-            .metrics
-            .accepted
-            .load(std::sync::atomic::Ordering::Relaxed),
-        ack: service.metrics.ack_seconds.counts(),
-        backlog: service.backlog(),
-        applied: service.applied_per_partition(),
+impl Reading {
+    /// A reading of `c` taken now.
+    pub fn of(c: &Counters) -> Reading {
+        Reading {
+            at: now(),
+            mono: Instant::now(),
+            accepted: c.accepted,
+            ack: (c.ack.clone(), c.ack_count),
+            backlog: c.backlog.iter().map(|n| *n as usize).collect(),
+            applied: c.applied.clone(),
+        }
     }
 }
 
-/// A whole sample: the counters, the pools, the hunts' totals.
+/// The counters now, with the sinks' health, and the nodes that did not answer: this
+/// node's, and on a cluster whose partitions are spread over nodes every node's,
+/// gathered and summed.
+pub async fn read(service: &Service) -> (Reading, Vec<SinkCounts>, Vec<String>) {
+    if service.config.spread.is_none() {
+        let c = service.counters();
+        return (Reading::of(&c), c.sinks, Vec::new());
+    }
+    let f = service.figures(&counters_too()).await;
+    let c = f.counters.unwrap_or_default();
+    (Reading::of(&c), c.sinks, f.partial)
+}
+
+fn counters_too() -> Ask {
+    Ask {
+        counters: true,
+        ..Ask::default()
+    }
+}
+
+/// A whole sample: the counters, the pools, the hunts' totals (on a cluster whose
+/// partitions are spread over nodes, every node's that answered).
 pub async fn sample(service: &Service) -> Sample {
-    let reading = read(service);
-    let pools = service
-        .pools()
+    let f = service.figures(&counters_too()).await;
+    let reading = Reading::of(&f.counters.unwrap_or_default());
+    let pools = f
+        .pools
         .into_iter()
         .map(|(id, _, left)| (id, left))
         .collect();
-    let (stats, _, _) = service.stats(None).await;
-    let hunts = stats
+    let hunts = f
+        .stats
         .into_iter()
         .map(|(hunt, c)| HuntTotals {
             hunt,

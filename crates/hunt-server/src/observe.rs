@@ -102,7 +102,7 @@ pub async fn render(service: &Service) -> String {
     let pools = service.pools();
     let _ = writeln!(
         out,
-        "# HELP hunt_pool_remaining Codes a pool has left.\n# TYPE hunt_pool_remaining gauge"
+        "# HELP hunt_pool_remaining Codes a pool has left (with partitions spread over nodes, the cluster's, gathered every 5 s).\n# TYPE hunt_pool_remaining gauge"
     );
     for (pool, _, remaining) in &pools {
         let _ = writeln!(

@@ -79,6 +79,12 @@ pub struct Ask {
     /// partitions, and says which codes their customers hold.
     #[serde(default)]
     pub plan_for: Option<String>,
+    /// The node's counters beside its figures (the dashboard's history, the alerts).
+    #[serde(default)]
+    pub counters: bool,
+    /// A hunt's last completions' times: asked alone, nothing else counted.
+    #[serde(default)]
+    pub completion_times_of: Option<String>,
 }
 
 /// What a node is asked of its dead letters.
@@ -124,6 +130,103 @@ pub struct Share {
     /// The codes this node's partitions' customers hold: (hunt, pool, code).
     #[serde(default)]
     pub held_codes: Vec<(String, String, String)>,
+    /// The node's counters, when asked.
+    #[serde(default)]
+    pub counters: Option<Counters>,
+    /// The asked hunt's last completions' times here, in ms.
+    #[serde(default)]
+    pub completion_ms: Vec<i64>,
+}
+
+/// One node's counters since it started, as the dashboard's history and the alerts
+/// read them. Summed over the nodes ([`Counters::add`]) they are the cluster's: each
+/// event is accepted and applied by its partition's owner alone, and each post is
+/// answered by the node it reached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Events its partitions accepted.
+    pub accepted: u64,
+    /// The acknowledgement's histogram of the posts it answered (`hunt_ack_seconds`):
+    /// observations per bucket, and in all.
+    pub ack: Vec<u64>,
+    pub ack_count: u64,
+    /// Per partition: events queued (none but on the partitions it owns) and applied.
+    pub backlog: Vec<u64>,
+    pub applied: Vec<u64>,
+    /// Its sinks: each node delivers its own partitions' notifications.
+    pub sinks: Vec<SinkCounts>,
+}
+
+/// A sink's health on a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkCounts {
+    pub sink: Arc<str>,
+    pub breaker: Breaker,
+    /// Seconds the breaker has been open or probing without closing.
+    pub unhealthy_for_s: Option<f64>,
+    /// Deliveries waiting, in flight included.
+    pub queue: u64,
+    pub in_flight: u64,
+    pub dead_letters: u64,
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+/// A circuit breaker's state, worst last (so that the worst of several nodes' is
+/// their maximum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Breaker {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+impl Breaker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Breaker::Closed => "closed",
+            Breaker::HalfOpen => "half_open",
+            Breaker::Open => "open",
+        }
+    }
+}
+
+impl Counters {
+    /// Adds another node's counters: counts summed (per bucket, per partition, per
+    /// sink); a sink's breaker is the worst of the two, unhealthy for the longer.
+    pub fn add(&mut self, o: &Counters) {
+        fn sum(a: &mut Vec<u64>, b: &[u64]) {
+            if a.len() < b.len() {
+                a.resize(b.len(), 0);
+            }
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self.accepted += o.accepted;
+        sum(&mut self.ack, &o.ack);
+        self.ack_count += o.ack_count;
+        sum(&mut self.backlog, &o.backlog);
+        sum(&mut self.applied, &o.applied);
+        for s in &o.sinks {
+            match self.sinks.iter_mut().find(|m| m.sink == s.sink) {
+                Some(m) => {
+                    m.breaker = m.breaker.max(s.breaker);
+                    m.unhealthy_for_s = match (m.unhealthy_for_s, s.unhealthy_for_s) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                    m.queue += s.queue;
+                    m.in_flight += s.in_flight;
+                    m.dead_letters += s.dead_letters;
+                    m.delivered += s.delivered;
+                    m.failed += s.failed;
+                }
+                None => self.sinks.push(s.clone()),
+            }
+        }
+    }
 }
 
 /// The other nodes' shares, and who did not answer.
@@ -172,5 +275,65 @@ impl Routed {
             Routed::Unavailable { why } => Status::Unavailable(why),
             Routed::Moving { why } => Status::Moving(why),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(name: &str, breaker: Breaker, open: Option<f64>, dead: u64) -> SinkCounts {
+        SinkCounts {
+            sink: Arc::from(name),
+            breaker,
+            unhealthy_for_s: open,
+            queue: 1,
+            in_flight: 0,
+            dead_letters: dead,
+            delivered: 10,
+            failed: 2,
+        }
+    }
+
+    #[test]
+    fn counters_add_up_and_a_sinks_worst_breaker_wins() {
+        let mut a = Counters {
+            accepted: 5,
+            ack: vec![1, 2],
+            ack_count: 3,
+            backlog: vec![4, 0],
+            applied: vec![7, 0],
+            sinks: vec![sink("crm", Breaker::Closed, None, 1)],
+        };
+        let b = Counters {
+            accepted: 6,
+            ack: vec![0, 1, 1],
+            ack_count: 2,
+            backlog: vec![0, 3],
+            applied: vec![2, 9],
+            sinks: vec![
+                sink("crm", Breaker::Open, Some(12.0), 4),
+                sink("mail", Breaker::HalfOpen, Some(3.0), 0),
+            ],
+        };
+        a.add(&b);
+        assert_eq!(
+            (a.accepted, &a.ack, a.ack_count, &a.backlog, &a.applied),
+            (11, &vec![1, 3, 1], 5, &vec![4, 3], &vec![9, 9])
+        );
+        let crm = &a.sinks[0];
+        assert_eq!(
+            (
+                crm.breaker,
+                crm.unhealthy_for_s,
+                crm.dead_letters,
+                crm.queue
+            ),
+            (Breaker::Open, Some(12.0), 5, 2)
+        );
+        assert_eq!(a.sinks[1].breaker, Breaker::HalfOpen);
+        // Over the wire and back, as a gather sends them.
+        let wire = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<Counters>(&wire).unwrap(), a);
     }
 }

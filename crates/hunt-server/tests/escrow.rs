@@ -579,6 +579,7 @@ async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
         }
         assert_eq!(won_one.len(), won_two.len());
         same_queries_and_figures(&one, &nodes, customers, seed).await;
+        same_dashboard_figures(&one, &nodes, seed).await;
         eprintln!(
             "seed {seed}: pool {codes}, cap {cap}: {} winners, the same on one node and two",
             won_one.len()
@@ -647,6 +648,55 @@ async fn same_queries_and_figures(one: &Server, nodes: &[Server], customers: u64
         assert_eq!(
             a1, ab,
             "seed {seed}, {path}: one node and two (asked of the second)"
+        );
+    }
+}
+
+/// The pools' remaining on a node's `/metrics`.
+fn pools_remaining(metrics: &str) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("hunt_pool_remaining{"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The dashboard's figures on either node are the cluster's, as one node has them: a
+/// sample of its history (the counters summed over the nodes, the pools, the hunts'
+/// totals), the time to complete's count, and the pools' remaining on `/metrics` once
+/// gathered.
+async fn same_dashboard_figures(one: &Server, nodes: &[Server], seed: u64) {
+    let totals = |s: &hunt_server::history::Sample| {
+        let hunts: Vec<_> = s
+            .hunts
+            .iter()
+            .map(|h| (h.hunt.clone(), h.participants, h.completions, h.granted))
+            .collect();
+        let r = &s.reading;
+        let applied: u64 = r.applied.iter().sum();
+        (r.accepted, r.ack.1, applied, s.pools.clone(), hunts)
+    };
+    let s1 = hunt_server::history::sample(&*one.service().await).await;
+    let ttc = |v: &serde_json::Value| v["time_to_complete"]["completions"].clone();
+    let (_, h1) = one.get("/v1/hunts/trail/history").await;
+    for (n, node) in nodes.iter().enumerate() {
+        let s = hunt_server::history::sample(&*node.service().await).await;
+        assert_eq!(
+            totals(&s),
+            totals(&s1),
+            "seed {seed}: node {n}'s history sample is not one node's"
+        );
+        assert_eq!(s.reading.backlog.len(), 8);
+        let (_, h) = node.get("/v1/hunts/trail/history").await;
+        assert_eq!(
+            ttc(&h),
+            ttc(&h1),
+            "seed {seed}: node {n}'s time to complete"
+        );
+        assert_eq!(
+            pools_remaining(&node.metrics().await),
+            pools_remaining(&one.metrics().await),
+            "seed {seed}: node {n}'s /metrics"
         );
     }
 }

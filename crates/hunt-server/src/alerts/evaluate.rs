@@ -27,10 +27,10 @@ impl Alerts {
                 .iter()
                 .filter(|rt| in_scope(sink, &rt.id))
                 .map(|rt| {
-                    let (_, dead) = service.notifier.counts(&rt.id);
+                    let dead = service.dead_letter_count(&rt.id);
                     Reading {
                         subject: rt.id.to_string(),
-                        holds: dead > *over,
+                        holds: dead > *over as u64,
                         value: dead as f64,
                     }
                 })

@@ -303,11 +303,16 @@ pub(super) struct HuntHistoryAnswer {
     points: Vec<HuntPoint>,
     /// From a customer's first step found to their completion (event time).
     time_to_complete: TimeToComplete,
+    /// On a cluster whose partitions are spread over nodes, the points and the time to
+    /// complete are every node's: these nodes did not answer in time for the time to
+    /// complete (absent when every node did).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 /// How long customers took to complete the hunt, over its last completions whose
-/// first find this server applied since it started (each partition keeps its last
-/// 512).
+/// first find the partition's owner applied since it started or took the partition
+/// (each partition keeps its last 512).
 #[derive(Serialize, JsonSchema)]
 pub(super) struct TimeToComplete {
     /// Completions measured.
@@ -346,7 +351,7 @@ pub(super) async fn get_hunt_history(
         })
         .collect();
     let t = now();
-    let mut ms = service.completion_times(&id).await;
+    let (mut ms, partial) = service.completion_times(&id).await;
     let q =
         |ms: &mut Vec<i64>, q| crate::state::completion::quantile_ms(ms, q).map(|v| v as f64 / 1e3);
     let time_to_complete = TimeToComplete {
@@ -365,6 +370,7 @@ pub(super) async fn get_hunt_history(
         sample_every_s: crate::history::SAMPLE_EVERY.as_secs(),
         points,
         time_to_complete,
+        partial,
     };
     let Ok(h) = hunt_index(&v, &id) else {
         // A hunt a later version removed answers once anyone took part in it.

@@ -3,7 +3,6 @@
 //! 15 minutes; the sinks; the alerts firing) and `GET /v1/cluster`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::State;
 use hunt_core::time::Timestamp;
@@ -14,7 +13,7 @@ use super::extract::{Authorized, Ready, role};
 use super::{ApiError, App, Json};
 use crate::alerts::{AlertState, Phase};
 use crate::history::{self, Rates, Reading, SAMPLE_EVERY};
-use crate::notify::breaker::State as Breaker;
+use crate::route::SinkCounts;
 use crate::service::Service;
 
 /// `GET /v1/overview`.
@@ -38,8 +37,15 @@ pub(super) struct OverviewAnswer {
     history: Vec<Figures>,
     /// Each sink of the version in force (and any still delivering an older one's).
     sinks: Vec<SinkView>,
-    /// The alerts firing now (all of them, with the rules: `GET /v1/alerts`).
+    /// The alerts firing now (all of them, with the rules: `GET /v1/alerts`). On a
+    /// cluster whose partitions are spread over nodes, this node's: each node
+    /// evaluates the rules, the pools' and dead letters' on the cluster's figures.
     alerts_firing: Vec<AlertState>,
+    /// On a cluster whose partitions are spread over nodes, the figures are the
+    /// cluster's, every node's summed; these nodes did not answer in time and are
+    /// missing from `now`, `partitions` and `sinks` (absent when every node did).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial: Vec<String>,
 }
 
 /// Throughput, latency and backlog over a span.
@@ -86,7 +92,8 @@ pub(super) struct PartitionFigures {
     time_to_drain_s: Option<f64>,
 }
 
-/// A sink's health.
+/// A sink's health (on a cluster whose partitions are spread over nodes, every
+/// node's delivery of it: counts summed, the worst breaker, the longest unhealthy).
 #[derive(Serialize, JsonSchema)]
 pub(super) struct SinkView {
     sink: Arc<str>,
@@ -109,10 +116,11 @@ pub(super) struct SinkView {
 }
 
 /// The rates from the newest sample at least one sampling interval old (else the
-/// oldest there is) to a reading taken now.
-fn latest(app: &App, service: &Service) -> (Rates, Vec<Rates>) {
+/// oldest there is) to a reading taken now; the sinks now; the nodes that did not
+/// answer.
+async fn latest(app: &App, service: &Service) -> (Rates, Vec<Rates>, Vec<SinkView>, Vec<String>) {
     let bounds = service.metrics.ack_seconds.bounds();
-    let live = history::read(service);
+    let (live, sinks, partial) = history::read(service).await;
     let samples = app.history.get().map(|h| h.samples()).unwrap_or_default();
     let base: Option<&Reading> = samples
         .iter()
@@ -121,35 +129,23 @@ fn latest(app: &App, service: &Service) -> (Rates, Vec<Rates>) {
         .find(|r| live.mono.saturating_duration_since(r.mono) >= SAMPLE_EVERY)
         .or_else(|| samples.first().map(|s| &s.reading));
     let now = history::rates(base.unwrap_or(&live), &live, bounds);
-    (now, history::series(&samples, bounds))
+    let sinks = sinks.into_iter().map(SinkView::from).collect();
+    (now, history::series(&samples, bounds), sinks, partial)
 }
 
-pub(super) fn sinks(service: &Service) -> Vec<SinkView> {
-    let at = Instant::now();
-    service
-        .notifier
-        .sinks()
-        .iter()
-        .map(|rt| {
-            let (queue, dead) = service.notifier.counts(&rt.id);
-            let load =
-                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-            SinkView {
-                sink: rt.id.clone(),
-                breaker: match rt.breaker_state() {
-                    Breaker::Closed => "closed",
-                    Breaker::Open => "open",
-                    Breaker::HalfOpen => "half_open",
-                },
-                unhealthy_for_s: rt.open_for(at).map(|d| d.as_secs_f64()),
-                queue: queue as u64,
-                in_flight: load(&rt.metrics.in_flight),
-                dead_letters: dead as u64,
-                delivered: load(&rt.metrics.delivered),
-                failed: load(&rt.metrics.failed),
-            }
-        })
-        .collect()
+impl From<SinkCounts> for SinkView {
+    fn from(s: SinkCounts) -> SinkView {
+        SinkView {
+            sink: s.sink,
+            breaker: s.breaker.name(),
+            unhealthy_for_s: s.unhealthy_for_s,
+            queue: s.queue,
+            in_flight: s.in_flight,
+            dead_letters: s.dead_letters,
+            delivered: s.delivered,
+            failed: s.failed,
+        }
+    }
 }
 
 fn partitions(r: &Rates) -> Vec<PartitionFigures> {
@@ -170,7 +166,7 @@ pub(super) async fn overview(
     _: Authorized<role::Read>,
     Ready(service): Ready,
 ) -> Result<Json<OverviewAnswer>, ApiError> {
-    let (now, series) = latest(&app, &service);
+    let (now, series, sinks, partial) = latest(&app, &service).await;
     let alerts_firing = app
         .alerts
         .get()
@@ -189,8 +185,9 @@ pub(super) async fn overview(
         partitions: partitions(&now),
         now: Figures::from(&now),
         history: series.iter().map(Figures::from).collect(),
-        sinks: sinks(&service),
+        sinks,
         alerts_firing,
+        partial,
     }))
 }
 
@@ -205,7 +202,8 @@ pub(super) struct ClusterAnswer {
     log: Option<String>,
     /// Seconds left on this node's leases of its partitions (`None` without leases).
     lease_left_s: Option<f64>,
-    /// This node's partitions and their queues.
+    /// The partitions and their queues: this node's, or on a cluster whose
+    /// partitions are spread over nodes, each at its owner (gathered).
     partitions: Vec<PartitionFigures>,
     /// Every node with a heartbeat and each partition's owner and lag, as `hunt
     /// cluster status` reads them (`None` when not clustered or not read).
@@ -232,7 +230,7 @@ pub(super) async fn cluster(
             status_error: None,
         }));
     };
-    let (now, _) = latest(&app, &service);
+    let (now, ..) = latest(&app, &service).await;
     let (status, status_error) = match &provided.cluster_view {
         Some(view) => match tokio::time::timeout(CLUSTER_STATUS_WAIT, view.status()).await {
             Ok(Ok(s)) => (Some(s), None),

@@ -191,6 +191,8 @@ pub struct Figures {
     pub pools: Vec<(Arc<str>, u64, u64)>,
     /// The nodes that did not answer in time, whose shares are missing.
     pub partial: Vec<String>,
+    /// Every node's counters summed, when asked.
+    pub counters: Option<crate::route::Counters>,
 }
 
 pub struct Service {
@@ -219,6 +221,18 @@ pub struct Service {
     /// On a cluster whose partitions are spread over nodes, those this node applies
     /// now (a hand-off changes them, ADR 0015); `None`: every partition.
     owned: RwLock<Option<std::collections::BTreeSet<u32>>>,
+    /// On a cluster whose partitions are spread over nodes, the pools and dead letters
+    /// as every node answered last (`figures`), for `/metrics` and the alerts.
+    gathered: RwLock<Option<ClusterFigures>>,
+}
+
+/// The cluster-wide figures a node sharing the partitions keeps from its last gather.
+#[derive(Debug, Clone, Default)]
+struct ClusterFigures {
+    /// (pool, size, remaining).
+    pools: Vec<(Arc<str>, u64, u64)>,
+    /// Dead letters per sink, when counters were gathered.
+    dead_letters: Option<BTreeMap<Arc<str>, u64>>,
 }
 
 /// The service's tasks go with it: dropped without a graceful shutdown (a killed
@@ -370,6 +384,7 @@ impl Service {
             peers: peers_kept,
             versions: tokio::sync::Mutex::default(),
             owned: RwLock::new(spread_owned),
+            gathered: RwLock::new(None),
         });
         if service.config.spread.is_some() {
             service.follow_versions(last_read + 1);
@@ -774,6 +789,10 @@ impl Service {
             }
             return share;
         }
+        if let Some(hunt) = &ask.completion_times_of {
+            share.completion_ms = self.completion_times_here(hunt).await;
+            return share;
+        }
         if let Some(d) = &ask.dead_letters {
             match d.act {
                 None => (share.dead, share.dead_total) = self.dead_letters_here(d).await,
@@ -800,6 +819,7 @@ impl Service {
             winners_total,
             pools_taken,
             in_force: self.in_force().await,
+            counters: ask.counters.then(|| self.counters()),
             ..share
         }
     }
@@ -926,6 +946,9 @@ impl Service {
         };
         let mut taken: BTreeMap<Arc<str>, u64> = BTreeMap::new();
         for share in std::iter::once(mine).chain(gathered.shares) {
+            if let Some(c) = &share.counters {
+                f.counters.get_or_insert_with(Default::default).add(c);
+            }
             for (hunt, c) in share.stats {
                 f.stats.entry(hunt).or_default().add(&c);
             }
@@ -950,15 +973,53 @@ impl Service {
             })
             .collect();
         f.partial.sort();
+        if self.config.spread.is_some() {
+            let mut g = self.gathered.write();
+            let dead_letters = match &f.counters {
+                Some(c) => Some(
+                    c.sinks
+                        .iter()
+                        .map(|s| (s.sink.clone(), s.dead_letters))
+                        .collect(),
+                ),
+                None => g.as_ref().and_then(|g| g.dead_letters.clone()),
+            };
+            *g = Some(ClusterFigures {
+                pools: f.pools.clone(),
+                dead_letters,
+            });
+        }
         f
     }
 
     /// The last completions' times of `hunt` in ms, over every partition (each keeps
-    /// its last few hundred; see `state/completion.rs`).
-    pub async fn completion_times(&self, hunt: &str) -> Vec<i64> {
+    /// its last few hundred; see `state/completion.rs`): on a cluster whose partitions
+    /// are spread over nodes, every node's gathered, with the nodes that did not answer.
+    pub async fn completion_times(&self, hunt: &str) -> (Vec<i64>, Vec<String>) {
+        let mut all = self.completion_times_here(hunt).await;
+        let Some(spread) = &self.config.spread else {
+            return (all, Vec::new());
+        };
+        let ask = crate::route::Ask {
+            completion_times_of: Some(hunt.to_string()),
+            ..Default::default()
+        };
+        let gathered = spread.router.gather(&ask).await;
+        for share in gathered.shares {
+            all.extend(share.completion_ms);
+        }
+        (all, gathered.missing)
+    }
+
+    /// The same, over this node's partitions.
+    async fn completion_times_here(&self, hunt: &str) -> Vec<i64> {
         let hunt: Arc<str> = Arc::from(hunt);
         let mut waits = Vec::new();
-        for h in &self.partitions {
+        for (p, h) in self.partitions.iter().enumerate() {
+            // One handed over keeps its old state, and counts on its new owner.
+            if !self.owns(p) {
+                continue;
+            }
             let (reply, rx) = oneshot::channel();
             let msg = Msg::CompletionTimes {
                 hunt: hunt.clone(),
@@ -1038,8 +1099,73 @@ impl Service {
         self.log.durable()
     }
 
-    /// Remaining codes per pool of the version in force: (pool, size, remaining).
+    /// Remaining codes per pool of the version in force: (pool, size, remaining). On a
+    /// cluster whose partitions are spread over nodes, the cluster's as every node
+    /// answered the last gather (the dashboard's history gathers every 5 s); before
+    /// the first, this node's partitions' grants alone.
     pub fn pools(&self) -> Vec<(Arc<str>, u64, u64)> {
+        if let Some(g) = self.gathered.read().as_ref() {
+            return g.pools.clone();
+        }
+        self.pools_here()
+    }
+
+    /// The dead letters of `sink`: on a cluster whose partitions are spread over
+    /// nodes, every node's as last gathered with counters (before that, this node's).
+    pub fn dead_letter_count(&self, sink: &str) -> u64 {
+        if let Some(n) = self
+            .gathered
+            .read()
+            .as_ref()
+            .and_then(|g| g.dead_letters.as_ref())
+            .map(|d| d.get(sink).copied().unwrap_or(0))
+        {
+            return n;
+        }
+        self.notifier.counts(sink).1 as u64
+    }
+
+    /// This node's counters (on one node, the whole engine's).
+    pub fn counters(&self) -> crate::route::Counters {
+        use crate::notify::breaker::State as B;
+        let at = std::time::Instant::now();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (ack, ack_count) = self.metrics.ack_seconds.counts();
+        let sinks = self
+            .notifier
+            .sinks()
+            .iter()
+            .map(|rt| {
+                let (queue, dead) = self.notifier.counts(&rt.id);
+                crate::route::SinkCounts {
+                    sink: rt.id.clone(),
+                    breaker: match rt.breaker_state() {
+                        B::Closed => crate::route::Breaker::Closed,
+                        B::HalfOpen => crate::route::Breaker::HalfOpen,
+                        B::Open => crate::route::Breaker::Open,
+                    },
+                    unhealthy_for_s: rt.open_for(at).map(|d| d.as_secs_f64()),
+                    queue: queue as u64,
+                    in_flight: load(&rt.metrics.in_flight),
+                    dead_letters: dead as u64,
+                    delivered: load(&rt.metrics.delivered),
+                    failed: load(&rt.metrics.failed),
+                }
+            })
+            .collect();
+        crate::route::Counters {
+            accepted: load(&self.metrics.accepted),
+            ack,
+            ack_count,
+            backlog: self.backlog().into_iter().map(|n| n as u64).collect(),
+            applied: self.applied_per_partition(),
+            sinks,
+        }
+    }
+
+    /// Remaining codes per pool of the version in force, from this node's partitions'
+    /// grants alone.
+    fn pools_here(&self) -> Vec<(Arc<str>, u64, u64)> {
         let v = self.version();
         v.catalog()
             .pools

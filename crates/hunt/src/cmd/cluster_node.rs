@@ -472,6 +472,11 @@ pub async fn become_owner(
     tracing::info!(node = %node, epoch, "owns every partition: takeover markers appended");
     *metrics.node.lock() = node.clone();
     *metrics.owned.lock() = (0..parts).collect();
+    *metrics.epochs.lock() = held
+        .iter()
+        .filter(|h| h.partition < parts)
+        .map(|h| (h.partition, h.epoch))
+        .collect();
     metrics
         .partitions
         .store(u64::from(parts), std::sync::atomic::Ordering::Relaxed);

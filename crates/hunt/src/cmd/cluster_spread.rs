@@ -497,6 +497,7 @@ impl Hands for NodeHands {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 m.epoch
                     .fetch_max(epoch, std::sync::atomic::Ordering::Relaxed);
+                m.epochs.lock().insert(n, epoch);
             }
             self.count_owned();
             r
@@ -506,6 +507,9 @@ impl Hands for NodeHands {
     fn give(&self, n: u32) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             let r = self.giving(n).await;
+            if r.is_ok() {
+                self.log.cluster().metrics().epochs.lock().remove(&n);
+            }
             self.count_owned();
             r
         })
@@ -1301,6 +1305,23 @@ mod engines {
         assert_eq!(la["entries"], lb["entries"]);
         assert_eq!(la["entries"].as_array().unwrap().len() as u64, want);
         assert!(la.get("partial").is_none(), "{la}");
+        // The overview's sink and the dead-letters alert count every node's.
+        for e in [&a, &b] {
+            let (s, o) = e.node.get("/v1/overview").await;
+            assert_eq!(s, 200, "{o}");
+            let crm = o["sinks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["sink"] == "crm");
+            assert_eq!(crm.map(|s| &s["dead_letters"]), Some(&json!(want)), "{o}");
+            assert_eq!(
+                e.node.service().dead_letter_count("crm"),
+                want,
+                "asked of {}",
+                e.id
+            );
+        }
         // One of b's, shown and dropped through a.
         let theirs = b
             .node
