@@ -8,7 +8,7 @@
 //! their per-hunt figures between their rounds, as `/metrics` does; the ring's lock is
 //! taken only by the sampler and by readers. On a cluster whose partitions are spread
 //! over nodes, a sample is the cluster's: every node's counters and figures, gathered
-//! and summed (a node that does not answer in 2 s is missing from that sample). Memory is bounded by the ring's length
+//! and summed (a node that does not answer in 2 s counts with its last answer). Memory is bounded by the ring's length
 //! times the pools, hunts and partitions of one sample.
 
 use std::collections::VecDeque;
@@ -27,7 +27,8 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Samples kept: 15 minutes at one every 5 seconds.
 pub const SAMPLES_MAX: usize = 180;
 
-/// The figures a sample reads from counters alone (cheap; also read live).
+/// The figures a sample reads from counters alone (cheap on one node; also read live,
+/// on nodes sharing the partitions by a gather of every node's counters).
 #[derive(Debug, Clone)]
 pub struct Reading {
     pub at: Timestamp,
@@ -114,15 +115,10 @@ impl Reading {
 
 /// The counters now, with the sinks' health, and the nodes that did not answer: this
 /// node's, and on a cluster whose partitions are spread over nodes every node's,
-/// gathered and summed.
+/// gathered and summed (a node that did not answer counts with its last answer).
 pub async fn read(service: &Service) -> (Reading, Vec<SinkCounts>, Vec<String>) {
-    if service.config.spread.is_none() {
-        let c = service.counters();
-        return (Reading::of(&c), c.sinks, Vec::new());
-    }
-    let f = service.figures(&counters_too()).await;
-    let c = f.counters.unwrap_or_default();
-    (Reading::of(&c), c.sinks, f.partial)
+    let (c, missing) = service.counters_everywhere().await;
+    (Reading::of(&c), c.sinks, missing)
 }
 
 fn counters_too() -> Ask {

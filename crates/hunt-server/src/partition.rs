@@ -94,7 +94,14 @@ pub struct Copied {
 }
 
 /// A partition's figures per hunt, and the first winners of one hunt with their count.
-pub type PartitionStats = (Vec<(Arc<str>, HuntCounters)>, Vec<Winner>, u64);
+/// A partition's figures per hunt, the asked hunt's first winners and how many it has,
+/// and the codes its customers hold per pool id.
+pub type PartitionStats = (
+    Vec<(Arc<str>, HuntCounters)>,
+    Vec<Winner>,
+    u64,
+    Vec<(Arc<str>, u64)>,
+);
 
 pub enum Msg {
     Events(Batch),
@@ -389,7 +396,7 @@ impl Worker {
     }
 
     fn on_stats(
-        &self,
+        &mut self,
         winners_of: Option<(Arc<str>, usize)>,
         reply: oneshot::Sender<PartitionStats>,
     ) {
@@ -408,7 +415,13 @@ impl Worker {
                 }
             }
         }
-        let _ = reply.send((stats, first, total));
+        let held = self
+            .state
+            .pool_grants()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let _ = reply.send((stats, first, total, held));
     }
 
     fn on_plan(

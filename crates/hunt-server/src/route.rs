@@ -85,6 +85,9 @@ pub struct Ask {
     /// A hunt's last completions' times: asked alone, nothing else counted.
     #[serde(default)]
     pub completion_times_of: Option<String>,
+    /// The node's counters alone, nothing else counted (the Overview's reading now).
+    #[serde(default)]
+    pub counters_alone: bool,
 }
 
 /// What a node is asked of its dead letters.
@@ -100,6 +103,9 @@ pub struct DeadAsk {
 /// One node's share of the hunt-wide figures: what its partitions hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Share {
+    /// The node that answered (set by the router that gathered it).
+    #[serde(default)]
+    pub node: String,
     /// Figures per hunt, summed over the node's partitions.
     pub stats: BTreeMap<Arc<str>, HuntCounters>,
     /// The asked hunt's first winners here, in grant order.

@@ -332,6 +332,8 @@ struct InProcess {
     nodes: Arc<Mutex<Vec<std::sync::Weak<hunt_server::service::Service>>>>,
     /// The node this router is of (its share is not gathered again).
     me: Option<usize>,
+    /// Nodes that do not answer gathers in time.
+    silent: Arc<Mutex<BTreeSet<usize>>>,
 }
 
 impl InProcess {
@@ -341,6 +343,7 @@ impl InProcess {
             owner: self.owner.clone(),
             nodes: self.nodes.clone(),
             me: Some(me),
+            silent: self.silent.clone(),
         }
     }
 }
@@ -412,11 +415,20 @@ impl hunt_server::route::Router for InProcess {
                 if Some(n) == self.me {
                     continue;
                 }
+                if self.silent.lock().contains(&n) {
+                    g.missing.push(format!("node{n}"));
+                    continue;
+                }
                 match node.upgrade() {
                     Some(s) => {
                         let share = s.share(ask).await;
                         let wire = serde_json::to_value(&share).unwrap();
-                        g.shares.push(serde_json::from_value(wire).unwrap());
+                        let share: hunt_server::route::Share =
+                            serde_json::from_value(wire).unwrap();
+                        g.shares.push(hunt_server::route::Share {
+                            node: format!("node{n}"),
+                            ..share
+                        });
                     }
                     None => g.missing.push(format!("node{n}")),
                 }
@@ -531,6 +543,7 @@ async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
             owner: Arc::new(Mutex::new((0..8).map(|p| p % 2).collect())),
             nodes: Default::default(),
             me: None,
+            silent: Default::default(),
         };
         let mut nodes = Vec::new();
         for (n, dir) in [(0, &a_dir), (1, &b_dir)] {
@@ -580,6 +593,26 @@ async fn two_nodes_give_the_same_answers_as_one_for_the_same_events() {
         assert_eq!(won_one.len(), won_two.len());
         same_queries_and_figures(&one, &nodes, customers, seed).await;
         same_dashboard_figures(&one, &nodes, seed).await;
+        // The second node misses the gathers: the first's counters and history count
+        // it with its last answer, and name it; a figure asked through the API goes
+        // without it, named too.
+        let first = nodes[0].service().await;
+        let (full, _) = first.counters_everywhere().await;
+        router.silent.lock().insert(1);
+        let (stood_in, missing) = first.counters_everywhere().await;
+        assert_eq!(missing, ["node1"]);
+        assert_eq!(
+            (stood_in.accepted, stood_in.ack_count, &stood_in.applied),
+            (full.accepted, full.ack_count, &full.applied),
+            "seed {seed}: a node that misses a gather counts with its last answer"
+        );
+        let sample = hunt_server::history::sample(&first).await;
+        assert_eq!(sample.reading.accepted, full.accepted, "seed {seed}");
+        let (_, pools) = nodes[0].get("/v1/pools").await;
+        assert_eq!(pools["partial"], json!(["node1"]), "{pools}");
+        router.silent.lock().clear();
+        // Its service let go, so that its log closes at the stop.
+        drop(first);
         eprintln!(
             "seed {seed}: pool {codes}, cap {cap}: {} winners, the same on one node and two",
             won_one.len()
@@ -1075,6 +1108,7 @@ async fn partitions_handed_over_between_nodes_give_one_nodes_answers() {
         owner: Arc::new(Mutex::new((0..8).map(|p| p % 2).collect())),
         nodes: Default::default(),
         me: None,
+        silent: Default::default(),
     };
     let mut nodes = Vec::new();
     // The partitions' own snapshots, shared as a cluster's snapshot bucket is.
@@ -1371,6 +1405,7 @@ async fn a_partition_adopted_behind_whose_switch_fails_grants_no_code_twice() {
         owner: Arc::new(Mutex::new((0..8).map(|p| p % 2).collect())),
         nodes: Default::default(),
         me: None,
+        silent: Default::default(),
     };
     let mut nodes = Vec::new();
     for (n, dir, epoch) in [(0, &a_dir, 1), (1, &b_dir, 2)] {

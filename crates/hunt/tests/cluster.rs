@@ -1210,10 +1210,16 @@ fn three_spread_nodes_give_one_nodes_answers_for_the_same_events() {
             );
         }
     }
+    let get = |addr: SocketAddr, path: &str| {
+        let (status, v) = request(addr, "GET", path, "").unwrap();
+        assert_eq!(status, 200, "{path} on {addr}: {v}");
+        v
+    };
     let figures = |addr: SocketAddr| {
-        let (_, stats) = request(addr, "GET", "/v1/hunts/trail/stats", "").unwrap();
-        let (_, winners) = request(addr, "GET", "/v1/hunts/trail/winners?limit=1000", "").unwrap();
-        let (_, pools) = request(addr, "GET", "/v1/pools", "").unwrap();
+        let stats = get(addr, "/v1/hunts/trail/stats");
+        let winners = get(addr, "/v1/hunts/trail/winners?limit=1000");
+        let pools = get(addr, "/v1/pools");
+        let history = get(addr, "/v1/hunts/trail/history");
         let mut won: Vec<String> = winners["winners"]
             .as_array()
             .unwrap()
@@ -1225,12 +1231,19 @@ fn three_spread_nodes_give_one_nodes_answers_for_the_same_events() {
             without_times_and_codes(&stats),
             won,
             pools["pools"][0]["remaining"].clone(),
+            history["time_to_complete"]["completions"].clone(),
         )
     };
     let solo = figures(one_addr);
     assert_eq!(solo.2, json!(0), "the pool ran out: {solo:?}");
     for a in &addrs {
         assert_eq!(figures(*a), solo, "figures asked of {a}");
+        // Its /metrics, once the pools were gathered: the cluster's codes left.
+        assert_eq!(
+            metric(*a, "hunt_pool_remaining{pool=\"gold\"}"),
+            Some(0.0),
+            "{a}"
+        );
     }
     eprintln!(
         "{} customers, {} winners, {duplicates} duplicates, the same on one node and three \

@@ -224,6 +224,9 @@ pub struct Service {
     /// On a cluster whose partitions are spread over nodes, the pools and dead letters
     /// as every node answered last (`figures`), for `/metrics` and the alerts.
     gathered: RwLock<Option<ClusterFigures>>,
+    /// Each other node's last answer to a gather of figures (its figures per hunt,
+    /// pools' counts and counters), standing in for it when it misses one.
+    last_shares: parking_lot::Mutex<BTreeMap<String, crate::route::Share>>,
 }
 
 /// The cluster-wide figures a node sharing the partitions keeps from its last gather.
@@ -385,6 +388,7 @@ impl Service {
             versions: tokio::sync::Mutex::default(),
             owned: RwLock::new(spread_owned),
             gathered: RwLock::new(None),
+            last_shares: parking_lot::Mutex::new(BTreeMap::new()),
         });
         if service.config.spread.is_some() {
             service.follow_versions(last_read + 1);
@@ -744,6 +748,20 @@ impl Service {
         &self,
         winners_of: Option<(&str, usize)>,
     ) -> (BTreeMap<Arc<str>, HuntCounters>, Vec<Winner>, u64) {
+        let (total, winners, count, _) = self.stats_and_holdings(winners_of).await;
+        (total, winners, count)
+    }
+
+    /// The same, with the codes the partitions' customers hold per pool id.
+    async fn stats_and_holdings(
+        &self,
+        winners_of: Option<(&str, usize)>,
+    ) -> (
+        BTreeMap<Arc<str>, HuntCounters>,
+        Vec<Winner>,
+        u64,
+        BTreeMap<Arc<str>, u64>,
+    ) {
         let mut waits = Vec::new();
         // The partitions this node applies: one it handed over keeps its old state
         // until it is taken back, and counts on its new owner.
@@ -759,18 +777,22 @@ impl Service {
         }
         let mut total: BTreeMap<Arc<str>, HuntCounters> = BTreeMap::new();
         let (mut winners, mut count) = (Vec::new(), 0);
+        let mut held: BTreeMap<Arc<str>, u64> = BTreeMap::new();
         for rx in waits {
-            if let Ok((stats, w, n)) = rx.await {
+            if let Ok((stats, w, n, h)) = rx.await {
                 for (hunt, c) in stats {
                     total.entry(hunt).or_default().add(&c);
                 }
                 winners.extend(w);
                 count += n;
+                for (pool, n) in h {
+                    *held.entry(pool).or_default() += n;
+                }
             }
         }
         winners.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.user.cmp(&b.user)));
         winners.truncate(winners_of.map_or(0, |(_, l)| l));
-        (total, winners, count)
+        (total, winners, count, held)
     }
 
     /// This node's share of the hunt-wide figures (what another node gathers).
@@ -789,6 +811,10 @@ impl Service {
             }
             return share;
         }
+        if ask.counters_alone {
+            share.counters = Some(self.counters());
+            return share;
+        }
         if let Some(hunt) = &ask.completion_times_of {
             share.completion_ms = self.completion_times_here(hunt).await;
             return share;
@@ -804,14 +830,26 @@ impl Service {
             return share;
         }
         let winners_of = ask.winners_of.as_ref().map(|(h, l)| (h.as_str(), *l));
-        let (stats, winners, winners_total) = self.stats(winners_of).await;
+        let (stats, winners, winners_total, held) = self.stats_and_holdings(winners_of).await;
         let v = self.version();
+        // Sharing the partitions, the codes held by the customers of those this node
+        // applies: a partition counts on its owner alone, whoever granted its codes
+        // (a node that gave a partition away, or died, no longer counts its grants).
+        // Else the node's own pools' count.
+        let spread = self.config.spread.is_some();
         let pools_taken = v
             .catalog()
             .pools
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.id.clone(), v.taken(i)))
+            .map(|(i, p)| {
+                let n = if spread {
+                    held.get(&p.id).copied().unwrap_or(0)
+                } else {
+                    v.taken(i)
+                };
+                (p.id.clone(), n)
+            })
             .collect();
         crate::route::Share {
             stats,
@@ -937,7 +975,7 @@ impl Service {
     pub async fn figures(&self, ask: &crate::route::Ask) -> Figures {
         let mine = self.share(ask).await;
         let gathered = match &self.config.spread {
-            Some(s) => s.router.gather(ask).await,
+            Some(s) => self.with_stand_ins(ask, s.router.gather(ask).await),
             None => crate::route::Gathered::default(),
         };
         let mut f = Figures {
@@ -973,7 +1011,9 @@ impl Service {
             })
             .collect();
         f.partial.sort();
-        if self.config.spread.is_some() {
+        // Kept for /metrics and the alerts: a gather every node answered, or the
+        // history's, where a node that missed it counts with its last answer.
+        if self.config.spread.is_some() && (ask.counters || f.partial.is_empty()) {
             let mut g = self.gathered.write();
             let dead_letters = match &f.counters {
                 Some(c) => Some(
@@ -990,6 +1030,92 @@ impl Service {
             });
         }
         f
+    }
+
+    /// Every node's counters summed: this node's, and on a cluster whose partitions are
+    /// spread over nodes every other node's (gathered, counters alone); a node that
+    /// does not answer in time counts with its last answer's and is named.
+    pub async fn counters_everywhere(&self) -> (crate::route::Counters, Vec<String>) {
+        let mut c = self.counters();
+        let Some(spread) = &self.config.spread else {
+            return (c, Vec::new());
+        };
+        let ask = crate::route::Ask {
+            counters_alone: true,
+            ..Default::default()
+        };
+        let gathered = self.with_stand_ins(&ask, spread.router.gather(&ask).await);
+        for share in &gathered.shares {
+            if let Some(theirs) = &share.counters {
+                c.add(theirs);
+            }
+        }
+        // Kept for the dead-letter alerts, with the pools as last gathered.
+        let dead = c.sinks.iter().map(|s| (s.sink.clone(), s.dead_letters));
+        let mut kept = self.gathered.write();
+        kept.get_or_insert_with(|| ClusterFigures {
+            pools: self.pools_here(),
+            dead_letters: None,
+        })
+        .dead_letters = Some(dead.collect());
+        drop(kept);
+        let mut missing = gathered.missing;
+        missing.sort();
+        (c, missing)
+    }
+
+    /// `gathered` for `ask`, each node that answered remembered (its figures per hunt,
+    /// pools' counts and counters). For the counters (the dashboard's history and
+    /// reading), each live node that did not answer in time is stood in for by its last
+    /// answer, so that a sum over the nodes does not drop and jump back by its whole
+    /// share; it stays named as missing. Other figures go without it.
+    fn with_stand_ins(
+        &self,
+        ask: &crate::route::Ask,
+        mut gathered: crate::route::Gathered,
+    ) -> crate::route::Gathered {
+        use crate::route::Share;
+        let mut last = self.last_shares.lock();
+        for share in &gathered.shares {
+            if share.node.is_empty() {
+                continue;
+            }
+            let kept = last.entry(share.node.clone()).or_insert_with(|| Share {
+                node: share.node.clone(),
+                ..Share::default()
+            });
+            if share.counters.is_some() {
+                kept.counters = share.counters.clone();
+            }
+            if !ask.counters_alone {
+                kept.stats = share.stats.clone();
+                kept.pools_taken = share.pools_taken.clone();
+            }
+        }
+        let answered: std::collections::BTreeSet<&str> =
+            gathered.shares.iter().map(|s| s.node.as_str()).collect();
+        let stand_ins: Vec<Share> = if ask.counters || ask.counters_alone {
+            gathered
+                .missing
+                .iter()
+                .filter_map(|m| last.get(m))
+                .map(|kept| Share {
+                    node: kept.node.clone(),
+                    stats: kept.stats.clone(),
+                    pools_taken: kept.pools_taken.clone(),
+                    counters: kept.counters.clone(),
+                    ..Share::default()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // A node neither answering nor missing has left the cluster.
+        let missing = &gathered.missing;
+        last.retain(|node, _| answered.contains(node.as_str()) || missing.contains(node));
+        drop(last);
+        gathered.shares.extend(stand_ins);
+        gathered
     }
 
     /// The last completions' times of `hunt` in ms, over every partition (each keeps

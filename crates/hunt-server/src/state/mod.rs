@@ -172,6 +172,9 @@ pub struct PartitionState {
     pub completion: completion::CompletionTimes,
     /// What the event being applied changed first, to put back if it panics.
     undo: Undo,
+    /// Codes its customers hold, per pool id: counted from the customers when first
+    /// asked (`None` until then), and kept as grants are applied.
+    pool_grants: Option<HashMap<Arc<str>, u64>>,
 }
 
 /// A partition's state as a snapshot takes it ([`PartitionState::copy_for_snapshot`]).
@@ -244,6 +247,26 @@ impl PartitionState {
             scratch: Vec::new(),
             completion: completion::CompletionTimes::default(),
             undo: Undo::default(),
+            pool_grants: None,
+        }
+    }
+
+    /// Codes this partition's customers hold, per pool id (whichever version's pool
+    /// granted them). Counted once from the customers, then kept as grants are applied.
+    pub fn pool_grants(&mut self) -> &HashMap<Arc<str>, u64> {
+        let users = &self.users;
+        self.pool_grants.get_or_insert_with(|| {
+            let mut held: HashMap<Arc<str>, u64> = HashMap::new();
+            for g in users.values().flat_map(|u| &u.rewards) {
+                *held.entry(g.pool.clone()).or_default() += 1;
+            }
+            held
+        })
+    }
+
+    fn count_grant(&mut self, pool: &Arc<str>) {
+        if let Some(held) = &mut self.pool_grants {
+            *held.entry(pool.clone()).or_default() += 1;
         }
     }
 
@@ -366,8 +389,11 @@ impl PartitionState {
             match o {
                 Outcome::StepFound { step, .. } => *c.found.entry(step.clone()).or_default() += 1,
                 Outcome::HuntCompleted { .. } => c.completions += 1,
-                Outcome::RewardGranted { hunt, code, .. } => {
+                Outcome::RewardGranted { hunt, code, pool } => {
                     c.granted += 1;
+                    if let Some(held) = &mut self.pool_grants {
+                        *held.entry(pool.clone()).or_default() += 1;
+                    }
                     self.winners.push(Winner {
                         hunt: hunt.clone(),
                         user: event.user.clone(),
@@ -408,6 +434,7 @@ impl PartitionState {
     ) {
         for o in recorded {
             if let Outcome::RewardGranted { hunt, pool, code } = o {
+                self.count_grant(pool);
                 let state = match self.users.get_mut(&event.user) {
                     Some(s) => s,
                     None => self.users.insert_default(&event.user),

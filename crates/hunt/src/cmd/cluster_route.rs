@@ -338,8 +338,11 @@ impl Router for NatsRouter {
                         let Ok(reply) = serde_json::from_slice::<GatherReply>(&m.payload) else {
                             continue;
                         };
-                        if reply.node != self.node && answered.insert(reply.node) {
-                            gathered.shares.push(reply.share);
+                        if reply.node != self.node && answered.insert(reply.node.clone()) {
+                            gathered.shares.push(hunt_server::route::Share {
+                                node: reply.node.clone(),
+                                ..reply.share
+                            });
                         }
                     }
                 }
@@ -688,26 +691,38 @@ async fn serve_gathers(shared: Arc<Shared>, mut asks: Subscriber) {
         let Some(service) = shared.service.upgrade() else {
             return;
         };
-        let reply = GatherReply {
-            node: shared.node.clone(),
-            share: service.share(&ask.ask).await,
-        };
-        drop(service);
-        let max = shared.client.server_info().max_payload;
-        match serde_json::to_vec(&reply) {
-            // The asking node names this one as missing.
-            Ok(p) if p.len() > max => tracing::error!(
-                bytes = p.len(),
-                max_payload = max,
-                "a share of the figures is over the NATS servers' max_payload (a long winners list?): not sent"
-            ),
-            Ok(p) => {
-                if let Err(e) = shared.client.publish(to, p.into()).await {
-                    tracing::warn!(error = %e, "a share of the figures was not sent");
-                }
+        // Each answered on its own: one waiting behind busy partitions holds up no
+        // other node's gather.
+        tokio::spawn(answer_gather(shared.clone(), service, ask.ask, to));
+    }
+}
+
+/// Answers one gather with this node's share.
+async fn answer_gather(
+    shared: Arc<Shared>,
+    service: Arc<hunt_server::service::Service>,
+    ask: hunt_server::route::Ask,
+    to: async_nats::Subject,
+) {
+    let reply = GatherReply {
+        node: shared.node.clone(),
+        share: service.share(&ask).await,
+    };
+    drop(service);
+    let max = shared.client.server_info().max_payload;
+    match serde_json::to_vec(&reply) {
+        // The asking node names this one as missing.
+        Ok(p) if p.len() > max => tracing::error!(
+            bytes = p.len(),
+            max_payload = max,
+            "a share of the figures is over the NATS servers' max_payload (a long winners list?): not sent"
+        ),
+        Ok(p) => {
+            if let Err(e) = shared.client.publish(to, p.into()).await {
+                tracing::warn!(error = %e, "a share of the figures was not sent");
             }
-            Err(e) => tracing::error!(error = %e, "a share of the figures could not be written"),
         }
+        Err(e) => tracing::error!(error = %e, "a share of the figures could not be written"),
     }
 }
 

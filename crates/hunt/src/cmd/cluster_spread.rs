@@ -1243,6 +1243,20 @@ mod engines {
         );
         assert!(a.node.service().fatal().borrow().is_none());
         assert!(b.node.service().fatal().borrow().is_none());
+        // a gone for good: b, which holds every partition, counts every code granted,
+        // a's grants included, in the pools' remaining (on /v1/pools, and on /metrics
+        // once gathered).
+        let Engine { node: gone, .. } = a;
+        gone.running.kill().await;
+        let (status, pools) = b.node.get("/v1/pools").await;
+        assert_eq!(status, 200, "{pools}");
+        let left = codes - codes_won.len() as u64;
+        assert_eq!(pools["pools"][0]["remaining"], left, "{pools}");
+        assert_eq!(
+            b.node.service().pools()[0].2,
+            left,
+            "the pools /metrics and the alerts read"
+        );
     }
 
     /// The dead letters of both nodes, listed, shown, dropped and retried from either.
