@@ -5,11 +5,15 @@
 //! cargo build --release -p hunt
 //! cargo run --release -p hunt --example crash -- --cycles 500 [--seed N] [--clients N] [--hunt PATH]
 //! cargo run --release -p hunt --example crash -- --cluster --cycles 200
+//! cargo run --release -p hunt --example crash -- --spread --cycles 150
 //! ```
 //!
 //! With `--cluster`, on three NATS servers (`nats-server` 2.12, installed by
 //! `.ci/install-nats-server`) and two nodes, killing the owner node and a NATS server
 //! in turn; it then prints the failovers' times too.
+//! With `--spread`, three nodes share the partitions, and a node killed, a node
+//! stopped gracefully and a NATS server killed take turns; the failover time is then
+//! from a node's kill until its partitions have their new owners.
 //!
 //! Prints one line per cycle, then `cycles=… acked=… lost=0 duplicate_grants=0
 //! overgrants=0 …`; exits 1 if any promise was broken (the data directory is kept).
@@ -30,6 +34,7 @@ fn main() {
         verbose: true,
         sabotage: None,
         cluster: false,
+        spread: false,
     };
     while let Some(a) = args.next() {
         let mut value = |name: &str| {
@@ -51,9 +56,10 @@ fn main() {
             "--hunt" => cfg.hunt = value("--hunt").into(),
             "--quiet" => cfg.verbose = false,
             "--cluster" => cfg.cluster = true,
+            "--spread" => (cfg.cluster, cfg.spread) = (true, true),
             other => {
                 eprintln!(
-                    "unknown argument {other:?}; usage: crash [--cycles N] [--seed N] [--clients N] [--hunt PATH] [--cluster] [--quiet]"
+                    "unknown argument {other:?}; usage: crash [--cycles N] [--seed N] [--clients N] [--hunt PATH] [--cluster] [--spread] [--quiet]"
                 );
                 std::process::exit(2)
             }

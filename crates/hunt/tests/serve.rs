@@ -634,6 +634,7 @@ fn crash_harness_kills_the_server_20_times_and_every_promise_holds() {
         verbose: false,
         sabotage: None,
         cluster: false,
+        spread: false,
     });
     eprintln!("{}", report.line());
     assert_eq!(report.cycles, 20, "{report:#?}");
@@ -663,6 +664,7 @@ fn crash_harness_on_a_cluster_kills_owners_and_nats_servers_and_every_promise_ho
         verbose: true,
         sabotage: None,
         cluster: true,
+        spread: false,
     });
     eprintln!("{}\n{}", report.line(), report.cluster_line());
     assert_eq!(report.cycles, 4, "{report:#?}");
@@ -674,6 +676,39 @@ fn crash_harness_on_a_cluster_kills_owners_and_nats_servers_and_every_promise_ho
     );
     assert_eq!(report.failovers.len(), 2, "{report:#?}");
     // No owner deposed but the ones killed: a NATS server's loss does not stop a node.
+    assert_eq!(report.node_exits, 0, "{report:#?}");
+    assert!(report.acked > 500, "{report:#?}");
+    assert!(report.retried > 0 && report.resent > 0, "{report:#?}");
+    assert!(report.granted > 0 && report.deliveries > 0, "{report:#?}");
+}
+
+/// The crash harness with the partitions spread over three nodes: 6 cycles kill a
+/// node, stop one gracefully and kill a NATS server in turn, under load, each node
+/// coming back to take its share again; every promise holds through the joins and the
+/// leaves (deliveries included: each partition's new owner resumes its outbox). The
+/// long mode: `target/release/examples/crash --spread --cycles 150`.
+#[test]
+fn crash_harness_on_spread_nodes_kills_and_stops_nodes_and_every_promise_holds() {
+    let seed = 0x5EED_0003;
+    let report = super::crash::run(&super::crash::Config {
+        hunt: env!("CARGO_BIN_EXE_hunt").into(),
+        cycles: 6,
+        seed,
+        clients: 4,
+        verbose: true,
+        sabotage: None,
+        cluster: true,
+        spread: true,
+    });
+    eprintln!("{}\n{}", report.line(), report.cluster_line());
+    assert_eq!(report.cycles, 6, "{report:#?}");
+    assert_eq!(report.failures(), 0, "seed {seed}: {report:#?}");
+    assert_eq!(
+        (report.node_kills, report.node_leaves, report.nats_kills),
+        (2, 2, 2),
+        "{report:#?}"
+    );
+    assert_eq!(report.failovers.len(), 2, "{report:#?}");
     assert_eq!(report.node_exits, 0, "{report:#?}");
     assert!(report.acked > 500, "{report:#?}");
     assert!(report.retried > 0 && report.resent > 0, "{report:#?}");
@@ -692,6 +727,7 @@ fn crash_harness_reports_losses_when_the_disk_loses_acknowledged_writes() {
         verbose: false,
         sabotage: Some(2000),
         cluster: false,
+        spread: false,
     });
     eprintln!("{}", report.line());
     assert!(report.lost > 0, "{report:#?}");

@@ -23,6 +23,14 @@
 //! comes back as the standby), then one NATS server is killed and started again. The
 //! same checks run through the owner after every cycle, and the report gives each
 //! failover's time, from the kill to the other node's `/readyz` 200.
+//!
+//! **With the partitions spread over three nodes** (`Config::spread`): three
+//! `hunt serve --spread` nodes share the partitions, the clients send to all three, and
+//! the cycles take turns: a node killed (its partitions are taken once their leases
+//! lapse; it comes back and takes its share again), a node stopped gracefully (it hands
+//! its partitions over; it comes back), a NATS server killed. Events refused `moving`
+//! while a partition changes hands are sent again, as a client would. The checks run
+//! through a node at random once every partition has the owner the assignment gives it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -51,6 +59,8 @@ pub struct Config {
     pub sabotage: Option<u64>,
     /// Run on a three-server NATS cluster with two nodes (see the module's docs).
     pub cluster: bool,
+    /// With `cluster`: three nodes sharing the partitions (`--spread`).
+    pub spread: bool,
 }
 
 /// What a run saw. Every field but the first five, `deliveries`, `redelivered` and
@@ -101,6 +111,8 @@ pub struct Report {
     /// On a cluster: nodes that stopped by themselves (a deposed owner stops), started
     /// again as standbys.
     pub node_exits: usize,
+    /// With the partitions spread: nodes stopped gracefully (SIGTERM) and started again.
+    pub node_leaves: usize,
 }
 
 impl Report {
@@ -150,8 +162,9 @@ impl Report {
         };
         let s = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
         format!(
-            "node_kills={} nats_kills={} node_exits={} failover_s min={} median={} max={}",
+            "node_kills={} node_leaves={} nats_kills={} node_exits={} failover_s min={} median={} max={}",
             self.node_kills,
+            self.node_leaves,
             self.nats_kills,
             self.node_exits,
             s(at(0.0)),
@@ -566,7 +579,8 @@ fn client(
                     continue;
                 }
                 // Events refused for a retry (on a cluster, the pools' escrow out of
-                // reach): nothing of them was recorded; sent again.
+                // reach; with the partitions spread, a partition changing hands):
+                // nothing of them was recorded; sent again.
                 let mut resend = Vec::new();
                 for (e, r) in batch.iter().zip(&results) {
                     let id = e["id"].as_str().unwrap_or("").to_string();
@@ -582,6 +596,9 @@ fn client(
                                 books.problems.push(p);
                             }
                         }
+                        // Sent again while its partition changes hands: refused for a
+                        // retry, nothing done; it was acknowledged before.
+                        (Some(_), "rejected") if r["code"] == "moving" => {}
                         (Some(_), s) => {
                             let p = format!("{id} was acknowledged, then answered `{s}`");
                             books.problems.push(p);
@@ -601,7 +618,12 @@ fn client(
                             books.touched.insert(user.clone());
                             books.acked.insert(id, (user, e.clone(), outcomes));
                         }
-                        (None, "rejected") if r["code"] == "pools_unavailable" => {
+                        (None, "rejected")
+                            if matches!(
+                                r["code"].as_str(),
+                                Some("pools_unavailable" | "moving")
+                            ) =>
+                        {
                             resend.push(e.clone());
                         }
                         (None, s) => {
@@ -672,7 +694,7 @@ fn check(
     }
     for chunk in ids.chunks(500) {
         let body: Vec<&Value> = chunk.iter().map(|id| &books.acked[*id].1).collect();
-        let Some((200, a)) = request(addr, "POST", "/v1/events", &json!(body).to_string()) else {
+        let Some(a) = answered(addr, "POST", "/v1/events", &json!(body).to_string()) else {
             report.problem("posting acknowledged events again failed".into());
             return;
         };
@@ -694,7 +716,7 @@ fn check(
     }
     let mut held: BTreeMap<String, String> = BTreeMap::new();
     for user in users {
-        let Some((st, u)) = request(addr, "GET", &format!("/v1/users/{user}"), "") else {
+        let Some((st, u)) = answered_or_404(addr, &format!("/v1/users/{user}")) else {
             report.problem(format!("GET /v1/users/{user} failed"));
             return;
         };
@@ -774,12 +796,53 @@ fn check(
     }
 }
 
+/// A 200 answer from `addr`, asked again for up to 60 s while it is refused for a
+/// retry: 503 (with the partitions spread, a partition changing hands), or an answer
+/// with events refused `moving` (posting acknowledged events again is safe).
+fn answered(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<Value> {
+    let t = Instant::now();
+    loop {
+        match request(addr, method, path, body) {
+            Some((200, a)) => {
+                let moving = a["results"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|r| r["code"] == "moving"));
+                if !moving {
+                    return Some(a);
+                }
+            }
+            Some((503, _)) | None => {}
+            Some(_) => return None,
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A customer: 200 or 404, asked again for up to 60 s while refused for a retry.
+fn answered_or_404(addr: SocketAddr, path: &str) -> Option<(u16, Value)> {
+    let t = Instant::now();
+    loop {
+        match request(addr, "GET", path, "") {
+            Some((st @ (200 | 404), v)) => return Some((st, v)),
+            Some((503, _)) | None if t.elapsed() < Duration::from_secs(60) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// The whole run. Returns the report; the caller decides what fails.
 pub fn run(cfg: &Config) -> Report {
     let tmp = std::env::temp_dir().join(format!("hunt-crash-{}-{}", std::process::id(), cfg.seed));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let report = if cfg.cluster {
+    let report = if cfg.cluster && cfg.spread {
+        run_spread_in(cfg, &tmp)
+    } else if cfg.cluster {
         run_cluster_in(cfg, &tmp)
     } else {
         run_in(cfg, &tmp)
@@ -861,7 +924,7 @@ fn run_in(cfg: &Config, dir: &Path) -> Report {
     if last.is_none() {
         report.problem("no server is running for the last checks".into());
     } else {
-        end_checks(addr, &load, &received, &mut rng, &mut report);
+        end_checks(addr, &[addr], &load, &received, &mut rng, &mut report);
     }
     load.stop();
     report
@@ -882,6 +945,7 @@ fn start_node(
     id: &str,
     addr: SocketAddr,
 ) -> Result<Server, String> {
+    let spread: &[&str] = if cfg.spread { &["--spread"] } else { &[] };
     let more: Vec<String> = [
         "--cluster",
         &nats.urls().join(","),
@@ -897,6 +961,7 @@ fn start_node(
         "3s",
     ]
     .iter()
+    .chain(spread)
     .map(|s| s.to_string())
     .collect();
     let server = spawn(cfg, dir, &format!("data-{id}"), addr, &more)?;
@@ -1064,7 +1129,213 @@ fn run_cluster_in(cfg: &Config, dir: &Path) -> Report {
     }
     match at {
         None => report.problem("no node is ready for the last checks".into()),
-        Some(addr) => end_checks(addr, &load, &received, &mut rng, &mut report),
+        Some(addr) => end_checks(addr, &[addr], &load, &received, &mut rng, &mut report),
+    }
+    load.stop();
+    drop(nodes);
+    if report.failures() > 0 {
+        eprintln!(
+            "crash harness: the NATS servers' data and logs are kept at {}; the nodes' logs are beside their data",
+            nats.keep().display()
+        );
+    }
+    drop(nats);
+    report
+}
+
+/// Waits until every partition's owner is the one the assignment over `live` gives it,
+/// as `hunt cluster status` reads the owners.
+fn spread_settled(
+    cfg: &Config,
+    nats: &hunt_cluster::testing::NatsCluster,
+    live: &[&str],
+    limit: Duration,
+) -> Result<(), String> {
+    let t = Instant::now();
+    let mut last = String::new();
+    loop {
+        let out = Command::new(&cfg.hunt)
+            .args(["cluster", "status", "--cluster", &nats.urls().join(",")])
+            .args(["--cluster-name", "crash", "--json"])
+            .output()
+            .map_err(|e| format!("hunt cluster status: {e}"))?;
+        if let Ok(s) = serde_json::from_slice::<Value>(&out.stdout) {
+            let owners = s["owners"].as_array().cloned().unwrap_or_default();
+            let settled = owners.len() == 8
+                && owners.iter().enumerate().all(|(p, o)| {
+                    o["owner"].as_str() == hunt_cluster::assign::owner(p as u32, live)
+                });
+            if settled {
+                return Ok(());
+            }
+            last = s["owners"].to_string();
+        }
+        if t.elapsed() > limit {
+            return Err(format!(
+                "the partitions did not settle on {live:?} within {limit:?}: {last}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn run_spread_in(cfg: &Config, dir: &Path) -> Report {
+    let mut report = Report::default();
+    let mut rng = Rng(cfg.seed);
+    let (hook, received) = receiver(cfg.seed);
+    std::fs::write(dir.join("hunts.yaml"), hunts_file(hook)).unwrap();
+    let free = || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut nats = hunt_cluster::testing::NatsCluster::start(3, false);
+    let mut nodes: Vec<ClusterNode> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| ClusterNode {
+            id,
+            addr: free(),
+            server: None,
+        })
+        .collect();
+    for n in nodes.iter_mut() {
+        match start_node(cfg, dir, &nats, n.id, n.addr) {
+            Ok(s) => n.server = Some(s),
+            Err(e) => {
+                report.problem(e);
+                return report;
+            }
+        }
+    }
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id).collect();
+    let all: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let load = Clients::start(cfg, all.clone());
+    let (books, gate) = (&load.books, &load.gate);
+    let mut checked = 0;
+    let started = Instant::now();
+    let mut at = None;
+    for cycle in 0..=cfg.cycles {
+        // Every node up again: the partitions settle on all three, then the checks,
+        // through one of them.
+        if let Err(e) = spread_settled(cfg, &nats, &ids, Duration::from_secs(120)) {
+            report.problem(format!("cycle {cycle}: {e}"));
+            break;
+        }
+        let through = all[rng.below(all.len() as u64) as usize];
+        {
+            let mut b = books.lock().unwrap();
+            check(through, &b, checked, 200, false, &mut rng, &mut report);
+            checked = b.order.len();
+            b.touched.clear();
+        }
+        if cycle == cfg.cycles {
+            at = Some(through);
+            break;
+        }
+        // Load for a random while, then under it: a node killed, a node stopped
+        // gracefully, or a NATS server killed, in turn. The clients go on sending.
+        gate.open();
+        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+        let n = rng.below(nodes.len() as u64) as usize;
+        match cycle % 3 {
+            0 => {
+                if let Some(mut s) = nodes[n].server.take() {
+                    let _ = s.child.kill();
+                    let _ = s.child.wait();
+                }
+                report.node_kills += 1;
+                // The others take its partitions once their leases lapse.
+                let others: Vec<&str> = ids.iter().copied().filter(|i| *i != nodes[n].id).collect();
+                let killed = Instant::now();
+                match spread_settled(cfg, &nats, &others, Duration::from_secs(120)) {
+                    Ok(()) => report.failovers.push(killed.elapsed().as_secs_f64()),
+                    Err(e) => report.problem(format!("cycle {cycle}: {e}")),
+                }
+            }
+            1 => {
+                if let Some(mut s) = nodes[n].server.take() {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &s.child.id().to_string()])
+                        .status();
+                    let t = Instant::now();
+                    loop {
+                        match s.child.try_wait() {
+                            Ok(Some(st)) if st.success() => break,
+                            Ok(Some(st)) => {
+                                report.problem(format!(
+                                    "cycle {cycle}: node {} stopped with {st}",
+                                    nodes[n].id
+                                ));
+                                break;
+                            }
+                            _ if t.elapsed() > Duration::from_secs(60) => {
+                                report.problem(format!(
+                                    "cycle {cycle}: node {} did not stop within 60 s",
+                                    nodes[n].id
+                                ));
+                                break;
+                            }
+                            _ => std::thread::sleep(Duration::from_millis(20)),
+                        }
+                    }
+                }
+                report.node_leaves += 1;
+                std::thread::sleep(Duration::from_millis(rng.below(1000)));
+            }
+            _ => {
+                let i = rng.below(3) as usize;
+                nats.kill(i);
+                std::thread::sleep(Duration::from_millis(rng.below(3000)));
+                nats.start_node(i);
+                report.nats_kills += 1;
+                if let Err(e) = nats.try_wait_ready(Duration::from_secs(180)) {
+                    let kept = nats.keep();
+                    report.problem(format!(
+                        "cycle {cycle}: {e} (the servers' data and logs are kept in {})",
+                        kept.display()
+                    ));
+                    gate.close(cfg.clients);
+                    report.cycles = cycle + 1;
+                    break;
+                }
+            }
+        }
+        // A node killed or stopped comes back (it joins again); one that stopped by
+        // itself too, and is counted.
+        for n in nodes.iter_mut() {
+            let exited = match n.server.as_mut() {
+                None => false,
+                Some(s) => s.child.try_wait().ok().flatten().is_some(),
+            };
+            if exited {
+                report.node_exits += 1;
+                n.server = None;
+            }
+            if n.server.is_none() {
+                match start_node(cfg, dir, &nats, n.id, n.addr) {
+                    Ok(s) => n.server = Some(s),
+                    Err(e) => report.problem(format!("cycle {cycle}: {e}")),
+                }
+            }
+        }
+        gate.close(cfg.clients);
+        report.cycles = cycle + 1;
+        if cfg.verbose {
+            let b = books.lock().unwrap();
+            eprintln!(
+                "cycle {cycle}: {} | acked {} ({:.0} s) | lost {} applied_twice {} duplicate_grants {} overgrants {}",
+                report.cluster_line(),
+                b.order.len(),
+                started.elapsed().as_secs_f64(),
+                report.lost,
+                report.applied_twice,
+                report.duplicate_grants,
+                report.overgrants
+            );
+        }
+    }
+    match at {
+        None => report.problem("no node is ready for the last checks".into()),
+        Some(addr) => end_checks(addr, &all, &load, &received, &mut rng, &mut report),
     }
     load.stop();
     drop(nodes);
@@ -1127,6 +1398,7 @@ impl Clients {
 /// answered; then the exact checks, and the webhook.
 fn end_checks(
     addr: SocketAddr,
+    all: &[SocketAddr],
     load: &Clients,
     received: &Mutex<Received>,
     rng: &mut Rng,
@@ -1169,7 +1441,9 @@ fn end_checks(
     // waits must drain; the dead letters (with two attempts and one in twenty failing,
     // one delivery in ~400) are then retried from the dead-letter queue, and everything
     // must have arrived.
-    let mut waiting = drain(addr);
+    // Each node delivers its own partitions' outcomes.
+    let drain_all = || all.iter().map(|a| drain(*a)).sum::<usize>();
+    let mut waiting = drain_all();
     let dead = dlq_total(addr);
     report.dead_letters = dead;
     // A retry has a fresh attempt budget, and one attempt in twenty still fails: a few
@@ -1180,7 +1454,7 @@ fn end_checks(
             break;
         }
         match request(addr, "POST", "/v1/dlq/retry", r#"{"all": true}"#) {
-            Some((200, _)) => waiting = drain(addr),
+            Some((200, _)) => waiting = drain_all(),
             other => {
                 report.problem(format!("retrying the dead letters: {other:?}"));
                 break;
