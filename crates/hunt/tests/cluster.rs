@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use hunt_cluster::testing::NatsCluster;
 use serde_json::{Value, json};
 
-use super::crash::request;
+use super::crash::{Rng, request};
 use super::root;
 use super::serve::{read_log, terminate};
 
@@ -943,18 +943,7 @@ fn race(addrs: &[SocketAddr], kind: &str, midway: impl FnOnce() + Send) -> Vec<V
                 for i in (t..300).step_by(12) {
                     let e = json!({"id": format!("{kind}-{i}"), "user": format!("racer{i}"), "type": kind});
                     let body = json!([e, e]).to_string();
-                    let sent = Instant::now();
-                    let mut turn = i;
-                    let first = loop {
-                        turn += 1;
-                        match request(addrs[turn % addrs.len()], "POST", "/v1/events", &body) {
-                            Some((200, v)) if !refused_for_a_retry(&v) => break v,
-                            Some((200 | 503 | 504, _)) | None => {}
-                            Some((s, v)) => panic!("answered {s}: {v}"),
-                        }
-                        assert!(sent.elapsed() < Duration::from_secs(60), "never taken: {e}");
-                        std::thread::sleep(Duration::from_millis(20));
-                    };
+                    let (first, _) = taken_by_any(addrs, i + 1, &body);
                     let (x, y) = (&first["results"][0], &first["results"][1]);
                     assert_eq!(y["status"], "duplicate", "{first}");
                     assert_eq!(x["outcomes"], y["outcomes"], "a duplicate gets the first answer");
@@ -1037,22 +1026,10 @@ hunts:
     reward: { pool: gold, per_user: 1 }
 "#;
 
-/// A small random source, the same for a seed on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// `seed`'s events: `count` of them over 40 customers of its own, each customer's in
 /// order; a third are an earlier event sent again (a client's retry).
 fn trail_events(seed: u64, count: u64) -> Vec<Value> {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng(seed);
     let mut events: Vec<Value> = Vec::new();
     for i in 0..count {
         let user = format!("s{seed}-c{}", rng.below(40));
@@ -1090,10 +1067,10 @@ fn without_times_and_codes(v: &Value) -> Value {
     }
 }
 
-/// An answer of a spread node to one event: sent to `addrs[first]`, and to the next
-/// address while it is refused for a retry (a partition moving), which a settled
-/// cluster should never do.
-fn spread_answer(addrs: &[SocketAddr], first: usize, body: &str) -> (Value, usize) {
+/// The answer to `body`, sent to `addrs[first]`, and to the next address while it is
+/// refused for a retry (a partition moving, a pool's account out of reach, a node
+/// down): the answer, and how many tries it took.
+fn taken_by_any(addrs: &[SocketAddr], first: usize, body: &str) -> (Value, usize) {
     let sent = Instant::now();
     let mut tries = 0;
     loop {
@@ -1108,7 +1085,7 @@ fn spread_answer(addrs: &[SocketAddr], first: usize, body: &str) -> (Value, usiz
             sent.elapsed() < Duration::from_secs(60),
             "never taken: {body}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -1175,7 +1152,7 @@ fn three_spread_nodes_give_one_nodes_answers_for_the_same_events() {
             users.insert(e["user"].as_str().unwrap().to_string());
             let body = json!([e]).to_string();
             let solo = post(one_addr, &body);
-            let (spread, tries) = spread_answer(&addrs, i, &body);
+            let (spread, tries) = taken_by_any(&addrs, i, &body);
             let (r1, r2) = (&solo["results"][0], &spread["results"][0]);
             let (mut s1, mut s2) = (without_times_and_codes(r1), without_times_and_codes(r2));
             if tries > 1 {

@@ -300,9 +300,19 @@ impl Service {
         // one does not read it again.
         let last_read = recovered.report.last_lsn;
         let tail = recovered.report.events;
+        // A node sharing the partitions delivers only those it applies: the others'
+        // deliveries are their owners' (a whole rebuild gives every partition's).
+        let mut outbox = recovered.outbox;
+        if let Some(s) = &config.spread {
+            for p in 0..config.partitions as u32 {
+                if !s.owned.contains(&p) {
+                    outbox.take_partition(p);
+                }
+            }
+        }
         let notifier = Notifier::start(
             log.clone(),
-            recovered.outbox,
+            outbox,
             &version,
             now,
             config.sink_queue_max,
@@ -916,13 +926,18 @@ impl Service {
     /// Retries (`retry`) or drops the dead letters matching `filter`, here and, on a
     /// cluster whose partitions are spread over nodes, on every other node: their
     /// ids, and the nodes that did not answer in time (whose dead letters may or may
-    /// not have been acted on).
+    /// not have been acted on). If a node could not act (its log stopped), the first
+    /// such failure, after every node was asked.
     pub async fn operate_dead_letters(
         &self,
         filter: &crate::notify::outbox::Filter,
         retry: bool,
     ) -> Result<(Vec<String>, Vec<String>), String> {
-        let mut keys = self.notifier.operate(filter, retry).await?;
+        // Here and on every other node, whatever one of them answers: a failure here
+        // does not keep the others' dead letters from being acted on.
+        let here = self.notifier.operate(filter, retry).await;
+        let mut failed = here.as_ref().err().cloned();
+        let mut keys = here.unwrap_or_default();
         let mut missing = Vec::new();
         if let Some(spread) = &self.config.spread {
             let gathered = spread
@@ -938,13 +953,16 @@ impl Service {
                 .await;
             for share in gathered.shares {
                 if let Some(why) = share.act_failed {
-                    return Err(why);
+                    failed.get_or_insert(why);
                 }
                 keys.extend(share.acted);
             }
             missing = gathered.missing;
         }
-        Ok((keys, missing))
+        match failed {
+            Some(why) => Err(why),
+            None => Ok((keys, missing)),
+        }
     }
 
     /// The version each partition this node applies is applying.

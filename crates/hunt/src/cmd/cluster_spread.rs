@@ -1376,6 +1376,31 @@ mod engines {
             (200, &json!(want - 1)),
             "{retried}"
         );
+        // A node joining rebuilds the whole log, every partition's deliveries with it,
+        // but holds (and would send, and append the states of) only those of the
+        // partitions it takes: the others' are their owners'.
+        let c_id = "c";
+        let c = Engine::start(&nats.urls(), &cluster, c_id, &hunts).await;
+        for _ in 0..3 {
+            let (entries, _, _) = c
+                .node
+                .service()
+                .notifier
+                .copy_for_snapshot(PARTITIONS)
+                .await;
+            let held = c.view().held;
+            let strays: Vec<u32> = entries
+                .iter()
+                .map(|e| e.partition)
+                .filter(|p| !held.contains(p))
+                .collect();
+            assert!(
+                strays.is_empty(),
+                "c holds deliveries of partitions it does not hold: {strays:?} (holds {held:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        settled(&[&a, &b, &c], &["a", &b_id, c_id]).await;
     }
 
     /// A new hunts file's plan, asked of either node, counts every node's customers,

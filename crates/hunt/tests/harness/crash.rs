@@ -181,8 +181,8 @@ impl Report {
 }
 
 /// SplitMix64: the harness's only source of chance, so a seed replays a run's choices
-/// (not its timing).
-struct Rng(u64);
+/// (not its timing). The cluster tests draw their events from it too.
+pub struct Rng(pub u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -193,7 +193,7 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }
@@ -1075,71 +1075,22 @@ fn run_cluster_in(cfg: &Config, dir: &Path) -> Report {
                 std::thread::sleep(Duration::from_millis(10));
             }
             report.node_kills += 1;
-        } else {
-            let i = rng.below(3) as usize;
-            nats.kill(i);
-            std::thread::sleep(Duration::from_millis(rng.below(3000)));
-            nats.start_node(i);
-            report.nats_kills += 1;
-            // A server catching up on a long stream takes a while to be healthy.
-            if let Err(e) = nats.try_wait_ready(Duration::from_secs(180)) {
-                let kept = nats.keep();
-                report.problem(format!(
-                    "cycle {cycle}: {e} (the servers' data and logs are kept in {})",
-                    kept.display()
-                ));
-                gate.close(cfg.clients);
-                report.cycles = cycle + 1;
-                break;
-            }
+        } else if !nats_server_killed(&mut nats, &mut rng, cycle, &mut report) {
+            gate.close(cfg.clients);
+            report.cycles = cycle + 1;
+            break;
         }
         // A killed node comes back as the standby; a node that stopped by itself (a
         // deposed owner stops) too, and is counted.
-        for n in nodes.iter_mut() {
-            let exited = match n.server.as_mut() {
-                None => false,
-                Some(s) => s.child.try_wait().ok().flatten().is_some(),
-            };
-            if exited {
-                report.node_exits += 1;
-                n.server = None;
-            }
-            if n.server.is_none() {
-                match start_node(cfg, dir, &nats, n.id, n.addr) {
-                    Ok(s) => n.server = Some(s),
-                    Err(e) => report.problem(format!("cycle {cycle}: {e}")),
-                }
-            }
-        }
+        bring_back(cfg, dir, &nats, &mut nodes, cycle, &mut report);
         gate.close(cfg.clients);
         report.cycles = cycle + 1;
         if cfg.verbose {
-            let b = books.lock().unwrap();
-            eprintln!(
-                "cycle {cycle}: {} | acked {} ({:.0} s) | lost {} applied_twice {} duplicate_grants {} overgrants {}",
-                report.cluster_line(),
-                b.order.len(),
-                started.elapsed().as_secs_f64(),
-                report.lost,
-                report.applied_twice,
-                report.duplicate_grants,
-                report.overgrants
-            );
+            cycle_line(cycle, &report, &books.lock().unwrap(), started);
         }
     }
-    match at {
-        None => report.problem("no node is ready for the last checks".into()),
-        Some(addr) => end_checks(addr, &[addr], &load, &received, &mut rng, &mut report),
-    }
-    load.stop();
-    drop(nodes);
-    if report.failures() > 0 {
-        eprintln!(
-            "crash harness: the NATS servers' data and logs are kept at {}; the nodes' logs are beside their data",
-            nats.keep().display()
-        );
-    }
-    drop(nats);
+    let end = at.map(|a| (a, vec![a]));
+    finish(end, load, &received, nodes, nats, &mut rng, &mut report);
     report
 }
 
@@ -1282,17 +1233,7 @@ fn run_spread_in(cfg: &Config, dir: &Path) -> Report {
                 std::thread::sleep(Duration::from_millis(rng.below(1000)));
             }
             _ => {
-                let i = rng.below(3) as usize;
-                nats.kill(i);
-                std::thread::sleep(Duration::from_millis(rng.below(3000)));
-                nats.start_node(i);
-                report.nats_kills += 1;
-                if let Err(e) = nats.try_wait_ready(Duration::from_secs(180)) {
-                    let kept = nats.keep();
-                    report.problem(format!(
-                        "cycle {cycle}: {e} (the servers' data and logs are kept in {})",
-                        kept.display()
-                    ));
+                if !nats_server_killed(&mut nats, &mut rng, cycle, &mut report) {
                     gate.close(cfg.clients);
                     report.cycles = cycle + 1;
                     break;
@@ -1301,41 +1242,102 @@ fn run_spread_in(cfg: &Config, dir: &Path) -> Report {
         }
         // A node killed or stopped comes back (it joins again); one that stopped by
         // itself too, and is counted.
-        for n in nodes.iter_mut() {
-            let exited = match n.server.as_mut() {
-                None => false,
-                Some(s) => s.child.try_wait().ok().flatten().is_some(),
-            };
-            if exited {
-                report.node_exits += 1;
-                n.server = None;
-            }
-            if n.server.is_none() {
-                match start_node(cfg, dir, &nats, n.id, n.addr) {
-                    Ok(s) => n.server = Some(s),
-                    Err(e) => report.problem(format!("cycle {cycle}: {e}")),
-                }
-            }
-        }
+        bring_back(cfg, dir, &nats, &mut nodes, cycle, &mut report);
         gate.close(cfg.clients);
         report.cycles = cycle + 1;
         if cfg.verbose {
-            let b = books.lock().unwrap();
-            eprintln!(
-                "cycle {cycle}: {} | acked {} ({:.0} s) | lost {} applied_twice {} duplicate_grants {} overgrants {}",
-                report.cluster_line(),
-                b.order.len(),
-                started.elapsed().as_secs_f64(),
-                report.lost,
-                report.applied_twice,
-                report.duplicate_grants,
-                report.overgrants
-            );
+            cycle_line(cycle, &report, &books.lock().unwrap(), started);
         }
     }
-    match at {
+    let end = at.map(|a| (a, all.clone()));
+    finish(end, load, &received, nodes, nats, &mut rng, &mut report);
+    report
+}
+
+/// Kills one NATS server at random, starts it again after up to 3 s, and waits for the
+/// cluster to be healthy; false (with the problem reported) if it is not within 180 s.
+fn nats_server_killed(
+    nats: &mut hunt_cluster::testing::NatsCluster,
+    rng: &mut Rng,
+    cycle: usize,
+    report: &mut Report,
+) -> bool {
+    let i = rng.below(3) as usize;
+    nats.kill(i);
+    std::thread::sleep(Duration::from_millis(rng.below(3000)));
+    nats.start_node(i);
+    report.nats_kills += 1;
+    // A server catching up on a long stream takes a while to be healthy.
+    match nats.try_wait_ready(Duration::from_secs(180)) {
+        Ok(()) => true,
+        Err(e) => {
+            let kept = nats.keep();
+            report.problem(format!(
+                "cycle {cycle}: {e} (the servers' data and logs are kept in {})",
+                kept.display()
+            ));
+            false
+        }
+    }
+}
+
+/// Starts every node that is not running again: one killed or stopped by the cycle,
+/// or one that stopped by itself (counted).
+fn bring_back(
+    cfg: &Config,
+    dir: &Path,
+    nats: &hunt_cluster::testing::NatsCluster,
+    nodes: &mut [ClusterNode],
+    cycle: usize,
+    report: &mut Report,
+) {
+    for n in nodes.iter_mut() {
+        let exited = match n.server.as_mut() {
+            None => false,
+            Some(s) => s.child.try_wait().ok().flatten().is_some(),
+        };
+        if exited {
+            report.node_exits += 1;
+            n.server = None;
+        }
+        if n.server.is_none() {
+            match start_node(cfg, dir, nats, n.id, n.addr) {
+                Ok(s) => n.server = Some(s),
+                Err(e) => report.problem(format!("cycle {cycle}: {e}")),
+            }
+        }
+    }
+}
+
+/// A cycle's line, for a verbose run.
+fn cycle_line(cycle: usize, report: &Report, books: &Books, started: Instant) {
+    eprintln!(
+        "cycle {cycle}: {} | acked {} ({:.0} s) | lost {} applied_twice {} duplicate_grants {} overgrants {}",
+        report.cluster_line(),
+        books.order.len(),
+        started.elapsed().as_secs_f64(),
+        report.lost,
+        report.applied_twice,
+        report.duplicate_grants,
+        report.overgrants
+    );
+}
+
+/// The end of a cluster run: the last checks through the node `end` names (draining
+/// the deliveries of the nodes it lists), then the clients, nodes and servers stopped;
+/// the servers' data kept if anything failed.
+fn finish<N>(
+    end: Option<(SocketAddr, Vec<SocketAddr>)>,
+    load: Clients,
+    received: &Mutex<Received>,
+    nodes: N,
+    mut nats: hunt_cluster::testing::NatsCluster,
+    rng: &mut Rng,
+    report: &mut Report,
+) {
+    match end {
         None => report.problem("no node is ready for the last checks".into()),
-        Some(addr) => end_checks(addr, &all, &load, &received, &mut rng, &mut report),
+        Some((addr, all)) => end_checks(addr, &all, &load, received, rng, report),
     }
     load.stop();
     drop(nodes);
@@ -1346,7 +1348,6 @@ fn run_spread_in(cfg: &Config, dir: &Path) -> Report {
         );
     }
     drop(nats);
-    report
 }
 
 /// The clients and what they share with the checks.
