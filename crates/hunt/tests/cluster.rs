@@ -909,6 +909,56 @@ fn spread_nodes_hand_partitions_over_through_a_join_a_leave_and_a_kill_under_loa
     assert!(b.log.lock().unwrap().contains("sharing the partitions"));
 }
 
+/// Three `hunt serve --spread` nodes a, b and c with the hunts file `text` (written to
+/// `dir`), started while `beside` starts whatever else the test needs; once each is
+/// ready and the partitions are shared by all three: the nodes and their addresses.
+fn three_spread_nodes(
+    nats: &NatsCluster,
+    dir: &std::path::Path,
+    text: &str,
+    beside: impl FnOnce(),
+) -> (Vec<Node>, Vec<SocketAddr>) {
+    nats.wait_ready(Duration::from_secs(60));
+    let hunts = dir.join("hunts.yaml");
+    std::fs::write(&hunts, text).unwrap();
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node_of(&hunts, nats, id, &dir.join(id), &["--spread"]))
+        .collect();
+    beside();
+    let addrs = nodes
+        .iter()
+        .map(|n| n.ready(Duration::from_secs(60)))
+        .collect();
+    status_until(nats, "three nodes share the partitions", |s| {
+        owners_are(s, &["a", "b", "c"])
+    });
+    (nodes, addrs)
+}
+
+/// One `hunt serve` on the embedded store with 8 partitions, as the cluster's nodes.
+fn one_node(hunts: &std::path::Path, data: &std::path::Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--partitions",
+            "8",
+            "--config",
+        ])
+        .arg(hunts)
+        .arg("--data")
+        .arg(data)
+        .current_dir(root())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("hunt serve starts");
+    let (log, addr, _reader) = read_log(&mut child);
+    Node { child, addr, log }
+}
+
 /// Two races for a pool of seven codes each: one purchase wins a code of `seven`, one
 /// signup a code of `seven-more`.
 const RACES: &str = r#"
@@ -962,23 +1012,8 @@ fn race(addrs: &[SocketAddr], kind: &str, midway: impl FnOnce() + Send) -> Vec<V
 
 #[test]
 fn a_pool_of_seven_codes_raced_on_three_spread_nodes_is_granted_seven_times_even_with_one_killed() {
-    let nats = NatsCluster::start(3, false);
-    nats.wait_ready(Duration::from_secs(60));
-    let dir = tempfile::tempdir().unwrap();
-    let hunts = dir.path().join("races.yaml");
-    std::fs::write(&hunts, RACES).unwrap();
-    let spread = ["--spread"];
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|id| node_of(&hunts, &nats, id, &dir.path().join(id), &spread))
-        .collect();
-    let addrs: Vec<SocketAddr> = nodes
-        .iter()
-        .map(|n| n.ready(Duration::from_secs(60)))
-        .collect();
-    status_until(&nats, "three nodes share the partitions", |s| {
-        owners_are(s, &["a", "b", "c"])
-    });
+    let (nats, dir) = (NatsCluster::start(3, false), tempfile::tempdir().unwrap());
+    let (mut nodes, addrs) = three_spread_nodes(&nats, dir.path(), RACES, || {});
     let granted = |answers: &[Value]| {
         let mut all: Vec<String> = answers.iter().flat_map(codes).collect();
         let n = all.len();
@@ -1091,44 +1126,14 @@ fn taken_by_any(addrs: &[SocketAddr], first: usize, body: &str) -> (Value, usize
 
 #[test]
 fn three_spread_nodes_give_one_nodes_answers_for_the_same_events() {
-    let nats = NatsCluster::start(3, false);
-    nats.wait_ready(Duration::from_secs(60));
-    let dir = tempfile::tempdir().unwrap();
-    let hunts = dir.path().join("trail.yaml");
-    std::fs::write(&hunts, TRAIL).unwrap();
-    let spread = ["--spread"];
-    let nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|id| node_of(&hunts, &nats, id, &dir.path().join(id), &spread))
-        .collect();
-    // One node on the embedded store, with as many partitions.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--partitions",
-            "8",
-            "--config",
-        ])
-        .arg(&hunts)
-        .arg("--data")
-        .arg(dir.path().join("one"))
-        .current_dir(root())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("hunt serve starts");
-    let (log, addr, _reader) = read_log(&mut child);
-    let one = Node { child, addr, log };
-    let one_addr = one.ready(Duration::from_secs(60));
-    let addrs: Vec<SocketAddr> = nodes
-        .iter()
-        .map(|n| n.ready(Duration::from_secs(60)))
-        .collect();
-    status_until(&nats, "three nodes share the partitions", |s| {
-        owners_are(s, &["a", "b", "c"])
+    let (nats, dir) = (NatsCluster::start(3, false), tempfile::tempdir().unwrap());
+    let hunts = dir.path().join("hunts.yaml");
+    let mut one = None;
+    let (_nodes, addrs) = three_spread_nodes(&nats, dir.path(), TRAIL, || {
+        one = Some(one_node(&hunts, &dir.path().join("one")));
     });
+    let one = one.expect("started beside the cluster");
+    let one_addr = one.ready(Duration::from_secs(60));
 
     // Three seeds' events, each sent to one node and to the cluster (to a, b and c in
     // turn): the same statuses and outcomes, codes aside. The pool runs out during the
