@@ -483,6 +483,9 @@ impl Service {
             .partitions
             .get(n as usize)
             .ok_or_else(|| format!("no partition {n}"))?;
+        // Not while a snapshot of it is being taken: one begun before would be saved
+        // after the next owner's, without the deliveries this node lets go.
+        let _one = self.coordinator.lock().await;
         match &mut *self.owned.write() {
             Some(o) => {
                 o.remove(&n);

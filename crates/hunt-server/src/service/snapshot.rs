@@ -36,7 +36,12 @@ impl Service {
             self.accepted_since_snapshot.store(0, Ordering::Relaxed);
             let mut least = u64::MAX;
             for n in owned {
-                least = least.min(self.snapshot_partition(n, store.clone()).await?);
+                match self.snapshot_partition(n, store.clone()).await {
+                    Ok(from) => least = least.min(from),
+                    // Given away since the list was read: its new owner's to take.
+                    Err(_) if !self.owns(n as usize) => {}
+                    Err(e) => return Err(e),
+                }
             }
             return Ok(if least == u64::MAX { 0 } else { least });
         }
@@ -128,6 +133,14 @@ impl Service {
         store: Arc<dyn hunt_store::PartSnapshots>,
     ) -> Result<u64, String> {
         let _one = self.coordinator.lock().await;
+        // Only its owner writes a partition's snapshot, and it cannot give the
+        // partition away meanwhile (`leave` waits for this lock): a node that gave it
+        // away would save its stale state after the next owner's snapshot.
+        if !self.owns(n as usize) {
+            return Err(format!(
+                "partition {n} is not this node's: no snapshot of it"
+            ));
+        }
         let version = self.version();
         let h = self
             .partitions
