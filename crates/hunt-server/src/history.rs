@@ -121,17 +121,15 @@ pub async fn read(service: &Service) -> (Reading, Vec<SinkCounts>, Vec<String>) 
     (Reading::of(&c), c.sinks, missing)
 }
 
-fn counters_too() -> Ask {
-    Ask {
-        counters: true,
-        ..Ask::default()
-    }
-}
-
 /// A whole sample: the counters, the pools, the hunts' totals (on a cluster whose
 /// partitions are spread over nodes, every node's that answered).
 pub async fn sample(service: &Service) -> Sample {
-    let f = service.figures(&counters_too()).await;
+    let f = service
+        .figures(&Ask {
+            counters: true,
+            ..Ask::default()
+        })
+        .await;
     let reading = Reading::of(&f.counters.unwrap_or_default());
     let pools = f
         .pools

@@ -40,15 +40,39 @@ fn node_of(
     data: &std::path::Path,
     more: &[&str],
 ) -> Node {
+    let urls = nats.urls().join(",");
+    let monitors = nats.monitor_urls().join(",");
+    let mut args = vec![
+        "--cluster",
+        &urls,
+        "--cluster-monitor",
+        &monitors,
+        "--cluster-name",
+        "test",
+        "--node-id",
+        id,
+        "--lease",
+        "3s",
+    ];
+    args.extend_from_slice(more);
+    serving(hunts, data, &args)
+}
+
+/// `hunt serve` with the hunts file `hunts`, its data in `data`, 8 partitions and
+/// `more` flags, listening on a free port.
+fn serving(hunts: &std::path::Path, data: &std::path::Path, more: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--partitions",
+            "8",
+            "--config",
+        ])
         .arg(hunts)
         .arg("--data")
         .arg(data)
-        .args(["--cluster", &nats.urls().join(",")])
-        .args(["--cluster-monitor", &nats.monitor_urls().join(",")])
-        .args(["--cluster-name", "test", "--partitions", "8"])
-        .args(["--node-id", id, "--lease", "3s"])
         .args(more)
         .current_dir(root())
         .stderr(Stdio::piped())
@@ -936,29 +960,6 @@ fn three_spread_nodes(
     (nodes, addrs)
 }
 
-/// One `hunt serve` on the embedded store with 8 partitions, as the cluster's nodes.
-fn one_node(hunts: &std::path::Path, data: &std::path::Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hunt"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--partitions",
-            "8",
-            "--config",
-        ])
-        .arg(hunts)
-        .arg("--data")
-        .arg(data)
-        .current_dir(root())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("hunt serve starts");
-    let (log, addr, _reader) = read_log(&mut child);
-    Node { child, addr, log }
-}
-
 /// Two races for a pool of seven codes each: one purchase wins a code of `seven`, one
 /// signup a code of `seven-more`.
 const RACES: &str = r#"
@@ -1130,7 +1131,8 @@ fn three_spread_nodes_give_one_nodes_answers_for_the_same_events() {
     let hunts = dir.path().join("hunts.yaml");
     let mut one = None;
     let (_nodes, addrs) = three_spread_nodes(&nats, dir.path(), TRAIL, || {
-        one = Some(one_node(&hunts, &dir.path().join("one")));
+        // One node on the embedded store, with as many partitions.
+        one = Some(serving(&hunts, &dir.path().join("one"), &[]));
     });
     let one = one.expect("started beside the cluster");
     let one_addr = one.ready(Duration::from_secs(60));
